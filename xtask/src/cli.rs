@@ -1,0 +1,403 @@
+//! The command-line surface: every subcommand and option, parsed by clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Build, boot, check and bisect Linux kernels in throwaway VMs.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+pub struct Cli {
+    /// The kernel git tree [default: $KERNEL_TREE, then xtask.toml, then ./linux]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tree: Option<PathBuf>,
+    /// Where the rootfs, build dirs, cache and run logs live [default: target/xtask]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+    /// Print every external command as it runs
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build the Debian root filesystem (build container and guest root)
+    SetupRootfs(SetupRootfsArgs),
+    /// Make the smallest kernel config that still boots a real userspace
+    TrimConfig(TrimConfigArgs),
+    /// Build a kernel (cached by commit, config and toolchain)
+    Build(BuildCmd),
+    /// Boot a kernel in a VM with an interactive console, or run one command
+    Boot(BootCmd),
+    /// Boot a kernel and judge it: exit 0 good, 1 bad, 125 untestable, 128+ setup problem
+    Check(CheckCmd),
+    /// Find the first bad commit between GOOD and BAD with `git bisect`
+    Bisect(BisectCmd),
+    /// Check the host: tools, versions, KVM
+    Doctor(DoctorArgs),
+    /// List (and with --install, install) the Debian packages the toolkit needs
+    Deps(DepsArgs),
+    /// From nothing to a verdict: deps, rootfs, kernel tree, config, build, check
+    Quickstart(QuickstartArgs),
+    /// Inspect and trim the build cache
+    Cache(CacheArgs),
+    /// Measure against baselines run in the same invocation
+    Bench(BenchArgs),
+    /// Install what the tests need and run the whole test suite
+    Test(TestArgs),
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SetupRootfsArgs {
+    /// Debian suite [default: bookworm]
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Debian mirror [default: http://deb.debian.org/debian]
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Rebuild even when the recipe is unchanged
+    #[arg(long)]
+    pub force: bool,
+    /// Open a shell inside the rootfs container instead of building it
+    #[arg(long)]
+    pub shell: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TrimConfigArgs {
+    /// tinyconfig, defconfig, localmodconfig, olddefconfig or a config file [default: tinyconfig]
+    #[arg(long, value_name = "BASE")]
+    pub base: Option<String>,
+    /// A config fragment merged after the base (repeatable; kconfig/vm.config is always first)
+    #[arg(long = "fragment", value_name = "FILE")]
+    pub fragments: Vec<PathBuf>,
+    /// One option merged last: CONFIG_X=y|m|n|VALUE (repeatable)
+    #[arg(long = "set", value_name = "CONFIG_X=VALUE")]
+    pub sets: Vec<String>,
+    /// Warn instead of failing when an asked-for option did not survive olddefconfig
+    #[arg(long)]
+    pub allow_dropped: bool,
+    /// Run make with the host's tools instead of inside the rootfs container
+    #[arg(long)]
+    pub host: bool,
+    /// Where to write the config [default: <state-dir>/config/trimmed.config]
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitramfsMode {
+    /// An initramfs only when booting needs modules
+    Auto,
+    /// Always make one with dracut
+    Dracut,
+    /// Never make one
+    None,
+}
+
+/// Options of every command that may build a kernel.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildArgs {
+    /// Kernel config to build with [default: <state-dir>/config/trimmed.config]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Parallel make jobs [default: number of CPUs]
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// Build with the host's toolchain instead of the rootfs container
+    #[arg(long)]
+    pub host: bool,
+    /// Use ccache inside the build container
+    #[arg(long)]
+    pub ccache: bool,
+    /// When to make an initramfs [default: auto]
+    #[arg(long, value_enum)]
+    pub initramfs: Option<InitramfsMode>,
+    /// Build again even when the cache holds a failure for this key
+    #[arg(long)]
+    pub retry_failed: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildCmd {
+    /// Revision to build [default: the tree's working state, uncommitted changes included]
+    pub rev: Option<String>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when the probe says it works, else TCG
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// QEMU started directly; no daemon
+    Qemu,
+    /// A transient libvirt domain (needs the `libvirt` cargo feature)
+    Libvirt,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitMode {
+    /// Full systemd userspace, qemu-guest-agent as a service
+    Systemd,
+    /// The rootfs's small init: overlay root, guest agent, nothing else
+    Fast,
+}
+
+/// Options of every command that boots a VM.
+#[derive(Args, Debug, Clone, Default)]
+pub struct VmArgs {
+    /// Boot this bzImage instead of building
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Guest memory, for example 1G or 512M [default: 1G]
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Guest vCPUs [default: 2]
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Accelerator [default: auto]
+    #[arg(long, value_enum)]
+    pub accel: Option<Accel>,
+    /// VM backend [default: qemu]
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// libvirt connection URI for --backend libvirt [default: qemu:///system]
+    #[arg(long, value_name = "URI")]
+    pub connect: Option<String>,
+    /// Extra kernel command line arguments
+    #[arg(long, value_name = "ARGS")]
+    pub append: Option<String>,
+    /// Let the guest write through to the rootfs (default: read-only root with a tmpfs overlay)
+    #[arg(long)]
+    pub rw: bool,
+    /// Guest init [default: fast for check and bisect, systemd for boot]
+    #[arg(long, value_enum)]
+    pub init: Option<InitMode>,
+    /// Time limit for the command in the guest [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Time limit from power-on until the guest agent answers [default: 60s fast, 180s systemd under TCG]
+    #[arg(long, value_name = "DURATION")]
+    pub boot_timeout: Option<String>,
+    /// Time limit for the guest to power off before it is killed [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+    /// Leave the VM running at the end (libvirt backend: for `virsh console`)
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BootCmd {
+    /// Revision to boot [default: the tree's working state]
+    pub rev: Option<String>,
+    /// Run this command in the guest, print its output and exit with its status
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Print the libvirt domain XML and exit (libvirt backend)
+    #[arg(long)]
+    pub print_xml: bool,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// How a check judges a kernel.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CheckArgs {
+    /// Bad when the console matches this regex (repeatable)
+    #[arg(long = "bad-if-console", value_name = "REGEX")]
+    pub bad_if_console: Vec<String>,
+    /// A script copied into the guest and run as the check
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// Run the check N times; bad if any run is bad [default: 1]
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+    /// The command to run in the guest [default: none, the check is a clean boot]
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckCmd {
+    /// Revision to check [default: the tree's working state]
+    pub rev: Option<String>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Judge a saved run again from its logs instead of booting
+    #[arg(long, value_name = "DIR")]
+    pub from_run: Option<PathBuf>,
+    #[command(flatten)]
+    pub check: CheckArgs,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BisectCmd {
+    /// The known good revision
+    #[arg(required_unless_present_any = ["resume", "status", "reset"])]
+    pub good: Option<String>,
+    /// The known bad revision
+    #[arg(required_unless_present_any = ["resume", "status", "reset"])]
+    pub bad: Option<String>,
+    /// Find the first good commit (a fix) instead of the first bad one
+    #[arg(long)]
+    pub reverse: bool,
+    /// Only consider commits that touch these paths
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Continue an interrupted bisect
+    #[arg(long, conflicts_with_all = ["status", "reset"])]
+    pub resume: bool,
+    /// Show where the bisect stands
+    #[arg(long, conflicts_with = "reset")]
+    pub status: bool,
+    /// End the bisect and clean up its state
+    #[arg(long)]
+    pub reset: bool,
+    #[command(flatten)]
+    pub check: CheckArgs,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Probe KVM again instead of using the answer cached for this host boot
+    #[arg(long)]
+    pub reprobe: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DepsArgs {
+    /// apt-get install the missing packages (with sudo when not root)
+    #[arg(long)]
+    pub install: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuickstartArgs {
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// List cache entries, newest first
+    Ls,
+    /// Show one entry by key (or key prefix) or revision
+    Show {
+        /// A cache key, a prefix of one, or a revision of the tree
+        what: String,
+    },
+    /// Drop least recently used entries until the cache fits
+    Gc {
+        /// Largest total size to keep, for example 20G
+        #[arg(long, value_name = "SIZE")]
+        max_size: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// CPU seconds to build the trimmed config against defconfig + kvm_guest.config
+    Trim,
+    /// `check -- true` in both init modes against a hand-written minimal QEMU command
+    Boot {
+        /// Boots per variant; medians are reported [default: 5]
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// `bisect` against a plain `git bisect run` of the article's script
+    Bisect {
+        /// Commits in the synthetic history [default: 64]
+        #[arg(long, default_value_t = 64)]
+        commits: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Skip installing packages and preparing the rootfs, kernel tree and kernel
+    #[arg(long)]
+    pub no_setup: bool,
+    /// Only run tests whose name contains this
+    pub filter: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn check_takes_trailing_command() {
+        let cli =
+            Cli::try_parse_from(["x", "check", "v6.1", "--memory", "2G", "--", "uname", "-r"])
+                .unwrap();
+        let Command::Check(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(c.rev.as_deref(), Some("v6.1"));
+        assert_eq!(c.check.command, ["uname", "-r"]);
+        assert_eq!(c.vm.memory.as_deref(), Some("2G"));
+    }
+
+    #[test]
+    fn unknown_option_is_an_error() {
+        assert!(Cli::try_parse_from(["x", "check", "--frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn bisect_needs_endpoints_unless_resuming() {
+        assert!(Cli::try_parse_from(["x", "bisect"]).is_err());
+        assert!(Cli::try_parse_from(["x", "bisect", "--resume"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "bisect", "v1", "v2", "--", "true"]).is_ok());
+    }
+}

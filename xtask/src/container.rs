@@ -1,0 +1,161 @@
+//! The build container: a command run inside the rootfs with systemd-nspawn, with bind mounts
+//! and environment. Builds and olddefconfig run here so every user gets the same toolchain.
+
+use crate::state::StateDir;
+use crate::tools;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A command to run in the rootfs container.
+#[derive(Debug, Clone)]
+pub struct Container {
+    rootfs: PathBuf,
+    binds: Vec<(PathBuf, String, bool)>,
+    env: Vec<(String, String)>,
+    workdir: Option<String>,
+    writable: bool,
+    interactive: bool,
+}
+
+/// Whether systemd runs as PID 1 with its registration services; when not (containers,
+/// CI machines), nspawn must neither register with machined nor create its own scope.
+pub fn host_has_systemd() -> bool {
+    Path::new("/run/systemd/system").is_dir() && Path::new("/run/dbus/system_bus_socket").exists()
+}
+
+impl Container {
+    /// The container over `rootfs`; fails with the fix when the rootfs is not built.
+    pub fn new(state: &StateDir) -> Result<Container> {
+        let rootfs = state.rootfs();
+        if !rootfs.join("usr/bin").is_dir() {
+            bail!(
+                "no rootfs at {}: run `cargo xtask setup-rootfs`",
+                rootfs.display()
+            );
+        }
+        Ok(Container::at(rootfs))
+    }
+
+    /// The container over any directory (setup-rootfs uses this on its temporary tree).
+    pub fn at(rootfs: PathBuf) -> Container {
+        Container {
+            rootfs,
+            binds: Vec::new(),
+            env: Vec::new(),
+            workdir: None,
+            writable: false,
+            interactive: false,
+        }
+    }
+
+    /// Mounts `host` at `guest`, writable.
+    pub fn bind(mut self, host: &Path, guest: &str) -> Self {
+        self.binds
+            .push((host.to_path_buf(), guest.to_string(), false));
+        self
+    }
+
+    /// Mounts `host` at `guest`, read-only.
+    pub fn bind_ro(mut self, host: &Path, guest: &str) -> Self {
+        self.binds
+            .push((host.to_path_buf(), guest.to_string(), true));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn workdir(mut self, dir: &str) -> Self {
+        self.workdir = Some(dir.to_string());
+        self
+    }
+
+    /// Lets the command change the rootfs (only setup-rootfs does; builds never may, since
+    /// the same tree is the guest's root).
+    pub fn writable(mut self) -> Self {
+        self.writable = true;
+        self
+    }
+
+    /// Attaches the terminal (for `setup-rootfs --shell`).
+    pub fn interactive(mut self) -> Self {
+        self.interactive = true;
+        self
+    }
+
+    /// The nspawn arguments (before the command), as pure data.
+    pub fn args(&self, host_systemd: bool) -> Vec<String> {
+        let mut a = vec![
+            "--quiet".to_string(),
+            format!("--directory={}", self.rootfs.display()),
+        ];
+        if !host_systemd {
+            // Without systemd as PID 1 and D-Bus there is no machined to register with and no
+            // unit to move into.
+            a.push("--register=no".into());
+            a.push("--keep-unit".into());
+        }
+        if !self.writable {
+            a.push("--read-only".into());
+        }
+        // A private /tmp; the host's resolv.conf and timezone are not the build's business.
+        a.push("--resolv-conf=off".into());
+        a.push("--timezone=off".into());
+        // The command runs as PID 2 under a stub init, so signals and zombies behave.
+        a.push("--as-pid2".into());
+        a.push(if self.interactive {
+            "--console=interactive".into()
+        } else {
+            "--console=pipe".into()
+        });
+        for (host, guest, ro) in &self.binds {
+            let flag = if *ro { "--bind-ro" } else { "--bind" };
+            a.push(format!("{flag}={}:{guest}", host.display()));
+        }
+        for (k, v) in &self.env {
+            a.push(format!("--setenv={k}={v}"));
+        }
+        if let Some(w) = &self.workdir {
+            a.push(format!("--chdir={w}"));
+        }
+        a
+    }
+
+    /// A ready-to-run `Command` for `argv` inside the container.
+    pub fn command<S: AsRef<str>>(&self, argv: &[S]) -> Result<Command> {
+        let nspawn = tools::find(&tools::NSPAWN)?;
+        let mut c = Command::new(nspawn);
+        c.args(self.args(host_has_systemd()));
+        c.arg("--");
+        c.args(argv.iter().map(|s| s.as_ref()));
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_for_a_build() {
+        let c = Container::at("/s/rootfs".into())
+            .bind(Path::new("/home/me/linux"), "/src")
+            .bind_ro(Path::new("/cfg"), "/cfg")
+            .env("KBUILD_BUILD_USER", "xtask")
+            .workdir("/src");
+        let a = c.args(false);
+        assert!(a.contains(&"--register=no".to_string()));
+        assert!(a.contains(&"--keep-unit".to_string()));
+        assert!(a.contains(&"--read-only".to_string()));
+        assert!(a.contains(&"--bind=/home/me/linux:/src".to_string()));
+        assert!(a.contains(&"--bind-ro=/cfg:/cfg".to_string()));
+        assert!(a.contains(&"--setenv=KBUILD_BUILD_USER=xtask".to_string()));
+        assert!(a.contains(&"--chdir=/src".to_string()));
+        let a = c.clone().writable().args(true);
+        assert!(!a.contains(&"--register=no".to_string()));
+        assert!(!a.contains(&"--read-only".to_string()));
+    }
+}

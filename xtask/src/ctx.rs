@@ -1,0 +1,51 @@
+//! What every task gets: the shell, the resolved tree and state dir, xtask.toml, the run dir.
+
+use crate::settings::FileConfig;
+use crate::state::StateDir;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use xshell::Shell;
+
+pub struct Ctx {
+    pub sh: Shell,
+    /// The kernel tree as configured; not yet checked (see [`Ctx::require_tree`]).
+    pub tree: PathBuf,
+    pub state: StateDir,
+    pub file: FileConfig,
+    /// This invocation's private directory (0700): command log and any logs of the run.
+    pub run_dir: PathBuf,
+    pub verbose: bool,
+}
+
+impl Ctx {
+    /// The kernel tree, checked to be a kernel git tree.
+    pub fn require_tree(&self) -> Result<PathBuf> {
+        check_kernel_tree(&self.tree)?;
+        Ok(std::fs::canonicalize(&self.tree)?)
+    }
+}
+
+/// A kernel git tree: a directory with the kernel's top Makefile and Kconfig, under git.
+pub fn check_kernel_tree(tree: &Path) -> Result<()> {
+    if !tree.is_dir() {
+        bail!(
+            "kernel tree {} not found: pass --tree PATH, set KERNEL_TREE, or set `tree` in xtask.toml",
+            tree.display()
+        );
+    }
+    if !tree.join("Kconfig").is_file()
+        || !tree.join("arch/x86").is_dir()
+        || !tree.join("scripts/kconfig").is_dir()
+    {
+        bail!("{} is not a kernel tree (no Kconfig, arch/x86 or scripts/kconfig): pass --tree PATH to a Linux source tree", tree.display());
+    }
+    if !tree.join(".git").exists() {
+        bail!("{} is a kernel tree but not a git repository: run `git init && git add -A && git commit -m base` in it", tree.display());
+    }
+    Ok(())
+}
+
+/// The one line a task prints when the part it needs is not built yet.
+pub fn not_built(what: &str) -> Result<u8> {
+    bail!("`{what}` is not built yet in this version of the toolkit")
+}

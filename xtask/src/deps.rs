@@ -1,0 +1,128 @@
+//! `cargo xtask deps [--install]`: the Debian packages the toolkit needs, and virtiofsd.
+
+use crate::cli::DepsArgs;
+use crate::cmd::CommandExt;
+use crate::ctx::Ctx;
+use crate::tools;
+use anyhow::{Context, Result};
+use std::process::Command;
+
+/// Debian packages, each with why it is needed.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("make", "kernel builds with --host"),
+    ("git", "kernel trees, worktrees, bisect"),
+    ("systemd-container", "systemd-nspawn, the build container"),
+    ("mmdebstrap", "building the rootfs"),
+    ("debootstrap", "building the rootfs (fallback)"),
+    ("qemu-system-x86", "the VM"),
+    (
+        "libseccomp-dev",
+        "building virtiofsd (not packaged in Debian 12)",
+    ),
+    ("libcap-ng-dev", "building virtiofsd"),
+    ("pkg-config", "building virtiofsd and the libvirt feature"),
+    ("libvirt-daemon-system", "the libvirt backend"),
+    ("libvirt-dev", "building with --features libvirt"),
+    (
+        "linux-source-6.1",
+        "a real kernel tree for quickstart and the tests",
+    ),
+    ("xz-utils", "unpacking linux-source"),
+    ("gcc", "kernel builds with --host"),
+    ("bc", "kernel builds with --host"),
+    ("bison", "kernel builds with --host"),
+    ("flex", "kernel builds with --host"),
+    ("libelf-dev", "kernel builds with --host"),
+    ("libssl-dev", "kernel builds with --host"),
+];
+
+/// Packages not yet installed, asked of dpkg.
+pub fn missing_packages() -> Result<Vec<&'static str>> {
+    let names: Vec<&str> = PACKAGES.iter().map(|(n, _)| *n).collect();
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${db:Status-Abbrev}\n"])
+        .args(&names)
+        .output_unchecked()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with("ii ") || l.ends_with("ii"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    Ok(names
+        .into_iter()
+        .filter(|n| !installed.contains(n))
+        .collect())
+}
+
+fn privileged(program: &str) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(program);
+        c
+    }
+}
+
+/// Installs what is missing; does nothing (and asks no network) when all is there.
+pub fn install() -> Result<()> {
+    let missing = missing_packages()?;
+    if !missing.is_empty() {
+        println!("installing: {}", missing.join(" "));
+        privileged("apt-get")
+            .arg("update")
+            .output_logged()
+            .context("apt-get update failed: check the machine's apt sources and network")?;
+        privileged("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output_logged()
+            .context("apt-get install failed")?;
+    }
+    if tools::locate(&tools::VIRTIOFSD).is_none() {
+        println!("installing virtiofsd from crates.io (Debian 12 does not package it)");
+        Command::new("cargo")
+            .args(["install", "virtiofsd", "--locked"])
+            .output_logged()
+            .context("cargo install virtiofsd failed: it needs libseccomp-dev and libcap-ng-dev")?;
+    }
+    Ok(())
+}
+
+impl DepsArgs {
+    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
+        if self.install {
+            install()?;
+            println!(
+                "all packages installed; virtiofsd at {}",
+                tools::find(&tools::VIRTIOFSD)?.display()
+            );
+            return Ok(0);
+        }
+        let missing = missing_packages()?;
+        for (name, why) in PACKAGES {
+            let mark = if missing.contains(name) {
+                "missing"
+            } else {
+                "ok"
+            };
+            println!("{mark:<8} {name:<24} {why}");
+        }
+        let vfs = tools::locate(&tools::VIRTIOFSD);
+        println!(
+            "{:<8} {:<24} {}",
+            if vfs.is_some() { "ok" } else { "missing" },
+            "virtiofsd",
+            tools::VIRTIOFSD_INSTALL
+        );
+        if missing.is_empty() && vfs.is_some() {
+            Ok(0)
+        } else {
+            println!("run `cargo xtask deps --install` to install what is missing");
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `cargo xtask doctor`: every external tool (found or missing, version, package) and KVM.
+
+use crate::cli::DoctorArgs;
+use crate::cmd::CommandExt;
+use crate::ctx::Ctx;
+use crate::tools::{self, Tool};
+use anyhow::{bail, Result};
+use std::process::Command;
+
+/// First line of a tool's version output.
+fn version(tool: &Tool, path: &std::path::Path) -> String {
+    let out = Command::new(path)
+        .args(tool.version_args)
+        .output_unchecked();
+    match out {
+        Ok(o) => {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        }
+        Err(_) => "?".into(),
+    }
+}
+
+impl DoctorArgs {
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        let mut missing_required = Vec::new();
+        println!(
+            "{:<20} {:<8} {:<45} version",
+            "tool", "status", "path / fix"
+        );
+        for tool in tools::ALL {
+            match tools::locate(tool) {
+                Some(p) => {
+                    let v = if tool.name == "debootstrap" {
+                        // debootstrap has no --version; its package version says it.
+                        Command::new("dpkg-query")
+                            .args(["-W", "-f", "${Version}", "debootstrap"])
+                            .read_logged()
+                            .unwrap_or_default()
+                    } else {
+                        version(tool, &p)
+                    };
+                    println!("{:<20} {:<8} {:<45} {}", tool.name, "found", p.display(), v);
+                }
+                None => {
+                    let need = if tool.required { "MISSING" } else { "missing" };
+                    println!(
+                        "{:<20} {:<8} {:<45} ({})",
+                        tool.name,
+                        need,
+                        tools::install_hint(tool),
+                        tool.purpose
+                    );
+                    if tool.required {
+                        missing_required.push(*tool);
+                    }
+                }
+            }
+        }
+        if tools::bootstrapper().is_err() {
+            missing_required.push(tools::MMDEBSTRAP);
+        }
+        let rootfs = ctx.state.rootfs();
+        if rootfs.join("usr/bin/gcc").exists() {
+            let gcc = crate::rootfs::toolchain_identity(&ctx.state)
+                .unwrap_or_else(|e| format!("? ({e:#})"));
+            println!(
+                "{:<20} {:<8} {:<45} {}",
+                "gcc (rootfs)",
+                "found",
+                rootfs.display(),
+                gcc
+            );
+        } else {
+            println!(
+                "{:<20} {:<8} {:<45}",
+                "gcc (rootfs)", "missing", "cargo xtask setup-rootfs"
+            );
+        }
+        match tools::locate(&tools::QEMU) {
+            Some(qemu) => {
+                let p = crate::kvm::probe(&ctx.state, &qemu, self.reprobe)?;
+                if p.usable {
+                    println!("KVM usable ({})", p.detail);
+                } else {
+                    println!("KVM unusable: falling back to TCG (slower) ({})", p.detail);
+                }
+            }
+            None => println!("KVM not probed: qemu-system-x86_64 is missing"),
+        }
+        if !missing_required.is_empty() {
+            let names: Vec<_> = missing_required.iter().map(|t| t.name).collect();
+            bail!(
+                "missing required tools: {}; run `cargo xtask deps --install`",
+                names.join(", ")
+            );
+        }
+        println!("ok: the toolkit can work on this host");
+        Ok(0)
+    }
+}

@@ -1,0 +1,140 @@
+//! The state dir's layout: one place that names every path the toolkit keeps.
+
+use anyhow::{Context, Result};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// `<state>/` holds everything the toolkit makes; nothing is written elsewhere.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: PathBuf) -> StateDir {
+        StateDir { root }
+    }
+    /// The finished root filesystem (build container and guest root).
+    pub fn rootfs(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+    /// What the rootfs was built from: recipe digest, suite, toolchain identity.
+    pub fn rootfs_meta(&self) -> PathBuf {
+        self.root.join("rootfs.json")
+    }
+    /// Kernel configs made by trim-config.
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("config")
+    }
+    /// The config `build` uses by default.
+    pub fn trimmed_config(&self) -> PathBuf {
+        self.config_dir().join("trimmed.config")
+    }
+    /// Kept `O=` build dirs, one per source tree, so builds are incremental.
+    pub fn build_dir(&self, name: &str) -> PathBuf {
+        self.root.join("build").join(name)
+    }
+    /// The git worktree in which revisions other than the checkout are built and bisected.
+    pub fn worktree(&self) -> PathBuf {
+        self.root.join("worktree")
+    }
+    /// The artifact cache.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    /// Per-invocation run directories.
+    pub fn runs(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+    /// The KVM probe's answer, valid for one boot of the host.
+    pub fn kvm_probe(&self) -> PathBuf {
+        self.root.join("kvm-probe.json")
+    }
+
+    /// Creates the state dir, with a clear error for a read-only or unwritable path.
+    pub fn ensure(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.root).with_context(|| {
+            format!(
+                "cannot create the state dir {}: pass --state-dir PATH on a writable disk",
+                self.root.display()
+            )
+        })?;
+        let probe = self.root.join(".write-test");
+        std::fs::write(&probe, b"").with_context(|| {
+            format!(
+                "the state dir {} is not writable: pass --state-dir PATH on a writable disk",
+                self.root.display()
+            )
+        })?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+
+    /// Makes this invocation's private run directory (0700): `runs/<time>-<task>-<pid>`.
+    pub fn new_run_dir(&self, task: &str) -> Result<PathBuf> {
+        let dir = self
+            .runs()
+            .join(format!("{}-{}-{}", timestamp(), task, std::process::id()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating run dir {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(dir)
+    }
+}
+
+/// UTC time as `YYYYMMDD-HHMMSS`, sortable.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86400) as i64);
+    let s = secs % 86400;
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (the proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Whether `path` lies inside `dir` (both as given, no canonicalisation).
+pub fn is_inside(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_784), (2026, 11, 27));
+    }
+
+    #[test]
+    fn run_dir_is_private() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().to_path_buf());
+        let d = s.new_run_dir("check").unwrap();
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+}
