@@ -1,11 +1,106 @@
-//! `cargo xtask test`.
+//! `cargo xtask test`: installs what the tests need (packages, the rootfs, a real kernel tree,
+//! a trimmed config and a kernel built from it), then runs the whole suite, unit and
+//! end-to-end, exactly as CI does.
 
 use crate::cli::TestArgs;
-use crate::ctx::{not_built, Ctx};
-use anyhow::Result;
+use crate::cmd::CommandExt;
+use crate::ctx::Ctx;
+use crate::settings::{workspace_root, BuildOptions};
+use crate::units::human_duration;
+use crate::{build, deps, fixture};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The kernel tree the tests use, inside the state dir.
+pub fn test_tree(ctx: &Ctx) -> PathBuf {
+    ctx.state.root.join("fixtures/linux-6.1")
+}
+
+/// Runs this same binary with `args` (and the context's state dir and verbosity), as one
+/// timed phase whose output goes to the terminal.
+pub fn run_self(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("==> {phase}");
+    let mut c = Command::new(std::env::current_exe()?);
+    c.arg("--state-dir").arg(&ctx.state.root);
+    if let Some(t) = tree {
+        c.arg("--tree").arg(t);
+    }
+    if ctx.verbose {
+        c.arg("-v");
+    }
+    c.args(args);
+    c.run_logged().with_context(|| format!("phase {phase} failed"))?;
+    eprintln!("==> {phase}: done in {}", human_duration(start.elapsed()));
+    Ok(())
+}
+
+/// Whether the libvirt daemon answers, so the libvirt feature can be built and tested.
+fn libvirt_available() -> bool {
+    Command::new("virsh")
+        .args(["-c", "qemu:///system", "version"])
+        .output_unchecked()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
 
 impl TestArgs {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        not_built("test")
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        let start = Instant::now();
+        let tree = test_tree(ctx);
+        if !self.no_setup {
+            eprintln!("==> deps");
+            deps::install()?;
+            run_self(ctx, "setup-rootfs", None, &["setup-rootfs"])?;
+            eprintln!("==> kernel tree");
+            fixture::linux_source_tree(&tree)?;
+            run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
+            run_self(ctx, "build", Some(&tree), &["build"])?;
+        }
+        let kernel = self.fixture_kernel(ctx, &tree)?;
+        let mut c = Command::new("cargo");
+        c.current_dir(workspace_root()).args(["test", "--workspace"]);
+        if libvirt_available() {
+            c.args(["--features", "xtask/libvirt"]);
+        } else {
+            eprintln!("libvirt does not answer at qemu:///system: the libvirt backend is not tested (start libvirtd)");
+        }
+        c.args(["--", "--test-threads=1"]);
+        if let Some(f) = &self.filter {
+            c.arg(f);
+        }
+        c.env("XTASK_BIN", std::env::current_exe()?)
+            .env("XTASK_TEST_STATE", &ctx.state.root)
+            .env("XTASK_TEST_TREE", &tree)
+            .env("XTASK_TEST_KERNEL", &kernel);
+        eprintln!("==> cargo test (kernel {})", kernel.display());
+        let result = c.run_logged();
+        eprintln!("==> test: {} in all", human_duration(start.elapsed()));
+        match result {
+            Ok(()) => Ok(0),
+            Err(e) if crate::signals::is_interrupted(&e) => Err(e),
+            Err(_) => Ok(1),
+        }
+    }
+
+    /// The kernel the VM tests boot: the test tree's HEAD, from the cache.
+    fn fixture_kernel(&self, ctx: &Ctx, tree: &Path) -> Result<PathBuf> {
+        let tctx = Ctx {
+            sh: xshell::Shell::new()?,
+            tree: tree.to_path_buf(),
+            state: ctx.state.clone(),
+            file: ctx.file.clone(),
+            run_dir: ctx.run_dir.clone(),
+            verbose: ctx.verbose,
+        };
+        let opts = BuildOptions::resolve(&Default::default(), &Default::default())?;
+        match build::ensure_kernel(&tctx, None, &opts)? {
+            build::BuildOutcome::Built(a) => Ok(a.bzimage),
+            build::BuildOutcome::Failed { log, summary, .. } => {
+                bail!("the test kernel does not build ({summary}); log: {}", log.display())
+            }
+        }
     }
 }

@@ -1,0 +1,59 @@
+//! A real kernel git tree made from Debian's linux-source-6.1, for quickstart, the tests and
+//! the benchmarks: unpacked once, committed once (tagged `base`), then reused.
+
+use crate::cmd::CommandExt;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian's linux-source package puts the tarball.
+pub const LINUX_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
+
+/// Identity used for commits the toolkit makes in trees it owns.
+pub const GIT_IDENTITY: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "xtask"),
+    ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
+    ("GIT_COMMITTER_NAME", "xtask"),
+    ("GIT_COMMITTER_EMAIL", "xtask@localhost"),
+];
+
+/// A git command in `dir` with a fixed identity.
+pub fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir);
+    for (k, v) in GIT_IDENTITY {
+        c.env(k, v);
+    }
+    c
+}
+
+/// The tree at `dest`, made from linux-source-6.1 when it is not there yet. Made in a
+/// temporary dir beside `dest` and renamed into place, so an interrupted run leaves nothing
+/// that looks ready.
+pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
+    if dest.join(".git").is_dir() && dest.join("Kconfig").is_file() {
+        return Ok(dest.to_path_buf());
+    }
+    if !Path::new(LINUX_SOURCE_TARBALL).is_file() {
+        bail!("{LINUX_SOURCE_TARBALL} not found: apt-get install linux-source-6.1 (or pass --tree PATH)");
+    }
+    let parent = dest.parent().context("tree path has no parent")?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new().prefix(".linux-unpack").tempdir_in(parent)?;
+    eprintln!("unpacking {LINUX_SOURCE_TARBALL} into a git tree at {} (about a minute)", dest.display());
+    Command::new("tar")
+        .arg("-C")
+        .arg(tmp.path())
+        .args(["--strip-components=1", "-xf", LINUX_SOURCE_TARBALL])
+        .output_logged()
+        .context("unpacking linux-source")?;
+    git(tmp.path()).args(["init", "-q", "-b", "master"]).output_logged()?;
+    // The tree is big: keep git from spending time on things we do not need.
+    git(tmp.path()).args(["config", "gc.auto", "0"]).output_logged()?;
+    git(tmp.path()).args(["add", "-A"]).output_logged()?;
+    git(tmp.path()).args(["commit", "-q", "-m", "linux-source-6.1 (Debian)"]).output_logged()?;
+    git(tmp.path()).args(["tag", "base"]).output_logged()?;
+    let tmp = tmp.keep();
+    std::fs::rename(&tmp, dest).with_context(|| format!("moving the tree into {}", dest.display()))?;
+    Ok(dest.to_path_buf())
+}
