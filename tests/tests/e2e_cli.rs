@@ -1,0 +1,69 @@
+//! The command line as a user meets it: help, bad input, doctor, completions.
+
+use tests::{code, fixture, run, stderr, stdout};
+
+#[test]
+fn help_lists_every_subcommand() {
+    let f = fixture();
+    let out = run(f.xtask().arg("--help"));
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    for sub in [
+        "setup-rootfs", "trim-config", "build", "boot", "check", "bisect", "doctor", "deps", "quickstart", "cache",
+        "bench", "test", "completions",
+    ] {
+        assert!(text.contains(sub), "--help does not list {sub}");
+    }
+}
+
+/// One clear line (no panic, no backtrace) and an exit code that aborts a `git bisect run`.
+fn assert_clear_error(args: &[&str], needle: &str) {
+    let f = fixture();
+    let out = run(f.xtask().args(args));
+    let c = code(&out);
+    assert!(c >= 128, "{args:?} exited {c}, want >= 128 so that git bisect run aborts");
+    let err = stderr(&out);
+    assert!(err.contains(needle), "{args:?}: stderr does not name {needle:?}: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?} panicked: {err}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    assert_clear_error(&["check", "--memory", "banana"], "banana");
+    assert_clear_error(&["check", "--cpus", "0"], "--cpus 0");
+    assert_clear_error(&["check", "--frobnicate"], "--frobnicate");
+    assert_clear_error(&["check", "--timeout", "soon"], "soon");
+    assert_clear_error(&["--tree", "/nonexistent/linux", "build"], "/nonexistent/linux");
+    assert_clear_error(&["--tree", "/usr/share", "build"], "not a kernel tree");
+}
+
+#[test]
+fn doctor_names_every_tool_and_kvm() {
+    let f = fixture();
+    let out = run(f.xtask().arg("doctor"));
+    assert_eq!(code(&out), 0, "doctor says the toolkit cannot work here");
+    let text = stdout(&out);
+    for tool in ["make", "git", "systemd-nspawn", "mmdebstrap", "debootstrap", "qemu-system-x86_64", "virtiofsd", "libvirtd", "virsh"] {
+        assert!(text.lines().any(|l| l.starts_with(tool)), "doctor does not report {tool}");
+    }
+    assert!(text.contains("KVM usable") || text.contains("KVM unusable: falling back to TCG"), "{text}");
+}
+
+#[test]
+fn unknown_key_in_xtask_toml_is_named() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("xtask.toml");
+    std::fs::write(&cfg, "[vm]\nmemroy = \"1G\"\n").unwrap();
+    let out = run(f.xtask().env("XTASK_CONFIG", &cfg).arg("doctor"));
+    assert!(code(&out) >= 128);
+    assert!(stderr(&out).contains("memroy"), "{}", stderr(&out));
+}
+
+#[test]
+fn completions_are_printed() {
+    let f = fixture();
+    let out = run(f.xtask().args(["completions", "bash"]));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("trim-config"));
+}
