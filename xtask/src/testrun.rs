@@ -19,8 +19,16 @@ pub fn test_tree(ctx: &Ctx) -> PathBuf {
 }
 
 /// Runs this same binary with `args` (and the context's state dir and verbosity), as one
-/// timed phase whose output goes to the terminal.
+/// timed phase whose output goes to the terminal; fails unless it exits 0.
 pub fn run_self(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<()> {
+    match run_self_code(ctx, phase, tree, args)? {
+        0 => Ok(()),
+        c => bail!("phase {phase} failed (exit {c})"),
+    }
+}
+
+/// As [`run_self`], returning the exit code.
+pub fn run_self_code(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<i32> {
     let start = Instant::now();
     eprintln!("==> {phase}");
     let mut c = Command::new(std::env::current_exe()?);
@@ -32,9 +40,11 @@ pub fn run_self(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> R
         c.arg("-v");
     }
     c.args(args);
-    c.run_logged().with_context(|| format!("phase {phase} failed"))?;
-    eprintln!("==> {phase}: done in {}", human_duration(start.elapsed()));
-    Ok(())
+    let mut child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
+    let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
+    let code = status.code().unwrap_or(crate::EXIT_SETUP as i32);
+    eprintln!("==> {phase}: exit {code} after {}", human_duration(start.elapsed()));
+    Ok(code)
 }
 
 /// Whether the libvirt daemon answers, so the libvirt feature can be built and tested.
