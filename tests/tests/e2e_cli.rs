@@ -9,8 +9,19 @@ fn help_lists_every_subcommand() {
     assert_eq!(code(&out), 0);
     let text = stdout(&out);
     for sub in [
-        "setup-rootfs", "trim-config", "build", "boot", "check", "bisect", "doctor", "deps", "quickstart", "cache",
-        "bench", "test", "completions",
+        "setup-rootfs",
+        "trim-config",
+        "build",
+        "boot",
+        "check",
+        "bisect",
+        "doctor",
+        "deps",
+        "quickstart",
+        "cache",
+        "bench",
+        "test",
+        "completions",
     ] {
         assert!(text.contains(sub), "--help does not list {sub}");
     }
@@ -21,10 +32,19 @@ fn assert_clear_error(args: &[&str], needle: &str) {
     let f = fixture();
     let out = run(f.xtask().args(args));
     let c = code(&out);
-    assert!(c >= 128, "{args:?} exited {c}, want >= 128 so that git bisect run aborts");
+    assert!(
+        c >= 128,
+        "{args:?} exited {c}, want >= 128 so that git bisect run aborts"
+    );
     let err = stderr(&out);
-    assert!(err.contains(needle), "{args:?}: stderr does not name {needle:?}: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?} panicked: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr does not name {needle:?}: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{args:?} panicked: {err}"
+    );
 }
 
 #[test]
@@ -33,7 +53,10 @@ fn bad_input_gets_one_clear_line() {
     assert_clear_error(&["check", "--cpus", "0"], "--cpus 0");
     assert_clear_error(&["check", "--frobnicate"], "--frobnicate");
     assert_clear_error(&["check", "--timeout", "soon"], "soon");
-    assert_clear_error(&["--tree", "/nonexistent/linux", "build"], "/nonexistent/linux");
+    assert_clear_error(
+        &["--tree", "/nonexistent/linux", "build"],
+        "/nonexistent/linux",
+    );
     assert_clear_error(&["--tree", "/usr/share", "build"], "not a kernel tree");
 }
 
@@ -43,10 +66,26 @@ fn doctor_names_every_tool_and_kvm() {
     let out = run(f.xtask().arg("doctor"));
     assert_eq!(code(&out), 0, "doctor says the toolkit cannot work here");
     let text = stdout(&out);
-    for tool in ["make", "git", "systemd-nspawn", "mmdebstrap", "debootstrap", "qemu-system-x86_64", "virtiofsd", "libvirtd", "virsh"] {
-        assert!(text.lines().any(|l| l.starts_with(tool)), "doctor does not report {tool}");
+    for tool in [
+        "make",
+        "git",
+        "systemd-nspawn",
+        "mmdebstrap",
+        "debootstrap",
+        "qemu-system-x86_64",
+        "virtiofsd",
+        "libvirtd",
+        "virsh",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(tool)),
+            "doctor does not report {tool}"
+        );
     }
-    assert!(text.contains("KVM usable") || text.contains("KVM unusable: falling back to TCG"), "{text}");
+    assert!(
+        text.contains("KVM usable") || text.contains("KVM unusable: falling back to TCG"),
+        "{text}"
+    );
 }
 
 #[test]

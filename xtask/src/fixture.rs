@@ -39,21 +39,33 @@ pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
     }
     let parent = dest.parent().context("tree path has no parent")?;
     std::fs::create_dir_all(parent)?;
-    let tmp = tempfile::Builder::new().prefix(".linux-unpack").tempdir_in(parent)?;
-    eprintln!("unpacking {LINUX_SOURCE_TARBALL} into a git tree at {} (about a minute)", dest.display());
+    let tmp = tempfile::Builder::new()
+        .prefix(".linux-unpack")
+        .tempdir_in(parent)?;
+    eprintln!(
+        "unpacking {LINUX_SOURCE_TARBALL} into a git tree at {} (about a minute)",
+        dest.display()
+    );
     Command::new("tar")
         .arg("-C")
         .arg(tmp.path())
         .args(["--strip-components=1", "-xf", LINUX_SOURCE_TARBALL])
         .output_logged()
         .context("unpacking linux-source")?;
-    git(tmp.path()).args(["init", "-q", "-b", "master"]).output_logged()?;
+    git(tmp.path())
+        .args(["init", "-q", "-b", "master"])
+        .output_logged()?;
     // The tree is big: keep git from spending time on things we do not need.
-    git(tmp.path()).args(["config", "gc.auto", "0"]).output_logged()?;
+    git(tmp.path())
+        .args(["config", "gc.auto", "0"])
+        .output_logged()?;
     git(tmp.path()).args(["add", "-A"]).output_logged()?;
-    git(tmp.path()).args(["commit", "-q", "-m", "linux-source-6.1 (Debian)"]).output_logged()?;
+    git(tmp.path())
+        .args(["commit", "-q", "-m", "linux-source-6.1 (Debian)"])
+        .output_logged()?;
     git(tmp.path()).args(["tag", "base"]).output_logged()?;
     let tmp = tmp.keep();
-    std::fs::rename(&tmp, dest).with_context(|| format!("moving the tree into {}", dest.display()))?;
+    std::fs::rename(&tmp, dest)
+        .with_context(|| format!("moving the tree into {}", dest.display()))?;
     Ok(dest.to_path_buf())
 }

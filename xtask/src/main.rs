@@ -12,6 +12,7 @@ mod ctx;
 mod deps;
 mod doctor;
 mod fixture;
+mod history;
 mod kvm;
 mod quickstart;
 mod rootfs;

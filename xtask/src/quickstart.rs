@@ -22,7 +22,10 @@ impl QuickstartArgs {
         let default_tree = workspace_root().join("linux");
         let tree = if ctx.tree == default_tree && !default_tree.exists() {
             let t = Instant::now();
-            eprintln!("==> kernel tree: none configured, making {} from linux-source-6.1", default_tree.display());
+            eprintln!(
+                "==> kernel tree: none configured, making {} from linux-source-6.1",
+                default_tree.display()
+            );
             fixture::linux_source_tree(&default_tree)?;
             eprintln!("==> kernel tree: done in {}", human_duration(t.elapsed()));
             default_tree
@@ -41,8 +44,14 @@ impl QuickstartArgs {
             125 => "untestable: the kernel did not build or boot",
             _ => bail!("check could not run (exit {code})"),
         };
-        eprintln!("quickstart: {verdict} ({} in all)", human_duration(start.elapsed()));
-        eprintln!("next: edit {} and run `cargo xtask check -- <your test>`", tree.display());
+        eprintln!(
+            "quickstart: {verdict} ({} in all)",
+            human_duration(start.elapsed())
+        );
+        eprintln!(
+            "next: edit {} and run `cargo xtask check -- <your test>`",
+            tree.display()
+        );
         Ok(code as u8)
     }
 

@@ -43,7 +43,10 @@ pub fn run_self_code(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str])
     let mut child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
     let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
     let code = status.code().unwrap_or(crate::EXIT_SETUP as i32);
-    eprintln!("==> {phase}: exit {code} after {}", human_duration(start.elapsed()));
+    eprintln!(
+        "==> {phase}: exit {code} after {}",
+        human_duration(start.elapsed())
+    );
     Ok(code)
 }
 
@@ -71,7 +74,8 @@ impl TestArgs {
         }
         let kernel = self.fixture_kernel(ctx, &tree)?;
         let mut c = Command::new("cargo");
-        c.current_dir(workspace_root()).args(["test", "--workspace"]);
+        c.current_dir(workspace_root())
+            .args(["test", "--workspace"]);
         if libvirt_available() {
             c.args(["--features", "xtask/libvirt"]);
         } else {
@@ -109,7 +113,10 @@ impl TestArgs {
         match build::ensure_kernel(&tctx, None, &opts)? {
             build::BuildOutcome::Built(a) => Ok(a.bzimage),
             build::BuildOutcome::Failed { log, summary, .. } => {
-                bail!("the test kernel does not build ({summary}); log: {}", log.display())
+                bail!(
+                    "the test kernel does not build ({summary}); log: {}",
+                    log.display()
+                )
             }
         }
     }
