@@ -1,4 +1,6 @@
-//! `cargo xtask bisect`.
+//! `cargo xtask bisect GOOD BAD`: git bisect in a dedicated worktree, each step a check.
+
+mod progress;
 
 use crate::cli::BisectCmd;
 use crate::ctx::{not_built, Ctx};
