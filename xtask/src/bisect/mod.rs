@@ -1,6 +1,7 @@
 //! `cargo xtask bisect GOOD BAD`: git bisect in a dedicated worktree, each step a check.
 
 mod progress;
+mod report;
 
 use crate::cli::BisectCmd;
 use crate::ctx::{not_built, Ctx};
