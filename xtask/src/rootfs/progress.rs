@@ -16,11 +16,14 @@ pub struct Step {
     name: String,
     start: Instant,
     bar: ProgressBar,
+    /// No terminal: progress messages are printed as lines instead of a spinner.
+    plain: bool,
 }
 
 impl Step {
     pub fn start(name: &str) -> Step {
-        let bar = if std::io::stderr().is_terminal() {
+        let plain = !std::io::stderr().is_terminal();
+        let bar = if !plain {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
@@ -37,13 +40,13 @@ impl Step {
             name: name.to_string(),
             start: Instant::now(),
             bar,
+            plain,
         }
     }
 
     /// Shows what the step is doing now (one line, shortened).
     pub fn message(&self, msg: &str) {
-        self.bar
-            .set_message(msg.trim().chars().take(100).collect::<String>());
+        report(&self.bar, self.plain, msg);
     }
 
     pub fn done(self) {
@@ -81,7 +84,7 @@ pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitSt
     // Drop our copies of the pipe's write end, or the reader would never see the end.
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
 
-    let bar = step.bar.clone();
+    let (bar, plain) = (step.bar.clone(), step.plain);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(reader);
@@ -90,7 +93,7 @@ pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitSt
             let _ = file.write_all(&line);
             let text = String::from_utf8_lossy(&line);
             if let Some(msg) = text.strip_prefix("I: ") {
-                bar.set_message(msg.trim().chars().take(100).collect::<String>());
+                report(&bar, plain, msg);
             }
             line.clear();
         }
@@ -103,4 +106,14 @@ pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitSt
     // Grandchildren that kept the pipe open must not hang us; the log is then only partial.
     let _ = done_rx.recv_timeout(Duration::from_secs(5));
     Ok(status)
+}
+
+/// One progress message: on the spinner, or as a line of its own without a terminal.
+fn report(bar: &ProgressBar, plain: bool, msg: &str) {
+    let msg: String = msg.trim().chars().take(100).collect();
+    if plain {
+        eprintln!("  {msg}");
+    } else {
+        bar.set_message(msg);
+    }
 }

@@ -16,9 +16,13 @@ const RECIPE_FORMAT: &str = "xtask-rootfs-recipe 1";
 /// How many hex digits of the digest users see (and `toolchain_identity` carries).
 pub const SHORT: usize = 12;
 
-/// The recipe folder of the workspace.
+/// The recipe folder: the workspace's `rootfs/`, or `$XTASK_ROOTFS_RECIPE` (for trying a
+/// recipe out, and for tests of broken recipes).
 pub fn recipe_dir() -> PathBuf {
-    crate::settings::workspace_root().join("rootfs")
+    match std::env::var_os("XTASK_ROOTFS_RECIPE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => crate::settings::workspace_root().join("rootfs"),
+    }
 }
 
 /// What to build: the recipe folder and where it comes from.

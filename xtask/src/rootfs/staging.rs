@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 /// A tree being built. Until [`Staging::install`] it is never where later commands look.
 pub struct Staging {
     path: PathBuf,
+    /// What the tree at `path` is, for the message when it is removed.
+    what: &'static str,
 }
 
 impl Staging {
@@ -17,7 +19,10 @@ impl Staging {
     /// what a killed earlier run may have left there.
     pub fn new(path: PathBuf) -> Result<Staging> {
         remove_tree(&path)?;
-        Ok(Staging { path })
+        Ok(Staging {
+            path,
+            what: "the unfinished rootfs",
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -27,7 +32,7 @@ impl Staging {
     /// Puts the finished tree at `target` and records `meta` beside it. The old record goes
     /// first and the new one is written last, so a crash in between leaves a tree that is
     /// rebuilt, never one taken as up to date. The old tree is removed when `self` drops.
-    pub fn install(self, target: &Path, meta_path: &Path, meta: &Meta) -> Result<()> {
+    pub fn install(mut self, target: &Path, meta_path: &Path, meta: &Meta) -> Result<()> {
         unmount_under(&self.path)?;
         match std::fs::remove_file(meta_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -43,6 +48,7 @@ impl Staging {
                     target.display()
                 )
             })?;
+            self.what = "the old rootfs";
         } else {
             std::fs::rename(&self.path, target).with_context(|| {
                 format!("moving {} to {}", self.path.display(), target.display())
@@ -54,6 +60,9 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
+        if self.path.symlink_metadata().is_ok() {
+            eprintln!("removing {} ({})", self.what, self.path.display());
+        }
         if let Err(e) = remove_tree(&self.path) {
             eprintln!("warning: {e:#}");
         }
