@@ -1,5 +1,13 @@
 //! `cargo xtask setup-rootfs`: builds the Debian root filesystem (build container and guest
 //! root) from the recipe in `rootfs/`, atomically and only when the recipe changed.
+//!
+//! What other commands can rely on in a finished rootfs (`StateDir::rootfs()`):
+//! - empty mount points [`MOUNT_POINTS`] for the read-only build container's binds;
+//! - gcc, make and the kernel build tools; `rootfs.json` records the recipe digest and gcc;
+//! - systemd as `/sbin/init`; `/usr/local/sbin/xtask-init` (from the overlay) for fast boots;
+//! - qemu-guest-agent, started by udev once the `org.qemu.guest_agent.0` port appears;
+//! - root without a password, auto-logged-in on serial consoles; journald to the console;
+//! - no fstab line for `/`: the kernel mounts the virtiofs root as the command line says.
 
 mod bootstrap;
 mod overlay;
