@@ -110,9 +110,7 @@ impl SetupRootfsArgs {
             gcc,
             built: crate::state::timestamp(),
         };
-        let step = Step::start("putting the new rootfs in place");
-        staging.install(&ctx.state.rootfs(), &ctx.state.rootfs_meta(), &meta)?;
-        step.done();
+        let old = staging.install(&ctx.state.rootfs(), &ctx.state.rootfs_meta(), &meta)?;
         println!(
             "rootfs ready in {:.0}s: {} (recipe {}, {})",
             started.elapsed().as_secs_f64(),
@@ -120,6 +118,11 @@ impl SetupRootfsArgs {
             recipe::short(&meta.digest),
             meta.gcc
         );
+        if let Some(old) = old {
+            let step = Step::start("removing the old rootfs");
+            old.remove()?;
+            step.done();
+        }
         Ok(0)
     }
 }

@@ -31,8 +31,14 @@ impl Staging {
 
     /// Puts the finished tree at `target` and records `meta` beside it. The old record goes
     /// first and the new one is written last, so a crash in between leaves a tree that is
-    /// rebuilt, never one taken as up to date. The old tree is removed when `self` drops.
-    pub fn install(mut self, target: &Path, meta_path: &Path, meta: &Meta) -> Result<()> {
+    /// rebuilt, never one taken as up to date. Returns the old tree, for [`Staging::remove`]
+    /// (or `Drop`, or the next run) to delete.
+    pub fn install(
+        mut self,
+        target: &Path,
+        meta_path: &Path,
+        meta: &Meta,
+    ) -> Result<Option<Staging>> {
         unmount_under(&self.path)?;
         match std::fs::remove_file(meta_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -40,7 +46,7 @@ impl Staging {
             }
             _ => {}
         }
-        if target.symlink_metadata().is_ok() {
+        let old = if target.symlink_metadata().is_ok() {
             exchange(&self.path, target).with_context(|| {
                 format!(
                     "swapping {} into place at {}",
@@ -49,12 +55,20 @@ impl Staging {
                 )
             })?;
             self.what = "the old rootfs";
+            Some(self)
         } else {
             std::fs::rename(&self.path, target).with_context(|| {
                 format!("moving {} to {}", self.path.display(), target.display())
             })?;
-        }
-        meta.write(meta_path)
+            None
+        };
+        meta.write(meta_path)?;
+        Ok(old)
+    }
+
+    /// Deletes the tree now, reporting a failure instead of only warning about it.
+    pub fn remove(self) -> Result<()> {
+        remove_tree(&self.path)
     }
 }
 
@@ -235,8 +249,10 @@ tmpfs /s/with\\040space/x tmpfs rw 0 0
             gcc: "gcc (Debian 12.2.0-14) 12.2.0".into(),
             built: "20261127-000000".into(),
         };
-        s.install(&target, &meta_path, &meta).unwrap();
+        let old = s.install(&target, &meta_path, &meta).unwrap().unwrap();
         assert!(target.join("new").is_dir() && !target.join("old").exists());
+        assert!(old.path().join("old").is_dir());
+        old.remove().unwrap();
         assert!(!t.path().join("rootfs.tmp").exists());
         assert_eq!(Meta::read(&meta_path).unwrap(), meta);
     }
