@@ -21,8 +21,8 @@ systemctl set-default multi-user.target
 # No VGA console (the serial getty comes from console=ttyS0), and no periodic jobs in a
 # throwaway VM.
 systemctl disable getty@tty1.service
-systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
-    e2scrub_all.timer e2scrub_reap.service fstrim.timer
+systemctl mask getty-static.service apt-daily.timer apt-daily-upgrade.timer \
+    dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer
 
 echo "I: mount points for the read-only build container"
 # nspawn --read-only cannot create them: kernel source, O= build dir, ccache, artefacts,
