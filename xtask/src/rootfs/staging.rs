@@ -18,6 +18,9 @@ impl Staging {
     /// Claims `path` (absolute, on the same filesystem as the final tree), first removing
     /// what a killed earlier run may have left there.
     pub fn new(path: PathBuf) -> Result<Staging> {
+        if path.symlink_metadata().is_ok() {
+            eprintln!("removing what an interrupted run left ({})", path.display());
+        }
         remove_tree(&path)?;
         Ok(Staging {
             path,
