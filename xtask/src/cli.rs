@@ -64,6 +64,9 @@ pub struct SetupRootfsArgs {
     /// Open a shell inside the rootfs container instead of building it
     #[arg(long)]
     pub shell: bool,
+    /// With --shell: run this command in the container instead, and exit with its status
+    #[arg(last = true, requires = "shell", value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
