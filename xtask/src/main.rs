@@ -11,6 +11,7 @@ mod container;
 mod ctx;
 mod deps;
 mod doctor;
+mod kconfig;
 mod kvm;
 mod quickstart;
 mod rootfs;
