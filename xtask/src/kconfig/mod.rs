@@ -6,7 +6,6 @@ pub mod merge;
 pub mod symbols;
 pub mod verify;
 
-pub use config::{Config, Setting};
-pub use merge::{merge, Layer, Merged};
+pub use config::Config;
+pub use merge::{merge, Layer};
 pub use symbols::SymbolIndex;
-pub use verify::Dropped;
