@@ -1,7 +1,7 @@
 //! `.config` files and config fragments: parsing lines into settings, and writing them back.
 
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 /// One line of a `.config` or fragment: `CONFIG_NAME=value`, or `# CONFIG_NAME is not set`
 /// (kept as the value `n`). Names are stored without the `CONFIG_` prefix, as Kconfig
@@ -88,10 +88,20 @@ pub fn parse_set(arg: &str) -> Result<Setting> {
     })
 }
 
-/// A whole configuration: each symbol's value, later settings replacing earlier ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A whole configuration: each symbol's value, later settings replacing earlier ones. The
+/// order of setting is kept: in a `choice`, the member set to `y` last is the one Kconfig
+/// takes, so a value a fragment sets must come after the base's lines.
+#[derive(Debug, Clone, Default)]
 pub struct Config {
-    values: BTreeMap<String, String>,
+    /// Name → (when it was last set, value).
+    values: HashMap<String, (usize, String)>,
+    next: usize,
+}
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Config) -> bool {
+        self.entries() == other.entries()
+    }
 }
 
 impl Config {
@@ -107,13 +117,16 @@ impl Config {
         c
     }
 
+    /// Sets a value; it now comes after every value set before.
     pub fn set(&mut self, name: &str, value: &str) {
-        self.values.insert(name.to_string(), value.to_string());
+        self.values
+            .insert(name.to_string(), (self.next, value.to_string()));
+        self.next += 1;
     }
 
     /// The value as written, `n` for `is not set`; None when the file does not mention it.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+        self.values.get(name).map(|(_, v)| v.as_str())
     }
 
     /// The value as Kconfig sees it: a symbol the file does not mention is `n`.
@@ -121,9 +134,20 @@ impl Config {
         self.get(name).unwrap_or("n")
     }
 
+    /// (name, value) in the order they were last set.
+    pub fn entries(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(usize, &str, &str)> = self
+            .values
+            .iter()
+            .map(|(k, (n, v))| (*n, k.as_str(), v.as_str()))
+            .collect();
+        v.sort_unstable_by_key(|e| e.0);
+        v.into_iter().map(|(_, k, v)| (k, v)).collect()
+    }
+
     /// How many options are `value` (`y` or `m`).
     pub fn count(&self, value: &str) -> usize {
-        self.values.values().filter(|v| *v == value).count()
+        self.values.values().filter(|(_, v)| v == value).count()
     }
 
     pub fn len(&self) -> usize {
@@ -134,10 +158,10 @@ impl Config {
         self.values.is_empty()
     }
 
-    /// The `.config` text: `CONFIG_X=v` lines, `n` as `# CONFIG_X is not set`.
+    /// The `.config` text in setting order: `CONFIG_X=v` lines, `n` as `# CONFIG_X is not set`.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        for (name, value) in &self.values {
+        for (name, value) in self.entries() {
             if value == "n" {
                 s.push_str(&format!("# CONFIG_{name} is not set\n"));
             } else {
@@ -197,6 +221,10 @@ mod tests {
         assert_eq!(c.value("UNSEEN"), "n");
         assert_eq!(c.get("UNSEEN"), None);
         assert_eq!(c.render(), "CONFIG_A=m\n# CONFIG_B is not set\n");
+        // Setting again moves a value last, after the base's other choice member.
+        let mut c = Config::parse("CONFIG_CHOICE_A=y\n# CONFIG_CHOICE_B is not set\n").unwrap();
+        c.set("CHOICE_B", "y");
+        assert_eq!(c.render(), "CONFIG_CHOICE_A=y\nCONFIG_CHOICE_B=y\n");
         assert_eq!(Config::parse(&c.render()).unwrap(), c);
     }
 }

@@ -149,4 +149,25 @@ mod tests {
         assert!(m.base_changes.is_empty() && m.overrides.is_empty());
         assert_eq!(m.asked["MODULES"].value, "n");
     }
+
+    #[test]
+    fn an_asked_choice_member_comes_after_the_base_default() {
+        // tinyconfig has the "Debug information" choice at DEBUG_INFO_NONE; debug.config picks
+        // another member. Kconfig takes the last `y` of a choice it reads.
+        let base = Config::parse(
+            "CONFIG_DEBUG_INFO_NONE=y\n# CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT is not set\n",
+        )
+        .unwrap();
+        let m = merge(
+            &base,
+            &[layer(
+                "debug.config",
+                "CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y\n",
+            )],
+        );
+        assert_eq!(
+            m.config.render(),
+            "CONFIG_DEBUG_INFO_NONE=y\nCONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y\n"
+        );
+    }
 }

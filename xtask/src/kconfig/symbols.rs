@@ -170,7 +170,7 @@ impl Parser {
             let mut line = lines[i].to_string();
             while line.trim_end().ends_with('\\') && i + 1 < lines.len() {
                 let t = line.trim_end();
-                line = format!("{} {}", &t[..t.len() - 1], lines[i + 1].trim());
+                line = format!("{} {}", t[..t.len() - 1].trim_end(), lines[i + 1].trim());
                 i += 1;
             }
             i += 1;
@@ -436,6 +436,7 @@ mod tests {
         assert!(kasan.depends[0].starts_with("(((HAVE_ARCH_KASAN && CC_HAS_KASAN_GENERIC) ||"));
         assert!(kasan.depends[0].ends_with("HAVE_ARCH_KASAN_HW_TAGS"));
         assert_eq!(kasan.depends[1], "(SLUB && SYSFS) || (SLAB && !DEBUG_SLAB)");
+        assert!(kasan.depends[0].contains("CC_HAS_KASAN_GENERIC) || (HAVE_ARCH_KASAN_SW_TAGS"));
         let titles: Vec<&str> = kasan.within.iter().map(|b| b.title.as_str()).collect();
         assert_eq!(
             titles,
