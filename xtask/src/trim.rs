@@ -7,7 +7,7 @@ use crate::cmd::{self, CommandExt};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::{self, config, verify, Config, Layer, SymbolIndex};
-use crate::settings::workspace_root;
+use crate::settings::{workspace_root, FileTrim};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::Write;
@@ -72,16 +72,30 @@ impl TrimOptions {
     /// Command line over xtask.toml over defaults. Paths on the command line are relative to
     /// the current directory, paths in xtask.toml to the workspace root.
     pub fn resolve(args: &TrimConfigArgs, ctx: &Ctx) -> TrimOptions {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let ws = workspace_root();
-        let file = &ctx.file.trim;
+        TrimOptions::resolve_in(
+            args,
+            &ctx.file.trim,
+            &std::env::current_dir().unwrap_or_default(),
+            &workspace_root(),
+            ctx.state.trimmed_config(),
+        )
+    }
+
+    /// [`TrimOptions::resolve`] with its facts passed in.
+    pub fn resolve_in(
+        args: &TrimConfigArgs,
+        file: &FileTrim,
+        cwd: &Path,
+        workspace: &Path,
+        default_output: PathBuf,
+    ) -> TrimOptions {
         let base = match (&args.base, &file.base) {
-            (Some(b), _) => Base::parse(b, &cwd),
-            (None, Some(b)) => Base::parse(b, &ws),
+            (Some(b), _) => Base::parse(b, cwd),
+            (None, Some(b)) => Base::parse(b, workspace),
             (None, None) => Base::Target("tinyconfig".into()),
         };
-        let mut fragments = vec![ws.join(VM_FRAGMENT)];
-        fragments.extend(file.fragments.iter().map(|f| ws.join(f)));
+        let mut fragments = vec![workspace.join(VM_FRAGMENT)];
+        fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
         fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
         let mut sets: Vec<(String, String)> = file
             .set
@@ -99,7 +113,7 @@ impl TrimOptions {
                 .output
                 .as_ref()
                 .map(|o| cwd.join(o))
-                .unwrap_or_else(|| ctx.state.trimmed_config()),
+                .unwrap_or(default_output),
         }
     }
 
@@ -203,6 +217,10 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
         Base::TreeConfig => read_config(&tree.join(".config")).context(
             "--base olddefconfig starts from the tree's .config; configure the tree or pass --base",
         )?,
+        Base::File(p) if !p.exists() => bail!(
+            "--base {}: not tinyconfig, defconfig, localmodconfig or olddefconfig, and no such file",
+            p.display()
+        ),
         Base::File(p) => read_config(p).context("reading the --base config file")?,
     };
 
@@ -440,6 +458,68 @@ mod tests {
             Base::File("/w/my.config".into())
         );
         assert_eq!(Base::parse("/a/b", d), Base::File("/a/b".into()));
+    }
+
+    #[test]
+    fn options_merge_command_line_over_xtask_toml() {
+        let args = TrimConfigArgs {
+            base: None,
+            fragments: vec!["mine.config".into()],
+            sets: vec!["CONFIG_KASAN=y".into()],
+            allow_dropped: false,
+            host: true,
+            output: None,
+        };
+        let file = FileTrim {
+            base: Some("defconfig".into()),
+            fragments: vec!["kconfig/debug.config".into()],
+            set: vec!["CONFIG_SLUB=y".into()],
+        };
+        let o = TrimOptions::resolve_in(
+            &args,
+            &file,
+            Path::new("/cwd"),
+            Path::new("/ws"),
+            "/state/config/trimmed.config".into(),
+        );
+        assert_eq!(o.base, Base::Target("defconfig".into()));
+        let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            f,
+            [
+                "/ws/kconfig/vm.config",
+                "/ws/kconfig/debug.config",
+                "/cwd/mine.config"
+            ]
+        );
+        assert_eq!(
+            o.sets,
+            [
+                (
+                    "xtask.toml [trim] set".to_string(),
+                    "CONFIG_SLUB=y".to_string()
+                ),
+                ("--set".to_string(), "CONFIG_KASAN=y".to_string())
+            ]
+        );
+        assert!(o.host);
+        assert_eq!(o.output, Path::new("/state/config/trimmed.config"));
+
+        let args = TrimConfigArgs {
+            base: Some("old.config".into()),
+            output: Some("out.config".into()),
+            ..args
+        };
+        let o = TrimOptions::resolve_in(
+            &args,
+            &FileTrim::default(),
+            Path::new("/cwd"),
+            Path::new("/ws"),
+            "/d".into(),
+        );
+        assert_eq!(o.base, Base::File("/cwd/old.config".into()));
+        assert_eq!(o.output, Path::new("/cwd/out.config"));
+        assert_eq!(o.fragments.len(), 2);
     }
 
     #[test]
