@@ -145,7 +145,92 @@ impl TrimConfigArgs {
 pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
     let tree = ctx.require_tree()?;
 
-    // 1. What is asked: fragments, then sets.
+    // 1. What is asked, and that every symbol exists: checked before any make.
+    let mut layers = read_layers(opts)?;
+    let index = read_kconfig(&tree)?;
+    let names = layers
+        .iter()
+        .flat_map(|l| l.settings.iter().map(|s| &s.name));
+    let undefined = verify::undefined(names, &index);
+    if !undefined.is_empty() {
+        let lines: Vec<String> = undefined
+            .iter()
+            .map(|n| {
+                format!(
+                    "CONFIG_{n} is not defined by any Kconfig file in {}",
+                    tree.display()
+                )
+            })
+            .collect();
+        bail!("{}", lines.join("\n"));
+    }
+    for s in layers.iter_mut().flat_map(|l| l.settings.iter_mut()) {
+        s.value = verify::normalize(&s.value, index.kind(&s.name));
+    }
+
+    // 2. The base, made in the scratch build dir (the tree stays clean).
+    let scratch = ctx.state.build_dir("trim-config");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let _lock = lock(&scratch.with_extension("lock"))?;
+    let make = KernelMake::new(ctx, &tree, &scratch, opts.host)?;
+    let log = ctx.run_dir.join("make.log");
+    let dot_config = scratch.join(".config");
+    let base = make_base(&opts.base, &make, &tree, &log)?;
+
+    // 3. Merge, saying what overrides what, and let Kconfig resolve the result.
+    let merged = kconfig::merge(&base, &layers);
+    print_overrides(&merged, ctx.verbose);
+    std::fs::write(&dot_config, merged.config.render())
+        .with_context(|| format!("writing {}", dot_config.display()))?;
+    make.run_to_log(&["olddefconfig"], &log)
+        .context("make olddefconfig")?;
+    let final_text = std::fs::read_to_string(&dot_config)
+        .with_context(|| format!("reading {}", dot_config.display()))?;
+    let final_config = Config::parse(&final_text)
+        .with_context(|| format!("{} as olddefconfig left it", dot_config.display()))?;
+
+    // 4. Did every asked-for option keep its value?
+    let dropped = verify::dropped(&merged.asked, &final_config);
+    for d in &dropped {
+        eprint!("{}", verify::explain(d, &index, &final_config));
+    }
+    if !dropped.is_empty() {
+        if !opts.allow_dropped {
+            bail!(
+                "{} asked-for option(s) did not keep their value (above); fix their dependencies, \
+                 or pass --allow-dropped. The config as olddefconfig left it: {}",
+                dropped.len(),
+                dot_config.display()
+            );
+        }
+        eprintln!(
+            "warning: {} asked-for option(s) did not keep their value (--allow-dropped)",
+            dropped.len()
+        );
+    }
+
+    // 5. Write it and say what it is.
+    write_atomically(&opts.output, &final_text)?;
+    let fragments: Vec<String> = opts.fragments.iter().map(|f| short_path(f)).collect();
+    println!("base:      {}", opts.base.describe());
+    println!("fragments: {}", fragments.join(", "));
+    if !opts.sets.is_empty() {
+        let sets: Vec<&str> = opts.sets.iter().map(|(_, s)| s.as_str()).collect();
+        println!("set:       {}", sets.join(" "));
+    }
+    println!(
+        "options:   {} =y, {} =m ({} asked for, {} dropped)",
+        final_config.count("y"),
+        final_config.count("m"),
+        merged.asked.len(),
+        dropped.len()
+    );
+    println!("wrote:     {}", opts.output.display());
+    Ok(opts.output.clone())
+}
+
+/// The fragments, then the `--set`s (one layer per origin), parsed.
+fn read_layers(opts: &TrimOptions) -> Result<Vec<Layer>> {
     let mut layers = Vec::new();
     for f in &opts.fragments {
         let text = std::fs::read_to_string(f)
@@ -167,43 +252,16 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
             }),
         }
     }
+    Ok(layers)
+}
 
-    // 2. Every asked-for symbol exists, checked before any make.
-    let index = read_kconfig(&tree)?;
-    let asked_names: Vec<&String> = layers
-        .iter()
-        .flat_map(|l| l.settings.iter().map(|s| &s.name))
-        .collect();
-    let undefined = verify::undefined(asked_names, &index);
-    if !undefined.is_empty() {
-        let lines: Vec<String> = undefined
-            .iter()
-            .map(|n| {
-                format!(
-                    "CONFIG_{n} is not defined by any Kconfig file in {}",
-                    tree.display()
-                )
-            })
-            .collect();
-        bail!("{}", lines.join("\n"));
-    }
-    for l in &mut layers {
-        for s in &mut l.settings {
-            s.value = verify::normalize(&s.value, index.kind(&s.name));
-        }
-    }
-
-    // 3. The base, in the scratch build dir (the tree stays clean).
-    let scratch = ctx.state.build_dir("trim-config");
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let _lock = lock(&scratch.with_extension("lock"))?;
-    let make = KernelMake::new(ctx, &tree, &scratch, opts.host)?;
-    let log = ctx.run_dir.join("make.log");
-    let dot_config = scratch.join(".config");
-    let _ = std::fs::remove_file(&dot_config);
-    let base = match &opts.base {
+/// The base config: a make target run in `make`'s output dir, the tree's `.config`, or a file.
+fn make_base(base: &Base, make: &KernelMake, tree: &Path, log: &Path) -> Result<Config> {
+    match base {
         Base::Target(target) => {
-            make.run_to_log(&[target], &log).with_context(|| {
+            let dot_config = make.out_dir().join(".config");
+            let _ = std::fs::remove_file(&dot_config);
+            make.run_to_log(&[target], log).with_context(|| {
                 if target == "localmodconfig" {
                     "make localmodconfig failed: it needs lsmod and the running kernel's config, \
                      which the container may lack; try --host, or pass a config file as --base"
@@ -212,80 +270,37 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
                     format!("making the base config (make {target})")
                 }
             })?;
-            read_config(&dot_config)?
+            read_config(&dot_config)
         }
         Base::TreeConfig => read_config(&tree.join(".config")).context(
             "--base olddefconfig starts from the tree's .config; configure the tree or pass --base",
-        )?,
+        ),
         Base::File(p) if !p.exists() => bail!(
             "--base {}: not tinyconfig, defconfig, localmodconfig or olddefconfig, and no such file",
             p.display()
         ),
-        Base::File(p) => read_config(p).context("reading the --base config file")?,
-    };
+        Base::File(p) => read_config(p).context("reading the --base config file"),
+    }
+}
 
-    // 4. Merge, saying what overrides what.
-    let merged = kconfig::merge(&base, &layers);
+/// One line per value a layer replaced; the base's changes counted, listed with -v.
+fn print_overrides(merged: &kconfig::merge::Merged, verbose: bool) {
     for o in &merged.overrides {
         eprintln!("note: {o}");
     }
-    if !merged.base_changes.is_empty() {
-        eprintln!(
-            "note: the fragments and sets change {} values of the base{}",
-            merged.base_changes.len(),
-            if ctx.verbose { ":" } else { " (-v lists them)" }
-        );
-        if ctx.verbose {
-            for o in &merged.base_changes {
-                eprintln!("  {o}");
-            }
-        }
+    if merged.base_changes.is_empty() {
+        return;
     }
-    std::fs::write(&dot_config, merged.config.render())
-        .with_context(|| format!("writing {}", dot_config.display()))?;
-
-    // 5. Let Kconfig resolve it.
-    make.run_to_log(&["olddefconfig"], &log)
-        .context("make olddefconfig")?;
-    let final_text = std::fs::read_to_string(&dot_config)
-        .with_context(|| format!("reading {}", dot_config.display()))?;
-    let final_config = Config::parse(&final_text)
-        .with_context(|| format!("{} as olddefconfig left it", dot_config.display()))?;
-
-    // 6. Did every asked-for option keep its value?
-    let dropped = verify::dropped(&merged.asked, &final_config);
-    for d in &dropped {
-        eprint!("{}", verify::explain(d, &index, &final_config));
-    }
-    if !dropped.is_empty() {
-        if !opts.allow_dropped {
-            bail!(
-                "{} asked-for option(s) did not keep their value (above); fix their dependencies, \
-                 or pass --allow-dropped. The config as olddefconfig left it: {}",
-                dropped.len(),
-                dot_config.display()
-            );
-        }
-        eprintln!(
-            "warning: {} asked-for option(s) did not keep their value (--allow-dropped)",
-            dropped.len()
-        );
-    }
-
-    // 7. Write it and say what it is.
-    write_atomically(&opts.output, &final_text)?;
-    println!("base:      {}", opts.base.describe());
-    let names: Vec<String> = layers.iter().map(|l| l.origin.clone()).collect();
-    println!("fragments: {}", names.join(", "));
-    println!(
-        "options:   {} =y, {} =m ({} asked for, {} dropped)",
-        final_config.count("y"),
-        final_config.count("m"),
-        merged.asked.len(),
-        dropped.len()
+    eprintln!(
+        "note: the fragments and sets change {} values of the base{}",
+        merged.base_changes.len(),
+        if verbose { ":" } else { " (-v lists them)" }
     );
-    println!("wrote:     {}", opts.output.display());
-    Ok(opts.output.clone())
+    if verbose {
+        for o in &merged.base_changes {
+            eprintln!("  {o}");
+        }
+    }
 }
 
 /// The tree's Kconfig files for [`ARCH`], followed from the top `Kconfig` like make does.
@@ -366,8 +381,11 @@ fn lock(path: &Path) -> Result<File> {
 /// tree at /src read-only and the output dir at /build, or on the host. Kbuild with `O=` only
 /// reads the source tree.
 pub struct KernelMake {
+    /// The tree and output dir as make sees them (/src and /build in the container).
     src: String,
     out: String,
+    /// The output dir on the host.
+    out_dir: PathBuf,
     container: Option<Container>,
 }
 
@@ -383,6 +401,7 @@ impl KernelMake {
         Ok(KernelMake {
             src: "/src".into(),
             out: "/build".into(),
+            out_dir: out.to_path_buf(),
             container: Some(container),
         })
     }
@@ -391,8 +410,14 @@ impl KernelMake {
         KernelMake {
             src: tree.display().to_string(),
             out: out.display().to_string(),
+            out_dir: out.to_path_buf(),
             container: None,
         }
+    }
+
+    /// The output dir (`O=`) on the host.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
     }
 
     /// `make -C SRC O=OUT ARGS...`, as pure data.
@@ -532,6 +557,7 @@ mod tests {
         let m = KernelMake {
             src: "/src".into(),
             out: "/build".into(),
+            out_dir: "/state/build/x".into(),
             container: Some(Container::at("/r".into())),
         };
         assert_eq!(
