@@ -603,3 +603,27 @@ mod tests {
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 }
+
+/// Against a real tree: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`.
+#[cfg(test)]
+mod real_tree {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs a kernel tree and a .config made from it"]
+    fn every_symbol_of_a_real_config_is_known() {
+        let tree = PathBuf::from(std::env::var_os("XTASK_TEST_TREE").unwrap());
+        let config = PathBuf::from(std::env::var_os("XTASK_TEST_CONFIG").unwrap());
+        let index = read_kconfig(&tree).unwrap();
+        assert!(index.warnings.is_empty(), "{:?}", index.warnings);
+        let c = read_config(&config).unwrap();
+        let unknown: Vec<&str> = c
+            .entries()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !index.is_defined(n))
+            .collect();
+        eprintln!("{} files, {} symbols", index.files, index.defs.len());
+        assert!(unknown.is_empty(), "{unknown:?}");
+    }
+}
