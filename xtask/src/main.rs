@@ -13,6 +13,7 @@ mod deps;
 mod doctor;
 mod fixture;
 mod history;
+mod kconfig;
 mod kvm;
 mod quickstart;
 mod rootfs;
