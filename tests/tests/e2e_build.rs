@@ -357,4 +357,54 @@ fn cache_ls_and_show_list_the_entries() {
     let out = tests::run(f.xtask().args(["cache", "show", "HEAD"]));
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("\"status\": \"ok\""));
+    let out = tests::run(f.xtask().args(["cache", "gc", "--max-size", "1000G"]));
+    assert_eq!(code(&out), 0);
+    assert!(
+        stdout(&out).contains("dropped 0 entries"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn ctrl_c_mid_build_exits_130_and_publishes_nothing() {
+    let f = fixture();
+    clean_build(&f);
+    let entries = |state: &Path| {
+        std::fs::read_dir(state.join("cache/entries"))
+            .unwrap()
+            .count()
+    };
+    let before_entries = entries(&f.state);
+    let before = checkout_state(&f.tree);
+    {
+        let mut restore = Restore::new();
+        restore.append(f.tree.join(EDITED), "\n/* xtask e2e: interrupted */\n");
+        let mut child = f
+            .xtask()
+            .arg("build")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Interrupt once make runs.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !command_log(&f.state, pid).contains(" bzImage") {
+            assert!(Instant::now() < deadline, "make never started");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        eprintln!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(code(&out), 130);
+    }
+    assert_eq!(entries(&f.state), before_entries);
+    let leftovers = std::fs::read_dir(f.state.join("cache/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "staging directories left in cache/tmp");
+    assert_eq!(checkout_state(&f.tree), before);
 }
