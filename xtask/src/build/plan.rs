@@ -248,6 +248,16 @@ mod tests {
     }
 
     #[test]
+    fn dracut_uses_the_staged_modules_or_none() {
+        let with = plan().dracut("6.1.0", true);
+        assert!(with.contains(&"/build/.xtask-staging/modules/lib/modules/6.1.0".to_string()));
+        assert_eq!(with.last().unwrap(), "/build/.xtask-staging/initramfs.img");
+        let without = plan().dracut("6.1.0", false);
+        assert!(without.contains(&"--no-kernel".to_string()));
+        assert!(!without.iter().any(|a| a.contains("lib/modules")));
+    }
+
+    #[test]
     fn env_is_reproducible() {
         let env = plan().env();
         for k in [
