@@ -45,13 +45,20 @@ fn a_console_warning_is_bad() {
         ],
     ));
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("console: warning"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("console: warning"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn a_panic_at_boot_is_untestable_with_a_command_and_bad_without() {
     let f = fixture();
-    let out = run(&mut check(&f, &["--append", "init=/nonexistent", "--", "true"]));
+    let out = run(&mut check(
+        &f,
+        &["--append", "init=/nonexistent", "--", "true"],
+    ));
     assert_eq!(code(&out), 125);
     let out = run(&mut check(&f, &["--append", "init=/nonexistent"]));
     assert_eq!(code(&out), 1);
@@ -75,7 +82,11 @@ fn a_hung_boot_ends_at_its_timeout() {
         ],
     ));
     assert_eq!(code(&out), 125);
-    assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(stderr(&out).contains("never answered"), "{}", stderr(&out));
 }
 
@@ -112,7 +123,12 @@ fn the_rootfs_is_read_only_by_default() {
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
             continue;
         }
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
@@ -165,14 +181,24 @@ fn ctrl_c_ends_the_vm_and_cleans_up() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(sent.elapsed() < Duration::from_secs(15), "still running after SIGINT");
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "still running after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     eprintln!("{seen}{}", rest.join("\n"));
     assert_eq!(status.code(), Some(130));
-    assert!(sent.elapsed() < Duration::from_secs(8), "{:?}", sent.elapsed());
-    assert_eq!(processes_mentioning(&run_dir.to_string_lossy()), Vec::<String>::new());
+    assert!(
+        sent.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        processes_mentioning(&run_dir.to_string_lossy()),
+        Vec::<String>::new()
+    );
     for s in ["qga.sock", "qmp.sock", "virtiofs.sock"] {
         assert!(!run_dir.join(s).exists(), "{s} left behind");
     }

@@ -227,7 +227,7 @@ pub fn check_rev(
     })
 }
 
-fn init_name(i: InitMode) -> &'static str {
+pub(crate) fn init_name(i: InitMode) -> &'static str {
     match i {
         InitMode::Fast => "fast",
         InitMode::Systemd => "systemd",
