@@ -115,7 +115,8 @@ pub fn file_close_request(handle: i64) -> Value {
 /// or the reset byte echoed) is dropped.
 pub fn parse_line(line: &[u8]) -> Result<Value> {
     let start = line.iter().position(|&b| b != 0xff).unwrap_or(line.len());
-    let text = std::str::from_utf8(&line[start..]).context("agent sent non-UTF-8")?;
+    // Lossy: an error message may quote the 0xFF we sent.
+    let text = String::from_utf8_lossy(&line[start..]);
     serde_json::from_str(text.trim()).with_context(|| format!("agent sent non-JSON: {text:?}"))
 }
 
@@ -410,9 +411,12 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A stream that answers with the `recv` lines of a recorded transcript, in order, each
-    /// only after a request was written (as the real agent does).
+    /// A stream that answers like the agent of a recorded transcript: each request written
+    /// gets the next recorded answer. guest-sync answers echo our id (the recorded one was
+    /// random), after the recorded complaints about the 0xFF reset byte.
     struct Replay {
+        /// What the agent said before its guest-sync answer (the reset byte's error).
+        before_sync: Vec<Vec<u8>>,
         answers: VecDeque<Vec<u8>>,
         sent: Vec<String>,
         ready: Vec<u8>,
@@ -429,12 +433,22 @@ mod tests {
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            let mut answers = VecDeque::new();
+            let line = |v: &Value| {
+                let mut b = serde_json::to_vec(v).unwrap();
+                b.push(b'\n');
+                b
+            };
+            let (mut before_sync, mut answers) = (vec![], VecDeque::new());
+            let mut synced = false;
             for l in &lines {
-                if let Some(r) = l.get("recv") {
-                    let mut b = serde_json::to_vec(r).unwrap();
-                    b.push(b'\n');
-                    answers.push_back(b);
+                if let Some(s) = l.get("send") {
+                    synced |= s["execute"] != "guest-sync";
+                }
+                match (l.get("recv"), synced) {
+                    (Some(r), false) if r.get("error").is_some() => before_sync.push(line(r)),
+                    (Some(_), false) => {}
+                    (Some(r), true) => answers.push_back(line(r)),
+                    (None, _) => {}
                 }
             }
             let sends = lines
@@ -443,6 +457,7 @@ mod tests {
                 .collect();
             (
                 Replay {
+                    before_sync,
                     answers,
                     sent: vec![],
                     ready: vec![],
@@ -469,17 +484,24 @@ mod tests {
             if b.ends_with(b"\n") {
                 let v: Value = serde_json::from_slice(b).unwrap();
                 let name = v["execute"].as_str().unwrap().to_string();
-                let mut answer = self.answers.pop_front().unwrap_or_default();
-                // A recorded guest-sync answer echoes the recorded id; echo ours instead.
-                if name == "guest-sync" {
-                    answer = format!("{{\"return\": {}}}\n", v["arguments"]["id"]).into_bytes();
+                match name.as_str() {
+                    "guest-sync" => {
+                        for l in self.before_sync.drain(..) {
+                            self.ready.extend(l);
+                        }
+                        let echo = format!("{{\"return\": {}}}\n", v["arguments"]["id"]);
+                        self.ready.extend(echo.into_bytes());
+                    }
+                    // No answer when it works.
+                    "guest-shutdown" => {}
+                    _ => {
+                        let a = self
+                            .answers
+                            .pop_front()
+                            .expect("the transcript has no more answers");
+                        self.ready.extend(a);
+                    }
                 }
-                // guest-shutdown has no answer: put back what was taken.
-                if name == "guest-shutdown" && !answer.is_empty() {
-                    self.answers.push_front(answer);
-                    answer = vec![];
-                }
-                self.ready.extend(answer);
                 self.sent.push(name);
             }
             Ok(b.len())
