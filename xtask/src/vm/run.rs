@@ -199,7 +199,8 @@ impl Vm {
                 return Ok("guest powered off");
             }
         }
-        let quit_deadline = Instant::now() + Duration::from_secs(3);
+        // QEMU quits at once on QMP quit, but give a loaded host some seconds.
+        let quit_deadline = Instant::now() + Duration::from_secs(5);
         if self.qmp_quit(quit_deadline).is_ok() && self.wait_exit(quit_deadline)? {
             return Ok("QMP quit");
         }
@@ -281,6 +282,10 @@ pub fn check(
                 end
             }
             Err(e) if signals::is_interrupted(&e) => return Err(e),
+            // However the agent call failed, a VM that is gone is the story.
+            Err(_) if vm.exited().is_some() => CommandEnd::Lost {
+                why: "the VM exited while the command ran".into(),
+            },
             Err(e) => match qga::stop_of(&e) {
                 Some(Stop::Deadline) => CommandEnd::TimedOut,
                 Some(Stop::VmExited) => CommandEnd::Lost {
