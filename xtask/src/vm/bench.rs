@@ -126,20 +126,31 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
         command: vec!["true".into()],
         ..Plan::default()
     };
-    let mut rows = Vec::new();
+    // The variants, each prepared once.
+    let mut variants = Vec::new();
     for init in [InitMode::Fast, InitMode::Systemd] {
         let args = VmArgs {
             init: Some(init),
             ..vm.clone()
         };
         let opts = VmOptions::resolve(&args, &ctx.file.vm, InitMode::Fast)?;
-        let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
-        let mut times = Vec::new();
-        for i in 0..runs {
-            let dir = ctx.run_dir.join(format!("{:?}-{i}", init).to_lowercase());
+        variants.push((init, prepare(ctx, &opts, &kernel, Console::Log)?));
+    }
+    let (base_spec, base_tools) = prepare(ctx, &base_opts, &kernel, Console::Log)?;
+    // Round-robin, so that a busy moment of the host weighs on every variant alike.
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
+    for i in 0..runs {
+        let dir = ctx.run_dir.join(format!("baseline-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let took = baseline_once(ctx, &base_spec, &base_tools, &dir)
+            .with_context(|| format!("baseline run {i}"))?;
+        eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
+        times[0].push(took);
+        for (v, (init, (spec, tools))) in variants.iter().enumerate() {
+            let dir = ctx.run_dir.join(format!("{}-{i}", super::init_name(*init)));
             std::fs::create_dir_all(&dir)?;
             let t = Instant::now();
-            let r = run::check(&spec, &RunPaths::new(&dir), &tools, &plan, &mut |_| {})?;
+            let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
             let took = t.elapsed();
             if r.judgement.verdict != super::verdict::Verdict::Good {
                 bail!(
@@ -149,29 +160,25 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
                 );
             }
             eprintln!(
-                "{init:?} #{i}: {:.2}s ({})",
+                "{} init #{i}: {:.2}s ({})",
+                super::init_name(*init),
                 took.as_secs_f64(),
                 r.timings.line()
             );
-            times.push(took);
+            times[v + 1].push(took);
         }
+    }
+    let baseline = median(times[0].clone()).expect("runs > 0");
+    let mut rows = vec![(
+        "minimal QEMU + virtiofsd, init=/bin/sh".to_string(),
+        baseline,
+    )];
+    for ((init, _), t) in variants.iter().zip(&times[1..]) {
         rows.push((
-            format!("check -- true, {} init", super::init_name(init)),
-            median(times).unwrap(),
+            format!("check -- true, {} init", super::init_name(*init)),
+            median(t.clone()).expect("runs > 0"),
         ));
     }
-    let (spec, tools) = prepare(ctx, &base_opts, &kernel, Console::Log)?;
-    let mut times = Vec::new();
-    for i in 0..runs {
-        let dir = ctx.run_dir.join(format!("baseline-{i}"));
-        std::fs::create_dir_all(&dir)?;
-        let took =
-            baseline_once(ctx, &spec, &tools, &dir).with_context(|| format!("baseline run {i}"))?;
-        eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
-        times.push(took);
-    }
-    let baseline = median(times).unwrap();
-    rows.push(("minimal QEMU + virtiofsd, init=/bin/sh".into(), baseline));
     println!("{:<44} {:>9} {:>8}", "variant", "median", "ratio");
     for (name, t) in &rows {
         println!(
