@@ -91,7 +91,7 @@ pub fn prepare(
         qemu: tools::find(&tools::QEMU)?,
         virtiofsd: tools::find(&tools::VIRTIOFSD)?,
     };
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu)?;
+    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
     let machine = Machine::Microvm;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
