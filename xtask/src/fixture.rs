@@ -52,6 +52,7 @@ pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
         .args(["--strip-components=1", "-xf", LINUX_SOURCE_TARBALL])
         .output_logged()
         .context("unpacking linux-source")?;
+    strip_debian_ignore(&tmp.path().join(".gitignore"))?;
     git(tmp.path())
         .args(["init", "-q", "-b", "master"])
         .output_logged()?;
