@@ -398,8 +398,3 @@ impl BootCmd {
         }
     }
 }
-
-/// Whether a path is a check's run dir (has result.json).
-pub fn is_run_dir(p: &Path) -> bool {
-    RunPaths::new(p).result().is_file()
-}
