@@ -21,7 +21,7 @@ use run::{Event, Plan, Report, Tools};
 use serde::Serialize;
 use spec::{CmdlineInput, Console, Machine, RunPaths, VmSpec};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use verdict::{Judgement, Verdict};
 
 /// A kernel to boot.
