@@ -1,5 +1,11 @@
 //! Booting kernels in VMs: `boot` and `check`, and the entry point other tasks (bisect) use
 //! to judge one kernel: [`check_rev`].
+//!
+//! Layers, from the top: [`check_rev`] (options → build → N checks → [`CheckOutcome`]);
+//! [`prepare`] (options → [`spec::VmSpec`] + tools, all decided up front); [`run::check`]
+//! (one VM through its phases → [`run::Report`]); below that, pure parts a libvirt backend
+//! reuses as they are: [`spec`], [`qga`] (agent over any [`qga::Stream`]), [`console`],
+//! [`verdict`].
 
 mod b64;
 pub mod bench;
