@@ -32,11 +32,7 @@ pub struct Artifacts {
 #[derive(Debug, Clone)]
 pub enum BuildOutcome {
     Built(Artifacts),
-    Failed {
-        key: String,
-        log: PathBuf,
-        summary: String,
-    },
+    Failed { key: String, log: PathBuf, summary: String },
 }
 
 /// Builds `rev` (None: the tree's working state) through the cache.
