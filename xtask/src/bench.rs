@@ -10,7 +10,7 @@ impl BenchArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         match self.what {
             BenchWhat::Trim => trim::run(ctx),
-            BenchWhat::Boot { .. } => not_built("bench boot"),
+            BenchWhat::Boot { runs, vm } => crate::vm::bench::bench_boot(ctx, runs, &vm),
             BenchWhat::Bisect { .. } => not_built("bench bisect"),
         }
     }

@@ -51,7 +51,11 @@ pub struct Artifacts {
 #[derive(Debug, Clone)]
 pub enum BuildOutcome {
     Built(Artifacts),
-    Failed { key: String, log: PathBuf, summary: String },
+    Failed {
+        key: String,
+        log: PathBuf,
+        summary: String,
+    },
 }
 
 /// Builds `rev` (None: the tree's working state, uncommitted changes included) through the
