@@ -3,7 +3,7 @@
 mod trim;
 
 use crate::cli::{BenchArgs, BenchWhat};
-use crate::ctx::{not_built, Ctx};
+use crate::ctx::Ctx;
 use anyhow::Result;
 
 impl BenchArgs {
@@ -11,7 +11,7 @@ impl BenchArgs {
         match self.what {
             BenchWhat::Trim => trim::run(ctx),
             BenchWhat::Boot { runs, vm } => crate::vm::bench::bench_boot(ctx, runs, &vm),
-            BenchWhat::Bisect { .. } => not_built("bench bisect"),
+            BenchWhat::Bisect { commits } => crate::bisect::bench::run(ctx, commits),
         }
     }
 }
