@@ -380,7 +380,7 @@ fn ctrl_c_mid_build_exits_130_and_publishes_nothing() {
     {
         let mut restore = Restore::new();
         restore.append(f.tree.join(EDITED), "\n/* xtask e2e: interrupted */\n");
-        let mut child = f
+        let child = f
             .xtask()
             .arg("build")
             .stdout(std::process::Stdio::piped())
