@@ -92,12 +92,13 @@ fn build(f: &Fixture, args: &[&str]) -> Run {
 /// The command log of the `build` run with this pid.
 fn command_log(state: &Path, pid: u32) -> String {
     let suffix = format!("-build-{pid}");
-    let dir = std::fs::read_dir(state.join("runs"))
+    // Empty until the run has made its directory.
+    std::fs::read_dir(state.join("runs"))
         .unwrap()
         .filter_map(|e| e.ok())
         .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
-        .expect("the run's directory");
-    std::fs::read_to_string(dir.path().join("commands.log")).unwrap_or_default()
+        .and_then(|dir| std::fs::read_to_string(dir.path().join("commands.log")).ok())
+        .unwrap_or_default()
 }
 
 fn git(tree: &Path, args: &[&str]) -> String {
@@ -380,7 +381,7 @@ fn ctrl_c_mid_build_exits_130_and_publishes_nothing() {
     {
         let mut restore = Restore::new();
         restore.append(f.tree.join(EDITED), "\n/* xtask e2e: interrupted */\n");
-        let mut child = f
+        let child = f
             .xtask()
             .arg("build")
             .stdout(std::process::Stdio::piped())

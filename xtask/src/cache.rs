@@ -231,6 +231,9 @@ pub fn gc_victims(entries: &[(String, SystemTime, u64)], max: u64) -> Vec<String
 
 fn age(t: SystemTime) -> String {
     let d = SystemTime::now().duration_since(t).unwrap_or_default();
+    if d.as_secs() == 0 {
+        return "just now".into();
+    }
     format!("{} ago", human_duration(Duration::from_secs(d.as_secs())))
 }
 
