@@ -14,6 +14,8 @@ mod doctor;
 mod fixture;
 mod history;
 mod kvm;
+#[cfg(feature = "libvirt")]
+mod libvirt;
 mod quickstart;
 mod rootfs;
 mod settings;
