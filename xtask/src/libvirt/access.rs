@@ -138,16 +138,9 @@ pub fn is_local_system(uri: &str) -> bool {
 
 /// Fails with what to change when QEMU under `uri` could not read one of `files`.
 pub fn check_readable(uri: &str, files: &[(&str, &Path)]) -> Result<()> {
-    if !is_local_system(uri) {
-        // A session instance runs QEMU as us; a remote one sees other files anyway.
-        return Ok(());
-    }
-    let conf = std::fs::read_to_string(QEMU_CONF).unwrap_or_default();
-    let user = qemu_user(&conf).unwrap_or_else(|| DEFAULT_QEMU_USER.to_string());
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let Some(who) = identity(&user, &passwd, &group) else {
-        // An unknown user: libvirt will say so itself when it starts QEMU.
+    // Another instance runs QEMU as someone else: a session one as us, a remote one elsewhere.
+    // An unknown user: libvirt says so itself when it starts QEMU.
+    let Some(who) = qemu_identity(uri) else {
         return Ok(());
     };
     for (what, f) in files {
@@ -163,6 +156,51 @@ pub fn check_readable(uri: &str, files: &[(&str, &Path)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// libvirt 9 caches QEMU's capabilities only while "KVM usable" (the qemu user may open
+/// /dev/kvm) agrees with what the probe found; a /dev/kvm only root may open (no udev to set
+/// root:kvm 0660) makes it probe QEMU again and again on every domain start: minutes here.
+pub fn kvm_device_problem(who: &Identity, kvm: &Node) -> Option<String> {
+    if who.uid == 0 || bits(who, kvm) & 6 == 6 {
+        return None;
+    }
+    Some(format!(
+        "libvirt's QEMU user {} cannot open {} (mode {:o}, owner {}:{}), so libvirt probes QEMU \
+         anew on every domain start (minutes under load): `chgrp kvm {p} && chmod 0660 {p}` \
+         (what udev does on a standard host) fixes it",
+        who.name,
+        kvm.path.display(),
+        kvm.mode & 0o7777,
+        kvm.uid,
+        kvm.gid,
+        p = kvm.path.display()
+    ))
+}
+
+/// The qemu user of the local system instance, or None (another instance, or unknown).
+pub fn qemu_identity(uri: &str) -> Option<Identity> {
+    if !is_local_system(uri) {
+        return None;
+    }
+    let conf = std::fs::read_to_string(QEMU_CONF).unwrap_or_default();
+    let user = qemu_user(&conf).unwrap_or_else(|| DEFAULT_QEMU_USER.to_string());
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    identity(&user, &passwd, &group)
+}
+
+/// The warning about /dev/kvm for `uri`, if it applies.
+pub fn kvm_warning(uri: &str) -> Option<String> {
+    let who = qemu_identity(uri)?;
+    let m = std::fs::metadata("/dev/kvm").ok()?;
+    let node = Node {
+        path: "/dev/kvm".into(),
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode(),
+    };
+    kvm_device_problem(&who, &node)
 }
 
 #[cfg(test)]
@@ -248,5 +286,18 @@ mod tests {
         assert!(is_local_system("qemu+unix:///system?socket=/run/x"));
         assert!(!is_local_system("qemu:///session"));
         assert!(!is_local_system("qemu+ssh://host/system"));
+    }
+
+    #[test]
+    fn a_root_only_dev_kvm_is_reported() {
+        let kvm = |uid, gid, mode| node("/dev/kvm", uid, gid, mode);
+        let why = kvm_device_problem(&qemu(), &kvm(0, 0, 0o20600)).unwrap();
+        assert!(
+            why.contains("chgrp kvm /dev/kvm && chmod 0660 /dev/kvm"),
+            "{why}"
+        );
+        assert_eq!(kvm_device_problem(&qemu(), &kvm(0, 107, 0o20660)), None);
+        let root = identity("+0", PASSWD, GROUP).unwrap();
+        assert_eq!(kvm_device_problem(&root, &kvm(0, 0, 0o20600)), None);
     }
 }
