@@ -1,11 +1,24 @@
-//! `cargo xtask build`.
+//! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
+//! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod key;
+pub mod lock;
+mod miss;
+mod plan;
+mod progress;
+mod runner;
+pub mod source;
+mod toolchain;
+
+use crate::cache::{self, Cache, Entry, Status};
 use crate::cli::BuildCmd;
-use crate::ctx::{not_built, Ctx};
+use crate::ctx::Ctx;
 use crate::settings::BuildOptions;
-use anyhow::{bail, Result};
+use crate::units::{human_bytes, human_duration};
+use anyhow::{bail, Context, Result};
+use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A kernel ready to boot: what `build` produced or the cache held.
 #[derive(Debug, Clone)]
@@ -25,6 +38,12 @@ pub struct Artifacts {
     pub cache_hit: bool,
     /// Wall time of this request (build, or cache lookup).
     pub duration: Duration,
+    /// `make` runs this request made: 0 on a cache hit.
+    pub make_runs: u32,
+    /// The installed modules (`lib/modules/<release>`), when the config has modules.
+    pub modules: Option<PathBuf>,
+    /// The build's log, kept in the entry.
+    pub log: PathBuf,
 }
 
 /// A build either gives a kernel or fails on the kernel's side (which a bisect skips).
@@ -39,13 +58,139 @@ pub enum BuildOutcome {
     },
 }
 
-/// Builds `rev` (None: the tree's working state) through the cache.
-pub fn ensure_kernel(_ctx: &Ctx, _rev: Option<&str>, _opts: &BuildOptions) -> Result<BuildOutcome> {
-    bail!("`build` is not built yet in this version of the toolkit")
+/// Builds `rev` (None: the tree's working state, uncommitted changes included) through the
+/// cache. A cached kernel, or a cached failure (unless `retry_failed`), answers at once
+/// without locking or running anything; otherwise one builder per key builds it and
+/// publishes the entry atomically. The user's checkout is never changed: a revision builds
+/// in the toolkit's worktree.
+pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Result<BuildOutcome> {
+    let start = Instant::now();
+    let tree = ctx.require_tree()?;
+    let config_path = input_config(ctx, opts)?;
+    let config = std::fs::read(&config_path)
+        .with_context(|| format!("reading the config {}", config_path.display()))?;
+    let source = source::resolve(&tree, rev)?;
+    let inputs = KeyInputs {
+        tree_id: source.tree_id.clone(),
+        dirty: source.dirty.clone(),
+        config: sha256_hex([config.as_slice()]),
+        toolchain: toolchain::identity(&ctx.state, opts.host)?,
+        make_args: plan::key_args(&source.date, opts.initramfs),
+    };
+    let key = inputs.key();
+    let cache = Cache::new(&ctx.state);
+    if let Some(answer) = answer_from_cache(&cache, &key, opts, start) {
+        return Ok(answer);
+    }
+    let _key_lock = cache.lock(&key)?;
+    // Another builder of the same key may have published it while we waited.
+    if let Some(answer) = answer_from_cache(&cache, &key, opts, start) {
+        return Ok(answer);
+    }
+    let request = miss::Request {
+        tree,
+        rev: rev.map(str::to_string),
+        source,
+        config_path,
+        inputs,
+        key,
+    };
+    miss::build(ctx, &cache, &request, opts, start)
+}
+
+/// The config to build: --config, or the one trim-config made.
+fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
+    let path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| ctx.state.trimmed_config());
+    if !path.is_file() {
+        bail!(
+            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn answer_from_cache(
+    cache: &Cache,
+    key: &str,
+    opts: &BuildOptions,
+    start: Instant,
+) -> Option<BuildOutcome> {
+    let entry = cache.lookup(key)?;
+    match entry.meta.status {
+        Status::Ok => {
+            cache.touch(key);
+            Some(BuildOutcome::Built(artifacts(&entry, true, 0, start)))
+        }
+        Status::Failed if opts.retry_failed => None,
+        Status::Failed => Some(BuildOutcome::Failed {
+            key: key.to_string(),
+            log: entry.path(cache::BUILD_LOG),
+            summary: entry.meta.summary.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> Artifacts {
+    let present = |name: &str| Some(entry.path(name)).filter(|p| p.exists());
+    Artifacts {
+        key: entry.meta.key.clone(),
+        dir: entry.dir.clone(),
+        bzimage: entry.path(cache::BZIMAGE),
+        initramfs: present(cache::INITRAMFS),
+        config: entry.path(cache::CONFIG),
+        commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),
+        cache_hit,
+        duration: start.elapsed(),
+        make_runs,
+        modules: present(cache::MODULES),
+        log: entry.path(cache::BUILD_LOG),
+    }
 }
 
 impl BuildCmd {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        not_built("build")
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        let opts = BuildOptions::resolve(&self.build, &ctx.file.build)?;
+        match ensure_kernel(ctx, self.rev.as_deref(), &opts)? {
+            BuildOutcome::Built(a) => {
+                let what = a.commit.as_deref().map_or("working state", |c| &c[..12]);
+                if a.cache_hit {
+                    println!(
+                        "cache hit: {} ({what}) in {}, no make run",
+                        &a.key[..12],
+                        human_duration(a.duration)
+                    );
+                } else {
+                    println!(
+                        "built: {} ({what}) in {}, {} make runs",
+                        &a.key[..12],
+                        human_duration(a.duration),
+                        a.make_runs
+                    );
+                }
+                println!(
+                    "bzImage:   {} ({})",
+                    a.bzimage.display(),
+                    human_bytes(std::fs::metadata(&a.bzimage).map_or(0, |m| m.len()))
+                );
+                if let Some(i) = &a.initramfs {
+                    println!("initramfs: {}", i.display());
+                }
+                if let Some(m) = &a.modules {
+                    println!("modules:   {}", m.display());
+                }
+                println!("entry:     {}", a.dir.display());
+                Ok(0)
+            }
+            BuildOutcome::Failed { key, log, summary } => {
+                eprintln!("build failed (key {}):\n{summary}", &key[..12]);
+                eprintln!("full log: {}", log.display());
+                eprintln!("the failure is cached for these inputs; --retry-failed builds again");
+                Ok(1)
+            }
+        }
     }
 }

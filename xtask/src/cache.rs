@@ -1,11 +1,433 @@
-//! `cargo xtask cache`.
+//! The build cache: one directory per key under `<state>/cache/entries`, published by a rename
+//! so readers never see half an entry, a file lock per key, failures recorded with their log,
+//! and `cargo xtask cache ls | show | gc`.
 
-use crate::cli::CacheArgs;
-use crate::ctx::{not_built, Ctx};
-use anyhow::Result;
+use crate::build::key::KeyInputs;
+use crate::build::lock::FileLock;
+use crate::cli::{CacheAction, CacheArgs};
+use crate::ctx::Ctx;
+use crate::state::StateDir;
+use crate::units::{human_bytes, human_duration, parse_size_bytes};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Names of the files in an entry.
+pub const BZIMAGE: &str = "bzImage";
+pub const SYSTEM_MAP: &str = "System.map";
+pub const CONFIG: &str = "config";
+pub const MODULES: &str = "modules";
+pub const INITRAMFS: &str = "initramfs.img";
+pub const BUILD_LOG: &str = "build.log";
+pub const METADATA: &str = "metadata.json";
+/// Touched on every hit; `gc` drops the least recently used entries first.
+pub const LAST_USED: &str = "last-used";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// The kernel did not build; the entry holds the log and is answered at once next time.
+    Failed,
+}
+
+/// `metadata.json`: what was built from what, how, and how long it took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metadata {
+    pub key: String,
+    pub status: Status,
+    pub inputs: KeyInputs,
+    /// The commit built (HEAD for a working state).
+    pub commit: String,
+    /// Whether uncommitted changes were built on top of `commit`.
+    pub dirty: bool,
+    /// The revision as the user typed it.
+    pub rev: Option<String>,
+    /// The repository and the directory the sources were compiled in.
+    pub tree: PathBuf,
+    pub source_dir: PathBuf,
+    /// The input config's path.
+    pub config_path: PathBuf,
+    /// Every command of the build, in order (make, modules_install, dracut).
+    pub commands: Vec<Vec<String>>,
+    /// Seconds per step.
+    pub durations: BTreeMap<String, f64>,
+    /// Bytes per artifact.
+    pub sizes: BTreeMap<String, u64>,
+    pub kernelrelease: Option<String>,
+    /// Unix time of the build's end.
+    pub created: u64,
+    /// The error lines of a failed build.
+    pub summary: Option<String>,
+}
+
+/// A published entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dir: PathBuf,
+    pub meta: Metadata,
+}
+
+impl Entry {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// When the entry last answered a request (or was made).
+    pub fn last_used(&self) -> SystemTime {
+        std::fs::metadata(self.path(LAST_USED))
+            .and_then(|m| m.modified())
+            .unwrap_or(UNIX_EPOCH + Duration::from_secs(self.meta.created))
+    }
+
+    pub fn size(&self) -> u64 {
+        walkdir::WalkDir::new(&self.dir)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    pub fn new(state: &StateDir) -> Cache {
+        Cache {
+            root: state.cache(),
+        }
+    }
+
+    fn entries_dir(&self) -> PathBuf {
+        self.root.join("entries")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn entry_dir(&self, key: &str) -> PathBuf {
+        self.entries_dir().join(key)
+    }
+
+    /// The published entry of `key`, if any (an unreadable one counts as absent).
+    pub fn lookup(&self, key: &str) -> Option<Entry> {
+        let dir = self.entry_dir(key);
+        let text = std::fs::read_to_string(dir.join(METADATA)).ok()?;
+        let meta: Metadata = serde_json::from_str(&text).ok()?;
+        Some(Entry { dir, meta })
+    }
+
+    /// Marks an entry used now.
+    pub fn touch(&self, key: &str) {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = std::fs::write(self.entry_dir(key).join(LAST_USED), format!("{secs}\n"));
+    }
+
+    /// The lock that one builder of `key` holds from lookup to publication.
+    pub fn lock(&self, key: &str) -> Result<FileLock> {
+        FileLock::acquire(
+            &self.root.join("locks").join(format!("{key}.lock")),
+            &format!("cache key {}", &key[..12.min(key.len())]),
+        )
+    }
+
+    /// A private directory in which an entry is assembled; removed when dropped unpublished.
+    pub fn staging(&self, key: &str) -> Result<tempfile::TempDir> {
+        std::fs::create_dir_all(self.tmp_dir())?;
+        tempfile::Builder::new()
+            .prefix(&format!("{key}."))
+            .tempdir_in(self.tmp_dir())
+            .context("creating a staging directory in the cache")
+    }
+
+    /// Writes the metadata and renames the staged directory into place (replacing a
+    /// recorded failure of the same key). The caller holds the key's lock.
+    pub fn publish(&self, staged: tempfile::TempDir, meta: &Metadata) -> Result<Entry> {
+        std::fs::write(
+            staged.path().join(METADATA),
+            serde_json::to_string_pretty(meta)?,
+        )?;
+        std::fs::write(staged.path().join(LAST_USED), "")?;
+        let dest = self.entry_dir(&meta.key);
+        std::fs::create_dir_all(self.entries_dir())?;
+        let old = dest.exists().then(|| {
+            self.tmp_dir()
+                .join(format!("old.{}.{}", meta.key, std::process::id()))
+        });
+        if let Some(old) = &old {
+            std::fs::rename(&dest, old)?;
+        }
+        let staged = staged.keep();
+        std::fs::rename(&staged, &dest)
+            .with_context(|| format!("publishing {}", dest.display()))?;
+        if let Some(old) = old {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(Entry {
+            dir: dest,
+            meta: meta.clone(),
+        })
+    }
+
+    /// Every published entry.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let dir = self.entries_dir();
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Some(entry) = self.lookup(&name) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an entry unless a builder holds its key: renamed away first, so it vanishes at once.
+    fn remove(&self, key: &str) -> Result<bool> {
+        let Some(_lock) =
+            FileLock::try_acquire(&self.root.join("locks").join(format!("{key}.lock")))?
+        else {
+            return Ok(false);
+        };
+        std::fs::create_dir_all(self.tmp_dir())?;
+        let trash = self
+            .tmp_dir()
+            .join(format!("gc.{key}.{}", std::process::id()));
+        std::fs::rename(self.entry_dir(key), &trash)?;
+        std::fs::remove_dir_all(&trash)?;
+        Ok(true)
+    }
+}
+
+/// The keys `gc` drops: least recently used first, until the rest fits in `max` bytes.
+/// Input: (key, last used, size).
+pub fn gc_victims(entries: &[(String, SystemTime, u64)], max: u64) -> Vec<String> {
+    let mut by_age: Vec<&(String, SystemTime, u64)> = entries.iter().collect();
+    by_age.sort_by_key(|(k, t, _)| (*t, k.clone()));
+    let mut total: u64 = entries.iter().map(|e| e.2).sum();
+    let mut out = Vec::new();
+    for (key, _, size) in by_age {
+        if total <= max {
+            break;
+        }
+        total -= size;
+        out.push(key.clone());
+    }
+    out
+}
+
+fn age(t: SystemTime) -> String {
+    let d = SystemTime::now().duration_since(t).unwrap_or_default();
+    format!("{} ago", human_duration(Duration::from_secs(d.as_secs())))
+}
+
+fn short(s: &str) -> &str {
+    &s[..12.min(s.len())]
+}
 
 impl CacheArgs {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        not_built("cache")
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        let cache = Cache::new(&ctx.state);
+        match self.action {
+            CacheAction::Ls => ls(&cache),
+            CacheAction::Show { what } => show(ctx, &cache, &what),
+            CacheAction::Gc { max_size } => {
+                gc(&cache, parse_size_bytes(&max_size).context("--max-size")?)
+            }
+        }
+    }
+}
+
+fn ls(cache: &Cache) -> Result<u8> {
+    let mut entries = cache.entries()?;
+    entries.sort_by_key(|e| std::cmp::Reverse(e.meta.created));
+    if entries.is_empty() {
+        println!("the cache is empty");
+        return Ok(0);
+    }
+    println!(
+        "{:<12}  {:<6}  {:<13}  {:>9}  {:>10}  last used",
+        "KEY", "STATUS", "COMMIT", "SIZE", "CONFIG"
+    );
+    let mut total = 0;
+    for e in &entries {
+        let size = e.size();
+        total += size;
+        let status = match e.meta.status {
+            Status::Ok => "ok",
+            Status::Failed => "FAILED",
+        };
+        let commit = format!(
+            "{}{}",
+            short(&e.meta.commit),
+            if e.meta.dirty { "+" } else { "" }
+        );
+        println!(
+            "{:<12}  {:<6}  {:<13}  {:>9}  {:>10}  {}",
+            short(&e.meta.key),
+            status,
+            commit,
+            human_bytes(size),
+            &e.meta.inputs.config[..8.min(e.meta.inputs.config.len())],
+            age(e.last_used())
+        );
+    }
+    println!(
+        "{} entries, {} (a commit with + had uncommitted changes)",
+        entries.len(),
+        human_bytes(total)
+    );
+    Ok(0)
+}
+
+fn show(ctx: &Ctx, cache: &Cache, what: &str) -> Result<u8> {
+    let entries = cache.entries()?;
+    let mut found: Vec<&Entry> = if what.len() >= 4 && what.chars().all(|c| c.is_ascii_hexdigit()) {
+        entries
+            .iter()
+            .filter(|e| e.meta.key.starts_with(what))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if found.is_empty() {
+        let tree = ctx.require_tree()?;
+        let src = crate::build::source::resolve(&tree, Some(what))
+            .with_context(|| format!("{what} is neither a cache key nor a revision"))?;
+        found = entries
+            .iter()
+            .filter(|e| e.meta.inputs.tree_id == src.tree_id && e.meta.inputs.dirty.is_none())
+            .collect();
+    }
+    if found.is_empty() {
+        bail!("no cache entry for {what}: build it with `cargo xtask build {what}`");
+    }
+    for e in found {
+        println!("{}", e.dir.display());
+        println!("{}", serde_json::to_string_pretty(&e.meta)?);
+        println!(
+            "last used {}, {}",
+            age(e.last_used()),
+            human_bytes(e.size())
+        );
+    }
+    Ok(0)
+}
+
+fn gc(cache: &Cache, max: u64) -> Result<u8> {
+    let entries = cache.entries()?;
+    let list: Vec<(String, SystemTime, u64)> = entries
+        .iter()
+        .map(|e| (e.meta.key.clone(), e.last_used(), e.size()))
+        .collect();
+    let before: u64 = list.iter().map(|e| e.2).sum();
+    let mut freed = 0;
+    let mut dropped = 0;
+    for key in gc_victims(&list, max) {
+        let size = list.iter().find(|e| e.0 == key).map_or(0, |e| e.2);
+        if cache.remove(&key)? {
+            println!("dropped {} ({})", short(&key), human_bytes(size));
+            freed += size;
+            dropped += 1;
+        } else {
+            println!("kept {}: a build holds it", short(&key));
+        }
+    }
+    println!(
+        "dropped {dropped} entries, {}; the cache holds {}",
+        human_bytes(freed),
+        human_bytes(before - freed)
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn gc_drops_least_recently_used_until_it_fits() {
+        let e = vec![
+            ("new".to_string(), t(300), 10),
+            ("old".to_string(), t(100), 10),
+            ("mid".to_string(), t(200), 10),
+        ];
+        assert_eq!(gc_victims(&e, 30), Vec::<String>::new());
+        assert_eq!(gc_victims(&e, 25), ["old"]);
+        assert_eq!(gc_victims(&e, 10), ["old", "mid"]);
+        assert_eq!(gc_victims(&e, 0), ["old", "mid", "new"]);
+    }
+
+    fn meta(key: &str, status: Status) -> Metadata {
+        Metadata {
+            key: key.into(),
+            status,
+            inputs: KeyInputs {
+                tree_id: "t".into(),
+                dirty: None,
+                config: "c".into(),
+                toolchain: "gcc".into(),
+                make_args: vec![],
+            },
+            commit: "c0ffee".into(),
+            dirty: false,
+            rev: None,
+            tree: "/tree".into(),
+            source_dir: "/tree".into(),
+            config_path: "/c".into(),
+            commands: vec![],
+            durations: BTreeMap::new(),
+            sizes: BTreeMap::new(),
+            kernelrelease: None,
+            created: 1,
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn publish_is_atomic_and_replaces_a_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let key = "ab".repeat(32);
+        let s = cache.staging(&key).unwrap();
+        let staged_path = s.path().to_path_buf();
+        std::fs::write(s.path().join(BUILD_LOG), "boom").unwrap();
+        assert!(cache.lookup(&key).is_none());
+        cache.publish(s, &meta(&key, Status::Failed)).unwrap();
+        assert!(!staged_path.exists());
+        assert_eq!(cache.lookup(&key).unwrap().meta.status, Status::Failed);
+
+        let s = cache.staging(&key).unwrap();
+        std::fs::write(s.path().join(BZIMAGE), "kernel").unwrap();
+        cache.publish(s, &meta(&key, Status::Ok)).unwrap();
+        let e = cache.lookup(&key).unwrap();
+        assert_eq!(e.meta.status, Status::Ok);
+        assert!(e.path(BZIMAGE).exists() && !e.path(BUILD_LOG).exists());
+
+        // A staging dir dropped unpublished (an interrupted build) leaves nothing behind.
+        let s = cache.staging("cd").unwrap();
+        let p = s.path().to_path_buf();
+        drop(s);
+        assert!(!p.exists() && cache.lookup("cd").is_none());
+        assert_eq!(cache.entries().unwrap().len(), 1);
+        assert!(cache.remove(&key).unwrap());
+        assert!(cache.entries().unwrap().is_empty());
     }
 }

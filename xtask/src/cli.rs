@@ -48,6 +48,28 @@ pub enum Command {
     Test(TestArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Write a synthetic history on a kernel tree (for the bisect tests and benchmark)
+    #[command(hide = true)]
+    MakeHistory(MakeHistoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MakeHistoryArgs {
+    /// The branch to write (replaced when it exists)
+    #[arg(long)]
+    pub branch: String,
+    /// The commit the history starts from
+    #[arg(long, default_value = "base")]
+    pub base: String,
+    /// How many commits
+    #[arg(long, default_value_t = 16)]
+    pub commits: usize,
+    /// Which commit (0-based) adds the boot warning
+    #[arg(long)]
+    pub culprit: usize,
+    /// Which commit (0-based) breaks the build (the next one fixes it)
+    #[arg(long)]
+    pub broken: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +86,9 @@ pub struct SetupRootfsArgs {
     /// Open a shell inside the rootfs container instead of building it
     #[arg(long)]
     pub shell: bool,
+    /// With --shell: run this command in the container instead, and exit with its status
+    #[arg(last = true, requires = "shell", value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

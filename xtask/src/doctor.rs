@@ -88,8 +88,10 @@ impl DoctorArgs {
         }
         match tools::locate(&tools::QEMU) {
             Some(qemu) => {
-                let p = crate::kvm::probe(&ctx.state, &qemu, self.reprobe)?;
-                if p.usable {
+                let p = crate::kvm::probe(&ctx.state, &qemu, None, self.reprobe)?;
+                if p.usable && p.method == "firmware" {
+                    println!("KVM usable so far ({}); a kernel is booted under KVM before the first VM run", p.detail);
+                } else if p.usable {
                     println!("KVM usable ({})", p.detail);
                 } else {
                     println!("KVM unusable: falling back to TCG (slower) ({})", p.detail);

@@ -166,6 +166,18 @@ pub fn write(tree: &Path, base: &str, branch: &str, changes: &[Change]) -> Resul
     Ok(ids)
 }
 
+impl crate::cli::MakeHistoryArgs {
+    /// Writes the history and prints one commit id a line, oldest first.
+    pub fn run(self, ctx: &crate::ctx::Ctx) -> Result<u8> {
+        let tree = ctx.require_tree()?;
+        let changes = plan(self.commits, self.culprit, self.broken)?;
+        for id in write(&tree, &self.base, &self.branch, &changes)? {
+            println!("{id}");
+        }
+        Ok(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ mod deps;
 mod doctor;
 mod fixture;
 mod history;
+mod kconfig;
 mod kvm;
 #[cfg(feature = "libvirt")]
 mod libvirt;
@@ -104,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cache(a) => a.run(&ctx),
         Command::Bench(a) => a.run(&ctx),
         Command::Test(a) => a.run(&ctx),
+        Command::MakeHistory(a) => a.run(&ctx),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }
@@ -123,5 +125,6 @@ fn task_name(c: &Command) -> &'static str {
         Command::Bench(_) => "bench",
         Command::Test(_) => "test",
         Command::Completions(_) => "completions",
+        Command::MakeHistory(_) => "make-history",
     }
 }

@@ -1,16 +1,256 @@
-//! `cargo xtask setup-rootfs`.
+//! `cargo xtask setup-rootfs`: builds the Debian root filesystem (build container and guest
+//! root) from the recipe in `rootfs/`, atomically and only when the recipe changed.
+//!
+//! What other commands can rely on in a finished rootfs (`StateDir::rootfs()`):
+//! - empty mount points [`MOUNT_POINTS`] for the read-only build container's binds;
+//! - gcc, make and the kernel build tools; `rootfs.json` records the recipe digest and gcc;
+//! - systemd as `/sbin/init`; `/usr/local/sbin/xtask-init` (from the overlay) for fast boots;
+//! - qemu-guest-agent, started by udev once the `org.qemu.guest_agent.0` port appears;
+//! - root without a password, auto-logged-in on serial consoles; journald to the console;
+//! - no fstab line for `/`: the kernel mounts the virtiofs root as the command line says.
+
+mod bootstrap;
+mod overlay;
+mod progress;
+mod recipe;
+mod staging;
 
 use crate::cli::SetupRootfsArgs;
-use crate::ctx::{not_built, Ctx};
-use anyhow::Result;
+use crate::cmd::{self, CommandExt};
+use crate::container::Container;
+use crate::ctx::Ctx;
+use crate::state::StateDir;
+use crate::{signals, tools};
+use anyhow::{bail, Context, Result};
+use bootstrap::Bootstrapper;
+use progress::Step;
+use recipe::{Meta, Source};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+/// Where the recipe folder is bind-mounted while `customize.sh` runs.
+const RECIPE_MOUNT: &str = "/run/xtask-recipe";
+/// Mount points the read-only build container binds over (nspawn cannot create them).
+pub const MOUNT_POINTS: &[&str] = &["/src", "/build", "/ccache", "/out", "/xtask"];
 
 impl SetupRootfsArgs {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        not_built("setup-rootfs")
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        if self.shell {
+            return shell(&ctx.state, &self.command);
+        }
+        let source = Source::resolve(
+            self.suite.as_deref(),
+            self.mirror.as_deref(),
+            &ctx.file.rootfs,
+        )?;
+        let recipe = recipe::recipe_dir();
+        let packages = recipe::read_packages(&recipe)?;
+        let digest = recipe::digest(&recipe, &source)?;
+        if !self.force {
+            if let Some(meta) = up_to_date(&ctx.state, &digest) {
+                println!(
+                    "rootfs is up to date (recipe {}, {}): {}",
+                    recipe::short(&digest),
+                    meta.gcc,
+                    ctx.state.rootfs().display()
+                );
+                return Ok(0);
+            }
+        }
+
+        require_root("building the rootfs")?;
+        let (tool, tool_path) = tools::bootstrapper()?;
+        let bootstrapper = Bootstrapper::from_tool(&tool);
+        let _lock = lock(&ctx.state)?;
+        let started = Instant::now();
+        let root = std::fs::canonicalize(&ctx.state.root)?;
+        let staging = staging::Staging::new(root.join("rootfs.tmp"))?;
+        println!(
+            "building the rootfs: Debian {} from {} with {} (recipe {})",
+            source.suite,
+            source.mirror,
+            bootstrapper.name(),
+            recipe::short(&digest)
+        );
+
+        let mut c = std::process::Command::new(&tool_path);
+        c.args(bootstrapper.argv(&packages, &source, staging.path()));
+        run_step(
+            &format!("bootstrapping Debian {}", source.suite),
+            c,
+            &ctx.run_dir.join("bootstrap.log"),
+            |log| bootstrap::classify(log, &source),
+        )?;
+
+        signals::check()?;
+        let n = overlay::copy(&recipe.join("overlay"), staging.path())?;
+        eprintln!("overlay: {n} files copied");
+
+        let c = Container::at(staging.path().to_path_buf())
+            .writable()
+            .bind_ro(&recipe, RECIPE_MOUNT)
+            .env("XTASK_SUITE", &source.suite)
+            .command(&["/bin/sh", &format!("{RECIPE_MOUNT}/customize.sh")])?;
+        run_step(
+            "running rootfs/customize.sh",
+            c,
+            &ctx.run_dir.join("customize.log"),
+            |_| None,
+        )?;
+
+        signals::check()?;
+        let gcc = gcc_version(staging.path())?;
+        check_tree(staging.path())?;
+        let meta = Meta {
+            digest,
+            suite: source.suite,
+            mirror: source.mirror,
+            bootstrapper: bootstrapper.name().into(),
+            gcc,
+            built: crate::state::timestamp(),
+        };
+        let old = staging.install(&ctx.state.rootfs(), &ctx.state.rootfs_meta(), &meta)?;
+        println!(
+            "rootfs ready in {:.0}s: {} (recipe {}, {})",
+            started.elapsed().as_secs_f64(),
+            ctx.state.rootfs().display(),
+            recipe::short(&meta.digest),
+            meta.gcc
+        );
+        if let Some(old) = old {
+            let step = Step::start("removing the old rootfs");
+            old.remove()?;
+            step.done();
+        }
+        Ok(0)
     }
 }
 
-/// What the build cache keys builds by: the rootfs recipe digest and the gcc inside.
-pub fn toolchain_identity(_state: &crate::state::StateDir) -> Result<String> {
-    anyhow::bail!("no rootfs yet: run `cargo xtask setup-rootfs`")
+/// What the build cache keys builds by: the rootfs recipe digest and the gcc inside. Read
+/// from `rootfs.json`, so it starts no process.
+pub fn toolchain_identity(state: &StateDir) -> Result<String> {
+    let meta = Meta::read(&state.rootfs_meta())
+        .ok()
+        .filter(|_| state.rootfs().join("usr/bin").is_dir());
+    match meta {
+        Some(m) => Ok(m.toolchain_identity()),
+        None => bail!("no rootfs yet: run `cargo xtask setup-rootfs`"),
+    }
+}
+
+/// The record of the rootfs in place, when it was built from this very recipe.
+fn up_to_date(state: &StateDir, digest: &str) -> Option<Meta> {
+    let meta = Meta::read(&state.rootfs_meta()).ok()?;
+    (meta.digest == digest && state.rootfs().join("usr/bin").is_dir()).then_some(meta)
+}
+
+/// Runs one long step with its output in `log`. On failure: the cause in one line when
+/// `explain` recognises it, else the log's last lines; either way the log's path.
+fn run_step(
+    name: &str,
+    cmd: std::process::Command,
+    log: &Path,
+    explain: impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    let step = Step::start(name);
+    let status = progress::run_logged_to(cmd, log, &step)?;
+    if status.success() {
+        step.done();
+        return Ok(());
+    }
+    drop(step);
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    if let Some(why) = explain(&text) {
+        bail!("{why} (log: {})", log.display());
+    }
+    eprintln!("{}", cmd::tail(&text, 15));
+    bail!(
+        "{name} failed ({status}): see the lines above and {}",
+        log.display()
+    )
+}
+
+/// The first line of `gcc --version` inside the tree, recorded so lookups start no process.
+fn gcc_version(tree: &Path) -> Result<String> {
+    let out = Container::at(tree.to_path_buf())
+        .command(&["gcc", "--version"])?
+        .read_logged()
+        .context("running gcc in the new rootfs: is build-essential in rootfs/packages.txt?")?;
+    Ok(out.lines().next().unwrap_or_default().trim().to_string())
+}
+
+/// What later commands rely on, checked before the tree is put in place.
+fn check_tree(tree: &Path) -> Result<()> {
+    for p in ["usr/bin/make", "usr/bin/gcc", "usr/sbin/qemu-ga"] {
+        if !tree.join(p).exists() {
+            bail!("the new rootfs has no /{p}: add its package to rootfs/packages.txt");
+        }
+    }
+    for m in MOUNT_POINTS {
+        if !tree.join(&m[1..]).is_dir() {
+            bail!("the new rootfs has no mount point {m}: rootfs/customize.sh must mkdir it");
+        }
+    }
+    Ok(())
+}
+
+/// `--shell [-- CMD ARGS]`: a shell, or one command, in the read-only build container.
+fn shell(state: &StateDir, command: &[String]) -> Result<u8> {
+    require_root("the rootfs container")?;
+    let interactive = command.is_empty() && std::io::stdin().is_terminal();
+    let mut container = Container::new(state)?;
+    if interactive {
+        container = container.interactive();
+    }
+    let argv: Vec<String> = if command.is_empty() {
+        vec!["/bin/bash".into(), "--login".into()]
+    } else {
+        command.to_vec()
+    };
+    let mut c = container.command(&argv)?;
+    let status = if interactive {
+        // In the terminal's foreground group: nspawn owns the terminal in raw mode, and
+        // Ctrl-C goes to the shell inside, not to us.
+        let start = cmd::log_start(&c);
+        let status = c.status().context("starting systemd-nspawn")?;
+        cmd::log_end(&c, start, &format!("{status}"));
+        status
+    } else {
+        if std::io::stdin().is_terminal() {
+            // Its own process group may not read the terminal.
+            c.stdin(std::process::Stdio::null());
+        }
+        let mut child = c.spawn_logged()?;
+        cmd::wait(&mut child, None)?.expect("no deadline")
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
+        _ => crate::EXIT_SETUP,
+    })
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (debootstrap and systemd-nspawn do): run it with sudo");
+    }
+    Ok(())
+}
+
+/// One setup-rootfs at a time per state dir; the lock goes with the returned file.
+fn lock(state: &StateDir) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = state.root.join("rootfs.lock");
+    let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another setup-rootfs is running on {}: wait for it to finish",
+            state.root.display()
+        );
+    }
+    Ok(f)
 }

@@ -1,11 +1,629 @@
-//! `cargo xtask trim-config`.
+//! `cargo xtask trim-config`: a base config, then `kconfig/vm.config`, xtask.toml's and the
+//! command line's fragments and `--set`s, then `make olddefconfig`, then a check that every
+//! asked-for option kept its value. Deciding is in `kconfig`; this file executes.
 
 use crate::cli::TrimConfigArgs;
-use crate::ctx::{not_built, Ctx};
-use anyhow::Result;
+use crate::cmd::{self, CommandExt};
+use crate::container::Container;
+use crate::ctx::Ctx;
+use crate::kconfig::{self, config, verify, Config, Layer, SymbolIndex};
+use crate::settings::{workspace_root, FileTrim};
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The toolkit boots x86-64 guests only; Kconfig's `$(SRCARCH)`.
+pub const ARCH: &str = "x86";
+
+/// The fragment every trimmed config gets first, relative to the workspace root.
+pub const VM_FRAGMENT: &str = "kconfig/vm.config";
+
+/// Where the base config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// A make target that writes `.config`: `tinyconfig`, `defconfig` or `localmodconfig`.
+    Target(String),
+    /// The tree's own `.config` (`--base olddefconfig`).
+    TreeConfig,
+    /// A config file.
+    File(PathBuf),
+}
+
+impl Base {
+    /// `tinyconfig`, `defconfig`, `localmodconfig`, `olddefconfig`, else a path (relative
+    /// paths against `dir`).
+    pub fn parse(s: &str, dir: &Path) -> Base {
+        match s {
+            "tinyconfig" | "defconfig" | "localmodconfig" => Base::Target(s.to_string()),
+            "olddefconfig" => Base::TreeConfig,
+            path => Base::File(dir.join(path)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Base::Target(t) => t.clone(),
+            Base::TreeConfig => "olddefconfig (the tree's .config)".into(),
+            Base::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Everything trim-config needs, resolved from the command line over xtask.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrimOptions {
+    /// Default: tinyconfig.
+    pub base: Base,
+    /// Fragment files in merge order: `kconfig/vm.config`, xtask.toml's, the command line's.
+    pub fragments: Vec<PathBuf>,
+    /// `(origin, CONFIG_X=VALUE)` in merge order: xtask.toml's, then the command line's.
+    pub sets: Vec<(String, String)>,
+    /// Warn instead of failing when an asked-for option does not survive.
+    pub allow_dropped: bool,
+    /// Run make on the host instead of in the rootfs container.
+    pub host: bool,
+    /// Default: `<state>/config/trimmed.config`.
+    pub output: PathBuf,
+}
+
+impl TrimOptions {
+    /// Command line over xtask.toml over defaults. Paths on the command line are relative to
+    /// the current directory, paths in xtask.toml to the workspace root.
+    pub fn resolve(args: &TrimConfigArgs, ctx: &Ctx) -> TrimOptions {
+        TrimOptions::resolve_in(
+            args,
+            &ctx.file.trim,
+            &std::env::current_dir().unwrap_or_default(),
+            &workspace_root(),
+            ctx.state.trimmed_config(),
+        )
+    }
+
+    /// [`TrimOptions::resolve`] with its facts passed in.
+    pub fn resolve_in(
+        args: &TrimConfigArgs,
+        file: &FileTrim,
+        cwd: &Path,
+        workspace: &Path,
+        default_output: PathBuf,
+    ) -> TrimOptions {
+        let base = match (&args.base, &file.base) {
+            (Some(b), _) => Base::parse(b, cwd),
+            (None, Some(b)) => Base::parse(b, workspace),
+            (None, None) => Base::Target("tinyconfig".into()),
+        };
+        let mut fragments = vec![workspace.join(VM_FRAGMENT)];
+        fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
+        fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
+        let mut sets: Vec<(String, String)> = file
+            .set
+            .iter()
+            .map(|s| ("xtask.toml [trim] set".to_string(), s.clone()))
+            .collect();
+        sets.extend(args.sets.iter().map(|s| ("--set".to_string(), s.clone())));
+        TrimOptions {
+            base,
+            fragments,
+            sets,
+            allow_dropped: args.allow_dropped,
+            host: args.host,
+            output: args
+                .output
+                .as_ref()
+                .map(|o| cwd.join(o))
+                .unwrap_or(default_output),
+        }
+    }
+
+    /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
+    pub fn defaults(ctx: &Ctx) -> TrimOptions {
+        let args = TrimConfigArgs {
+            base: None,
+            fragments: Vec::new(),
+            sets: Vec::new(),
+            allow_dropped: false,
+            host: false,
+            output: None,
+        };
+        TrimOptions::resolve(&args, ctx)
+    }
+}
 
 impl TrimConfigArgs {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        not_built("trim-config")
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        let opts = TrimOptions::resolve(&self, ctx);
+        trim(ctx, &opts)?;
+        Ok(0)
+    }
+}
+
+/// Makes the trimmed config and writes it to `opts.output`; returns that path. Fails, before
+/// running make, on a symbol no Kconfig file defines, and, unless `allow_dropped`, when an
+/// asked-for option does not keep its value (each explained on stderr).
+pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
+    let tree = ctx.require_tree()?;
+
+    // 1. What is asked, and that every symbol exists: checked before any make.
+    let mut layers = read_layers(opts)?;
+    let index = read_kconfig(&tree)?;
+    let names = layers
+        .iter()
+        .flat_map(|l| l.settings.iter().map(|s| &s.name));
+    let undefined = verify::undefined(names, &index);
+    if !undefined.is_empty() {
+        let lines: Vec<String> = undefined
+            .iter()
+            .map(|n| {
+                format!(
+                    "CONFIG_{n} is not defined by any Kconfig file in {}",
+                    tree.display()
+                )
+            })
+            .collect();
+        bail!("{}", lines.join("\n"));
+    }
+    for s in layers.iter_mut().flat_map(|l| l.settings.iter_mut()) {
+        s.value = verify::normalize(&s.value, index.kind(&s.name));
+    }
+
+    // 2. The base, made in the scratch build dir (the tree stays clean).
+    let scratch = ctx.state.build_dir("trim-config");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let _lock = lock(&scratch.with_extension("lock"))?;
+    let make = KernelMake::new(ctx, &tree, &scratch, opts.host)?;
+    let log = ctx.run_dir.join("make.log");
+    let dot_config = scratch.join(".config");
+    let base = make_base(&opts.base, &make, &tree, &log)?;
+
+    // 3. Merge, saying what overrides what, and let Kconfig resolve the result.
+    let merged = kconfig::merge(&base, &layers);
+    print_overrides(&merged, ctx.verbose);
+    std::fs::write(&dot_config, merged.config.render())
+        .with_context(|| format!("writing {}", dot_config.display()))?;
+    make.run_to_log(&["olddefconfig"], &log)
+        .context("make olddefconfig")?;
+    let final_text = std::fs::read_to_string(&dot_config)
+        .with_context(|| format!("reading {}", dot_config.display()))?;
+    let final_config = Config::parse(&final_text)
+        .with_context(|| format!("{} as olddefconfig left it", dot_config.display()))?;
+
+    // 4. Did every asked-for option keep its value?
+    let dropped = verify::dropped(&merged.asked, &final_config);
+    for d in &dropped {
+        eprint!("{}", verify::explain(d, &index, &final_config));
+    }
+    if !dropped.is_empty() {
+        if !opts.allow_dropped {
+            bail!(
+                "{} asked-for option(s) did not keep their value (above); fix their dependencies, \
+                 or pass --allow-dropped. The config as olddefconfig left it: {}",
+                dropped.len(),
+                dot_config.display()
+            );
+        }
+        eprintln!(
+            "warning: {} asked-for option(s) did not keep their value (--allow-dropped)",
+            dropped.len()
+        );
+    }
+
+    // 5. Write it and say what it is.
+    write_atomically(&opts.output, &final_text)?;
+    let fragments: Vec<String> = opts.fragments.iter().map(|f| short_path(f)).collect();
+    println!("base:      {}", opts.base.describe());
+    println!("fragments: {}", fragments.join(", "));
+    if !opts.sets.is_empty() {
+        let sets: Vec<&str> = opts.sets.iter().map(|(_, s)| s.as_str()).collect();
+        println!("set:       {}", sets.join(" "));
+    }
+    println!(
+        "options:   {} =y, {} =m ({} asked for, {} dropped)",
+        final_config.count("y"),
+        final_config.count("m"),
+        merged.asked.len(),
+        dropped.len()
+    );
+    println!("wrote:     {}", opts.output.display());
+    Ok(opts.output.clone())
+}
+
+/// The fragments, then the `--set`s (one layer per origin), parsed.
+fn read_layers(opts: &TrimOptions) -> Result<Vec<Layer>> {
+    let mut layers = Vec::new();
+    for f in &opts.fragments {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading config fragment {}", f.display()))?;
+        let settings =
+            config::parse(&text).with_context(|| format!("config fragment {}", f.display()))?;
+        layers.push(Layer {
+            origin: short_path(f),
+            settings,
+        });
+    }
+    for (origin, arg) in &opts.sets {
+        let s = config::parse_set(arg)?;
+        match layers.last_mut() {
+            Some(l) if &l.origin == origin => l.settings.push(s),
+            _ => layers.push(Layer {
+                origin: origin.clone(),
+                settings: vec![s],
+            }),
+        }
+    }
+    Ok(layers)
+}
+
+/// The base config: a make target run in `make`'s output dir, the tree's `.config`, or a file.
+fn make_base(base: &Base, make: &KernelMake, tree: &Path, log: &Path) -> Result<Config> {
+    match base {
+        Base::Target(target) => {
+            let dot_config = make.out_dir().join(".config");
+            let _ = std::fs::remove_file(&dot_config);
+            make.run_to_log(&[target], log).with_context(|| {
+                if target == "localmodconfig" {
+                    "make localmodconfig failed: it needs lsmod and the running kernel's config, \
+                     which the container may lack; try --host, or pass a config file as --base"
+                        .to_string()
+                } else {
+                    format!("making the base config (make {target})")
+                }
+            })?;
+            read_config(&dot_config)
+        }
+        Base::TreeConfig => read_config(&tree.join(".config")).context(
+            "--base olddefconfig starts from the tree's .config; configure the tree or pass --base",
+        ),
+        Base::File(p) if !p.exists() => bail!(
+            "--base {}: not tinyconfig, defconfig, localmodconfig or olddefconfig, and no such file",
+            p.display()
+        ),
+        Base::File(p) => read_config(p).context("reading the --base config file"),
+    }
+}
+
+/// One line per value a layer replaced; the base's changes counted, listed with -v.
+fn print_overrides(merged: &kconfig::merge::Merged, verbose: bool) {
+    for o in &merged.overrides {
+        eprintln!("note: {o}");
+    }
+    if merged.base_changes.is_empty() {
+        return;
+    }
+    eprintln!(
+        "note: the fragments and sets change {} values of the base{}",
+        merged.base_changes.len(),
+        if verbose { ":" } else { " (-v lists them)" }
+    );
+    if verbose {
+        for o in &merged.base_changes {
+            eprintln!("  {o}");
+        }
+    }
+}
+
+/// The tree's Kconfig files for [`ARCH`], followed from the top `Kconfig` like make does.
+pub fn read_kconfig(tree: &Path) -> Result<SymbolIndex> {
+    let index = kconfig::symbols::parse_tree(ARCH, &mut |rel: &str| {
+        match std::fs::read(tree.join(rel)) {
+            // A few Kconfig help texts are not UTF-8; they do not matter here.
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {rel}"))),
+        }
+    })
+    .with_context(|| format!("reading the Kconfig files of {}", tree.display()))?;
+    if index.files == 0 {
+        bail!("{} has no top-level Kconfig file", tree.display());
+    }
+    for w in &index.warnings {
+        cmd::log_line(&format!("kconfig: {w}"));
+    }
+    Ok(index)
+}
+
+fn read_config(path: &Path) -> Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Config::parse(&text).with_context(|| format!("{} is not a kernel config", path.display()))
+}
+
+/// A path for messages: relative to the workspace root when inside it.
+fn short_path(p: &Path) -> String {
+    p.strip_prefix(workspace_root())
+        .unwrap_or(p)
+        .display()
+        .to_string()
+}
+
+/// Replaces `path` in one step: a temporary file beside it, renamed over it.
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Holds an exclusive lock on `path` until dropped, so two trims never share the scratch dir.
+fn lock(path: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!(
+            "waiting for another trim-config to finish ({})",
+            path.display()
+        );
+        // SAFETY: as above.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(f)
+}
+
+/// `make` for one kernel tree and one output dir (`O=`): in the rootfs container, with the
+/// tree at /src read-only and the output dir at /build, or on the host. Kbuild with `O=` only
+/// reads the source tree.
+pub struct KernelMake {
+    /// The tree and output dir as make sees them (/src and /build in the container).
+    src: String,
+    out: String,
+    /// The output dir on the host.
+    out_dir: PathBuf,
+    container: Option<Container>,
+}
+
+impl KernelMake {
+    pub fn new(ctx: &Ctx, tree: &Path, out: &Path, host: bool) -> Result<KernelMake> {
+        if host {
+            return Ok(KernelMake::on_host(tree, out));
+        }
+        let container = Container::new(&ctx.state)?
+            .bind_ro(tree, "/src")
+            .bind(out, "/build")
+            .workdir("/build");
+        Ok(KernelMake {
+            src: "/src".into(),
+            out: "/build".into(),
+            out_dir: out.to_path_buf(),
+            container: Some(container),
+        })
+    }
+
+    pub fn on_host(tree: &Path, out: &Path) -> KernelMake {
+        KernelMake {
+            src: tree.display().to_string(),
+            out: out.display().to_string(),
+            out_dir: out.to_path_buf(),
+            container: None,
+        }
+    }
+
+    /// The output dir (`O=`) on the host.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// `make -C SRC O=OUT ARGS...`, as pure data.
+    pub fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "make".to_string(),
+            "-C".to_string(),
+            self.src.clone(),
+            format!("O={}", self.out),
+        ];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    }
+
+    pub fn command(&self, args: &[&str]) -> Result<Command> {
+        let argv = self.argv(args);
+        match &self.container {
+            Some(c) => c.command(&argv),
+            None => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                Ok(c)
+            }
+        }
+    }
+
+    /// Runs make with its output appended to `log`; a failure names the log and ends with its tail.
+    pub fn run_to_log(&self, args: &[&str], log: &Path) -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let mut c = self.command(args)?;
+        c.stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        c.run_logged().map_err(|e| {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            anyhow::anyhow!(
+                "{e:#}\n{}\n(full log: {})",
+                cmd::tail(&text, 15),
+                log.display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bases() {
+        let d = Path::new("/w");
+        assert_eq!(
+            Base::parse("tinyconfig", d),
+            Base::Target("tinyconfig".into())
+        );
+        assert_eq!(Base::parse("olddefconfig", d), Base::TreeConfig);
+        assert_eq!(
+            Base::parse("my.config", d),
+            Base::File("/w/my.config".into())
+        );
+        assert_eq!(Base::parse("/a/b", d), Base::File("/a/b".into()));
+    }
+
+    #[test]
+    fn options_merge_command_line_over_xtask_toml() {
+        let args = TrimConfigArgs {
+            base: None,
+            fragments: vec!["mine.config".into()],
+            sets: vec!["CONFIG_KASAN=y".into()],
+            allow_dropped: false,
+            host: true,
+            output: None,
+        };
+        let file = FileTrim {
+            base: Some("defconfig".into()),
+            fragments: vec!["kconfig/debug.config".into()],
+            set: vec!["CONFIG_SLUB=y".into()],
+        };
+        let o = TrimOptions::resolve_in(
+            &args,
+            &file,
+            Path::new("/cwd"),
+            Path::new("/ws"),
+            "/state/config/trimmed.config".into(),
+        );
+        assert_eq!(o.base, Base::Target("defconfig".into()));
+        let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            f,
+            [
+                "/ws/kconfig/vm.config",
+                "/ws/kconfig/debug.config",
+                "/cwd/mine.config"
+            ]
+        );
+        assert_eq!(
+            o.sets,
+            [
+                (
+                    "xtask.toml [trim] set".to_string(),
+                    "CONFIG_SLUB=y".to_string()
+                ),
+                ("--set".to_string(), "CONFIG_KASAN=y".to_string())
+            ]
+        );
+        assert!(o.host);
+        assert_eq!(o.output, Path::new("/state/config/trimmed.config"));
+
+        let args = TrimConfigArgs {
+            base: Some("old.config".into()),
+            output: Some("out.config".into()),
+            ..args
+        };
+        let o = TrimOptions::resolve_in(
+            &args,
+            &FileTrim::default(),
+            Path::new("/cwd"),
+            Path::new("/ws"),
+            "/d".into(),
+        );
+        assert_eq!(o.base, Base::File("/cwd/old.config".into()));
+        assert_eq!(o.output, Path::new("/cwd/out.config"));
+        assert_eq!(o.fragments.len(), 2);
+    }
+
+    #[test]
+    fn make_argv_in_the_container_and_on_the_host() {
+        let m = KernelMake::on_host(Path::new("/l"), Path::new("/o"));
+        assert_eq!(
+            m.argv(&["tinyconfig"]),
+            ["make", "-C", "/l", "O=/o", "tinyconfig"]
+        );
+        let m = KernelMake {
+            src: "/src".into(),
+            out: "/build".into(),
+            out_dir: "/state/build/x".into(),
+            container: Some(Container::at("/r".into())),
+        };
+        assert_eq!(
+            m.argv(&["olddefconfig"]),
+            ["make", "-C", "/src", "O=/build", "olddefconfig"]
+        );
+    }
+
+    #[test]
+    fn vm_fragment_parses_and_says_why() {
+        let path = workspace_root().join(VM_FRAGMENT);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let settings = config::parse(&text).unwrap();
+        assert!(settings
+            .iter()
+            .any(|s| s.name == "VIRTIO_FS" && s.value == "y"));
+        // Every group of options is preceded by a comment saying why.
+        for group in text.split("\n\n") {
+            assert!(
+                group.trim_start().starts_with('#'),
+                "no comment on:\n{group}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_fragment_parses() {
+        let text = std::fs::read_to_string(workspace_root().join("kconfig/debug.config")).unwrap();
+        let settings = config::parse(&text).unwrap();
+        assert!(settings.iter().any(|s| s.name == "PROVE_LOCKING"));
+        // KASAN is offered, commented out.
+        assert!(text.contains("# CONFIG_KASAN=y"));
+        assert!(!settings.iter().any(|s| s.name == "KASAN"));
+    }
+
+    #[test]
+    fn atomic_write_replaces() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("sub/trimmed.config");
+        write_atomically(&p, "CONFIG_A=y\n").unwrap();
+        write_atomically(&p, "CONFIG_B=y\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "CONFIG_B=y\n");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}
+
+/// Against a real tree: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`.
+#[cfg(test)]
+mod real_tree {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs a kernel tree and a .config made from it"]
+    fn every_symbol_of_a_real_config_is_known() {
+        let tree = PathBuf::from(std::env::var_os("XTASK_TEST_TREE").unwrap());
+        let config = PathBuf::from(std::env::var_os("XTASK_TEST_CONFIG").unwrap());
+        let index = read_kconfig(&tree).unwrap();
+        assert!(index.warnings.is_empty(), "{:?}", index.warnings);
+        let c = read_config(&config).unwrap();
+        let unknown: Vec<&str> = c
+            .entries()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !index.is_defined(n))
+            .collect();
+        eprintln!("{} files, {} symbols", index.files, index.defs.len());
+        assert!(unknown.is_empty(), "{unknown:?}");
     }
 }

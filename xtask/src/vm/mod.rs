@@ -1,17 +1,405 @@
-//! Booting kernels in VMs: `boot` and `check`.
+//! Booting kernels in VMs: `boot` and `check`, and the entry point other tasks (bisect) use
+//! to judge one kernel: [`check_rev`].
 
-use crate::cli::{BootCmd, CheckCmd};
-use crate::ctx::{not_built, Ctx};
-use anyhow::Result;
+mod b64;
+pub mod bench;
+pub mod console;
+pub mod qemu;
+pub mod qga;
+pub mod run;
+pub mod spec;
+pub mod verdict;
+pub mod virtiofsd;
 
-impl BootCmd {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        not_built("boot")
+use crate::build::{self, BuildOutcome};
+use crate::cli::{BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
+use crate::ctx::Ctx;
+use crate::settings::{BuildOptions, VmOptions};
+use crate::{kvm, tools};
+use anyhow::{bail, Context, Result};
+use run::{Event, Plan, Report, Tools};
+use serde::Serialize;
+use spec::{CmdlineInput, Console, Machine, RunPaths, VmSpec};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use verdict::{Judgement, Verdict};
+
+/// A kernel to boot.
+#[derive(Debug, Clone)]
+pub struct KernelImage {
+    pub bzimage: PathBuf,
+    pub initramfs: Option<PathBuf>,
+}
+
+/// `--kernel`, else a build of `rev` through the cache. `Err(judgement)` when the build
+/// failed on the kernel's side: the kernel is untestable.
+pub fn kernel_for(
+    ctx: &Ctx,
+    rev: Option<&str>,
+    opts: &VmOptions,
+    build: &BuildArgs,
+) -> Result<std::result::Result<KernelImage, Judgement>> {
+    if let Some(k) = &opts.kernel {
+        return Ok(Ok(KernelImage {
+            bzimage: k.clone(),
+            initramfs: None,
+        }));
+    }
+    let bopts = BuildOptions::resolve(build, &ctx.file.build)?;
+    match build::ensure_kernel(ctx, rev, &bopts)? {
+        BuildOutcome::Built(a) => Ok(Ok(KernelImage {
+            bzimage: a.bzimage,
+            initramfs: a.initramfs,
+        })),
+        BuildOutcome::Failed { log, summary, .. } => Ok(Err(Judgement {
+            verdict: Verdict::Skip,
+            reason: format!("the build failed: {summary} (log: {})", log.display()),
+        })),
     }
 }
 
-impl CheckCmd {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        not_built("check")
+/// The rootfs to share, checked to hold the guest init.
+fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
+    let r = ctx.state.rootfs();
+    if !r.is_dir() {
+        bail!(
+            "no rootfs at {}: run `cargo xtask setup-rootfs`",
+            r.display()
+        );
     }
+    if !r.join(spec::GUEST_INIT.trim_start_matches('/')).is_file() {
+        bail!(
+            "the rootfs at {} has no {}: run `cargo xtask setup-rootfs --force` to add it",
+            r.display(),
+            spec::GUEST_INIT
+        );
+    }
+    Ok(r)
+}
+
+/// The tools, the accelerator and the spec for one VM: everything decided up front.
+pub fn prepare(
+    ctx: &Ctx,
+    opts: &VmOptions,
+    kernel: &KernelImage,
+    console: Console,
+) -> Result<(VmSpec, Tools)> {
+    if opts.backend != crate::cli::Backend::Qemu {
+        bail!("--backend libvirt is not available in this build: use --backend qemu");
+    }
+    let tools = Tools {
+        qemu: tools::find(&tools::QEMU)?,
+        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
+    };
+    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
+    let machine = Machine::Microvm;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cmdline = spec::kernel_cmdline(&CmdlineInput {
+        init: opts.init,
+        rw: opts.rw,
+        machine,
+        tsc_khz: spec::tsc_khz_from_cpuinfo(&cpuinfo),
+        shell: console == Console::Interactive,
+        append: opts.append.as_deref(),
+    });
+    let spec = VmSpec {
+        kernel: kernel.bzimage.clone(),
+        initramfs: kernel.initramfs.clone(),
+        cmdline,
+        memory_mib: opts.memory_mib,
+        cpus: opts.cpus,
+        accel,
+        machine,
+        rootfs: rootfs(ctx)?,
+        rw: opts.rw,
+        init: opts.init,
+        console,
+        boot_timeout: opts.boot_timeout,
+        timeout: opts.timeout,
+        shutdown_timeout: opts.shutdown_timeout,
+    };
+    Ok((spec, tools))
+}
+
+/// The plan of a check from its options: the command, or the script with the command's
+/// words as its arguments.
+pub fn plan(check: &CheckArgs) -> Result<Plan> {
+    let bad_if_console = console::compile(&check.bad_if_console)?;
+    let (command, script) = match &check.script {
+        Some(f) => {
+            let text = std::fs::read(f).with_context(|| format!("--script {}", f.display()))?;
+            let mut c = vec!["/bin/sh".to_string(), run::SCRIPT_PATH.to_string()];
+            c.extend(check.command.iter().cloned());
+            (c, Some(text))
+        }
+        None => (check.command.clone(), None),
+    };
+    Ok(Plan {
+        command,
+        script,
+        bad_if_console,
+    })
+}
+
+/// What [`check_rev`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckOutcome {
+    pub verdict: Verdict,
+    pub reason: String,
+    /// One report per boot (`--repeat`); empty when the build failed.
+    pub runs: Vec<Report>,
+}
+
+/// Judges one revision (or `--kernel`): build if needed, then up to `--repeat` checks,
+/// stopping at the first bad one. Prints progress on stderr unless `quiet`.
+pub fn check_rev(
+    ctx: &Ctx,
+    rev: Option<&str>,
+    vm: &VmArgs,
+    build: &BuildArgs,
+    check: &CheckArgs,
+    quiet: bool,
+) -> Result<CheckOutcome> {
+    let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
+    let plan = plan(check)?;
+    let repeat = check.repeat.unwrap_or(1);
+    if repeat == 0 {
+        bail!("--repeat 0 is invalid: use 1 or more");
+    }
+    let kernel = match kernel_for(ctx, rev, &opts, build)? {
+        Ok(k) => k,
+        Err(j) => {
+            return Ok(CheckOutcome {
+                verdict: j.verdict,
+                reason: j.reason,
+                runs: vec![],
+            })
+        }
+    };
+    let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+    let mut runs = Vec::new();
+    for i in 1..=repeat {
+        let dir = if repeat == 1 {
+            ctx.run_dir.clone()
+        } else {
+            let d = ctx.run_dir.join(format!("run-{i}"));
+            std::fs::create_dir_all(&d)?;
+            d
+        };
+        if !quiet {
+            let nth = if repeat > 1 {
+                format!(" ({i}/{repeat})")
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "booting {}{nth}: {:?}, {} init, {} vCPUs, {} MiB",
+                spec.kernel.display(),
+                spec.accel,
+                init_name(spec.init),
+                spec.cpus,
+                spec.memory_mib
+            );
+        }
+        let mut print = |e: Event| {
+            if !quiet {
+                print_event(&e)
+            }
+        };
+        let r = run::check(&spec, &RunPaths::new(&dir), &tools, &plan, &mut print)?;
+        let bad = r.judgement.verdict == Verdict::Bad;
+        runs.push(r);
+        if bad {
+            break;
+        }
+    }
+    let verdicts: Vec<Verdict> = runs.iter().map(|r| r.judgement.verdict).collect();
+    let verdict = Verdict::combine(&verdicts);
+    let reason = runs
+        .iter()
+        .find(|r| r.judgement.verdict == verdict)
+        .map(|r| r.judgement.reason.clone())
+        .unwrap_or_default();
+    Ok(CheckOutcome {
+        verdict,
+        reason,
+        runs,
+    })
+}
+
+pub(crate) fn init_name(i: InitMode) -> &'static str {
+    match i {
+        InitMode::Fast => "fast",
+        InitMode::Systemd => "systemd",
+    }
+}
+
+fn print_event(e: &Event) {
+    match e {
+        Event::Started => {}
+        Event::AgentUp(d) => eprintln!("guest agent up after {:.2}s", d.as_secs_f64()),
+        Event::BootFailed(b, d) => eprintln!("boot failed after {:.2}s: {b:?}", d.as_secs_f64()),
+        Event::CommandDone(end, d) => {
+            eprintln!("command ended after {:.2}s: {end:?}", d.as_secs_f64())
+        }
+        Event::ShutDown(how, d) => eprintln!("shut down in {:.2}s ({how})", d.as_secs_f64()),
+    }
+}
+
+/// The command's output, the timings and the verdict line, as a person reads them.
+fn print_outcome(o: &CheckOutcome, print_output: bool) {
+    if let Some(last) = o.runs.last() {
+        if let (Some(e), true) = (&last.exec, print_output) {
+            let _ = std::io::stdout().write_all(&e.stdout);
+            let _ = std::io::stderr().write_all(&e.stderr);
+            let _ = std::io::stdout().flush();
+        }
+        if last.out_truncated {
+            eprintln!("note: the guest agent truncated the command's output");
+        }
+        eprintln!("timings: {}", last.timings.line());
+    }
+    eprintln!(
+        "verdict: {} (exit {}): {}",
+        o.verdict.word(),
+        o.verdict.exit_code(),
+        o.reason
+    );
+    if o.verdict != Verdict::Good {
+        if let Some(last) = o.runs.last() {
+            eprintln!("console log: {}", last.console_log.display());
+        }
+    }
+}
+
+/// `--json`: the outcome, with each run's output as text.
+#[derive(Serialize)]
+struct JsonOutcome<'a> {
+    verdict: Verdict,
+    exit_code: u8,
+    reason: &'a str,
+    runs: Vec<JsonRun<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+fn json(o: &CheckOutcome) -> Result<String> {
+    let runs = o
+        .runs
+        .iter()
+        .map(|r| JsonRun {
+            report: r,
+            stdout: r
+                .exec
+                .as_ref()
+                .map(|e| String::from_utf8_lossy(&e.stdout).into()),
+            stderr: r
+                .exec
+                .as_ref()
+                .map(|e| String::from_utf8_lossy(&e.stderr).into()),
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&JsonOutcome {
+        verdict: o.verdict,
+        exit_code: o.verdict.exit_code(),
+        reason: &o.reason,
+        runs,
+    })?)
+}
+
+impl CheckCmd {
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        let outcome = match &self.from_run {
+            Some(dir) => {
+                let re = console::compile(&self.check.bad_if_console)?;
+                let r = run::rejudge(dir, &re)?;
+                CheckOutcome {
+                    verdict: r.judgement.verdict,
+                    reason: r.judgement.reason.clone(),
+                    runs: vec![r],
+                }
+            }
+            None => check_rev(
+                ctx,
+                self.rev.as_deref(),
+                &self.vm,
+                &self.build,
+                &self.check,
+                false,
+            )?,
+        };
+        if self.json {
+            println!("{}", json(&outcome)?);
+        }
+        print_outcome(&outcome, !self.json);
+        Ok(outcome.verdict.exit_code())
+    }
+}
+
+impl BootCmd {
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        if self.print_xml {
+            bail!("--print-xml needs --backend libvirt, which is not available in this build");
+        }
+        let opts = VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Systemd)?;
+        let kernel = match kernel_for(ctx, self.rev.as_deref(), &opts, &self.build)? {
+            Ok(k) => k,
+            Err(j) => {
+                eprintln!("{}", j.reason);
+                return Ok(j.verdict.exit_code());
+            }
+        };
+        let paths = RunPaths::new(&ctx.run_dir);
+        match &self.exec {
+            Some(cmdline) => {
+                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                let plan = Plan {
+                    command: vec!["/bin/sh".into(), "-c".into(), cmdline.clone()],
+                    ..Plan::default()
+                };
+                let r = run::check(&spec, &paths, &tools, &plan, &mut |e| print_event(&e))?;
+                if let Some(e) = &r.exec {
+                    let _ = std::io::stdout().write_all(&e.stdout);
+                    let _ = std::io::stderr().write_all(&e.stderr);
+                }
+                eprintln!("timings: {}", r.timings.line());
+                Ok(match &r.facts.command_end {
+                    Some(verdict::CommandEnd::Exited { code }) => *code as u8,
+                    Some(verdict::CommandEnd::Signaled { signal }) => 128 + *signal as u8,
+                    _ => {
+                        eprintln!(
+                            "{} (console log: {})",
+                            r.judgement.reason,
+                            r.console_log.display()
+                        );
+                        verdict::Verdict::Skip.exit_code()
+                    }
+                })
+            }
+            None => {
+                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                eprintln!(
+                    "booting {} ({:?}, {} init); Ctrl-A X quits, Ctrl-A C is the QEMU monitor",
+                    spec.kernel.display(),
+                    spec.accel,
+                    init_name(spec.init)
+                );
+                let mut vm = run::Vm::start(&spec, &paths, &tools)?;
+                let st = vm.wait_foreground()?;
+                eprintln!("console log: {}", paths.console_log().display());
+                Ok(if st.success() { 0 } else { 1 })
+            }
+        }
+    }
+}
+
+/// Whether a path is a check's run dir (has result.json).
+pub fn is_run_dir(p: &Path) -> bool {
+    RunPaths::new(p).result().is_file()
 }

@@ -1,0 +1,410 @@
+//! End-to-end tests of `cargo xtask build` on the real kernel tree: cache hits that run no
+//! make, incremental rebuilds, other revisions built without touching the checkout, clear
+//! errors. Every test leaves the fixture tree as it found it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use tests::{code, fixture, stderr, stdout, Fixture};
+
+/// A file of the tree that every config compiles.
+const EDITED: &str = "init/version.c";
+
+/// Restores files of the tree (their bytes, or their absence) when dropped, even on a panic.
+struct Restore {
+    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl Restore {
+    fn new() -> Restore {
+        Restore { saved: Vec::new() }
+    }
+
+    fn write(&mut self, path: PathBuf, data: &[u8]) {
+        if !self.saved.iter().any(|(p, _)| *p == path) {
+            self.saved.push((path.clone(), std::fs::read(&path).ok()));
+        }
+        std::fs::write(&path, data).unwrap();
+    }
+
+    fn append(&mut self, path: PathBuf, text: &str) {
+        let mut data = std::fs::read(&path).unwrap();
+        data.extend_from_slice(text.as_bytes());
+        self.write(path, &data);
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        for (path, data) in self.saved.drain(..).rev() {
+            match data {
+                Some(d) => std::fs::write(&path, d).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}
+
+/// One `build` run: its output, how long it took, and its command log.
+struct Run {
+    out: Output,
+    took: Duration,
+    commands: String,
+}
+
+impl Run {
+    fn make_runs(&self) -> usize {
+        self.commands
+            .lines()
+            .filter(|l| l.starts_with('+') && l.contains(" make "))
+            .count()
+    }
+}
+
+fn build(f: &Fixture, args: &[&str]) -> Run {
+    let mut cmd = f.xtask();
+    cmd.arg("build").args(args);
+    eprintln!("$ {cmd:?}");
+    let start = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}--- {} after {took:?}",
+        stdout(&out),
+        stderr(&out),
+        out.status
+    );
+    Run {
+        commands: command_log(&f.state, pid),
+        out,
+        took,
+    }
+}
+
+/// The command log of the `build` run with this pid.
+fn command_log(state: &Path, pid: u32) -> String {
+    let suffix = format!("-build-{pid}");
+    let dir = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+        .expect("the run's directory");
+    std::fs::read_to_string(dir.path().join("commands.log")).unwrap_or_default()
+}
+
+fn git(tree: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// What the checkout looks like to git, byte for byte.
+fn checkout_state(tree: &Path) -> (String, String, String) {
+    (
+        git(tree, &["status", "--porcelain", "--untracked-files=all"]),
+        git(tree, &["diff", "HEAD", "--binary"]),
+        git(tree, &["rev-parse", "HEAD"]),
+    )
+}
+
+/// The entry directory a successful build printed.
+fn entry_of(run: &Run) -> String {
+    stdout(&run.out)
+        .lines()
+        .find_map(|l| l.strip_prefix("entry:").map(|s| s.trim().to_string()))
+        .expect("an entry line")
+}
+
+/// Builds the clean working state (a cache hit when the fixture's HEAD was built already).
+fn clean_build(f: &Fixture) -> Run {
+    let r = build(f, &[]);
+    assert_eq!(code(&r.out), 0);
+    r
+}
+
+#[test]
+fn a_second_build_is_a_cache_hit_that_runs_no_make() {
+    let f = fixture();
+    let first = clean_build(&f);
+    let again = build(&f, &[]);
+    assert_eq!(code(&again.out), 0);
+    assert!(
+        stdout(&again.out).contains("cache hit"),
+        "{}",
+        stdout(&again.out)
+    );
+    assert_eq!(again.make_runs(), 0, "{}", again.commands);
+    assert!(
+        !again.commands.contains("systemd-nspawn"),
+        "{}",
+        again.commands
+    );
+    assert!(again.took < Duration::from_secs(1), "{:?}", again.took);
+    assert_eq!(entry_of(&first), entry_of(&again));
+    let entry = PathBuf::from(entry_of(&again));
+    for name in [
+        "bzImage",
+        "System.map",
+        "config",
+        "build.log",
+        "metadata.json",
+    ] {
+        assert!(entry.join(name).is_file(), "{name} in {}", entry.display());
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["status"], "ok");
+    assert_eq!(meta["dirty"], false);
+}
+
+#[test]
+fn a_one_file_change_rebuilds_incrementally_into_a_new_entry() {
+    let f = fixture();
+    let clean = clean_build(&f);
+    let before = checkout_state(&f.tree);
+    {
+        let mut restore = Restore::new();
+        restore.append(
+            f.tree.join(EDITED),
+            "\n/* xtask e2e: a one-file change */\n",
+        );
+        let changed = build(&f, &[]);
+        assert_eq!(code(&changed.out), 0);
+        assert!(
+            stdout(&changed.out).contains("built:"),
+            "{}",
+            stdout(&changed.out)
+        );
+        assert_ne!(entry_of(&changed), entry_of(&clean));
+        // Incremental: the edited file and what links it, not the whole kernel.
+        let log =
+            std::fs::read_to_string(Path::new(&entry_of(&changed)).join("build.log")).unwrap();
+        let compiled = log.lines().filter(|l| l.starts_with("  CC ")).count();
+        assert!(compiled < 50, "{compiled} files compiled:\n{log}");
+        assert!(log.contains("init/version.o"), "{log}");
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(&entry_of(&changed)).join("metadata.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["dirty"], true);
+    }
+    assert_eq!(checkout_state(&f.tree), before);
+    // Back to the committed state: the first entry answers again.
+    let again = build(&f, &[]);
+    assert_eq!(entry_of(&again), entry_of(&clean));
+    assert_eq!(again.make_runs(), 0);
+}
+
+#[test]
+fn a_kernel_that_does_not_compile_fails_with_its_errors_and_the_failure_is_cached() {
+    let f = fixture();
+    clean_build(&f);
+    let before = checkout_state(&f.tree);
+    {
+        let mut restore = Restore::new();
+        restore.append(f.tree.join(EDITED), "\nint xtask_e2e_broken = ;\n");
+        let failed = build(&f, &[]);
+        assert_eq!(code(&failed.out), 1);
+        let err = stderr(&failed.out);
+        assert!(err.contains("error:"), "{err}");
+        assert!(err.contains("init/version.c"), "{err}");
+        assert!(err.contains("full log: "), "{err}");
+        // The same inputs again: the recorded failure answers without building.
+        let again = build(&f, &[]);
+        assert_eq!(code(&again.out), 1);
+        assert_eq!(again.make_runs(), 0, "{}", again.commands);
+        assert!(stderr(&again.out).contains("error:"));
+    }
+    assert_eq!(checkout_state(&f.tree), before);
+}
+
+/// A commit of the tree with one changed line, made without touching the checkout, its
+/// index or its refs (only unreachable objects are added, which git gc drops).
+fn side_commit(tree: &Path) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let index = scratch.path().join("index");
+    let blob_src = scratch.path().join("version.c");
+    let head = git(tree, &["rev-parse", "HEAD"]).trim().to_string();
+    let mut text = git(tree, &["show", &format!("HEAD:{EDITED}")]);
+    text.push_str("\n/* xtask e2e: another revision */\n");
+    std::fs::write(&blob_src, text).unwrap();
+    let with_index = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(tree)
+            .args(args)
+            .env("GIT_INDEX_FILE", &index)
+            .env("GIT_AUTHOR_NAME", "xtask e2e")
+            .env("GIT_AUTHOR_EMAIL", "e2e@xtask")
+            .env("GIT_COMMITTER_NAME", "xtask e2e")
+            .env("GIT_COMMITTER_EMAIL", "e2e@xtask")
+            .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    with_index(&["read-tree", "HEAD"]);
+    let blob = with_index(&["hash-object", "-w", blob_src.to_str().unwrap()]);
+    with_index(&[
+        "update-index",
+        "--cacheinfo",
+        &format!("100644,{blob},{EDITED}"),
+    ]);
+    let new_tree = with_index(&["write-tree"]);
+    with_index(&["commit-tree", &new_tree, "-p", &head, "-m", "xtask e2e"])
+}
+
+#[test]
+fn another_revision_builds_in_the_worktree_and_leaves_the_checkout_as_it_was() {
+    let f = fixture();
+    let rev = side_commit(&f.tree);
+    let mut restore = Restore::new();
+    restore.append(f.tree.join("README"), "\nuncommitted change, xtask e2e\n");
+    restore.write(f.tree.join("xtask-e2e-untracked.txt"), b"untracked\n");
+    let before = checkout_state(&f.tree);
+    let readme = std::fs::read(f.tree.join("README")).unwrap();
+    let mtime = std::fs::metadata(f.tree.join(EDITED))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    let built = build(&f, &[&rev]);
+    assert_eq!(code(&built.out), 0);
+    let entry = PathBuf::from(entry_of(&built));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["commit"], rev);
+    assert_eq!(meta["dirty"], false);
+    assert!(
+        !Path::new(meta["source_dir"].as_str().unwrap()).starts_with(&f.tree),
+        "{meta}"
+    );
+
+    assert_eq!(checkout_state(&f.tree), before);
+    assert_eq!(std::fs::read(f.tree.join("README")).unwrap(), readme);
+    assert_eq!(
+        std::fs::metadata(f.tree.join(EDITED))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
+    // Asked again, the revision is a cache hit.
+    let again = build(&f, &[&rev]);
+    assert_eq!(code(&again.out), 0);
+    assert_eq!(again.make_runs(), 0);
+    assert_eq!(entry_of(&again), entry.display().to_string());
+    drop(restore);
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line() {
+    let f = fixture();
+    let before = checkout_state(&f.tree);
+    let r = build(&f, &["no-such-rev"]);
+    assert_eq!(code(&r.out), 128);
+    let err = stderr(&r.out);
+    assert!(
+        err.contains("unknown revision no-such-rev: not in"),
+        "{err}"
+    );
+    assert_eq!(r.make_runs(), 0);
+
+    let r = build(&f, &["--config", "/nonexistent/kernel.config"]);
+    assert_eq!(code(&r.out), 128);
+    assert!(stderr(&r.out).contains("/nonexistent/kernel.config does not exist"));
+
+    let not_a_tree = tempfile::tempdir().unwrap();
+    let out = tests::run(
+        Command::new(&f.bin)
+            .arg("--state-dir")
+            .arg(&f.state)
+            .arg("--tree")
+            .arg(not_a_tree.path())
+            .arg("build"),
+    );
+    assert_eq!(code(&out), 128);
+    assert!(
+        stderr(&out).contains("is not a kernel tree"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(checkout_state(&f.tree), before);
+}
+
+#[test]
+fn cache_ls_and_show_list_the_entries() {
+    let f = fixture();
+    clean_build(&f);
+    let out = tests::run(f.xtask().args(["cache", "ls"]));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains(" ok "), "{}", stdout(&out));
+    let out = tests::run(f.xtask().args(["cache", "show", "HEAD"]));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("\"status\": \"ok\""));
+    let out = tests::run(f.xtask().args(["cache", "gc", "--max-size", "1000G"]));
+    assert_eq!(code(&out), 0);
+    assert!(
+        stdout(&out).contains("dropped 0 entries"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn ctrl_c_mid_build_exits_130_and_publishes_nothing() {
+    let f = fixture();
+    clean_build(&f);
+    let entries = |state: &Path| {
+        std::fs::read_dir(state.join("cache/entries"))
+            .unwrap()
+            .count()
+    };
+    let before_entries = entries(&f.state);
+    let before = checkout_state(&f.tree);
+    {
+        let mut restore = Restore::new();
+        restore.append(f.tree.join(EDITED), "\n/* xtask e2e: interrupted */\n");
+        let mut child = f
+            .xtask()
+            .arg("build")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Interrupt once make runs.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !command_log(&f.state, pid).contains(" bzImage") {
+            assert!(Instant::now() < deadline, "make never started");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        eprintln!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(code(&out), 130);
+    }
+    assert_eq!(entries(&f.state), before_entries);
+    let leftovers = std::fs::read_dir(f.state.join("cache/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "staging directories left in cache/tmp");
+    assert_eq!(checkout_state(&f.tree), before);
+}

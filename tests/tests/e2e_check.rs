@@ -1,0 +1,206 @@
+//! `cargo xtask check` end to end: real QEMU, virtiofsd, rootfs and kernel (`--kernel`, so
+//! nothing is built). Run through `cargo xtask test`, or with the XTASK_TEST_* variables set.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::{code, fixture, run, stderr, Fixture};
+
+/// `cargo xtask check --kernel <fixture kernel> ARGS`.
+fn check(f: &Fixture, args: &[&str]) -> Command {
+    let mut c = f.xtask();
+    c.arg("check").arg("--kernel").arg(&f.kernel).args(args);
+    c
+}
+
+#[test]
+fn a_passing_command_is_good() {
+    let f = fixture();
+    let out = run(&mut check(&f, &["--", "true"]));
+    assert_eq!(code(&out), 0);
+    let err = stderr(&out);
+    assert!(err.contains("verdict: good"), "{err}");
+    assert!(err.contains("boot-to-agent"), "{err}");
+}
+
+#[test]
+fn a_failing_command_is_bad() {
+    let f = fixture();
+    let out = run(&mut check(&f, &["--", "false"]));
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("exited 1"));
+}
+
+#[test]
+fn a_console_warning_is_bad() {
+    let f = fixture();
+    let out = run(&mut check(
+        &f,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo 'WARNING: CPU: 0 PID: 1 at test' > /dev/kmsg",
+        ],
+    ));
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("console: warning"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_panic_at_boot_is_untestable_with_a_command_and_bad_without() {
+    let f = fixture();
+    let out = run(&mut check(
+        &f,
+        &["--append", "init=/nonexistent", "--", "true"],
+    ));
+    assert_eq!(code(&out), 125);
+    let out = run(&mut check(&f, &["--append", "init=/nonexistent"]));
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("panic"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_hung_boot_ends_at_its_timeout() {
+    let f = fixture();
+    let start = Instant::now();
+    // PID 1 sleeps forever: no panic, no agent.
+    let out = run(&mut check(
+        &f,
+        &[
+            "--boot-timeout",
+            "15s",
+            "--append",
+            "init=/bin/sleep -- infinity",
+            "--",
+            "true",
+        ],
+    ));
+    assert_eq!(code(&out), 125);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(stderr(&out).contains("never answered"), "{}", stderr(&out));
+}
+
+/// Names, sizes and mtimes of everything under `dir`, hashed.
+fn digest(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        h.update(format!("{} {} {}\n", e.path().display(), m.len(), mtime));
+    }
+    format!("{:x}", h.finalize())
+}
+
+#[test]
+fn the_rootfs_is_read_only_by_default() {
+    let f = fixture();
+    let usr = std::fs::canonicalize(f.state.join("rootfs/usr")).unwrap();
+    let before = digest(&usr);
+    let out = run(&mut check(&f, &["--", "rm", "-rf", "/usr"]));
+    // rm may well fail half-way (it deletes itself); the point is the host's copy.
+    assert!([0, 1].contains(&code(&out)), "{}", stderr(&out));
+    assert_eq!(digest(&usr), before, "the guest changed the shared rootfs");
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_ends_the_vm_and_cleans_up() {
+    let f = fixture();
+    let mut child = check(&f, &["--", "sleep", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("xtask ended before the agent was up:\n{seen}"))
+            .unwrap();
+        seen += &line;
+        seen.push('\n');
+        if line.contains("guest agent up") {
+            break;
+        }
+    }
+    // The run dir is runs/<time>-check-<pid>.
+    let run_dir: PathBuf = std::fs::read_dir(f.state.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-check-{pid}")))
+        .expect("run dir");
+    assert!(run_dir.join("qga.sock").exists());
+    assert!(!processes_mentioning(&run_dir.to_string_lossy()).is_empty());
+
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "still running after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    eprintln!("{seen}{}", rest.join("\n"));
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        sent.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        processes_mentioning(&run_dir.to_string_lossy()),
+        Vec::<String>::new()
+    );
+    for s in ["qga.sock", "qmp.sock", "virtiofs.sock"] {
+        assert!(!run_dir.join(s).exists(), "{s} left behind");
+    }
+    assert!(run_dir.join("console.log").exists(), "the logs stay");
+}

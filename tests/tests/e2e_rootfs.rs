@@ -1,0 +1,129 @@
+//! End-to-end: `setup-rootfs` on the prepared rootfs (the no-op path), the toolchain inside
+//! the build container, and bad input that must fail fast, clearly and without leftovers.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::{code, fixture, run, stderr, stdout};
+
+#[test]
+fn unchanged_recipe_is_a_quick_no_op() {
+    let f = fixture();
+    let t = Instant::now();
+    let out = run(f.xtask().arg("setup-rootfs"));
+    let took = t.elapsed();
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("up to date"), "says it is up to date");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn toolchain_runs_in_the_container() {
+    let f = fixture();
+    let out = run(f
+        .xtask()
+        .args(["setup-rootfs", "--shell", "--", "gcc", "--version"]));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).starts_with("gcc "), "gcc answers");
+    let out = run(f
+        .xtask()
+        .args(["setup-rootfs", "--shell", "--", "make", "--version"]));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).starts_with("GNU Make"), "make answers");
+}
+
+#[test]
+fn the_container_has_the_build_mount_points() {
+    let f = fixture();
+    let out = run(f.xtask().args([
+        "setup-rootfs",
+        "--shell",
+        "--",
+        "test",
+        "-d",
+        "/src",
+        "-a",
+        "-d",
+        "/build",
+        "-a",
+        "-d",
+        "/ccache",
+        "-a",
+        "-d",
+        "/out",
+        "-a",
+        "-d",
+        "/xtask",
+    ]));
+    assert_eq!(code(&out), 0);
+}
+
+#[test]
+fn exit_status_of_a_command_is_passed_on() {
+    let f = fixture();
+    let out = run(f
+        .xtask()
+        .args(["setup-rootfs", "--shell", "--", "sh", "-c", "exit 7"]));
+    assert_eq!(code(&out), 7);
+}
+
+/// `cargo xtask` on a fresh state dir of its own (not the prepared one).
+fn xtask_on(state: &std::path::Path) -> Command {
+    let f = fixture();
+    let mut c = Command::new(&f.bin);
+    c.arg("--state-dir").arg(state).arg("--tree").arg(&f.tree);
+    c
+}
+
+/// The lines of stderr that are errors.
+fn error_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn unknown_suite_fails_fast_with_one_clear_line_and_no_leftovers() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let start = Instant::now();
+    let out = run(xtask_on(&state).args(["setup-rootfs", "--suite", "nosuchsuite", "--force"]));
+    assert_eq!(code(&out), 128);
+    assert!(start.elapsed() < Duration::from_secs(60), "fails fast");
+    let errors = error_lines(&stderr(&out));
+    assert_eq!(errors.len(), 1, "one error line");
+    assert!(
+        errors[0].contains("nosuchsuite") && errors[0].contains("--suite"),
+        "names the suite and the fix: {}",
+        errors[0]
+    );
+    for leftover in ["rootfs", "rootfs.tmp", "rootfs.json"] {
+        assert!(!state.join(leftover).exists(), "{leftover} left behind");
+    }
+}
+
+#[test]
+fn malformed_input_fails_before_any_download() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    for args in [
+        ["setup-rootfs", "--suite", "Bookworm;rm", "--force"],
+        ["setup-rootfs", "--mirror", "deb.debian.org", "--force"],
+    ] {
+        let start = Instant::now();
+        let out = run(xtask_on(&state).args(args));
+        assert_eq!(code(&out), 128);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(error_lines(&stderr(&out)).len(), 1);
+        assert!(!state.join("rootfs.tmp").exists());
+    }
+}
+
+#[test]
+fn read_only_state_dir_is_one_clear_line() {
+    let out = run(xtask_on(std::path::Path::new("/proc/xtask-state")).arg("setup-rootfs"));
+    assert_eq!(code(&out), 128);
+    let errors = error_lines(&stderr(&out));
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("--state-dir"), "{}", errors[0]);
+}

@@ -1,0 +1,299 @@
+//! A cache miss: lock the source dir, check out the revision, run the steps in the build
+//! dir, and publish the entry (or the recorded failure) into the cache.
+
+use super::key::KeyInputs;
+use super::lock::FileLock;
+use super::plan::{self, ConfigFacts, Paths, Plan};
+use super::progress;
+use super::runner::{Place, Runner};
+use super::source::{self, Checkout, Source};
+use super::{artifacts, BuildOutcome};
+use crate::cache::{self, Cache, Metadata, Status};
+use crate::container::Container;
+use crate::ctx::Ctx;
+use crate::settings::BuildOptions;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// One cache miss to build.
+pub struct Request {
+    pub tree: PathBuf,
+    pub rev: Option<String>,
+    pub source: Source,
+    pub config_path: PathBuf,
+    pub inputs: KeyInputs,
+    pub key: String,
+}
+
+/// What the steps of a build left behind.
+struct Record {
+    durations: BTreeMap<String, f64>,
+    kernelrelease: Option<String>,
+}
+
+pub fn build(
+    ctx: &Ctx,
+    cache: &Cache,
+    req: &Request,
+    opts: &BuildOptions,
+    start: Instant,
+) -> Result<BuildOutcome> {
+    let container = if opts.host {
+        None
+    } else {
+        Some(Container::new(&ctx.state)?)
+    };
+    // One source dir (the tree, or the worktree) and its build dir, locked together.
+    let src_dir = match req.source.checkout {
+        Checkout::WorkingState => req.tree.clone(),
+        Checkout::Worktree => source::worktree_dir(&ctx.state, &req.tree),
+    };
+    let tag = source::path_tag(&src_dir);
+    // Host and container builds record different paths and compilers in kbuild's .cmd
+    // files: in one build dir, each would rebuild everything after the other.
+    let build_dir = ctx.state.build_dir(&if opts.host {
+        format!("{tag}-host")
+    } else {
+        tag.clone()
+    });
+    let _src_lock = FileLock::acquire(
+        &ctx.state.build_dir(&format!("{tag}.lock")),
+        &format!("the build dir of {}", src_dir.display()),
+    )?;
+    if req.source.checkout == Checkout::Worktree {
+        source::checkout_worktree(&req.tree, &src_dir, &req.source.commit)?;
+    }
+    std::fs::create_dir_all(&build_dir)
+        .with_context(|| format!("creating the build dir {}", build_dir.display()))?;
+    let staging = build_dir.join(plan::STAGING);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+
+    let ccache_host = ctx.state.root.join("ccache");
+    let (place, paths, ccache_dir) = match container {
+        Some(c) => {
+            let paths = Paths::container();
+            // The rootfs may have a /ccache mount point; otherwise ccache lives in the build dir.
+            let has_mount_point = ctx.state.rootfs().join("ccache").is_dir();
+            let (c, dir) = if opts.ccache && has_mount_point {
+                std::fs::create_dir_all(&ccache_host)?;
+                (c.bind(&ccache_host, "/ccache"), "/ccache".to_string())
+            } else {
+                (c, format!("{}/.ccache", paths.build))
+            };
+            (Place::container(c, &src_dir, &build_dir), paths, dir)
+        }
+        None => (
+            Place::Host {
+                build_dir: build_dir.clone(),
+            },
+            Paths::host(&src_dir, &build_dir),
+            ccache_host.display().to_string(),
+        ),
+    };
+    let plan = Plan {
+        paths,
+        jobs: opts.jobs,
+        ccache_dir: opts.ccache.then_some(ccache_dir),
+        timestamp: req.source.date.clone(),
+        initramfs: opts.initramfs,
+    };
+    std::fs::copy(&req.config_path, build_dir.join(".config"))
+        .with_context(|| format!("copying {} into the build dir", req.config_path.display()))?;
+
+    let what = match (&req.rev, &req.source.dirty) {
+        (Some(rev), _) => format!("{rev} ({})", &req.source.commit[..12]),
+        (None, Some(_)) => format!("the working state ({}+changes)", &req.source.commit[..12]),
+        (None, None) => format!("the working state ({})", &req.source.commit[..12]),
+    };
+    eprintln!("building {what}, key {}", &req.key[..12]);
+    let log_path = ctx.run_dir.join("build.log");
+    let mut runner = Runner::new(place, &plan, log_path, "build")?;
+    let mut record = Record {
+        durations: BTreeMap::new(),
+        kernelrelease: None,
+    };
+
+    let step = runner.step("olddefconfig", &plan.olddefconfig())?;
+    record
+        .durations
+        .insert("olddefconfig".into(), step.duration.as_secs_f64());
+    if !step.ok {
+        return failed(ctx, cache, req, &runner, record, &step.output);
+    }
+    let final_config = std::fs::read_to_string(build_dir.join(".config"))?;
+    let facts = ConfigFacts::parse(&final_config);
+    let step = runner.step("make", &plan.build(facts.modules))?;
+    record
+        .durations
+        .insert("make".into(), step.duration.as_secs_f64());
+    if !step.ok {
+        return failed(ctx, cache, req, &runner, record, &step.output);
+    }
+    record.kernelrelease = std::fs::read_to_string(build_dir.join("include/config/kernel.release"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    if facts.modules {
+        let step = runner.step("modules_install", &plan.modules_install())?;
+        record
+            .durations
+            .insert("modules_install".into(), step.duration.as_secs_f64());
+        if !step.ok {
+            return failed(ctx, cache, req, &runner, record, &step.output);
+        }
+    }
+    if facts.wants_initramfs(opts.initramfs) {
+        let release = record
+            .kernelrelease
+            .clone()
+            .context("the build made no include/config/kernel.release")?;
+        let step = runner.step("dracut", &plan.dracut(&release, facts.modules))?;
+        record
+            .durations
+            .insert("dracut".into(), step.duration.as_secs_f64());
+        if !step.ok {
+            // dracut is ours, not the kernel's: a setup problem, never cached.
+            bail!(
+                "dracut failed (log: {}):\n{}",
+                runner.log_path.display(),
+                crate::cmd::tail(&step.output, 10)
+            );
+        }
+    }
+    runner.finish();
+
+    // Assemble the entry in the cache's staging area, then publish it in one rename.
+    let staged = cache.staging(&req.key)?;
+    let out = staged.path();
+    let copy = |from: PathBuf, name: &str| -> Result<u64> {
+        std::fs::copy(&from, out.join(name)).with_context(|| format!("copying {}", from.display()))
+    };
+    let mut sizes = BTreeMap::new();
+    sizes.insert(
+        cache::BZIMAGE.to_string(),
+        copy(build_dir.join("arch/x86/boot/bzImage"), cache::BZIMAGE)?,
+    );
+    copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
+    copy(build_dir.join(".config"), cache::CONFIG)?;
+    if facts.modules {
+        if let Some(release) = &record.kernelrelease {
+            let modules = staging.join("modules/lib/modules").join(release);
+            if modules.is_dir() {
+                std::fs::rename(&modules, out.join(cache::MODULES))?;
+                sizes.insert(cache::MODULES.into(), dir_size(&out.join(cache::MODULES)));
+            }
+        }
+    }
+    let initramfs = staging.join("initramfs.img");
+    if initramfs.exists() {
+        std::fs::rename(&initramfs, out.join(cache::INITRAMFS))?;
+        sizes.insert(
+            cache::INITRAMFS.into(),
+            file_size(&out.join(cache::INITRAMFS)),
+        );
+    }
+    std::fs::copy(&runner.log_path, out.join(cache::BUILD_LOG))?;
+    record
+        .durations
+        .insert("total".into(), start.elapsed().as_secs_f64());
+    let meta = metadata(req, &src_dir, &runner, record, sizes, Status::Ok, None);
+    let entry = cache.publish(staged, &meta)?;
+    Ok(BuildOutcome::Built(artifacts(
+        &entry,
+        false,
+        runner.make_runs,
+        start,
+    )))
+}
+
+/// Records a failed step: a failure of the kernel becomes a cached `Failed`; a command that
+/// never got to build is a setup problem (`Err`), not cached.
+fn failed(
+    ctx: &Ctx,
+    cache: &Cache,
+    req: &Request,
+    runner: &Runner,
+    record: Record,
+    output: &str,
+) -> Result<BuildOutcome> {
+    runner.finish();
+    if !progress::make_failed(output) {
+        bail!(
+            "the build did not start (log: {}):\n{}",
+            runner.log_path.display(),
+            crate::cmd::tail(output, 10)
+        );
+    }
+    let log = std::fs::read_to_string(&runner.log_path).unwrap_or_default();
+    let summary = progress::error_summary(&log, 10);
+    let staged = cache.staging(&req.key)?;
+    std::fs::copy(&runner.log_path, staged.path().join(cache::BUILD_LOG))?;
+    let src_dir = match req.source.checkout {
+        Checkout::WorkingState => req.tree.clone(),
+        Checkout::Worktree => source::worktree_dir(&ctx.state, &req.tree),
+    };
+    let meta = metadata(
+        req,
+        &src_dir,
+        runner,
+        record,
+        BTreeMap::new(),
+        Status::Failed,
+        Some(summary.clone()),
+    );
+    let entry = cache.publish(staged, &meta)?;
+    Ok(BuildOutcome::Failed {
+        key: req.key.clone(),
+        log: entry.path(cache::BUILD_LOG),
+        summary,
+    })
+}
+
+fn metadata(
+    req: &Request,
+    src_dir: &Path,
+    runner: &Runner,
+    record: Record,
+    sizes: BTreeMap<String, u64>,
+    status: Status,
+    summary: Option<String>,
+) -> Metadata {
+    Metadata {
+        key: req.key.clone(),
+        status,
+        inputs: req.inputs.clone(),
+        commit: req.source.commit.clone(),
+        dirty: req.source.dirty.is_some(),
+        rev: req.rev.clone(),
+        tree: req.tree.clone(),
+        source_dir: src_dir.to_path_buf(),
+        config_path: req.config_path.clone(),
+        commands: runner.commands.clone(),
+        durations: record.durations,
+        sizes,
+        kernelrelease: record.kernelrelease,
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        summary,
+    }
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}

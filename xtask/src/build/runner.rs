@@ -1,0 +1,181 @@
+//! Runs a build's commands, in the container or on the host: each through `CommandExt`, its
+//! output teed into the build log, a status line with the current target and elapsed time.
+
+use super::plan::Plan;
+use super::progress::step_of;
+use crate::cmd::{self, CommandExt};
+use crate::container::Container;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where a build's commands run.
+pub enum Place {
+    /// The rootfs container, with the sources at /src (read-only) and the build dir at /build.
+    Container(Container),
+    /// The host, in the build dir.
+    Host { build_dir: PathBuf },
+}
+
+impl Place {
+    pub fn container(container: Container, src: &Path, build_dir: &Path) -> Place {
+        Place::Container(
+            container
+                // Read-only: an `O=` build never writes into the sources.
+                .bind_ro(src, "/src")
+                .bind(build_dir, "/build")
+                .workdir("/build"),
+        )
+    }
+}
+
+pub struct Runner {
+    place: Place,
+    env: Vec<(String, String)>,
+    log: Arc<Mutex<File>>,
+    pub log_path: PathBuf,
+    bar: ProgressBar,
+    /// The commands run, in order, for the metadata.
+    pub commands: Vec<Vec<String>>,
+    /// How many `make` runs this build made.
+    pub make_runs: u32,
+}
+
+/// How a step ended.
+pub struct Step {
+    pub ok: bool,
+    pub duration: Duration,
+    /// What the step printed (its part of the build log).
+    pub output: String,
+}
+
+impl Runner {
+    pub fn new(place: Place, plan: &Plan, log_path: PathBuf, title: &str) -> Result<Runner> {
+        let log = File::create(&log_path)
+            .with_context(|| format!("creating the build log {}", log_path.display()))?;
+        // Hidden when stderr is not a terminal (CI, tests), so logs stay clean.
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
+                .expect("a valid template"),
+        );
+        bar.set_prefix(title.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Ok(Runner {
+            place,
+            env: plan.env(),
+            log: Arc::new(Mutex::new(log)),
+            log_path,
+            bar,
+            commands: Vec::new(),
+            make_runs: 0,
+        })
+    }
+
+    fn command(&self, argv: &[String]) -> Result<Command> {
+        Ok(match &self.place {
+            Place::Container(c) => {
+                let mut c = c.clone();
+                for (k, v) in &self.env {
+                    c = c.env(k, v);
+                }
+                c.command(argv)?
+            }
+            Place::Host { build_dir } => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..])
+                    .envs(self.env.iter().map(|(k, v)| (k, v)));
+                c.current_dir(build_dir);
+                c
+            }
+        })
+    }
+
+    /// Runs one step; a non-zero exit is `ok: false` (the kernel's failure), while a command
+    /// that cannot start, or Ctrl-C, is an error.
+    pub fn step(&mut self, label: &str, argv: &[String]) -> Result<Step> {
+        let mut cmd = self.command(argv)?;
+        self.commands.push(argv.to_vec());
+        if argv.first().is_some_and(|p| p == "make") {
+            self.make_runs += 1;
+        }
+        self.bar.set_message(label.to_string());
+        let offset = {
+            let mut log = self.log.lock().unwrap();
+            writeln!(log, "### {label}: {}", argv.join(" "))?;
+            log.metadata()?.len()
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd.spawn_logged()?;
+        let readers: Vec<_> = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|stream| {
+            let log = Arc::clone(&self.log);
+            let bar = self.bar.clone();
+            std::thread::spawn(move || tee(stream, &log, &bar))
+        })
+        .collect();
+        let status = cmd::wait(&mut child, None);
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = status?.expect("no deadline");
+        let duration = start.elapsed();
+        let code = status
+            .code()
+            .map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
+        cmd::log_end(&cmd, start, &code);
+        writeln!(self.log.lock().unwrap(), "### {label}: {code}")?;
+        let output = std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b[offset as usize..]).into_owned())
+            .unwrap_or_default();
+        Ok(Step {
+            ok: status.success(),
+            duration,
+            output,
+        })
+    }
+
+    /// Clears the status line.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Copies a stream into the log line by line, showing each kbuild step on the status line.
+fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &ProgressBar) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+        let text = String::from_utf8_lossy(&line);
+        if let Some(step) = step_of(text.trim_end()) {
+            bar.set_message(step);
+        }
+        let _ = log.lock().unwrap().write_all(&line);
+        line.clear();
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,260 @@
+//! Which sources a build compiles: the tree's working state, or a revision checked out in the
+//! toolkit's own git worktree so that the user's checkout is never touched.
+
+use super::key::{dirty_digest, sha256_hex};
+use crate::cmd::CommandExt;
+use crate::state::StateDir;
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A resolved revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The commit (HEAD for the working state).
+    pub commit: String,
+    /// The commit's tree id.
+    pub tree_id: String,
+    /// The committer date, ISO 8601: the image's build timestamp.
+    pub date: String,
+    /// The digest of uncommitted changes; None for a clean working state or a revision.
+    pub dirty: Option<String>,
+    /// Where it is built.
+    pub checkout: Checkout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkout {
+    /// The user's tree as it is, uncommitted changes included.
+    WorkingState,
+    /// The toolkit's worktree, detached at the commit.
+    Worktree,
+}
+
+/// `git -C dir …`, without the optional index refresh that would take the index lock of a
+/// tree the user may be working in.
+fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir).env("GIT_OPTIONAL_LOCKS", "0");
+    c
+}
+
+/// Resolves `rev` (None: the working state) in `tree` without changing anything.
+pub fn resolve(tree: &Path, rev: Option<&str>) -> Result<Source> {
+    match rev {
+        None => {
+            let (commit, tree_id, date) = commit_info(tree, "HEAD").with_context(|| {
+                format!(
+                    "{} has no commit yet: commit once (`git add -A && git commit -m base`)",
+                    tree.display()
+                )
+            })?;
+            Ok(Source {
+                commit,
+                tree_id,
+                date,
+                dirty: working_state_digest(tree)?,
+                checkout: Checkout::WorkingState,
+            })
+        }
+        Some(rev) => {
+            let (commit, tree_id, date) = commit_info(tree, rev)
+                .map_err(|_| anyhow!("unknown revision {rev}: not in {}", tree.display()))?;
+            Ok(Source {
+                commit,
+                tree_id,
+                date,
+                dirty: None,
+                checkout: Checkout::Worktree,
+            })
+        }
+    }
+}
+
+/// The commit, tree id and committer date of `rev`.
+fn commit_info(dir: &Path, rev: &str) -> Result<(String, String, String)> {
+    let commit = git(dir)
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{rev}^{{commit}}"))
+        .read_logged()?;
+    let out = git(dir)
+        .args(["log", "-1", "--format=%T%n%cI", &commit])
+        .read_logged()?;
+    let mut lines = out.lines();
+    match (lines.next(), lines.next()) {
+        (Some(t), Some(d)) => Ok((commit, t.to_string(), d.to_string())),
+        _ => bail!("git log gave no tree for {commit}"),
+    }
+}
+
+/// None when the working state is HEAD; otherwise a digest of `git diff HEAD` and the
+/// untracked (not ignored) files.
+fn working_state_digest(tree: &Path) -> Result<Option<String>> {
+    let status = git(tree)
+        .args(["status", "--porcelain", "-z", "--untracked-files=all"])
+        .output_logged()
+        .context("reading the tree's status")?;
+    if status.stdout.is_empty() {
+        return Ok(None);
+    }
+    let diff = git(tree)
+        .args(["diff", "HEAD", "--binary", "--no-ext-diff", "--no-color"])
+        .output_logged()
+        .context("reading the tree's uncommitted changes")?;
+    let listed = git(tree)
+        .args(["ls-files", "--others", "--exclude-standard", "-z"])
+        .output_logged()?;
+    let mut untracked = Vec::new();
+    for name in listed.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let path = tree.join(&name);
+        let data = match std::fs::read_link(&path) {
+            Ok(target) => target.as_os_str().as_encoded_bytes().to_vec(),
+            Err(_) => {
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+            }
+        };
+        untracked.push((name, data));
+    }
+    Ok(Some(dirty_digest(&diff.stdout, &untracked)))
+}
+
+/// A short, stable name for a path: the build dir and worktree of each tree are named by it.
+pub fn path_tag(path: &Path) -> String {
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into());
+    let hash = sha256_hex([path.as_os_str().as_encoded_bytes()]);
+    format!("{base}-{}", &hash[..12])
+}
+
+/// The toolkit's worktree of `tree`: one per repository.
+pub fn worktree_dir(state: &StateDir, tree: &Path) -> PathBuf {
+    state.worktree().join(path_tag(tree))
+}
+
+/// Detaches the worktree at `commit`, creating it on first use. `checkout --force` also
+/// repairs a worktree that an interrupted checkout left half-way; only changed files get new
+/// mtimes, so the next build stays incremental.
+pub fn checkout_worktree(tree: &Path, worktree: &Path, commit: &str) -> Result<()> {
+    let usable = worktree.join(".git").exists()
+        && git(worktree)
+            .args(["rev-parse", "--git-dir"])
+            .output_unchecked()
+            .is_ok_and(|o| o.status.success());
+    if usable {
+        let at = git(worktree).args(["rev-parse", "HEAD"]).read_logged().ok();
+        if at.as_deref() == Some(commit) && is_clean(worktree)? {
+            return Ok(());
+        }
+        git(worktree)
+            .args(["checkout", "--quiet", "--force", "--detach", commit])
+            .output_logged()
+            .with_context(|| format!("checking out {commit} in {}", worktree.display()))?;
+        return Ok(());
+    }
+    // A stale registration (the directory was deleted) would make `worktree add` refuse.
+    git(tree).args(["worktree", "prune"]).output_logged()?;
+    if worktree.exists() {
+        std::fs::remove_dir_all(worktree)
+            .with_context(|| format!("removing the broken worktree {}", worktree.display()))?;
+    }
+    if let Some(parent) = worktree.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    eprintln!("creating the build worktree {} (once)", worktree.display());
+    git(tree)
+        .args(["worktree", "add", "--quiet", "--force", "--detach"])
+        .arg(worktree)
+        .arg(commit)
+        .output_logged()
+        .with_context(|| format!("creating the worktree {}", worktree.display()))?;
+    Ok(())
+}
+
+fn is_clean(dir: &Path) -> Result<bool> {
+    let out = git(dir)
+        .args(["status", "--porcelain", "-z", "--untracked-files=no"])
+        .output_logged()?;
+    Ok(out.stdout.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &Path, script: &str) {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script}");
+    }
+
+    #[test]
+    fn working_state_revisions_and_worktree() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        sh(&repo, "git init -q && echo a > f && git add f && git commit -qm one && git tag one && echo b > f && git commit -qam two");
+
+        let clean = resolve(&repo, None).unwrap();
+        assert_eq!(clean.dirty, None);
+        assert_eq!(clean.checkout, Checkout::WorkingState);
+        let head = resolve(&repo, Some("HEAD")).unwrap();
+        assert_eq!(head.tree_id, clean.tree_id);
+        let one = resolve(&repo, Some("one")).unwrap();
+        assert_ne!(one.tree_id, clean.tree_id);
+
+        // An edit, then an untracked file, each give a different digest; ignored files do not.
+        sh(&repo, "echo c > f");
+        let edited = resolve(&repo, None).unwrap().dirty.expect("dirty");
+        sh(&repo, "echo n > new");
+        let with_new = resolve(&repo, None).unwrap().dirty.expect("dirty");
+        assert_ne!(edited, with_new);
+        sh(
+            &repo,
+            "echo new > .gitignore && git add .gitignore && git commit -qm ign && echo c > f",
+        );
+        let a = resolve(&repo, None).unwrap().dirty;
+        sh(&repo, "echo other > new");
+        assert_eq!(a, resolve(&repo, None).unwrap().dirty);
+
+        let e = resolve(&repo, Some("nope")).unwrap_err().to_string();
+        assert!(e.starts_with("unknown revision nope: not in"), "{e}");
+        assert!(resolve(&repo, Some("--all")).is_err());
+
+        // The worktree follows revisions and leaves the checkout alone.
+        let before = std::fs::read(repo.join("f")).unwrap();
+        let wt = t.path().join("state/worktree/x");
+        checkout_worktree(&repo, &wt, &one.commit).unwrap();
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
+        checkout_worktree(&repo, &wt, &clean.commit).unwrap();
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "b\n");
+        std::fs::write(wt.join("f"), "half-way").unwrap();
+        checkout_worktree(&repo, &wt, &clean.commit).unwrap();
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "b\n");
+        assert_eq!(std::fs::read(repo.join("f")).unwrap(), before);
+        // A deleted worktree is made again.
+        std::fs::remove_dir_all(&wt).unwrap();
+        checkout_worktree(&repo, &wt, &one.commit).unwrap();
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
+    }
+
+    #[test]
+    fn path_tags_differ_by_path() {
+        assert_ne!(
+            path_tag(Path::new("/a/linux")),
+            path_tag(Path::new("/b/linux"))
+        );
+        assert!(path_tag(Path::new("/a/linux")).starts_with("linux-"));
+    }
+}

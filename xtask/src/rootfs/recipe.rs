@@ -1,0 +1,349 @@
+//! The rootfs recipe (`rootfs/`): its package list, its digest, and the metadata recorded
+//! beside a built rootfs (`rootfs.json`).
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Debian suite when neither --suite nor xtask.toml names one.
+pub const DEFAULT_SUITE: &str = "bookworm";
+/// Debian mirror when neither --mirror nor xtask.toml names one.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Bumped when the way a recipe is turned into a tree changes, so old trees are rebuilt.
+const RECIPE_FORMAT: &str = "xtask-rootfs-recipe 1";
+/// How many hex digits of the digest users see (and `toolchain_identity` carries).
+pub const SHORT: usize = 12;
+
+/// The recipe folder: the workspace's `rootfs/`, or `$XTASK_ROOTFS_RECIPE` (for trying a
+/// recipe out, and for tests of broken recipes).
+pub fn recipe_dir() -> PathBuf {
+    match std::env::var_os("XTASK_ROOTFS_RECIPE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => crate::settings::workspace_root().join("rootfs"),
+    }
+}
+
+/// What to build: the recipe folder and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub suite: String,
+    pub mirror: String,
+}
+
+impl Source {
+    /// Options override xtask.toml, which overrides the defaults; both are checked here so a
+    /// typo fails before anything is downloaded.
+    pub fn resolve(
+        suite: Option<&str>,
+        mirror: Option<&str>,
+        file: &crate::settings::FileRootfs,
+    ) -> Result<Source> {
+        let suite = suite
+            .or(file.suite.as_deref())
+            .unwrap_or(DEFAULT_SUITE)
+            .to_string();
+        let mirror = mirror
+            .or(file.mirror.as_deref())
+            .unwrap_or(DEFAULT_MIRROR)
+            .trim_end_matches('/')
+            .to_string();
+        let suite_ok = suite.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && suite
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
+        if !suite_ok {
+            bail!("`{suite}` is not a Debian suite name: pass --suite bookworm (or another suite)");
+        }
+        if !["http://", "https://", "file:/"]
+            .iter()
+            .any(|p| mirror.starts_with(p))
+        {
+            bail!("`{mirror}` is not a mirror URL: pass --mirror http://deb.debian.org/debian (or another http, https or file URL)");
+        }
+        Ok(Source { suite, mirror })
+    }
+}
+
+/// The packages of `packages.txt`: one per line, `#` starts a comment, duplicates dropped.
+pub fn parse_packages(text: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let name = line.split('#').next().unwrap_or("").trim();
+        if name.is_empty() {
+            continue;
+        }
+        // Debian policy 5.6.1: lower case letters, digits, + - . and at least two characters.
+        let valid = name.len() >= 2
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        if !valid {
+            bail!(
+                "packages.txt line {}: `{name}` is not a Debian package name (one name per line, # for comments)",
+                i + 1
+            );
+        }
+        if !out.iter().any(|p| p == name) {
+            out.push(name.to_string());
+        }
+    }
+    if out.is_empty() {
+        bail!("packages.txt lists no packages");
+    }
+    Ok(out)
+}
+
+/// Reads the package list of a recipe folder.
+pub fn read_packages(recipe: &Path) -> Result<Vec<String>> {
+    let path = recipe.join("packages.txt");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the package list {}", path.display()))?;
+    parse_packages(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// The recipe digest (hex sha256): every entry under `recipe`, walked in sorted order, as
+/// relative path, kind, permission bits and content (a symlink: its target), then the suite
+/// and mirror. Any rename, chmod or edit changes it; nothing else does (not mtimes).
+pub fn digest(recipe: &Path, source: &Source) -> Result<String> {
+    let mut h = Sha256::new();
+    field(&mut h, RECIPE_FORMAT.as_bytes());
+    let walk = walkdir::WalkDir::new(recipe)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walk {
+        let entry = entry.with_context(|| format!("reading the recipe {}", recipe.display()))?;
+        let rel = entry
+            .path()
+            .strip_prefix(recipe)
+            .expect("walk stays inside");
+        let meta = entry
+            .path()
+            .symlink_metadata()
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        field(&mut h, rel.as_os_str().as_encoded_bytes());
+        let mode = format!("{:o}", meta.permissions().mode() & 0o7777);
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            field(&mut h, b"dir");
+            field(&mut h, mode.as_bytes());
+        } else if ft.is_symlink() {
+            field(&mut h, b"symlink");
+            let target = std::fs::read_link(entry.path())?;
+            field(&mut h, target.as_os_str().as_encoded_bytes());
+        } else if ft.is_file() {
+            field(&mut h, b"file");
+            field(&mut h, mode.as_bytes());
+            let content = std::fs::read(entry.path())
+                .with_context(|| format!("reading {}", entry.path().display()))?;
+            field(&mut h, &content);
+        } else {
+            bail!(
+                "{} is neither a file, a directory nor a symlink: remove it from the recipe",
+                entry.path().display()
+            );
+        }
+    }
+    field(&mut h, source.suite.as_bytes());
+    field(&mut h, source.mirror.as_bytes());
+    Ok(hex(&h.finalize()))
+}
+
+/// One length-prefixed field, so that no two different recipes hash the same bytes.
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `rootfs.json`: what the rootfs beside it was built from. Written last, so a rootfs
+/// without a matching record is never taken as up to date.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The recipe digest (hex sha256).
+    pub digest: String,
+    pub suite: String,
+    pub mirror: String,
+    /// mmdebstrap or debootstrap.
+    pub bootstrapper: String,
+    /// The first line of `gcc --version` inside the rootfs.
+    pub gcc: String,
+    /// When it was built, `YYYYMMDD-HHMMSS` UTC.
+    pub built: String,
+}
+
+impl Meta {
+    /// The toolchain identity that build cache keys carry: recipe digest prefix and gcc.
+    pub fn toolchain_identity(&self) -> String {
+        format!("rootfs-{} {}", short(&self.digest), self.gcc)
+    }
+
+    pub fn read(path: &Path) -> Result<Meta> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+    }
+
+    /// Writes atomically: a temporary file renamed over the old one.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The digest as users see it.
+pub fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(SHORT)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn source() -> Source {
+        Source {
+            suite: "bookworm".into(),
+            mirror: DEFAULT_MIRROR.into(),
+        }
+    }
+
+    /// A small recipe: packages, an overlay with an executable, customize.sh.
+    fn recipe() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::write(r.join("packages.txt"), "bc\nkmod\n").unwrap();
+        fs::create_dir_all(r.join("overlay/etc")).unwrap();
+        fs::create_dir_all(r.join("overlay/usr/local/sbin")).unwrap();
+        fs::write(r.join("overlay/etc/hostname"), "xtask\n").unwrap();
+        fs::write(r.join("overlay/usr/local/sbin/xtask-init"), "#!/bin/sh\n").unwrap();
+        chmod(&r.join("overlay/usr/local/sbin/xtask-init"), 0o755);
+        chmod(&r.join("overlay/etc/hostname"), 0o644);
+        fs::write(r.join("customize.sh"), "set -e\n").unwrap();
+        t
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn digest_is_stable() {
+        let a = recipe();
+        let b = recipe();
+        let da = digest(a.path(), &source()).unwrap();
+        assert_eq!(da.len(), 64);
+        assert_eq!(da, digest(a.path(), &source()).unwrap());
+        // Same content made in another place and order: same digest.
+        assert_eq!(da, digest(b.path(), &source()).unwrap());
+    }
+
+    #[test]
+    fn digest_ignores_mtimes() {
+        let r = recipe();
+        let before = digest(r.path(), &source()).unwrap();
+        let f = r.path().join("packages.txt");
+        let text = fs::read(&f).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&f, text).unwrap();
+        assert_eq!(before, digest(r.path(), &source()).unwrap());
+    }
+
+    #[test]
+    fn digest_changes_with_content() {
+        let r = recipe();
+        let before = digest(r.path(), &source()).unwrap();
+        fs::write(r.path().join("overlay/etc/hostname"), "other\n").unwrap();
+        assert_ne!(before, digest(r.path(), &source()).unwrap());
+    }
+
+    #[test]
+    fn digest_changes_with_mode() {
+        let r = recipe();
+        let before = digest(r.path(), &source()).unwrap();
+        chmod(&r.path().join("overlay/usr/local/sbin/xtask-init"), 0o644);
+        assert_ne!(before, digest(r.path(), &source()).unwrap());
+    }
+
+    #[test]
+    fn digest_changes_with_name() {
+        let r = recipe();
+        let before = digest(r.path(), &source()).unwrap();
+        fs::rename(
+            r.path().join("overlay/etc/hostname"),
+            r.path().join("overlay/etc/hostnamf"),
+        )
+        .unwrap();
+        assert_ne!(before, digest(r.path(), &source()).unwrap());
+    }
+
+    #[test]
+    fn digest_changes_with_a_new_empty_file() {
+        let r = recipe();
+        let before = digest(r.path(), &source()).unwrap();
+        fs::write(r.path().join("overlay/etc/motd"), "").unwrap();
+        assert_ne!(before, digest(r.path(), &source()).unwrap());
+    }
+
+    #[test]
+    fn digest_changes_with_suite_and_mirror() {
+        let r = recipe();
+        let base = digest(r.path(), &source()).unwrap();
+        let mut s = source();
+        s.suite = "trixie".into();
+        assert_ne!(base, digest(r.path(), &s).unwrap());
+        let mut s = source();
+        s.mirror = "http://ftp.de.debian.org/debian".into();
+        assert_ne!(base, digest(r.path(), &s).unwrap());
+    }
+
+    #[test]
+    fn package_list_parsing() {
+        let p =
+            parse_packages("# toolchain\nbc\n  flex  # lexer\n\nbc\nlibssl-dev\ng++\n").unwrap();
+        assert_eq!(p, ["bc", "flex", "libssl-dev", "g++"]);
+        let e = parse_packages("bc\nBad_Name\n").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("Bad_Name"), "{e}");
+        assert!(parse_packages("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn source_resolution() {
+        let file = crate::settings::FileRootfs {
+            suite: Some("trixie".into()),
+            mirror: Some("http://mirror.example/debian/".into()),
+        };
+        let s = Source::resolve(None, None, &Default::default()).unwrap();
+        assert_eq!(s, source());
+        let s = Source::resolve(None, None, &file).unwrap();
+        assert_eq!(s.suite, "trixie");
+        assert_eq!(s.mirror, "http://mirror.example/debian");
+        let s = Source::resolve(Some("bookworm"), Some("file:///srv/m"), &file).unwrap();
+        assert_eq!(
+            (s.suite.as_str(), s.mirror.as_str()),
+            ("bookworm", "file:///srv/m")
+        );
+        assert!(Source::resolve(Some("Bookworm; rm"), None, &file).is_err());
+        assert!(Source::resolve(None, Some("deb.debian.org"), &file).is_err());
+    }
+
+    #[test]
+    fn the_workspace_recipe_parses() {
+        let p = read_packages(&recipe_dir()).unwrap();
+        for want in [
+            "systemd-sysv",
+            "qemu-guest-agent",
+            "build-essential",
+            "libelf-dev",
+        ] {
+            assert!(p.iter().any(|x| x == want), "{want} missing");
+        }
+    }
+}

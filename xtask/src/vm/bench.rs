@@ -1,0 +1,207 @@
+//! `cargo xtask bench boot`: `check -- true` in both init modes against a hand-written
+//! minimal QEMU + virtiofsd command line that boots the same kernel and rootfs to the same
+//! command and powers off. Medians of N runs each, and the ratio to the baseline.
+
+use super::run::{self, Plan};
+use super::spec::{Console, RunPaths, VmSpec};
+use super::virtiofsd;
+use super::{kernel_for, prepare};
+use crate::cli::{Accel, BuildArgs, InitMode, VmArgs};
+use crate::cmd::{self, CommandExt};
+use crate::ctx::Ctx;
+use crate::settings::VmOptions;
+use anyhow::{bail, Context, Result};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The median of some durations.
+pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort();
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2),
+    }
+}
+
+/// The baseline: what a person would type to boot the kernel on the rootfs, run `true` and
+/// power off, with no agent, overlay or checks. Only what booting needs.
+fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
+    let accel = if spec.accel == Accel::Kvm {
+        "kvm"
+    } else {
+        "tcg"
+    };
+    let tsc = spec
+        .cmdline
+        .iter()
+        .find(|a| a.starts_with("tsc_early_khz="))
+        .cloned()
+        .unwrap_or_default();
+    vec![
+        "-M".into(),
+        "microvm,pcie=on,memory-backend=mem".into(),
+        "-accel".into(),
+        accel.into(),
+        "-cpu".into(),
+        "max".into(),
+        "-smp".into(),
+        spec.cpus.to_string(),
+        "-m".into(),
+        format!("{}M", spec.memory_mib),
+        "-object".into(),
+        format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            spec.memory_mib
+        ),
+        "-nodefaults".into(),
+        "-no-reboot".into(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        "null".into(),
+        "-chardev".into(),
+        format!("socket,id=fs,path={}", socket.display()),
+        "-device".into(),
+        "vhost-user-fs-pci,chardev=fs,tag=rootfs".into(),
+        "-kernel".into(),
+        spec.kernel.display().to_string(),
+        "-append".into(),
+        format!(
+            "console=ttyS0 root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
+             init=/bin/sh -- -c \"true; busybox poweroff -f\""
+        ),
+    ]
+}
+
+/// One baseline boot: wall time from starting virtiofsd to QEMU's exit.
+fn baseline_once(
+    ctx: &Ctx,
+    spec: &VmSpec,
+    tools: &run::Tools,
+    dir: &std::path::Path,
+) -> Result<Duration> {
+    let paths = RunPaths::new(dir);
+    let start = Instant::now();
+    let rootfs = std::fs::canonicalize(&spec.rootfs)?;
+    let mut vfs = virtiofsd::start(
+        &tools.virtiofsd,
+        &virtiofsd::ShareInput {
+            shared_dir: &rootfs,
+            socket: &paths.virtiofs_socket(),
+            readonly: true,
+            root: unsafe { libc::geteuid() } == 0,
+        },
+        &paths.virtiofsd_log(),
+    )?;
+    let mut q = Command::new(&tools.qemu)
+        .args(baseline_qemu_args(spec, &paths.virtiofs_socket()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn_logged()?;
+    let st = cmd::wait(&mut q, Some(start + spec.boot_timeout))?;
+    let took = start.elapsed();
+    cmd::terminate(&mut vfs, Duration::from_secs(1));
+    let _ = ctx;
+    match st {
+        Some(_) => Ok(took),
+        None => bail!(
+            "the baseline VM did not power off within {:?}",
+            spec.boot_timeout
+        ),
+    }
+}
+
+pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
+    if runs == 0 {
+        bail!("--runs 0 is invalid: use 1 or more");
+    }
+    let base_opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
+    let kernel = match kernel_for(ctx, None, &base_opts, &BuildArgs::default())? {
+        Ok(k) => k,
+        Err(j) => bail!("cannot bench: {}", j.reason),
+    };
+    let plan = Plan {
+        command: vec!["true".into()],
+        ..Plan::default()
+    };
+    // The variants, each prepared once.
+    let mut variants = Vec::new();
+    for init in [InitMode::Fast, InitMode::Systemd] {
+        let args = VmArgs {
+            init: Some(init),
+            ..vm.clone()
+        };
+        let opts = VmOptions::resolve(&args, &ctx.file.vm, InitMode::Fast)?;
+        variants.push((init, prepare(ctx, &opts, &kernel, Console::Log)?));
+    }
+    let (base_spec, base_tools) = prepare(ctx, &base_opts, &kernel, Console::Log)?;
+    // Round-robin, so that a busy moment of the host weighs on every variant alike.
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
+    for i in 0..runs {
+        let dir = ctx.run_dir.join(format!("baseline-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let took = baseline_once(ctx, &base_spec, &base_tools, &dir)
+            .with_context(|| format!("baseline run {i}"))?;
+        eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
+        times[0].push(took);
+        for (v, (init, (spec, tools))) in variants.iter().enumerate() {
+            let dir = ctx.run_dir.join(format!("{}-{i}", super::init_name(*init)));
+            std::fs::create_dir_all(&dir)?;
+            let t = Instant::now();
+            let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
+            let took = t.elapsed();
+            if r.judgement.verdict != super::verdict::Verdict::Good {
+                bail!(
+                    "check -- true was not good ({}); see {}",
+                    r.judgement.reason,
+                    dir.display()
+                );
+            }
+            eprintln!(
+                "{} init #{i}: {:.2}s ({})",
+                super::init_name(*init),
+                took.as_secs_f64(),
+                r.timings.line()
+            );
+            times[v + 1].push(took);
+        }
+    }
+    let baseline = median(times[0].clone()).expect("runs > 0");
+    let mut rows = vec![(
+        "minimal QEMU + virtiofsd, init=/bin/sh".to_string(),
+        baseline,
+    )];
+    for ((init, _), t) in variants.iter().zip(&times[1..]) {
+        rows.push((
+            format!("check -- true, {} init", super::init_name(*init)),
+            median(t.clone()).expect("runs > 0"),
+        ));
+    }
+    println!("{:<44} {:>9} {:>8}", "variant", "median", "ratio");
+    for (name, t) in &rows {
+        println!(
+            "{name:<44} {:>8.2}s {:>7.2}x",
+            t.as_secs_f64(),
+            t.as_secs_f64() / baseline.as_secs_f64()
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        let s = Duration::from_secs;
+        assert_eq!(median(vec![s(3), s(1), s(2)]), Some(s(2)));
+        assert_eq!(
+            median(vec![s(4), s(1), s(2), s(3)]),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(median(vec![]), None);
+    }
+}

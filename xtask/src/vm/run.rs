@@ -1,0 +1,387 @@
+//! Running one VM with the QEMU backend as a sequence of phases — start, wait for the agent,
+//! run the command, shut down — each under its deadline. [`Vm`] owns QEMU and virtiofsd; its
+//! `Drop` ends both and removes the sockets (the logs stay).
+
+use super::console;
+use super::qemu;
+use super::qga::{self, Agent, ExecStatus, Stop, UnixConnect};
+use super::spec::{Console, RunPaths, VmSpec};
+use super::verdict::{judge, BootEnd, CommandEnd, Facts, Judgement, Timings};
+use super::virtiofsd::{self, ShareInput};
+use crate::cmd::{self, CommandExt};
+use crate::signals;
+use anyhow::{Context, Result};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The programs a run needs, found beforehand.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub qemu: PathBuf,
+    pub virtiofsd: PathBuf,
+}
+
+/// What happens during a run, in order; the terminal UI prints these, tests may collect them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// QEMU was started (virtiofsd is listening).
+    Started,
+    /// The guest agent answered, this long after QEMU started.
+    AgentUp(Duration),
+    /// The boot ended without an agent.
+    BootFailed(BootEnd, Duration),
+    /// The command ended.
+    CommandDone(CommandEnd, Duration),
+    /// QEMU is gone, this long after the shutdown began; `how` says what ended it.
+    ShutDown(&'static str, Duration),
+}
+
+/// What to run in the guest once it is up.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Empty: the check is the boot itself.
+    pub command: Vec<String>,
+    /// A script to copy into the guest first, at [`SCRIPT_PATH`]; `command` then runs it.
+    pub script: Option<Vec<u8>>,
+    /// `--bad-if-console`.
+    pub bad_if_console: Vec<Regex>,
+}
+
+/// Where `--script` is put in the guest (a tmpfs in both init modes).
+pub const SCRIPT_PATH: &str = "/run/xtask-script";
+
+/// Everything one run produced; also written to `result.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Report {
+    pub judgement: Judgement,
+    pub facts: Facts,
+    pub timings: Timings,
+    /// The command's output, when one ran.
+    #[serde(skip)]
+    pub exec: Option<ExecStatus>,
+    pub out_truncated: bool,
+    pub run_dir: PathBuf,
+    pub console_log: PathBuf,
+}
+
+/// A started VM. Dropping it ends QEMU and virtiofsd and removes the sockets.
+pub struct Vm {
+    qemu: Child,
+    virtiofsd: Option<Child>,
+    paths: RunPaths,
+    pub started: Instant,
+    exited: Option<ExitStatus>,
+}
+
+impl Vm {
+    /// Phase 1: virtiofsd (until it listens), then QEMU.
+    pub fn start(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<Vm> {
+        // Sockets of a run that died without cleanup would make QEMU or virtiofsd fail.
+        for s in paths.sockets() {
+            let _ = std::fs::remove_file(s);
+        }
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let rootfs = std::fs::canonicalize(&spec.rootfs)
+            .with_context(|| format!("rootfs {}", spec.rootfs.display()))?;
+        let share = ShareInput {
+            shared_dir: &rootfs,
+            socket: &paths.virtiofs_socket(),
+            readonly: !spec.rw,
+            root,
+        };
+        let mut vfs = virtiofsd::start(&tools.virtiofsd, &share, &paths.virtiofsd_log())?;
+        let mut c = Command::new(&tools.qemu);
+        c.args(qemu::argv(spec, paths)).stdin(Stdio::null());
+        let spawned = match spec.console {
+            Console::Log => {
+                let log = std::fs::File::create(paths.qemu_log())?;
+                c.stdout(log.try_clone()?).stderr(log).spawn_logged()
+            }
+            // In the terminal's process group: QEMU reads the terminal (raw mode), which a
+            // background process group may not.
+            Console::Interactive => {
+                c.stdin(Stdio::inherit());
+                cmd::log_start(&c);
+                c.spawn()
+                    .with_context(|| format!("could not start `{}`", cmd::display(&c)))
+            }
+        };
+        let qemu = match spawned {
+            Ok(q) => q,
+            Err(e) => {
+                cmd::terminate(&mut vfs, Duration::from_secs(1));
+                return Err(e);
+            }
+        };
+        Ok(Vm {
+            qemu,
+            virtiofsd: Some(vfs),
+            paths: paths.clone(),
+            started: Instant::now(),
+            exited: None,
+        })
+    }
+
+    /// QEMU's exit status once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.qemu.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// For agent calls: fails when QEMU is gone or the user interrupted.
+    pub fn watch(&mut self) -> Result<()> {
+        signals::check()?;
+        match self.exited() {
+            Some(_) => Err(Stop::VmExited.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for QEMU to exit until `deadline`; true when it did.
+    pub fn wait_exit(&mut self, deadline: Instant) -> Result<bool> {
+        loop {
+            if self.exited().is_some() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            signals::sleep(Duration::from_millis(20))?;
+        }
+    }
+
+    /// Waits for QEMU in the foreground (interactive boot).
+    pub fn wait_foreground(&mut self) -> Result<ExitStatus> {
+        let st = cmd::wait(&mut self.qemu, None)?.expect("no deadline");
+        self.exited = Some(st);
+        Ok(st)
+    }
+
+    /// Asks QEMU to quit over QMP.
+    pub fn qmp_quit(&self, deadline: Instant) -> Result<()> {
+        let s = UnixStream::connect(self.paths.qmp_socket()).context("connecting to QMP")?;
+        s.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10)),
+        ))?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut w = s;
+        let mut line = String::new();
+        r.read_line(&mut line).context("QMP greeting")?;
+        w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+        line.clear();
+        r.read_line(&mut line).context("QMP capabilities")?;
+        w.write_all(b"{\"execute\":\"quit\"}\n")?;
+        Ok(())
+    }
+
+    /// Phase 4: the agent's guest-shutdown, then QMP quit, then SIGKILL; says which worked.
+    pub fn shut_down(
+        &mut self,
+        agent: Option<&mut Agent>,
+        timeout: Duration,
+    ) -> Result<&'static str> {
+        if self.exited().is_some() {
+            return Ok("had exited");
+        }
+        let start = Instant::now();
+        if let Some(agent) = agent {
+            if agent.send(&qga::shutdown_request()).is_ok() && self.wait_exit(start + timeout)? {
+                return Ok("guest powered off");
+            }
+        }
+        // QEMU quits at once on QMP quit, but give a loaded host some seconds.
+        let quit_deadline = Instant::now() + Duration::from_secs(5);
+        if self.qmp_quit(quit_deadline).is_ok() && self.wait_exit(quit_deadline)? {
+            return Ok("QMP quit");
+        }
+        cmd::terminate(&mut self.qemu, Duration::from_millis(500));
+        self.exited = self.qemu.try_wait().ok().flatten();
+        Ok("killed")
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        cmd::terminate(&mut self.qemu, Duration::from_secs(2));
+        if let Some(mut v) = self.virtiofsd.take() {
+            cmd::terminate(&mut v, Duration::from_secs(1));
+        }
+        for s in self.paths.sockets() {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+/// Boots `spec`, runs `plan` and judges the run: phases 1–4, then the verdict. Setup
+/// problems and Ctrl-C are `Err`; everything the kernel does is in the report.
+pub fn check(
+    spec: &VmSpec,
+    paths: &RunPaths,
+    tools: &Tools,
+    plan: &Plan,
+    events: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    let mut vm = Vm::start(spec, paths, tools)?;
+    events(Event::Started);
+    let mut timings = Timings::default();
+
+    // Phase 2: the guest agent answers.
+    let transcript = std::fs::File::create(paths.agent_transcript())?;
+    let boot_deadline = vm.started + spec.boot_timeout;
+    let mut conn = UnixConnect(paths.agent_socket());
+    let agent = {
+        let mut watch = || vm.watch();
+        Agent::connect(
+            &mut conn,
+            boot_deadline,
+            &mut watch,
+            Some(Box::new(transcript)),
+        )
+    };
+    let (boot, mut agent) = match agent {
+        Ok(a) => (BootEnd::AgentUp, Some(a)),
+        Err(e) => match qga::stop_of(&e) {
+            Some(Stop::Deadline) => (BootEnd::TimedOut, None),
+            Some(Stop::VmExited) => (BootEnd::QemuExited, None),
+            None => return Err(e.context("waiting for the guest agent")),
+        },
+    };
+    let boot_time = vm.started.elapsed();
+    match &boot {
+        BootEnd::AgentUp => {
+            timings.boot = Some(boot_time);
+            events(Event::AgentUp(boot_time));
+        }
+        b => events(Event::BootFailed(b.clone(), boot_time)),
+    }
+
+    // Phase 3: the command.
+    let mut exec = None;
+    let mut command_end = None;
+    if let (Some(a), false) = (agent.as_mut(), plan.command.is_empty()) {
+        let start = Instant::now();
+        let deadline = start + spec.timeout;
+        let result = {
+            let mut watch = || vm.watch();
+            run_command(a, plan, deadline, &mut watch)
+        };
+        let end = match result {
+            Ok(st) => {
+                let end = st.end().expect("exited");
+                exec = Some(st);
+                end
+            }
+            Err(e) if signals::is_interrupted(&e) => return Err(e),
+            // However the agent call failed, a VM that is gone is the story.
+            Err(_) if vm.exited().is_some() => CommandEnd::Lost {
+                why: "the VM exited while the command ran".into(),
+            },
+            Err(e) => match qga::stop_of(&e) {
+                Some(Stop::Deadline) => CommandEnd::TimedOut,
+                Some(Stop::VmExited) => CommandEnd::Lost {
+                    why: "the VM exited while the command ran".into(),
+                },
+                None => CommandEnd::Lost {
+                    why: format!("{e:#}"),
+                },
+            },
+        };
+        let took = start.elapsed();
+        timings.command = Some(took);
+        events(Event::CommandDone(end.clone(), took));
+        command_end = Some(end);
+    }
+
+    // Phase 4: shut down.
+    let start = Instant::now();
+    let how = vm.shut_down(agent.as_mut(), spec.shutdown_timeout)?;
+    let took = start.elapsed();
+    timings.shutdown = Some(took);
+    events(Event::ShutDown(how, took));
+    drop(vm);
+
+    // The verdict, from the recordings.
+    let console_text = read_lossy(&paths.console_log());
+    let facts = Facts {
+        command: plan.command.clone(),
+        boot,
+        command_end,
+        findings: console::scan(&console_text, &plan.bad_if_console),
+    };
+    let report = Report {
+        judgement: judge(&facts),
+        facts,
+        timings,
+        out_truncated: exec.as_ref().is_some_and(|e| e.out_truncated),
+        exec,
+        run_dir: paths.dir.clone(),
+        console_log: paths.console_log(),
+    };
+    save(paths, &report)?;
+    Ok(report)
+}
+
+fn run_command(
+    a: &mut Agent,
+    plan: &Plan,
+    deadline: Instant,
+    watch: qga::Watch,
+) -> Result<ExecStatus> {
+    if let Some(script) = &plan.script {
+        a.write_file(SCRIPT_PATH, script, deadline, watch)
+            .context("copying the script into the guest")?;
+    }
+    let pid = a.exec(&plan.command, deadline, watch)?;
+    a.wait_exec(pid, deadline, watch)
+}
+
+/// Writes result.json and the command's output next to the logs.
+fn save(paths: &RunPaths, r: &Report) -> Result<()> {
+    if let Some(e) = &r.exec {
+        std::fs::write(paths.stdout(), &e.stdout)?;
+        std::fs::write(paths.stderr(), &e.stderr)?;
+    }
+    std::fs::write(paths.result(), serde_json::to_string_pretty(r)? + "\n")
+        .with_context(|| format!("writing {}", paths.result().display()))
+}
+
+pub fn read_lossy(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
+
+/// Judges a saved run again from its logs: the console log is scanned anew (with today's
+/// `--bad-if-console`), the command's end is taken from the agent transcript when it holds
+/// one, the rest from result.json.
+pub fn rejudge(dir: &Path, bad_if_console: &[Regex]) -> Result<Report> {
+    let paths = RunPaths::new(dir);
+    let text = std::fs::read_to_string(paths.result()).with_context(|| {
+        format!(
+            "{} has no result.json: is it the run dir of a check?",
+            dir.display()
+        )
+    })?;
+    let mut r: Report = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid", paths.result().display()))?;
+    r.facts.findings = console::scan(&read_lossy(&paths.console_log()), bad_if_console);
+    if let Ok(t) = std::fs::read_to_string(paths.agent_transcript()) {
+        if let Some(st) = qga::last_exec_status(&t)? {
+            r.facts.command_end = st.end();
+            r.out_truncated = st.out_truncated;
+            r.exec = Some(st);
+        }
+    }
+    r.judgement = judge(&r.facts);
+    r.run_dir = dir.to_path_buf();
+    r.console_log = paths.console_log();
+    Ok(r)
+}

@@ -1,0 +1,237 @@
+//! A VM as plain data (what to boot, with what, for how long) and the run dir's file names;
+//! every backend starts from these. Building the kernel command line is here too: pure code.
+
+use crate::cli::{Accel, InitMode};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The QEMU machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// `microvm,pcie=on`: no firmware, no legacy devices; ~1.4 s to a command under TCG.
+    Microvm,
+    /// `q35`: the full PC; ~2.3 s under TCG. For kernels that need a real PC.
+    Q35,
+}
+
+/// Where the console goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// Only to the run's console log (`check`).
+    Log,
+    /// The terminal, with QEMU's monitor multiplexed on it, and the log (`boot`).
+    Interactive,
+}
+
+/// One VM to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSpec {
+    pub kernel: PathBuf,
+    /// Only when the build made one.
+    pub initramfs: Option<PathBuf>,
+    /// The whole kernel command line, one argument per element.
+    pub cmdline: Vec<String>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    /// Kvm or Tcg, already chosen (never Auto).
+    pub accel: Accel,
+    pub machine: Machine,
+    /// The directory shared as the guest's root.
+    pub rootfs: PathBuf,
+    /// Share the rootfs writable (`--rw`); else read-only on both sides.
+    pub rw: bool,
+    pub init: InitMode,
+    pub console: Console,
+    /// Until the guest agent answers.
+    pub boot_timeout: Duration,
+    /// For the command run in the guest.
+    pub timeout: Duration,
+    /// For the guest to power off before QEMU is told to quit, then killed.
+    pub shutdown_timeout: Duration,
+}
+
+/// The virtiofs tag of the root share; the kernel mounts it with `root=rootfs`.
+pub const ROOT_TAG: &str = "rootfs";
+/// The guest's first process (rootfs/overlay/usr/local/sbin/xtask-init).
+pub const GUEST_INIT: &str = "/usr/local/sbin/xtask-init";
+/// The virtio-serial port name the guest agent looks for.
+pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
+
+/// Inputs of the kernel command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CmdlineInput<'a> {
+    pub init: InitMode,
+    pub rw: bool,
+    pub machine: Machine,
+    /// The host's TSC rate in kHz, when known.
+    pub tsc_khz: Option<u64>,
+    /// A root shell on the console in fast mode (interactive boot).
+    pub shell: bool,
+    /// `--append`, split on whitespace; it comes last, so it wins.
+    pub append: Option<&'a str>,
+}
+
+/// The kernel command line, each argument with the reason it is there.
+pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        // The serial port is the console the run's log records.
+        "console=ttyS0".into(),
+        // The root is the virtiofs share tagged "rootfs", mounted read-only: xtask-init puts
+        // a tmpfs overlay on it (or remounts it rw with xtask.rw=1).
+        format!("root={ROOT_TAG}"),
+        "rootfstype=virtiofs".into(),
+        "ro".into(),
+        format!("init={GUEST_INIT}"),
+        // A panic reboots at once, and QEMU's -no-reboot turns that into an exit.
+        "panic=-1".into(),
+        // Oopses are fatal too: a guest that oopsed is not worth waiting for.
+        "oops=panic".into(),
+        // Triple-fault reboot: works on every machine type, microvm included.
+        "reboot=t".into(),
+        // The one serial port we have; probing the other three costs time.
+        "8250.nr_uarts=1".into(),
+        // Tell xtask-init which userspace to bring up.
+        format!(
+            "xtask.init={}",
+            match i.init {
+                InitMode::Fast => "fast",
+                InitMode::Systemd => "systemd",
+            }
+        ),
+    ];
+    if i.rw {
+        v.push("xtask.rw=1".into());
+    }
+    if i.shell && i.init == InitMode::Fast {
+        v.push("xtask.shell=1".into());
+    }
+    if let (Machine::Microvm, Some(khz)) = (i.machine, i.tsc_khz) {
+        // microvm has no PIT/HPET to calibrate the TSC against; under TCG the calibration
+        // can hang. The guest TSC runs at the host's rate, so say it.
+        v.push(format!("tsc_early_khz={khz}"));
+    }
+    if i.init == InitMode::Systemd {
+        // No "Welcome" colours and status noise over the slow serial port.
+        v.push("systemd.show_status=error".into());
+    }
+    if let Some(a) = i.append {
+        v.extend(a.split_whitespace().map(String::from));
+    }
+    v
+}
+
+/// The host TSC rate in kHz from /proc/cpuinfo's `cpu MHz` (the kernel's calibrated value
+/// when it has `tsc_known_freq`; close enough for the guest's early TSC otherwise).
+pub fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
+    let line = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
+}
+
+/// The run dir's files: sockets and logs, all in the run's private directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPaths {
+    pub dir: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(dir: &Path) -> RunPaths {
+        RunPaths {
+            dir: dir.to_path_buf(),
+        }
+    }
+    /// The serial console, as the kernel and userspace wrote it.
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    /// Every message to and from the guest agent, one JSON object a line.
+    pub fn agent_transcript(&self) -> PathBuf {
+        self.dir.join("agent.jsonl")
+    }
+    /// The facts and verdict of the run.
+    pub fn result(&self) -> PathBuf {
+        self.dir.join("result.json")
+    }
+    pub fn qemu_log(&self) -> PathBuf {
+        self.dir.join("qemu.log")
+    }
+    pub fn virtiofsd_log(&self) -> PathBuf {
+        self.dir.join("virtiofsd.log")
+    }
+    /// The command's captured output.
+    pub fn stdout(&self) -> PathBuf {
+        self.dir.join("stdout")
+    }
+    pub fn stderr(&self) -> PathBuf {
+        self.dir.join("stderr")
+    }
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("qga.sock")
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    pub fn virtiofs_socket(&self) -> PathBuf {
+        self.dir.join("virtiofs.sock")
+    }
+    /// Every socket, for cleanup.
+    pub fn sockets(&self) -> Vec<PathBuf> {
+        vec![
+            self.agent_socket(),
+            self.qmp_socket(),
+            self.virtiofs_socket(),
+            // virtiofsd's pid file sits beside its socket.
+            self.dir.join("virtiofs.sock.pid"),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> CmdlineInput<'static> {
+        CmdlineInput {
+            init: InitMode::Fast,
+            rw: false,
+            machine: Machine::Microvm,
+            tsc_khz: Some(2_445_406),
+            shell: false,
+            append: None,
+        }
+    }
+
+    #[test]
+    fn default_cmdline() {
+        let c = kernel_cmdline(&input()).join(" ");
+        assert_eq!(
+            c,
+            "console=ttyS0 root=rootfs rootfstype=virtiofs ro init=/usr/local/sbin/xtask-init \
+             panic=-1 oops=panic reboot=t 8250.nr_uarts=1 xtask.init=fast tsc_early_khz=2445406"
+        );
+    }
+
+    #[test]
+    fn options_change_the_cmdline() {
+        let c = kernel_cmdline(&CmdlineInput {
+            init: InitMode::Systemd,
+            rw: true,
+            machine: Machine::Q35,
+            append: Some(" init=/bin/sleep  quiet"),
+            ..input()
+        });
+        assert!(c.contains(&"xtask.rw=1".to_string()));
+        assert!(c.contains(&"xtask.init=systemd".to_string()));
+        assert!(!c.iter().any(|a| a.starts_with("tsc_early_khz")));
+        // --append comes last, so its init= wins over ours.
+        assert_eq!(&c[c.len() - 2..], ["init=/bin/sleep", "quiet"]);
+    }
+
+    #[test]
+    fn tsc_rate() {
+        let cpuinfo =
+            "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2445.406\ncache size\t: 512 KB\n";
+        assert_eq!(tsc_khz_from_cpuinfo(cpuinfo), Some(2_445_406));
+        assert_eq!(tsc_khz_from_cpuinfo("processor : 0\n"), None);
+    }
+}

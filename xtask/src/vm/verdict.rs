@@ -1,0 +1,298 @@
+//! The verdict of a check and how it is decided from what a run recorded: pure code.
+
+use super::console::Finding;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a check says about a kernel, in `git bisect run` terms.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The kernel passed: exit 0.
+    Good,
+    /// The kernel failed the check: exit 1.
+    Bad,
+    /// The kernel could not be tested (did not build, or did not boot far enough to run
+    /// the command): exit 125, which `git bisect run` skips.
+    Skip,
+    /// The setup is broken (missing tool, bad option, no rootfs): exit 128, which makes
+    /// `git bisect run` stop.
+    Abort,
+}
+
+impl Verdict {
+    /// The exit code of `cargo xtask check` for this verdict.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Good => 0,
+            Verdict::Bad => 1,
+            Verdict::Skip => 125,
+            Verdict::Abort => crate::EXIT_SETUP,
+        }
+    }
+
+    /// One word, for the verdict line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Good => "good",
+            Verdict::Bad => "bad",
+            Verdict::Skip => "untestable",
+            Verdict::Abort => "abort",
+        }
+    }
+
+    /// The verdict of `--repeat N` runs: bad if any is bad, else untestable if any is,
+    /// else good. An abort wins over everything.
+    pub fn combine(all: &[Verdict]) -> Verdict {
+        let has = |v| all.contains(&v);
+        if has(Verdict::Abort) {
+            Verdict::Abort
+        } else if has(Verdict::Bad) {
+            Verdict::Bad
+        } else if has(Verdict::Skip) || all.is_empty() {
+            Verdict::Skip
+        } else {
+            Verdict::Good
+        }
+    }
+}
+
+/// How the command run in the guest ended.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "ended")]
+pub enum CommandEnd {
+    /// It exited with this code.
+    Exited { code: i32 },
+    /// A signal killed it.
+    Signaled { signal: i32 },
+    /// It ran past `--timeout`.
+    TimedOut,
+    /// The VM died or stopped answering while it ran.
+    Lost { why: String },
+}
+
+/// How far the boot got.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "ended")]
+pub enum BootEnd {
+    /// The guest agent answered.
+    AgentUp,
+    /// QEMU exited before the agent answered (a panic ends QEMU).
+    QemuExited,
+    /// `--boot-timeout` passed without an answer.
+    TimedOut,
+}
+
+/// Everything a verdict is decided from; saved as `result.json` so a run can be re-judged.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// The command given (empty: the check is a clean boot).
+    pub command: Vec<String>,
+    pub boot: BootEnd,
+    /// None when no command ran.
+    pub command_end: Option<CommandEnd>,
+    /// What the console scan found.
+    pub findings: Vec<Finding>,
+}
+
+/// A verdict and the one line saying why.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+/// Decides the verdict. The contract:
+/// - with a command: untestable (125) when the agent never answered (panic or hang at boot),
+///   bad (1) on a failing, killed or timed-out command or a console finding, else good;
+/// - without one (the check is the boot): bad on a console finding or a boot that never
+///   reached the agent, else good.
+pub fn judge(f: &Facts) -> Judgement {
+    let j = |verdict, reason: String| Judgement { verdict, reason };
+    let finding = f.findings.first().map(|x| x.summary());
+    if !f.command.is_empty() && f.boot != BootEnd::AgentUp {
+        return j(
+            Verdict::Skip,
+            format!("{} before the command could run", boot_failure(f)),
+        );
+    }
+    if let Some(s) = finding {
+        let more = match f.findings.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return j(Verdict::Bad, format!("console: {s}{more}"));
+    }
+    if f.boot != BootEnd::AgentUp {
+        return j(Verdict::Bad, boot_failure(f));
+    }
+    match &f.command_end {
+        None if f.command.is_empty() => j(Verdict::Good, "the kernel booted cleanly".into()),
+        None => j(Verdict::Skip, "the command did not run".into()),
+        Some(CommandEnd::Exited { code: 0 }) => j(Verdict::Good, "the command exited 0".into()),
+        Some(CommandEnd::Exited { code }) => j(Verdict::Bad, format!("the command exited {code}")),
+        Some(CommandEnd::Signaled { signal }) => j(
+            Verdict::Bad,
+            format!("the command was killed by signal {signal}"),
+        ),
+        Some(CommandEnd::TimedOut) => j(Verdict::Bad, "the command timed out".into()),
+        Some(CommandEnd::Lost { why }) => j(Verdict::Bad, format!("the command was lost: {why}")),
+    }
+}
+
+fn boot_failure(f: &Facts) -> String {
+    match f.boot {
+        BootEnd::AgentUp => "booted".into(),
+        BootEnd::QemuExited => "the VM exited during boot".into(),
+        BootEnd::TimedOut => "the guest agent never answered (boot timeout)".into(),
+    }
+}
+
+/// How long each phase took; `None` for a phase that did not run.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    #[serde(with = "opt_secs")]
+    pub boot: Option<Duration>,
+    #[serde(with = "opt_secs")]
+    pub command: Option<Duration>,
+    #[serde(with = "opt_secs")]
+    pub shutdown: Option<Duration>,
+}
+
+impl Timings {
+    /// `boot-to-agent 1.92s, command 0.10s, shutdown 0.31s`.
+    pub fn line(&self) -> String {
+        let part =
+            |name: &str, d: Option<Duration>| d.map(|d| format!("{name} {:.2}s", d.as_secs_f64()));
+        let parts: Vec<String> = [
+            part("boot-to-agent", self.boot),
+            part("command", self.command),
+            part("shutdown", self.shutdown),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        parts.join(", ")
+    }
+}
+
+/// Durations as seconds (a float) in result.json.
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.map(Duration::from_secs_f64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::console::{Finding, FindingKind};
+
+    fn facts(command: &[&str], boot: BootEnd, end: Option<CommandEnd>) -> Facts {
+        Facts {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            boot,
+            command_end: end,
+            findings: vec![],
+        }
+    }
+
+    fn warning() -> Finding {
+        Finding {
+            kind: FindingKind::Warning,
+            line: 12,
+            text: "WARNING: CPU: 0 PID: 1 at test".into(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_git_bisect_run() {
+        assert_eq!(Verdict::Good.exit_code(), 0);
+        assert_eq!(Verdict::Bad.exit_code(), 1);
+        assert_eq!(Verdict::Skip.exit_code(), 125);
+        assert_eq!(Verdict::Abort.exit_code(), 128);
+    }
+
+    #[test]
+    fn command_results() {
+        let v = |end| judge(&facts(&["x"], BootEnd::AgentUp, Some(end))).verdict;
+        assert_eq!(v(CommandEnd::Exited { code: 0 }), Verdict::Good);
+        assert_eq!(v(CommandEnd::Exited { code: 1 }), Verdict::Bad);
+        assert_eq!(v(CommandEnd::Signaled { signal: 9 }), Verdict::Bad);
+        assert_eq!(v(CommandEnd::TimedOut), Verdict::Bad);
+    }
+
+    #[test]
+    fn a_boot_that_never_reaches_the_agent() {
+        for boot in [BootEnd::QemuExited, BootEnd::TimedOut] {
+            // With a command: the kernel could not be tested.
+            let mut f = facts(&["true"], boot.clone(), None);
+            f.findings.push(Finding {
+                kind: FindingKind::Panic,
+                line: 3,
+                text: "Kernel panic - not syncing: no init".into(),
+            });
+            assert_eq!(judge(&f).verdict, Verdict::Skip);
+            // Without: the boot is the check, and it failed.
+            f.command.clear();
+            assert_eq!(judge(&f).verdict, Verdict::Bad);
+            assert!(judge(&f).reason.contains("panic"), "{:?}", judge(&f));
+            f.findings.clear();
+            assert_eq!(judge(&f).verdict, Verdict::Bad);
+        }
+    }
+
+    #[test]
+    fn console_findings_make_a_passing_command_bad() {
+        let mut f = facts(
+            &["true"],
+            BootEnd::AgentUp,
+            Some(CommandEnd::Exited { code: 0 }),
+        );
+        assert_eq!(judge(&f).verdict, Verdict::Good);
+        f.findings = vec![warning(), warning()];
+        let j = judge(&f);
+        assert_eq!(j.verdict, Verdict::Bad);
+        assert_eq!(
+            j.reason,
+            "console: warning at line 12: WARNING: CPU: 0 PID: 1 at test (and 1 more)"
+        );
+    }
+
+    #[test]
+    fn a_clean_boot_is_good() {
+        assert_eq!(
+            judge(&facts(&[], BootEnd::AgentUp, None)).verdict,
+            Verdict::Good
+        );
+    }
+
+    #[test]
+    fn repeat_combines() {
+        use Verdict::*;
+        assert_eq!(Verdict::combine(&[Good, Good]), Good);
+        assert_eq!(Verdict::combine(&[Good, Skip, Bad]), Bad);
+        assert_eq!(Verdict::combine(&[Good, Skip]), Skip);
+    }
+
+    #[test]
+    fn facts_round_trip_as_json() {
+        let f = facts(
+            &["false"],
+            BootEnd::AgentUp,
+            Some(CommandEnd::Exited { code: 1 }),
+        );
+        let text = serde_json::to_string(&f).unwrap();
+        assert_eq!(serde_json::from_str::<Facts>(&text).unwrap(), f);
+    }
+}
