@@ -89,7 +89,12 @@ impl Domain {
 
     /// A fresh "connection" to the guest agent through the API.
     pub fn agent_stream(&self) -> ApiStream {
-        ApiStream::open(DomainApi(self.dom.clone()))
+        self.agent_stream_factory().open()
+    }
+
+    /// What opens agent "connections" to this domain, for as long as it runs.
+    pub fn agent_stream_factory(&self) -> StreamFactory {
+        StreamFactory(self.dom.clone())
     }
 
     /// Whether the domain has ended; a transient domain that ended no longer exists.
@@ -140,6 +145,15 @@ impl Drop for Domain {
             self.destroy();
         }
         let _ = self.conn.close();
+    }
+}
+
+/// Opens agent streams to one domain (a libvirt handle: thread-safe, `Send`).
+pub struct StreamFactory(VirDomain);
+
+impl StreamFactory {
+    pub fn open(&self) -> ApiStream {
+        ApiStream::open(DomainApi(self.0.clone()))
     }
 }
 

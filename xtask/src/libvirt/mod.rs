@@ -1,10 +1,187 @@
 //! The libvirt backend: the VM as a transient libvirt domain, started from the same spec as
-//! the QEMU backend, with the guest agent reached through libvirt's API.
+//! the QEMU backend, with the guest agent reached through libvirt's API. Only starting,
+//! watching and ending the VM differ; the agent client, the verdict and the logs are shared.
 
 pub mod access;
 pub mod agent;
 pub mod domain;
 pub mod xml;
+
+use crate::vm::qga::{self, Agent};
+use crate::vm::run::{Guest, Tools};
+use crate::vm::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG};
+use anyhow::{Context, Result};
+use std::io;
+use std::time::{Duration, Instant};
+use xml::{ConsoleSink, DomainDef};
+
+/// The domain for a spec: pure.
+pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> DomainDef {
+    // libvirt boots only q35 (see xml::MACHINE); the spec was made for it.
+    debug_assert_eq!(spec.machine, Machine::Q35);
+    DomainDef {
+        name: domain::domain_name(&paths.dir),
+        description: format!("cargo xtask, run dir {}", paths.dir.display()),
+        kvm: spec.accel == crate::cli::Accel::Kvm,
+        emulator: tools.qemu.clone(),
+        memory_mib: spec.memory_mib,
+        cpus: spec.cpus,
+        kernel: spec.kernel.clone(),
+        initramfs: spec.initramfs.clone(),
+        cmdline: spec.cmdline.clone(),
+        rootfs: spec.rootfs.clone(),
+        root_tag: ROOT_TAG.into(),
+        rw: spec.rw,
+        virtiofsd: tools.virtiofsd.clone(),
+        console: match spec.console {
+            Console::Log => ConsoleSink::File(paths.console_log()),
+            Console::Interactive => ConsoleSink::Pty {
+                log: paths.console_log(),
+            },
+        },
+        agent_port: AGENT_PORT.into(),
+    }
+}
+
+/// `boot --backend libvirt --print-xml`.
+pub fn xml_for(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<String> {
+    let spec = absolute(spec)?;
+    xml::domain_xml(&domain_def(&spec, paths, tools))
+}
+
+/// libvirtd resolves paths from its own directory: give it absolute ones.
+fn absolute(spec: &VmSpec) -> Result<VmSpec> {
+    let abs = |p: &std::path::Path| {
+        std::fs::canonicalize(p).with_context(|| format!("{} not found", p.display()))
+    };
+    Ok(VmSpec {
+        kernel: abs(&spec.kernel)?,
+        initramfs: spec.initramfs.as_deref().map(abs).transpose()?,
+        rootfs: abs(&spec.rootfs)?,
+        ..spec.clone()
+    })
+}
+
+/// A VM as a libvirt domain. Dropping it destroys the domain (unless `--keep`) and copies
+/// libvirt's QEMU log into the run dir.
+pub struct LibvirtVm {
+    domain: domain::Domain,
+    paths: RunPaths,
+}
+
+impl LibvirtVm {
+    /// Phase 1: checks that libvirt's QEMU can read the kernel, then creates the domain.
+    pub fn start(
+        spec: &VmSpec,
+        paths: &RunPaths,
+        tools: &Tools,
+        uri: &str,
+        keep: bool,
+    ) -> Result<LibvirtVm> {
+        let spec = absolute(spec)?;
+        let mut files = vec![("kernel", spec.kernel.as_path())];
+        if let Some(i) = &spec.initramfs {
+            files.push(("initramfs", i.as_path()));
+        }
+        access::check_readable(uri, &files)?;
+        if let Some(w) = access::kvm_warning(uri) {
+            eprintln!("warning: {w}");
+        }
+        let def = domain_def(&spec, paths, tools);
+        let xml = xml::domain_xml(&def)?;
+        std::fs::write(paths.dir.join("domain.xml"), &xml)?;
+        let domain = domain::Domain::create(uri, &def.name, &xml, keep)?;
+        Ok(LibvirtVm {
+            domain,
+            paths: paths.clone(),
+        })
+    }
+}
+
+impl Guest for LibvirtVm {
+    fn started(&self) -> Instant {
+        self.domain.started
+    }
+
+    fn exited(&mut self) -> bool {
+        self.domain.exited()
+    }
+
+    fn agent(&self) -> Box<dyn qga::Connect> {
+        Box::new(ApiConnect(self.domain.agent_stream_factory()))
+    }
+
+    /// The agent's guest-shutdown, then `virsh destroy`; `--keep` leaves the domain up.
+    fn shut_down(&mut self, agent: Option<&mut Agent>, timeout: Duration) -> Result<&'static str> {
+        if self.domain.exited() {
+            return Ok("had exited");
+        }
+        if self.domain.keep {
+            return Ok("kept running");
+        }
+        let start = Instant::now();
+        if let Some(agent) = agent {
+            if agent.send(&qga::shutdown_request()).is_ok()
+                && self.domain.wait_exit(start + timeout)?
+            {
+                return Ok("guest powered off");
+            }
+        }
+        self.domain.destroy();
+        Ok("destroyed")
+    }
+}
+
+impl Drop for LibvirtVm {
+    fn drop(&mut self) {
+        // libvirt's log of the domain (QEMU's command line and errors), beside ours.
+        let log = format!("/var/log/libvirt/qemu/{}.log", self.domain.name);
+        let _ = std::fs::copy(&log, self.paths.qemu_log());
+    }
+}
+
+/// Opens agent "connections" through the API: each a fresh [`agent::ApiStream`].
+struct ApiConnect(domain::StreamFactory);
+
+impl qga::Connect for ApiConnect {
+    fn connect(&mut self) -> io::Result<Box<dyn qga::Stream>> {
+        Ok(Box::new(self.0.open()))
+    }
+}
+
+impl qga::Stream for agent::ApiStream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        agent::ApiStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// `boot --backend libvirt` without `--exec`: the domain with its console on a pty, and
+/// `virsh console` on it in the foreground; when that ends, so does the domain (unless
+/// `--keep`).
+pub fn boot_interactive(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<u8> {
+    let crate::vm::run::Launcher::Libvirt { uri, keep } = &tools.launcher else {
+        anyhow::bail!("boot_interactive needs the libvirt launcher");
+    };
+    let vm = LibvirtVm::start(spec, paths, tools, uri, *keep)?;
+    let name = vm.domain.name.clone();
+    eprintln!(
+        "domain {name} started ({:?}); Ctrl-] leaves the console{}",
+        spec.accel,
+        if *keep {
+            ", the domain stays"
+        } else {
+            " and ends the domain"
+        }
+    );
+    let virsh = crate::tools::find(&crate::tools::VIRSH)?;
+    let st = std::process::Command::new(virsh)
+        .args(["-c", uri, "console", "--force", &name])
+        .status()
+        .context("running `virsh console`")?;
+    drop(vm);
+    eprintln!("console log: {}", paths.console_log().display());
+    Ok(if st.success() { 0 } else { 1 })
+}
 
 /// Against the real libvirt, a kernel and a rootfs with xtask-init: `XTASK_LIVE_KERNEL=…
 /// XTASK_LIVE_ROOTFS=… cargo test -p xtask --features libvirt live -- --ignored --nocapture`.
