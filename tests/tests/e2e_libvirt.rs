@@ -252,8 +252,10 @@ fn libvirt_print_xml_is_a_domain_libvirt_accepts() {
 fn libvirt_an_unreadable_kernel_gets_one_clear_error() {
     let _one = serial();
     let f = fixture();
-    // A tempdir is 0700 root: libvirt's QEMU user cannot enter it.
+    // A private directory: libvirt's QEMU user cannot enter it.
     let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let kernel = dir.path().join("bzImage");
     std::fs::copy(&f.kernel, &kernel).unwrap();
     let mut c = f.xtask();
