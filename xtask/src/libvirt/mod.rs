@@ -134,6 +134,9 @@ impl Guest for LibvirtVm {
 
 impl Drop for LibvirtVm {
     fn drop(&mut self) {
+        if !self.domain.keep {
+            self.domain.destroy();
+        }
         // libvirt's log of the domain (QEMU's command line and errors), beside ours.
         let log = format!("/var/log/libvirt/qemu/{}.log", self.domain.name);
         let _ = std::fs::copy(&log, self.paths.qemu_log());
