@@ -1,6 +1,7 @@
-//! Running one VM with the QEMU backend as a sequence of phases — start, wait for the agent,
-//! run the command, shut down — each under its deadline. [`Vm`] owns QEMU and virtiofsd; its
-//! `Drop` ends both and removes the sockets (the logs stay).
+//! Running one VM as a sequence of phases — start, wait for the agent, run the command, shut
+//! down — each under its deadline. [`Vm`] owns QEMU and virtiofsd (the QEMU backend); its
+//! `Drop` ends both and removes the sockets (the logs stay). The libvirt backend plugs in
+//! through [`Guest`].
 
 use super::console;
 use super::qemu;
