@@ -87,11 +87,6 @@ impl Domain {
         })
     }
 
-    /// A fresh "connection" to the guest agent through the API.
-    pub fn agent_stream(&self) -> ApiStream {
-        self.agent_stream_factory().open()
-    }
-
     /// What opens agent "connections" to this domain, for as long as it runs.
     pub fn agent_stream_factory(&self) -> StreamFactory {
         StreamFactory(self.dom.clone())

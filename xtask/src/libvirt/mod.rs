@@ -186,120 +186,78 @@ pub fn boot_interactive(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Resul
     Ok(if st.success() { 0 } else { 1 })
 }
 
-/// Against the real libvirt, a kernel and a rootfs with xtask-init: `XTASK_LIVE_KERNEL=…
-/// XTASK_LIVE_ROOTFS=… cargo test -p xtask --features libvirt live -- --ignored --nocapture`.
 #[cfg(test)]
-mod live {
-    use super::agent::ApiStream;
-    use super::domain::{self, Domain};
-    use super::xml::{self, ConsoleSink, DomainDef};
-    use std::io::{Read, Write};
+mod tests {
+    use super::agent::{ApiStream, CallError, CommandApi};
+    use crate::vm::qga::{self, Agent};
+    use crate::vm::verdict::CommandEnd;
+    use serde_json::Value;
+    use std::io;
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    fn call(s: &mut ApiStream, req: &str) -> std::io::Result<String> {
-        s.write_all(format!("{req}\n").as_bytes())?;
-        s.set_read_timeout(Some(Duration::from_secs(40)))?;
-        let mut buf = vec![0u8; 1 << 16];
-        let n = s.read(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    /// Answers as libvirt does: "not connected" while the guest boots, then the agent's
+    /// answers; records every request.
+    #[derive(Clone)]
+    struct FakeLibvirt {
+        booting: Arc<Mutex<u32>>,
+        got: Arc<Mutex<Vec<String>>>,
     }
 
-    #[test]
-    #[ignore]
-    fn boot_exec_shutdown() {
-        let kernel = std::env::var("XTASK_LIVE_KERNEL").expect("XTASK_LIVE_KERNEL");
-        let rootfs = std::env::var("XTASK_LIVE_ROOTFS").expect("XTASK_LIVE_ROOTFS");
-        let dir = tempfile::tempdir().unwrap();
-        let name = domain::domain_name(&dir.path().join("live"));
-        let def = DomainDef {
-            name: name.clone(),
-            description: "live test".into(),
-            kvm: false,
-            emulator: "/usr/bin/qemu-system-x86_64".into(),
-            memory_mib: 512,
-            cpus: 2,
-            kernel: kernel.into(),
-            initramfs: None,
-            cmdline:
-                "console=ttyS0 root=rootfs rootfstype=virtiofs ro init=/usr/local/sbin/xtask-init \
-                      panic=-1 oops=panic reboot=t 8250.nr_uarts=1 xtask.init=fast"
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-            rootfs: rootfs.into(),
-            root_tag: "rootfs".into(),
-            rw: false,
-            virtiofsd: "/root/.cargo/bin/virtiofsd".into(),
-            console: ConsoleSink::File(dir.path().join("console.log")),
-            agent_port: "org.qemu.guest_agent.0".into(),
-        };
-        let x = xml::domain_xml(&def).unwrap();
-        let t = Instant::now();
-        let mut d = Domain::create("qemu:///system", &name, &x, false).unwrap();
-        eprintln!("created in {:?}", t.elapsed());
-        let up = loop {
-            let mut s = d.agent_stream();
-            match call(
-                &mut s,
-                r#"{"execute":"guest-sync","arguments":{"id":4711}}"#,
-            ) {
-                Ok(a) => break (s, a),
-                Err(e) => {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(150),
-                        "no agent: {e}\n{}",
-                        std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default()
-                    );
-                    std::thread::sleep(Duration::from_millis(100));
+    impl CommandApi for FakeLibvirt {
+        fn agent_command(&self, json: &str, _: Duration) -> Result<String, CallError> {
+            let mut booting = self.booting.lock().unwrap();
+            if *booting > 0 {
+                *booting -= 1;
+                return Err(CallError::Unreachable(
+                    "Guest agent is not responding: QEMU guest agent is not connected".into(),
+                ));
+            }
+            self.got.lock().unwrap().push(json.to_string());
+            let v: Value = serde_json::from_str(json).unwrap();
+            Ok(match v["execute"].as_str().unwrap() {
+                "guest-sync" => format!("{{\"return\":{}}}", v["arguments"]["id"]),
+                "guest-exec" => r#"{"return":{"pid":68}}"#.into(),
+                "guest-exec-status" => {
+                    r#"{"return":{"exitcode":3,"out-data":"aGkK","exited":true}}"#.into()
                 }
-            }
-        };
-        let (mut s, a) = up;
-        eprintln!("sync after {:?}: {a}", t.elapsed());
-        let a = call(&mut s, r#"{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","echo hi; exit 3"],"capture-output":true}}"#).unwrap();
-        eprintln!("exec: {a}");
-        let pid = serde_json::from_str::<serde_json::Value>(&a).unwrap()["return"]["pid"]
-            .as_i64()
-            .unwrap();
-        for _ in 0..100 {
-            let a = call(
-                &mut s,
-                &format!(r#"{{"execute":"guest-exec-status","arguments":{{"pid":{pid}}}}}"#),
-            )
-            .unwrap();
-            if a.contains("\"exited\":true") {
-                eprintln!("status: {a}");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+                other => panic!("unexpected {other}"),
+            })
         }
-        let a = call(
-            &mut s,
-            r#"{"execute":"guest-exec","arguments":{"path":"/nonexistent"}}"#,
-        );
-        eprintln!("missing program: {a:?}");
-        let t2 = Instant::now();
-        let a = call(
-            &mut s,
-            r#"{"execute":"guest-shutdown","arguments":{"mode":"powerdown"}}"#,
-        );
-        eprintln!("shutdown: {a:?}");
-        assert!(d
-            .wait_exit(Instant::now() + Duration::from_secs(20))
-            .unwrap());
-        eprintln!("gone {:?} after shutdown", t2.elapsed());
-        drop(d);
-        assert!(!domain::list_ours("qemu:///system").unwrap().contains(&name));
-        eprintln!(
-            "console:\n{}",
-            std::fs::read_to_string(dir.path().join("console.log"))
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join("\n")
+    }
+
+    struct Connector(FakeLibvirt);
+    impl qga::Connect for Connector {
+        fn connect(&mut self) -> io::Result<Box<dyn qga::Stream>> {
+            Ok(Box::new(ApiStream::open(self.0.clone())))
+        }
+    }
+
+    /// The QEMU backend's agent client, unchanged, over the API: it retries while the agent
+    /// is not connected, then syncs, runs a command and reads its end and output.
+    #[test]
+    fn the_agent_client_works_over_the_api() {
+        let api = FakeLibvirt {
+            booting: Arc::new(Mutex::new(3)),
+            got: Arc::default(),
+        };
+        let mut conn = Connector(api.clone());
+        let soon = Instant::now() + Duration::from_secs(10);
+        let mut ok = || Ok(());
+        let mut agent = Agent::connect(&mut conn, soon, &mut ok, None).unwrap();
+        let argv: Vec<String> = vec!["sh".into(), "-c".into(), "echo hi; exit 3".into()];
+        let pid = agent.exec(&argv, soon, &mut ok).unwrap();
+        let st = agent.wait_exec(pid, soon, &mut ok).unwrap();
+        assert_eq!(st.end(), Some(CommandEnd::Exited { code: 3 }));
+        assert_eq!(st.stdout, b"hi\n");
+        let got = api.got.lock().unwrap();
+        let names: Vec<String> = got
+            .iter()
+            .map(|j| serde_json::from_str::<Value>(j).unwrap()["execute"].to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["\"guest-sync\"", "\"guest-exec\"", "\"guest-exec-status\""]
         );
     }
 }

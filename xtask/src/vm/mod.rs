@@ -436,3 +436,37 @@ impl BootCmd {
 pub fn is_run_dir(p: &Path) -> bool {
     RunPaths::new(p).result().is_file()
 }
+
+#[cfg(test)]
+mod backend_tests {
+    use super::*;
+    use crate::settings::FileVm;
+
+    fn opts(backend: Backend) -> VmOptions {
+        let args = VmArgs {
+            backend: Some(backend),
+            keep: true,
+            ..VmArgs::default()
+        };
+        VmOptions::resolve(&args, &FileVm::default(), InitMode::Fast).unwrap()
+    }
+
+    #[test]
+    fn the_backend_picks_the_launcher() {
+        assert_eq!(launcher(&opts(Backend::Qemu)).unwrap(), Launcher::Qemu);
+        let l = launcher(&opts(Backend::Libvirt));
+        if cfg!(feature = "libvirt") {
+            assert_eq!(
+                l.unwrap(),
+                Launcher::Libvirt {
+                    uri: "qemu:///system".into(),
+                    keep: true
+                }
+            );
+        } else {
+            // One line that says how to get the feature.
+            let e = l.unwrap_err().to_string();
+            assert!(e.contains("--features libvirt") && !e.contains('\n'), "{e}");
+        }
+    }
+}
