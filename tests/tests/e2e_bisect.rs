@@ -11,12 +11,15 @@ const BROKEN: usize = 7;
 
 /// Writes the history as branch `bisect-e2e`; returns its commit ids.
 fn history(f: &Fixture) -> Vec<String> {
-    let out = run(f.xtask().args(["make-history", "--branch", "bisect-e2e", "--commits", "16"]).args([
-        "--culprit",
-        &CULPRIT.to_string(),
-        "--broken",
-        &BROKEN.to_string(),
-    ]));
+    let out = run(f
+        .xtask()
+        .args(["make-history", "--branch", "bisect-e2e", "--commits", "16"])
+        .args([
+            "--culprit",
+            &CULPRIT.to_string(),
+            "--broken",
+            &BROKEN.to_string(),
+        ]));
     assert_eq!(code(&out), 0);
     let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
     assert_eq!(ids.len(), 16);
@@ -28,7 +31,12 @@ fn last_bisect_run(state: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-bisect-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("-bisect-")
+        })
         .collect();
     dirs.sort();
     dirs.pop().expect("a bisect run dir")
@@ -37,7 +45,9 @@ fn last_bisect_run(state: &Path) -> PathBuf {
 /// How many `make` commands a run started, from its command log.
 fn make_runs(run_dir: &Path) -> usize {
     let log = std::fs::read_to_string(run_dir.join("commands.log")).unwrap();
-    log.lines().filter(|l| l.starts_with("+ ") && (l.contains(" -- make ") || l.contains(" make "))).count()
+    log.lines()
+        .filter(|l| l.starts_with("+ ") && (l.contains(" -- make ") || l.contains(" make ")))
+        .count()
 }
 
 #[test]
@@ -50,9 +60,15 @@ fn bisect_finds_the_warning_skips_the_broken_commit_and_is_cached_the_second_tim
     assert_eq!(code(&out), 0, "bisect failed");
     let report = stdout(&out);
     assert!(report.contains("## First bad commit"), "{report}");
-    assert!(report.contains(culprit.as_str()), "bisect did not name {culprit}:\n{report}");
+    assert!(
+        report.contains(culprit.as_str()),
+        "bisect did not name {culprit}:\n{report}"
+    );
     assert!(report.contains("init: warn at boot"), "{report}");
-    assert!(report.contains("| skip |"), "the broken commit was not tested and skipped:\n{report}");
+    assert!(
+        report.contains("| skip |"),
+        "the broken commit was not tested and skipped:\n{report}"
+    );
     let first = last_bisect_run(&f.state);
     assert!(first.join("bisect.md").is_file() && first.join("bisect.json").is_file());
 
@@ -61,7 +77,12 @@ fn bisect_finds_the_warning_skips_the_broken_commit_and_is_cached_the_second_tim
     assert!(stdout(&out).contains(culprit.as_str()));
     let second = last_bisect_run(&f.state);
     assert_ne!(first, second);
-    assert_eq!(make_runs(&second), 0, "the second bisect ran make: see {}", second.join("commands.log").display());
+    assert_eq!(
+        make_runs(&second),
+        0,
+        "the second bisect ran make: see {}",
+        second.join("commands.log").display()
+    );
 }
 
 #[test]
@@ -77,5 +98,8 @@ fn endpoints_that_do_not_fit_the_check_are_caught() {
     assert!(stderr(&out).contains("no-such-rev"), "{}", stderr(&out));
     let out = run(f.xtask().args(["bisect", "--status"]));
     assert_eq!(code(&out), 0);
-    assert!(stdout(&out).contains("no bisect under way"), "a failed start left a bisect behind");
+    assert!(
+        stdout(&out).contains("no bisect under way"),
+        "a failed start left a bisect behind"
+    );
 }

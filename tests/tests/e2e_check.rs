@@ -204,3 +204,31 @@ fn ctrl_c_ends_the_vm_and_cleans_up() {
     }
     assert!(run_dir.join("console.log").exists(), "the logs stay");
 }
+
+#[test]
+fn a_script_runs_and_a_saved_run_is_judged_again() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("check.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"args: $*\"\n[ \"$1\" = a1 ]\n").unwrap();
+    let out = run(check(&f, &["--json", "--script"])
+        .arg(&script)
+        .args(["--", "a1", "a2"]));
+    assert_eq!(code(&out), 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(j["verdict"], "good");
+    assert_eq!(j["runs"][0]["stdout"], "args: a1 a2\n");
+    let run_dir = j["runs"][0]["run_dir"].as_str().unwrap().to_string();
+
+    // The same run, judged again from its logs: good, then bad with a console regex.
+    let again = |extra: &[&str]| {
+        let mut c = f.xtask();
+        c.args(["check", "--from-run", &run_dir]).args(extra);
+        code(&run(&mut c))
+    };
+    assert_eq!(again(&[]), 0);
+    assert_eq!(
+        again(&["--bad-if-console", "xtask-init: fast mode ready"]),
+        1
+    );
+}

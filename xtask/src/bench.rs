@@ -3,15 +3,15 @@
 mod trim;
 
 use crate::cli::{BenchArgs, BenchWhat};
-use crate::ctx::{not_built, Ctx};
+use crate::ctx::Ctx;
 use anyhow::Result;
 
 impl BenchArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         match self.what {
             BenchWhat::Trim => trim::run(ctx),
-            BenchWhat::Boot { .. } => not_built("bench boot"),
-            BenchWhat::Bisect { .. } => not_built("bench bisect"),
+            BenchWhat::Boot { runs, vm } => crate::vm::bench::bench_boot(ctx, runs, &vm),
+            BenchWhat::Bisect { commits } => crate::bisect::bench::run(ctx, commits),
         }
     }
 }

@@ -215,7 +215,7 @@ pub struct VmArgs {
     /// Time limit for the command in the guest [default: 10m]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// Time limit from power-on until the guest agent answers [default: 60s fast, 180s systemd under TCG]
+    /// Time limit from power-on until the guest agent answers [default: 60s fast, 300s systemd]
     #[arg(long, value_name = "DURATION")]
     pub boot_timeout: Option<String>,
     /// Time limit for the guest to power off before it is killed [default: 10s]

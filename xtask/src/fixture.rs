@@ -52,6 +52,7 @@ pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
         .args(["--strip-components=1", "-xf", LINUX_SOURCE_TARBALL])
         .output_logged()
         .context("unpacking linux-source")?;
+    strip_debian_ignore(&tmp.path().join(".gitignore"))?;
     git(tmp.path())
         .args(["init", "-q", "-b", "master"])
         .output_logged()?;
@@ -64,8 +65,63 @@ pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
         .args(["commit", "-q", "-m", "linux-source-6.1 (Debian)"])
         .output_logged()?;
     git(tmp.path()).args(["tag", "base"]).output_logged()?;
+    let files = git(tmp.path())
+        .args(["ls-files"])
+        .read_logged()?
+        .lines()
+        .count();
+    if files < 10_000 {
+        bail!(
+            "only {files} files were committed from {LINUX_SOURCE_TARBALL}: check its .gitignore"
+        );
+    }
     let tmp = tmp.keep();
     std::fs::rename(&tmp, dest)
         .with_context(|| format!("moving the tree into {}", dest.display()))?;
     Ok(dest.to_path_buf())
+}
+
+/// Debian's linux-source adds a rule to the top .gitignore that ignores everything at the top
+/// level (its packaging is kept elsewhere); without it the tree behaves as upstream's does.
+fn strip_debian_ignore(gitignore: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(gitignore) else {
+        return Ok(());
+    };
+    std::fs::write(gitignore, without_debian_block(&text))?;
+    Ok(())
+}
+
+/// The .gitignore text without Debian's "ignore everything at the top level" block.
+pub fn without_debian_block(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with("# Debian packaging") {
+            skipping = true;
+            // Drop the lone "#" that opens the block too.
+            if out.last() == Some(&"#") {
+                out.pop();
+            }
+            continue;
+        }
+        if skipping && (line.starts_with('#') || line == "/*" || line.starts_with("!/")) {
+            continue;
+        }
+        skipping = false;
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_block_is_dropped() {
+        let text = "*.o\n\n#\n# Debian packaging: ignore everything at the top level, since it isn't\n# included in our repository\n#\n/*\n!/debian/\n";
+        let out = without_debian_block(text);
+        assert_eq!(out, "*.o\n\n");
+        assert_eq!(without_debian_block("*.o\n/x\n"), "*.o\n/x\n");
+    }
 }

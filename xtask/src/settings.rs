@@ -160,11 +160,11 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "10s";
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
 
 /// Default boot limit until the agent answers: the fast init boots in ~2 s under TCG and
-/// systemd in ~40 s, so each gets a generous multiple of that.
+/// systemd in ~40 s (over 200 s on a loaded host), so each gets a generous multiple of that.
 pub fn default_boot_timeout(init: InitMode) -> Duration {
     match init {
         InitMode::Fast => Duration::from_secs(60),
-        InitMode::Systemd => Duration::from_secs(180),
+        InitMode::Systemd => Duration::from_secs(300),
     }
 }
 
@@ -315,7 +315,7 @@ mod tests {
             VmOptions::resolve(&VmArgs::default(), &FileVm::default(), InitMode::Systemd).unwrap();
         assert_eq!(o.memory_mib, 1024);
         assert_eq!(o.cpus, DEFAULT_CPUS);
-        assert_eq!(o.boot_timeout, Duration::from_secs(180));
+        assert_eq!(o.boot_timeout, Duration::from_secs(300));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn run_self(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> R
 pub fn run_self_code(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<i32> {
     let start = Instant::now();
     eprintln!("==> {phase}");
-    let mut c = Command::new(std::env::current_exe()?);
+    let mut c = Command::new(self_exe()?);
     c.arg("--state-dir").arg(&ctx.state.root);
     if let Some(t) = tree {
         c.arg("--tree").arg(t);
@@ -48,6 +48,17 @@ pub fn run_self_code(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str])
         human_duration(start.elapsed())
     );
     Ok(code)
+}
+
+/// This binary's path. When it was rebuilt while running, Linux names the old one
+/// "… (deleted)"; the path then holds the new build, which is what the next phase wants.
+pub fn self_exe() -> Result<PathBuf> {
+    let p = std::env::current_exe()?;
+    let s = p.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(stripped) => PathBuf::from(stripped),
+        None => p,
+    })
 }
 
 /// Whether the libvirt daemon answers, so the libvirt feature can be built and tested.
@@ -96,7 +107,7 @@ impl TestArgs {
         }
         let kernel = self.fixture_kernel(ctx, &tree)?;
         // The binary the end-to-end tests drive: this one, or one with the libvirt backend.
-        let mut bin = std::env::current_exe()?;
+        let mut bin = self_exe()?;
         let mut c = Command::new("cargo");
         c.current_dir(workspace_root())
             .args(["test", "--workspace"]);

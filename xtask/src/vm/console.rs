@@ -49,13 +49,24 @@ impl Finding {
 const CUT_HERE: &str = "------------[ cut here ]------------";
 
 /// A kernel message, with the printk prefix (`[    1.234567]`, maybe `[    T1]`) split off.
-/// Lines without a prefix are kept too: a kernel without PRINTK_TIME prints none.
+/// The console is shared, so a kernel line may start mid-line, after a shell prompt or
+/// other userspace output: the first timestamp found starts the message. Lines without
+/// one are kept whole: a kernel without PRINTK_TIME prints none.
 fn message(line: &str) -> &str {
-    static PREFIX: OnceLock<Regex> = OnceLock::new();
-    let re = PREFIX.get_or_init(|| Regex::new(r"^(?:\[[^\]]*\]\s*)+").unwrap());
+    static STAMP: OnceLock<Regex> = OnceLock::new();
+    static MORE: OnceLock<Regex> = OnceLock::new();
+    let stamp = STAMP.get_or_init(|| Regex::new(r"\[\s*\d+\.\d+\]\s*").unwrap());
+    // A caller id (`[    T1]`, `[    C0]`) may follow the timestamp.
+    let more = MORE.get_or_init(|| Regex::new(r"^(?:\[\s*[TC]\d+\]\s*)+").unwrap());
     let line = line.trim_end_matches('\r');
-    match re.find(line) {
-        Some(m) => &line[m.end()..],
+    match stamp.find(line) {
+        Some(m) => {
+            let rest = &line[m.end()..];
+            match more.find(rest) {
+                Some(c) => &rest[c.end()..],
+                None => rest,
+            }
+        }
         None => line,
     }
 }
@@ -153,6 +164,14 @@ mod tests {
     #[test]
     fn a_warning_from_kmsg_is_found() {
         let f = scan(&data("warning_from_kmsg.log"), &[]);
+        assert_eq!(kinds(&f), vec![FindingKind::Warning]);
+        assert_eq!(f[0].text, "WARNING: CPU: 0 PID: 1 at test");
+    }
+
+    #[test]
+    fn a_warning_after_a_shell_prompt_is_found() {
+        // systemd mode: the kernel's line continues the autologin shell's prompt.
+        let f = scan(&data("warning_after_prompt_systemd.log"), &[]);
         assert_eq!(kinds(&f), vec![FindingKind::Warning]);
         assert_eq!(f[0].text, "WARNING: CPU: 0 PID: 1 at test");
     }

@@ -1,5 +1,11 @@
 //! Booting kernels in VMs: `boot` and `check`, and the entry point other tasks (bisect) use
 //! to judge one kernel: [`check_rev`].
+//!
+//! Layers, from the top: [`check_rev`] (options → build → N checks → [`CheckOutcome`]);
+//! [`prepare`] (options → [`spec::VmSpec`] + tools, all decided up front); [`run::check`]
+//! (one VM through its phases → [`run::Report`]); below that, pure parts a libvirt backend
+//! reuses as they are: [`spec`], [`qga`] (agent over any [`qga::Stream`]), [`console`],
+//! [`verdict`].
 
 mod b64;
 pub mod bench;
@@ -21,7 +27,7 @@ use run::{Event, Launcher, Plan, Report, Tools};
 use serde::Serialize;
 use spec::{CmdlineInput, Console, Machine, RunPaths, VmSpec};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use verdict::{Judgement, Verdict};
 
 /// A kernel to boot.
@@ -430,11 +436,6 @@ impl BootCmd {
             }
         }
     }
-}
-
-/// Whether a path is a check's run dir (has result.json).
-pub fn is_run_dir(p: &Path) -> bool {
-    RunPaths::new(p).result().is_file()
 }
 
 #[cfg(test)]

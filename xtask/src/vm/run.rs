@@ -444,3 +444,81 @@ pub fn rejudge(dir: &Path, bad_if_console: &[Regex]) -> Result<Report> {
     r.console_log = paths.console_log();
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::verdict::Verdict;
+
+    fn data(p: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/vm/test_data")
+            .join(p)
+    }
+
+    /// A saved run: result.json as `check` wrote it, the console log and agent transcript.
+    fn saved_run(console: &str, transcript: &str) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let paths = RunPaths::new(t.path());
+        let facts = Facts {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 3".into(),
+            ],
+            boot: BootEnd::AgentUp,
+            command_end: None,
+            findings: vec![],
+        };
+        let r = Report {
+            judgement: judge(&facts),
+            facts,
+            timings: Timings::default(),
+            exec: None,
+            out_truncated: false,
+            run_dir: "/elsewhere".into(),
+            console_log: "/elsewhere/console.log".into(),
+        };
+        std::fs::write(paths.result(), serde_json::to_string(&r).unwrap()).unwrap();
+        std::fs::copy(data(console), paths.console_log()).unwrap();
+        std::fs::copy(data(transcript), paths.agent_transcript()).unwrap();
+        t
+    }
+
+    #[test]
+    fn a_saved_run_is_judged_again_from_its_logs() {
+        let t = saved_run("console/clean_boot_fast.log", "qga/exec_output.jsonl");
+        let r = rejudge(t.path(), &[]).unwrap();
+        assert_eq!(r.facts.command_end, Some(CommandEnd::Exited { code: 3 }));
+        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert_eq!(r.exec.unwrap().stdout, b"out\n");
+        assert_eq!(r.run_dir, t.path());
+    }
+
+    #[test]
+    fn rejudging_applies_new_console_regexes() {
+        let t = saved_run("console/warning_from_kmsg.log", "qga/exec_true.jsonl");
+        let r = rejudge(t.path(), &[]).unwrap();
+        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert!(r
+            .judgement
+            .reason
+            .contains("WARNING: CPU: 0 PID: 1 at test"));
+        let t = saved_run("console/clean_boot_fast.log", "qga/exec_true.jsonl");
+        assert_eq!(
+            rejudge(t.path(), &[]).unwrap().judgement.verdict,
+            Verdict::Good
+        );
+        let re = crate::vm::console::compile(&["virtio-pci".into()]).unwrap();
+        assert_eq!(
+            rejudge(t.path(), &re).unwrap().judgement.verdict,
+            Verdict::Bad
+        );
+    }
+
+    #[test]
+    fn a_dir_without_result_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(format!("{:#}", rejudge(t.path(), &[]).unwrap_err()).contains("no result.json"));
+    }
+}

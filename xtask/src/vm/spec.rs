@@ -65,7 +65,7 @@ pub struct CmdlineInput<'a> {
     pub machine: Machine,
     /// The host's TSC rate in kHz, when known.
     pub tsc_khz: Option<u64>,
-    /// A root shell on the console in fast mode (interactive boot).
+    /// A root shell on the console (interactive boot); else the console has no login.
     pub shell: bool,
     /// `--append`, split on whitespace; it comes last, so it wins.
     pub append: Option<&'a str>,
@@ -102,7 +102,7 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     if i.rw {
         v.push("xtask.rw=1".into());
     }
-    if i.shell && i.init == InitMode::Fast {
+    if i.shell {
         v.push("xtask.shell=1".into());
     }
     if let (Machine::Microvm, Some(khz)) = (i.machine, i.tsc_khz) {

@@ -80,9 +80,8 @@ pub fn start(bin: &Path, input: &ShareInput, log: &Path) -> Result<Child> {
                 log.display()
             );
         }
-        crate::signals::sleep(Duration::from_millis(10)).map_err(|e| {
+        crate::signals::sleep(Duration::from_millis(10)).inspect_err(|_| {
             cmd::terminate(&mut child, Duration::from_secs(1));
-            e
         })?;
     }
 }

@@ -1,0 +1,161 @@
+//! `cargo xtask bench bisect`: on a synthetic history of N commits, the wall time of
+//! `cargo xtask bisect` (fresh cache) against a plain `git bisect run` of the article's
+//! script (build in the container, boot QEMU, ask the agent, grep dmesg), in one run, and the
+//! time of the fully cached re-run.
+
+use crate::cmd::{self, CommandExt};
+use crate::ctx::Ctx;
+use crate::fixture::git;
+use crate::testrun::self_exe;
+use crate::units::human_duration;
+use crate::vm::spec::{kernel_cmdline, tsc_khz_from_cpuinfo, CmdlineInput, Machine};
+use crate::{history, kvm, tools};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The article's step, run by `git bisect run`.
+const ARTICLE_STEP: &str = include_str!("article_step.sh");
+
+/// Runs our own binary (a bisect) and returns its wall time and stdout.
+fn timed_bisect(state: &Path, tree: &Path, good: &str, bad: &str) -> Result<(Duration, String)> {
+    let t = Instant::now();
+    let out = Command::new(self_exe()?)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--tree")
+        .arg(tree)
+        .args(["bisect", good, bad])
+        .stderr(std::process::Stdio::inherit())
+        .output_logged()
+        .context("cargo xtask bisect")?;
+    Ok((
+        t.elapsed(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
+    if commits < 4 {
+        bail!("--commits {commits} is too few: use 4 or more");
+    }
+    let tree = ctx.require_tree()?;
+    let rootfs = std::fs::canonicalize(ctx.state.rootfs())
+        .context("no rootfs: run `cargo xtask setup-rootfs`")?;
+    let config = ctx.state.trimmed_config();
+    if !config.is_file() {
+        bail!("no trimmed config: run `cargo xtask trim-config` first");
+    }
+    let n = commits as usize;
+    let culprit = n * 2 / 3;
+    let branch = format!("bench-bisect-{n}");
+    eprintln!("bench bisect: writing {n} commits as {branch} (the warning at #{culprit})");
+    let ids = history::write(&tree, "base", &branch, &history::plan(n, culprit, None)?)?;
+    let culprit_id = ids[culprit].clone();
+    let bench = ctx.run_dir.join("bench");
+    std::fs::create_dir_all(&bench)?;
+
+    // The baseline: a plain worktree, its own build dir, and `git bisect run` of the script.
+    let wt = bench.join("article-tree");
+    git(&tree)
+        .args(["worktree", "add", "--quiet", "--detach"])
+        .arg(&wt)
+        .arg(&branch)
+        .output_logged()?;
+    let script = bench.join("article_step.sh");
+    std::fs::write(&script, ARTICLE_STEP)?;
+    let qemu = tools::find(&tools::QEMU)?;
+    let virtiofsd = tools::find(&tools::VIRTIOFSD)?;
+    let accel = kvm::choose(crate::cli::Accel::Auto, &ctx.state, &qemu, None)?;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let append = kernel_cmdline(&CmdlineInput {
+        init: crate::cli::InitMode::Fast,
+        rw: false,
+        machine: Machine::Microvm,
+        tsc_khz: tsc_khz_from_cpuinfo(&cpuinfo),
+        shell: false,
+        append: None,
+    })
+    .join(" ");
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    eprintln!("bench bisect: baseline, `git bisect run` of the article's script");
+    let t = Instant::now();
+    git(&wt)
+        .args(["bisect", "start", &branch, "base"])
+        .output_logged()?;
+    let out = git(&wt)
+        .args(["bisect", "run", "bash"])
+        .arg(&script)
+        .env("XTASK_ROOTFS", &rootfs)
+        .env("XTASK_BUILD", bench.join("article-build"))
+        .env("XTASK_CONFIG", &config)
+        .env("XTASK_RUN", bench.join("article-run"))
+        .env("XTASK_QEMU", &qemu)
+        .env("XTASK_VIRTIOFSD", &virtiofsd)
+        .env(
+            "XTASK_ACCEL",
+            if accel == crate::cli::Accel::Kvm {
+                "kvm"
+            } else {
+                "tcg"
+            },
+        )
+        .env("XTASK_APPEND", &append)
+        .env("XTASK_JOBS", jobs.to_string())
+        .output_logged();
+    let baseline = t.elapsed();
+    let _ = git(&wt).args(["bisect", "reset"]).output_unchecked();
+    let _ = git(&tree)
+        .args(["worktree", "remove", "--force"])
+        .arg(&wt)
+        .output_unchecked();
+    let out = out.context("the baseline bisect failed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains(&format!("{culprit_id} is the first bad commit")) {
+        bail!(
+            "the baseline did not find {culprit_id}:\n{}",
+            cmd::tail(&text, 20)
+        );
+    }
+
+    // Ours: a fresh state dir (so the cache starts empty) that shares the rootfs and config.
+    let state = bench.join("state");
+    std::fs::create_dir_all(state.join("config"))?;
+    std::os::unix::fs::symlink(&rootfs, state.join("rootfs"))?;
+    std::fs::copy(ctx.state.rootfs_meta(), state.join("rootfs.json"))?;
+    std::fs::copy(&config, state.join("config/trimmed.config"))?;
+    eprintln!("bench bisect: cargo xtask bisect, empty cache");
+    let (ours, report) = timed_bisect(&state, &tree, "base", &branch)?;
+    if !report.contains(&culprit_id) {
+        bail!("cargo xtask bisect did not find {culprit_id}");
+    }
+    eprintln!("bench bisect: cargo xtask bisect again, everything cached");
+    let (cached, _) = timed_bisect(&state, &tree, "base", &branch)?;
+    let _ = git(&tree)
+        .args(["worktree", "remove", "--force"])
+        .arg(crate::build::source::worktree_dir(
+            &crate::state::StateDir::new(state.clone()),
+            &tree,
+        ))
+        .output_unchecked();
+
+    println!(
+        "bisect of {n} commits (first bad: #{culprit} {})",
+        &culprit_id[..12]
+    );
+    println!("{:<48} {:>10} {:>8}", "variant", "wall", "ratio");
+    let row = |name: &str, d: Duration| {
+        println!(
+            "{name:<48} {:>10} {:>7.2}x",
+            human_duration(d),
+            d.as_secs_f64() / baseline.as_secs_f64()
+        )
+    };
+    row("git bisect run, the article's script", baseline);
+    row("cargo xtask bisect, empty cache", ours);
+    row("cargo xtask bisect, re-run (all cached)", cached);
+    Ok(0)
+}
