@@ -15,6 +15,8 @@ mod fixture;
 mod history;
 mod kconfig;
 mod kvm;
+#[cfg(feature = "libvirt")]
+mod libvirt;
 mod quickstart;
 mod rootfs;
 mod settings;

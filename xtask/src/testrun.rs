@@ -70,6 +70,28 @@ fn libvirt_available() -> bool {
         .unwrap_or(false)
 }
 
+/// Builds xtask with the libvirt backend (`cargo xtask` builds it without) and returns the
+/// binary. Same target dir, so only xtask and virt compile; the running binary is replaced
+/// on disk, which does not disturb it.
+fn build_with_libvirt() -> Result<PathBuf> {
+    Command::new("cargo")
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--features",
+            "libvirt",
+        ])
+        .run_logged()
+        .context("building xtask with the libvirt feature")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target.join("debug/xtask"))
+}
+
 impl TestArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let start = Instant::now();
@@ -84,11 +106,16 @@ impl TestArgs {
             run_self(ctx, "build", Some(&tree), &["build"])?;
         }
         let kernel = self.fixture_kernel(ctx, &tree)?;
+        // The binary the end-to-end tests drive: this one, or one with the libvirt backend.
+        let mut bin = self_exe()?;
         let mut c = Command::new("cargo");
         c.current_dir(workspace_root())
             .args(["test", "--workspace"]);
         if libvirt_available() {
-            c.args(["--features", "xtask/libvirt"]);
+            if !cfg!(feature = "libvirt") {
+                bin = build_with_libvirt()?;
+            }
+            c.args(["--features", "xtask/libvirt,tests/libvirt"]);
         } else {
             eprintln!("libvirt does not answer at qemu:///system: the libvirt backend is not tested (start libvirtd)");
         }
@@ -96,7 +123,7 @@ impl TestArgs {
         if let Some(f) = &self.filter {
             c.arg(f);
         }
-        c.env("XTASK_BIN", self_exe()?)
+        c.env("XTASK_BIN", &bin)
             .env("XTASK_TEST_STATE", &ctx.state.root)
             .env("XTASK_TEST_TREE", &tree)
             .env("XTASK_TEST_KERNEL", &kernel);

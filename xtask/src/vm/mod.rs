@@ -18,12 +18,12 @@ pub mod verdict;
 pub mod virtiofsd;
 
 use crate::build::{self, BuildOutcome};
-use crate::cli::{BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
+use crate::cli::{Backend, BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
 use crate::ctx::Ctx;
 use crate::settings::{BuildOptions, VmOptions};
 use crate::{kvm, tools};
 use anyhow::{bail, Context, Result};
-use run::{Event, Plan, Report, Tools};
+use run::{Event, Launcher, Plan, Report, Tools};
 use serde::Serialize;
 use spec::{CmdlineInput, Console, Machine, RunPaths, VmSpec};
 use std::io::Write;
@@ -83,6 +83,23 @@ fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
     Ok(r)
 }
 
+/// The one line `--backend libvirt` gets from a build without the libvirt backend.
+pub const NEEDS_LIBVIRT_FEATURE: &str = "the libvirt backend needs the `libvirt` feature, \
+     which this build lacks: run `cargo run -p xtask --features libvirt -- …` with the same \
+     arguments instead of `cargo xtask …` (needs libvirt-dev)";
+
+/// Who starts the VM, from `--backend`, `--connect` and `--keep`.
+fn launcher(opts: &VmOptions) -> Result<Launcher> {
+    match opts.backend {
+        Backend::Qemu => Ok(Launcher::Qemu),
+        Backend::Libvirt if cfg!(feature = "libvirt") => Ok(Launcher::Libvirt {
+            uri: opts.connect.clone(),
+            keep: opts.keep,
+        }),
+        Backend::Libvirt => bail!(NEEDS_LIBVIRT_FEATURE),
+    }
+}
+
 /// The tools, the accelerator and the spec for one VM: everything decided up front.
 pub fn prepare(
     ctx: &Ctx,
@@ -90,15 +107,18 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    if opts.backend != crate::cli::Backend::Qemu {
-        bail!("--backend libvirt is not available in this build: use --backend qemu");
-    }
+    let launcher = launcher(opts)?;
     let tools = Tools {
         qemu: tools::find(&tools::QEMU)?,
         virtiofsd: tools::find(&tools::VIRTIOFSD)?,
+        launcher,
     };
     let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
-    let machine = Machine::Microvm;
+    // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
+    let machine = match tools.launcher {
+        Launcher::Qemu => Machine::Microvm,
+        Launcher::Libvirt { .. } => Machine::Q35,
+    };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
         init: opts.init,
@@ -350,10 +370,10 @@ impl CheckCmd {
 
 impl BootCmd {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        if self.print_xml {
-            bail!("--print-xml needs --backend libvirt, which is not available in this build");
-        }
         let opts = VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Systemd)?;
+        if self.print_xml && opts.backend != Backend::Libvirt {
+            bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
+        }
         let kernel = match kernel_for(ctx, self.rev.as_deref(), &opts, &self.build)? {
             Ok(k) => k,
             Err(j) => {
@@ -388,6 +408,19 @@ impl BootCmd {
                     }
                 })
             }
+            None if self.print_xml => {
+                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                #[cfg(feature = "libvirt")]
+                print!("{}", crate::libvirt::xml_for(&spec, &paths, &tools)?);
+                #[cfg(not(feature = "libvirt"))]
+                let _ = (spec, tools);
+                Ok(0)
+            }
+            #[cfg(feature = "libvirt")]
+            None if opts.backend == Backend::Libvirt => {
+                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                crate::libvirt::boot_interactive(&spec, &paths, &tools)
+            }
             None => {
                 let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
                 eprintln!(
@@ -401,6 +434,40 @@ impl BootCmd {
                 eprintln!("console log: {}", paths.console_log().display());
                 Ok(if st.success() { 0 } else { 1 })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    use super::*;
+    use crate::settings::FileVm;
+
+    fn opts(backend: Backend) -> VmOptions {
+        let args = VmArgs {
+            backend: Some(backend),
+            keep: true,
+            ..VmArgs::default()
+        };
+        VmOptions::resolve(&args, &FileVm::default(), InitMode::Fast).unwrap()
+    }
+
+    #[test]
+    fn the_backend_picks_the_launcher() {
+        assert_eq!(launcher(&opts(Backend::Qemu)).unwrap(), Launcher::Qemu);
+        let l = launcher(&opts(Backend::Libvirt));
+        if cfg!(feature = "libvirt") {
+            assert_eq!(
+                l.unwrap(),
+                Launcher::Libvirt {
+                    uri: "qemu:///system".into(),
+                    keep: true
+                }
+            );
+        } else {
+            // One line that says how to get the feature.
+            let e = l.unwrap_err().to_string();
+            assert!(e.contains("--features libvirt") && !e.contains('\n'), "{e}");
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Running one VM with the QEMU backend as a sequence of phases — start, wait for the agent,
-//! run the command, shut down — each under its deadline. [`Vm`] owns QEMU and virtiofsd; its
-//! `Drop` ends both and removes the sockets (the logs stay).
+//! Running one VM as a sequence of phases — start, wait for the agent, run the command, shut
+//! down — each under its deadline. [`Vm`] owns QEMU and virtiofsd (the QEMU backend); its
+//! `Drop` ends both and removes the sockets (the logs stay). The libvirt backend plugs in
+//! through [`Guest`].
 
 use super::console;
 use super::qemu;
@@ -19,11 +20,54 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The programs a run needs, found beforehand.
+/// The programs a run needs, found beforehand, and who starts the VM.
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub qemu: PathBuf,
     pub virtiofsd: PathBuf,
+    pub launcher: Launcher,
+}
+
+/// Who starts and owns the VM; the agent, the verdict and the logs are the same for both.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launcher {
+    /// QEMU and virtiofsd as our children ([`Vm`]).
+    Qemu,
+    /// A transient libvirt domain at `uri`; `keep` leaves it running at the end.
+    Libvirt { uri: String, keep: bool },
+}
+
+/// A started VM as a run sees it, whichever backend started it.
+pub trait Guest {
+    /// When the VM was started: the boot deadline counts from here.
+    fn started(&self) -> Instant;
+    /// Whether the VM has ended.
+    fn exited(&mut self) -> bool;
+    /// For agent calls: fails when the VM is gone ([`Stop::VmExited`]) or on Ctrl-C.
+    fn watch(&mut self) -> Result<()> {
+        signals::check()?;
+        if self.exited() {
+            return Err(Stop::VmExited.into());
+        }
+        Ok(())
+    }
+    /// Opens connections to the guest agent.
+    fn agent(&self) -> Box<dyn qga::Connect>;
+    /// Ends the VM: politely through the agent, then by force; says which worked.
+    fn shut_down(&mut self, agent: Option<&mut Agent>, timeout: Duration) -> Result<&'static str>;
+}
+
+/// Phase 1 with the backend `tools.launcher` names.
+pub fn start(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<Box<dyn Guest>> {
+    match &tools.launcher {
+        Launcher::Qemu => Ok(Box::new(Vm::start(spec, paths, tools)?)),
+        #[cfg(feature = "libvirt")]
+        Launcher::Libvirt { uri, keep } => Ok(Box::new(crate::libvirt::LibvirtVm::start(
+            spec, paths, tools, uri, *keep,
+        )?)),
+        #[cfg(not(feature = "libvirt"))]
+        Launcher::Libvirt { .. } => anyhow::bail!(super::NEEDS_LIBVIRT_FEATURE),
+    }
 }
 
 /// What happens during a run, in order; the terminal UI prints these, tests may collect them.
@@ -210,6 +254,21 @@ impl Vm {
     }
 }
 
+impl Guest for Vm {
+    fn started(&self) -> Instant {
+        self.started
+    }
+    fn exited(&mut self) -> bool {
+        Vm::exited(self).is_some()
+    }
+    fn agent(&self) -> Box<dyn qga::Connect> {
+        Box::new(UnixConnect(self.paths.agent_socket()))
+    }
+    fn shut_down(&mut self, agent: Option<&mut Agent>, timeout: Duration) -> Result<&'static str> {
+        Vm::shut_down(self, agent, timeout)
+    }
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
         cmd::terminate(&mut self.qemu, Duration::from_secs(2));
@@ -231,18 +290,18 @@ pub fn check(
     plan: &Plan,
     events: &mut dyn FnMut(Event),
 ) -> Result<Report> {
-    let mut vm = Vm::start(spec, paths, tools)?;
+    let mut vm = start(spec, paths, tools)?;
     events(Event::Started);
     let mut timings = Timings::default();
 
     // Phase 2: the guest agent answers.
     let transcript = std::fs::File::create(paths.agent_transcript())?;
-    let boot_deadline = vm.started + spec.boot_timeout;
-    let mut conn = UnixConnect(paths.agent_socket());
+    let boot_deadline = vm.started() + spec.boot_timeout;
+    let mut conn = vm.agent();
     let agent = {
         let mut watch = || vm.watch();
         Agent::connect(
-            &mut conn,
+            conn.as_mut(),
             boot_deadline,
             &mut watch,
             Some(Box::new(transcript)),
@@ -256,7 +315,7 @@ pub fn check(
             None => return Err(e.context("waiting for the guest agent")),
         },
     };
-    let boot_time = vm.started.elapsed();
+    let boot_time = vm.started().elapsed();
     match &boot {
         BootEnd::AgentUp => {
             timings.boot = Some(boot_time);
@@ -283,7 +342,7 @@ pub fn check(
             }
             Err(e) if signals::is_interrupted(&e) => return Err(e),
             // However the agent call failed, a VM that is gone is the story.
-            Err(_) if vm.exited().is_some() => CommandEnd::Lost {
+            Err(_) if vm.exited() => CommandEnd::Lost {
                 why: "the VM exited while the command ran".into(),
             },
             Err(e) => match qga::stop_of(&e) {

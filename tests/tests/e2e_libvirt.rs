@@ -1,0 +1,273 @@
+//! `cargo xtask check --backend libvirt` end to end: a real libvirtd at qemu:///system, the
+//! fixture kernel and rootfs. The same verdicts as the QEMU backend, and no domain left
+//! behind. Built with the tests' `libvirt` feature, which `cargo xtask test` turns on (with
+//! xtask's) when libvirtd answers.
+#![cfg(feature = "libvirt")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tests::{code, fixture, run, stderr, stdout, Fixture};
+
+const URI: &str = "qemu:///system";
+
+/// One libvirt test at a time, so "no xtask- domain left" means this test left none.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The toolkit's domains libvirt knows, running or not.
+fn our_domains() -> Vec<String> {
+    let out = Command::new("virsh")
+        .args(["-c", URI, "list", "--all", "--name"])
+        .output()
+        .expect("virsh");
+    assert!(out.status.success(), "virsh list failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with("xtask-"))
+        .map(String::from)
+        .collect()
+}
+
+fn assert_no_domain_left() {
+    assert_eq!(our_domains(), Vec::<String>::new(), "domains left behind");
+}
+
+/// `cargo xtask check --backend libvirt --kernel <fixture kernel> ARGS`, with a boot limit
+/// that a loaded CI machine meets (the verdicts are the point, not the speed).
+fn check(f: &Fixture, args: &[&str]) -> Command {
+    let mut c = f.xtask();
+    c.args(["check", "--backend", "libvirt", "--connect", URI])
+        .arg("--kernel")
+        .arg(&f.kernel);
+    if !args.contains(&"--boot-timeout") {
+        c.args(["--boot-timeout", "180s"]);
+    }
+    c.args(args);
+    c
+}
+
+/// Runs a check and asserts its exit code and that it cleaned up.
+fn verdict(args: &[&str], want: i32) -> Output {
+    let _one = serial();
+    let out = run(&mut check(&fixture(), args));
+    assert_eq!(code(&out), want, "{}", stderr(&out));
+    assert_no_domain_left();
+    out
+}
+
+#[test]
+fn libvirt_a_passing_command_is_good() {
+    let out = verdict(&["--", "true"], 0);
+    let err = stderr(&out);
+    assert!(err.contains("verdict: good"), "{err}");
+    assert!(err.contains("guest powered off"), "{err}");
+}
+
+#[test]
+fn libvirt_output_and_a_failing_command_are_bad() {
+    let out = verdict(&["--", "sh", "-c", "echo from-the-guest; false"], 1);
+    assert!(stdout(&out).contains("from-the-guest"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("exited 1"), "{}", stderr(&out));
+}
+
+#[test]
+fn libvirt_a_console_warning_is_bad() {
+    let out = verdict(
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo 'WARNING: CPU: 0 PID: 1 at test' > /dev/kmsg",
+        ],
+        1,
+    );
+    assert!(
+        stderr(&out).contains("console: warning"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn libvirt_a_panic_at_boot_is_untestable_with_a_command_and_bad_without() {
+    verdict(&["--append", "init=/nonexistent", "--", "true"], 125);
+    let out = verdict(&["--append", "init=/nonexistent"], 1);
+    assert!(stderr(&out).contains("panic"), "{}", stderr(&out));
+}
+
+#[test]
+fn libvirt_a_hung_boot_ends_at_its_timeout() {
+    let start = Instant::now();
+    // PID 1 sleeps forever: no panic, no agent.
+    let out = verdict(
+        &[
+            "--boot-timeout",
+            "15s",
+            "--append",
+            "init=/bin/sleep -- infinity",
+            "--",
+            "true",
+        ],
+        125,
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(stderr(&out).contains("never answered"), "{}", stderr(&out));
+}
+
+#[test]
+fn libvirt_the_rootfs_is_read_only_by_default() {
+    let f = fixture();
+    let marker = f.state.join("rootfs/xtask-libvirt-write-test");
+    let _ = std::fs::remove_file(&marker);
+    // The guest may write its root (a tmpfs overlay), and the host's copy does not change.
+    verdict(
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo x > /xtask-libvirt-write-test && grep -q x /xtask-libvirt-write-test",
+        ],
+        0,
+    );
+    assert!(!marker.exists(), "the guest wrote to the shared rootfs");
+}
+
+#[test]
+fn libvirt_ctrl_c_destroys_the_domain() {
+    let _one = serial();
+    let f = fixture();
+    let mut child = check(&f, &["--", "sleep", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("xtask ended before the agent was up:\n{seen}"))
+            .unwrap();
+        seen += &line;
+        seen.push('\n');
+        if line.contains("guest agent up") {
+            break;
+        }
+    }
+    let name = format!("-check-{pid}");
+    assert!(
+        our_domains().iter().any(|d| d.ends_with(&name)),
+        "no domain for {pid}: {:?}",
+        our_domains()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "still running after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    eprintln!("{seen}{}", rest.join("\n"));
+    assert_eq!(status.code(), Some(130));
+    assert_no_domain_left();
+}
+
+#[test]
+fn libvirt_keep_leaves_the_domain_for_virsh_console() {
+    let _one = serial();
+    let f = fixture();
+    let out = run(&mut check(&f, &["--keep", "--", "true"]));
+    let kept = our_domains();
+    // Clean up before asserting, so a failure leaves nothing behind either.
+    for d in &kept {
+        let _ = Command::new("virsh")
+            .args(["-c", URI, "destroy", d])
+            .output();
+    }
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        stderr(&out).contains(&format!("virsh -c {URI} console {}", kept[0])),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_domain_left();
+}
+
+#[test]
+fn libvirt_print_xml_is_a_domain_libvirt_accepts() {
+    let _one = serial();
+    let f = fixture();
+    let out = run(f
+        .xtask()
+        .args(["boot", "--backend", "libvirt", "--print-xml", "--kernel"])
+        .arg(&f.kernel));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let xml = stdout(&out);
+    assert!(xml.starts_with("<domain type="), "{xml}");
+    let kernel = std::fs::canonicalize(&f.kernel).unwrap();
+    assert!(
+        xml.contains(&format!("<kernel>{}</kernel>", kernel.display())),
+        "{xml}"
+    );
+    // libvirt's own parser and schema: define it (persistently, not started), then undefine.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("domain.xml");
+    std::fs::write(&file, &xml).unwrap();
+    let define = run(Command::new("virsh")
+        .args(["-c", URI, "define", "--validate"])
+        .arg(&file));
+    let name = xml
+        .split("<name>")
+        .nth(1)
+        .and_then(|r| r.split("</name>").next())
+        .unwrap()
+        .to_string();
+    let undefine = run(Command::new("virsh").args(["-c", URI, "undefine", &name]));
+    assert!(define.status.success(), "{}", stderr(&define));
+    assert!(undefine.status.success(), "{}", stderr(&undefine));
+    assert_no_domain_left();
+}
+
+#[test]
+fn libvirt_an_unreadable_kernel_gets_one_clear_error() {
+    let _one = serial();
+    let f = fixture();
+    // A private directory: libvirt's QEMU user cannot enter it.
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let kernel = dir.path().join("bzImage");
+    std::fs::copy(&f.kernel, &kernel).unwrap();
+    let mut c = f.xtask();
+    c.args(["check", "--backend", "libvirt", "--kernel"])
+        .arg(&kernel)
+        .args(["--", "true"]);
+    let out = run(&mut c);
+    assert_eq!(code(&out), 128);
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot enter") && err.contains("qemu.conf"),
+        "{err}"
+    );
+    assert_no_domain_left();
+}

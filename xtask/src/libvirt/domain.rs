@@ -1,0 +1,190 @@
+//! A running transient libvirt domain, owned by a guard: dropping it destroys the domain
+//! (after a verdict, an error or Ctrl-C), unless `--keep` asked to leave it for
+//! `virsh console`.
+
+use super::agent::{ApiStream, DomainApi};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use virt::connect::Connect;
+use virt::domain::Domain as VirDomain;
+
+/// Every domain the toolkit makes is named with this prefix and the run's id.
+pub const NAME_PREFIX: &str = "xtask-";
+
+/// The domain name of a run: `xtask-<run dir name>`; a `--repeat` run's `run-N` subdir adds
+/// itself to its parent's name, so that every boot has its own.
+pub fn domain_name(run_dir: &Path) -> String {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let last = name(run_dir);
+    let id = match run_dir.parent() {
+        Some(parent) if last.starts_with("run-") => format!("{}-{last}", name(parent)),
+        _ => last,
+    };
+    // libvirt names: keep them to what a shell and a file name take without quoting.
+    let id: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{NAME_PREFIX}{id}")
+}
+
+/// Opens a libvirt connection with a clear error naming what to start.
+pub fn connect(uri: &str) -> Result<Connect> {
+    // libvirt prints every error to stderr by default; ours carry them.
+    virt::error::clear_error_callback();
+    Connect::open(Some(uri)).with_context(|| {
+        format!(
+            "cannot connect to libvirt at {uri}: start the daemon (`libvirtd -d`, or \
+             `systemctl start libvirtd`) or pass --connect URI"
+        )
+    })
+}
+
+/// A started domain. Dropping it destroys the domain unless it is kept.
+pub struct Domain {
+    conn: Connect,
+    dom: VirDomain,
+    pub name: String,
+    pub uri: String,
+    /// Leave the domain running when the guard goes (`--keep`).
+    pub keep: bool,
+    pub started: Instant,
+    gone: bool,
+}
+
+impl Domain {
+    /// Creates and starts the transient domain `xml` describes (validated against libvirt's
+    /// schema first).
+    pub fn create(uri: &str, name: &str, xml: &str, keep: bool) -> Result<Domain> {
+        let conn = connect(uri)?;
+        let dom = VirDomain::create_xml(&conn, xml, virt::sys::VIR_DOMAIN_START_VALIDATE)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))
+            .with_context(|| {
+                format!(
+                    "libvirt could not start the domain {name} (see /var/log/libvirt/qemu/{name}.log; \
+                     `cargo xtask boot --backend libvirt --print-xml` shows the XML)"
+                )
+            })?;
+        Ok(Domain {
+            conn,
+            dom,
+            name: name.to_string(),
+            uri: uri.to_string(),
+            keep,
+            started: Instant::now(),
+            gone: false,
+        })
+    }
+
+    /// What opens agent "connections" to this domain, for as long as it runs.
+    pub fn agent_stream_factory(&self) -> StreamFactory {
+        StreamFactory(self.dom.clone())
+    }
+
+    /// Whether the domain has ended; a transient domain that ended no longer exists.
+    pub fn exited(&mut self) -> bool {
+        if !self.gone {
+            self.gone = !matches!(self.dom.is_active(), Ok(true));
+        }
+        self.gone
+    }
+
+    /// Waits for the domain to end until `deadline`; true when it did.
+    pub fn wait_exit(&mut self, deadline: Instant) -> Result<bool> {
+        loop {
+            if self.exited() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            crate::signals::sleep(Duration::from_millis(20))?;
+        }
+    }
+
+    /// Pulls the plug (`virsh destroy`).
+    pub fn destroy(&mut self) {
+        if !self.exited() {
+            let _ = self.dom.destroy();
+        }
+        self.gone = true;
+    }
+
+    /// The line telling a person how to reach a kept domain.
+    pub fn kept_hint(&self) -> String {
+        format!(
+            "the domain {n} is left running: `virsh -c {u} console {n}` attaches to its console, \
+             `virsh -c {u} destroy {n}` ends it",
+            n = self.name,
+            u = self.uri
+        )
+    }
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        if self.keep && !self.exited() {
+            eprintln!("{}", self.kept_hint());
+        } else {
+            self.destroy();
+        }
+        let _ = self.conn.close();
+    }
+}
+
+/// Opens agent streams to one domain (a libvirt handle: thread-safe, `Send`).
+pub struct StreamFactory(VirDomain);
+
+impl StreamFactory {
+    pub fn open(&self) -> ApiStream {
+        ApiStream::open(DomainApi(self.0.clone()))
+    }
+}
+
+/// The names of the toolkit's domains that exist at `uri` (for tests and cleanup checks).
+pub fn list_ours(uri: &str) -> Result<Vec<String>> {
+    let conn = connect(uri)?;
+    let mut names = Vec::new();
+    for d in conn
+        .list_all_domains(0)
+        .context("listing libvirt domains")?
+    {
+        if let Ok(n) = d.get_name() {
+            if n.starts_with(NAME_PREFIX) {
+                names.push(n);
+            }
+        }
+    }
+    let mut conn = conn;
+    let _ = conn.close();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            domain_name(Path::new("/s/runs/20261127-093000-check-42")),
+            "xtask-20261127-093000-check-42"
+        );
+        assert_eq!(
+            domain_name(Path::new("/s/runs/20261127-093000-check-42/run-3")),
+            "xtask-20261127-093000-check-42-run-3"
+        );
+        assert_eq!(domain_name(Path::new("/s/runs/a b'c")), "xtask-a_b_c");
+    }
+}
