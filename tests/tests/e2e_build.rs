@@ -129,6 +129,14 @@ fn entry_of(run: &Run) -> String {
         .expect("an entry line")
 }
 
+/// A number no earlier run used.
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
 /// Builds the clean working state (a cache hit when the fixture's HEAD was built already).
 fn clean_build(f: &Fixture) -> Run {
     let r = build(f, &[]);
@@ -180,7 +188,8 @@ fn a_one_file_change_rebuilds_incrementally_into_a_new_entry() {
         let mut restore = Restore::new();
         restore.append(
             f.tree.join(EDITED),
-            "\n/* xtask e2e: a one-file change */\n",
+            // Unique per run, so that it is never in the cache already.
+            &format!("\n/* xtask e2e: a one-file change, {} */\n", unique()),
         );
         let changed = build(&f, &[]);
         assert_eq!(code(&changed.out), 0);
@@ -216,7 +225,10 @@ fn a_kernel_that_does_not_compile_fails_with_its_errors_and_the_failure_is_cache
     let before = checkout_state(&f.tree);
     {
         let mut restore = Restore::new();
-        restore.append(f.tree.join(EDITED), "\nint xtask_e2e_broken = ;\n");
+        restore.append(
+            f.tree.join(EDITED),
+            &format!("\nint xtask_e2e_broken_{} = ;\n", unique()),
+        );
         let failed = build(&f, &[]);
         assert_eq!(code(&failed.out), 1);
         let err = stderr(&failed.out);
@@ -240,7 +252,11 @@ fn side_commit(tree: &Path) -> String {
     let blob_src = scratch.path().join("version.c");
     let head = git(tree, &["rev-parse", "HEAD"]).trim().to_string();
     let mut text = git(tree, &["show", &format!("HEAD:{EDITED}")]);
-    text.push_str("\n/* xtask e2e: another revision */\n");
+    // Unique per run, so that the revision is built, not found in the cache.
+    text.push_str(&format!(
+        "\n/* xtask e2e: another revision, {} */\n",
+        unique()
+    ));
     std::fs::write(&blob_src, text).unwrap();
     let with_index = |args: &[&str]| {
         let out = Command::new("git")
