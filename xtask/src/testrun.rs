@@ -110,7 +110,7 @@ impl TestArgs {
         let mut bin = self_exe()?;
         let mut c = Command::new("cargo");
         c.current_dir(workspace_root())
-            .args(["test", "--workspace"]);
+            .args(["test", "--workspace", "--no-fail-fast"]);
         if libvirt_available() {
             if !cfg!(feature = "libvirt") {
                 bin = build_with_libvirt()?;
