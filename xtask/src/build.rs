@@ -55,6 +55,8 @@ pub enum BuildOutcome {
         key: String,
         log: PathBuf,
         summary: String,
+        /// Whether the cache answered with a recorded failure (no make ran).
+        cached: bool,
     },
 }
 
@@ -130,6 +132,7 @@ fn answer_from_cache(
             key: key.to_string(),
             log: entry.path(cache::BUILD_LOG),
             summary: entry.meta.summary.clone().unwrap_or_default(),
+            cached: true,
         }),
     }
 }
@@ -185,7 +188,9 @@ impl BuildCmd {
                 println!("entry:     {}", a.dir.display());
                 Ok(0)
             }
-            BuildOutcome::Failed { key, log, summary } => {
+            BuildOutcome::Failed {
+                key, log, summary, ..
+            } => {
                 eprintln!("build failed (key {}):\n{summary}", &key[..12]);
                 eprintln!("full log: {}", log.display());
                 eprintln!("the failure is cached for these inputs; --retry-failed builds again");

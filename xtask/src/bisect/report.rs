@@ -123,7 +123,11 @@ impl Report {
                 secs(s.build_secs, "cache hit"),
                 secs(s.boot_secs, "-"),
                 secs(s.check_secs, "-"),
-                s.reason.replace('|', "\\|"),
+                s.reason
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .replace('|', "\\|"),
             ));
         }
         m
@@ -157,7 +161,7 @@ mod tests {
             subject: "init: warn | at boot".into(),
             verdict: v,
             term: format!("{v:?}").to_lowercase(),
-            reason: "WARNING at init/main.c".into(),
+            reason: "WARNING at init/main.c\nsecond line of the reason".into(),
             build_secs: build,
             boot_secs: Some(1.5),
             check_secs: Some(0.2),
@@ -190,6 +194,10 @@ mod tests {
         assert!(md.contains("## First bad commit"));
         assert!(md.contains("cache hit"));
         assert!(md.contains("warn \\| at boot"));
+        assert!(
+            !md.contains("second line"),
+            "a multi-line reason breaks the table"
+        );
         assert_eq!(
             md.lines()
                 .filter(|l| l.starts_with("| ") && !l.starts_with("| #"))

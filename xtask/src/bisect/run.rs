@@ -116,14 +116,19 @@ fn test_commit(
             (!a.cache_hit).then(|| t.elapsed().as_secs_f64()),
             sha256_file(&a.bzimage),
         ),
-        BuildOutcome::Failed { summary, .. } => {
+        BuildOutcome::Failed {
+            summary, cached, ..
+        } => {
             return Ok(Step {
                 commit: commit.into(),
                 subject: subject(tree, commit),
                 verdict: StepVerdict::Skip,
                 term: "skip".into(),
-                reason: format!("does not build: {summary}"),
-                build_secs: Some(t.elapsed().as_secs_f64()),
+                reason: format!(
+                    "does not build: {}",
+                    summary.lines().next().unwrap_or_default()
+                ),
+                build_secs: (!cached).then(|| t.elapsed().as_secs_f64()),
                 boot_secs: None,
                 check_secs: None,
                 image_sha256: None,

@@ -250,6 +250,7 @@ fn failed(
         key: req.key.clone(),
         log: entry.path(cache::BUILD_LOG),
         summary,
+        cached: false,
     })
 }
 
