@@ -30,7 +30,13 @@ fn help_lists_every_subcommand() {
 /// One clear line (no panic, no backtrace) and an exit code that aborts a `git bisect run`.
 fn assert_clear_error(args: &[&str], needle: &str) {
     let f = fixture();
-    let out = run(f.xtask().args(args));
+    // The fixture's state dir, but no --tree: some cases name their own.
+    let mut cmd = std::process::Command::new(&f.bin);
+    cmd.arg("--state-dir").arg(&f.state);
+    if !args.contains(&"--tree") {
+        cmd.arg("--tree").arg(&f.tree);
+    }
+    let out = run(cmd.args(args));
     let c = code(&out);
     assert!(
         c >= 128,
