@@ -83,13 +83,7 @@ impl Entry {
     }
 
     pub fn size(&self) -> u64 {
-        walkdir::WalkDir::new(&self.dir)
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum()
+        dir_size(&self.dir)
     }
 }
 
@@ -214,6 +208,17 @@ impl Cache {
 
 /// The keys `gc` drops: least recently used first, until the rest fits in `max` bytes.
 /// Input: (key, last used, size).
+/// Bytes in the regular files below `p` (0 when it does not exist).
+pub fn dir_size(p: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
 pub fn gc_victims(entries: &[(String, SystemTime, u64)], max: u64) -> Vec<String> {
     let mut by_age: Vec<&(String, SystemTime, u64)> = entries.iter().collect();
     by_age.sort_by_key(|(k, t, _)| (*t, k.clone()));

@@ -184,7 +184,10 @@ pub fn build(
             let modules = staging.join("modules/lib/modules").join(release);
             if modules.is_dir() {
                 std::fs::rename(&modules, out.join(cache::MODULES))?;
-                sizes.insert(cache::MODULES.into(), dir_size(&out.join(cache::MODULES)));
+                sizes.insert(
+                    cache::MODULES.into(),
+                    cache::dir_size(&out.join(cache::MODULES)),
+                );
             }
         }
     }
@@ -287,14 +290,4 @@ fn metadata(
 
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-fn dir_size(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
