@@ -73,3 +73,62 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A `check` started in the background, its stderr read until the guest agent was up.
+pub struct Running {
+    pub child: std::process::Child,
+    /// What stderr said so far.
+    pub seen: String,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+/// Spawns `cmd` (a check whose command runs long) and waits for "guest agent up".
+pub fn start_until_agent_up(cmd: &mut Command) -> Running {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("xtask ended before the agent was up:\n{seen}"))
+            .unwrap();
+        seen += &line;
+        seen.push('\n');
+        if line.contains("guest agent up") {
+            return Running { child, seen, lines };
+        }
+    }
+}
+
+impl Running {
+    /// Sends SIGINT, as Ctrl-C would, and waits at most `limit` for the exit; returns the
+    /// status and how long the exit took.
+    pub fn interrupt(
+        mut self,
+        limit: std::time::Duration,
+    ) -> (std::process::ExitStatus, std::time::Duration) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let sent = std::time::Instant::now();
+        // SAFETY: kill(2) on the child we spawned.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                sent.elapsed() < limit,
+                "still running {limit:?} after SIGINT"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let took = sent.elapsed();
+        let rest: Vec<String> = self.lines.map_while(Result::ok).collect();
+        eprintln!("{}{}", self.seen, rest.join("\n"));
+        (status, took)
+    }
+}

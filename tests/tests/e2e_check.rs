@@ -1,9 +1,8 @@
 //! `cargo xtask check` end to end: real QEMU, virtiofsd, rootfs and kernel (`--kernel`, so
 //! nothing is built). Run through `cargo xtask test`, or with the XTASK_TEST_* variables set.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{code, fixture, run, stderr, Fixture};
 
@@ -144,25 +143,8 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 #[test]
 fn ctrl_c_ends_the_vm_and_cleans_up() {
     let f = fixture();
-    let mut child = check(&f, &["--", "sleep", "600"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("xtask ended before the agent was up:\n{seen}"))
-            .unwrap();
-        seen += &line;
-        seen.push('\n');
-        if line.contains("guest agent up") {
-            break;
-        }
-    }
+    let running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let pid = running.child.id();
     // The run dir is runs/<time>-check-<pid>.
     let run_dir: PathBuf = std::fs::read_dir(f.state.join("runs"))
         .unwrap()
@@ -173,28 +155,9 @@ fn ctrl_c_ends_the_vm_and_cleans_up() {
     assert!(run_dir.join("qga.sock").exists());
     assert!(!processes_mentioning(&run_dir.to_string_lossy()).is_empty());
 
-    std::thread::sleep(Duration::from_millis(500));
-    let sent = Instant::now();
-    // SAFETY: kill(2) on the child we spawned.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(15),
-            "still running after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    eprintln!("{seen}{}", rest.join("\n"));
+    let (status, took) = running.interrupt(Duration::from_secs(15));
     assert_eq!(status.code(), Some(130));
-    assert!(
-        sent.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        sent.elapsed()
-    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
     assert_eq!(
         processes_mentioning(&run_dir.to_string_lossy()),
         Vec::<String>::new()

@@ -4,8 +4,7 @@
 //! xtask's) when libvirtd answers.
 #![cfg(feature = "libvirt")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tests::{code, fixture, run, stderr, stdout, Fixture};
@@ -146,47 +145,15 @@ fn libvirt_the_rootfs_is_read_only_by_default() {
 fn libvirt_ctrl_c_destroys_the_domain() {
     let _one = serial();
     let f = fixture();
-    let mut child = check(&f, &["--", "sleep", "600"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("xtask ended before the agent was up:\n{seen}"))
-            .unwrap();
-        seen += &line;
-        seen.push('\n');
-        if line.contains("guest agent up") {
-            break;
-        }
-    }
+    let running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let pid = running.child.id();
     let name = format!("-check-{pid}");
     assert!(
         our_domains().iter().any(|d| d.ends_with(&name)),
         "no domain for {pid}: {:?}",
         our_domains()
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let sent = Instant::now();
-    // SAFETY: kill(2) on the child we spawned.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(20),
-            "still running after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    eprintln!("{seen}{}", rest.join("\n"));
+    let (status, _) = running.interrupt(Duration::from_secs(20));
     assert_eq!(status.code(), Some(130));
     assert_no_domain_left();
 }
