@@ -185,6 +185,8 @@ impl BuildCmd {
                 if let Some(m) = &a.modules {
                     println!("modules:   {}", m.display());
                 }
+                println!("config:    {}", a.config.display());
+                println!("log:       {}", a.log.display());
                 println!("entry:     {}", a.dir.display());
                 Ok(0)
             }

@@ -4,10 +4,8 @@ use crate::settings::FileConfig;
 use crate::state::StateDir;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
-use xshell::Shell;
 
 pub struct Ctx {
-    pub sh: Shell,
     /// The kernel tree as configured; not yet checked (see [`Ctx::require_tree`]).
     pub tree: PathBuf,
     pub state: StateDir,
@@ -43,9 +41,4 @@ pub fn check_kernel_tree(tree: &Path) -> Result<()> {
         bail!("{} is a kernel tree but not a git repository: run `git init && git add -A && git commit -m base` in it", tree.display());
     }
     Ok(())
-}
-
-/// The one line a task prints when the part it needs is not built yet.
-pub fn not_built(what: &str) -> Result<u8> {
-    bail!("`{what}` is not built yet in this version of the toolkit")
 }

@@ -1,5 +1,4 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
-#![allow(dead_code)] // Parts of the shared foundation are used by tasks still being built.
 
 mod bench;
 mod bisect;
@@ -85,7 +84,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let log = std::fs::File::create(run_dir.join("commands.log")).ok();
     cmd::init(log, cli.verbose);
     let ctx = ctx::Ctx {
-        sh: xshell::Shell::new()?,
         tree,
         state,
         file,

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `<state>/` holds everything the toolkit makes; nothing is written elsewhere.
 #[derive(Debug, Clone)]
@@ -112,11 +112,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Whether `path` lies inside `dir` (both as given, no canonicalisation).
-pub fn is_inside(path: &Path, dir: &Path) -> bool {
-    path.starts_with(dir)
 }
 
 #[cfg(test)]

@@ -140,7 +140,6 @@ impl TestArgs {
     /// The kernel the VM tests boot: the test tree's HEAD, from the cache.
     fn fixture_kernel(&self, ctx: &Ctx, tree: &Path) -> Result<PathBuf> {
         let tctx = Ctx {
-            sh: xshell::Shell::new()?,
             tree: tree.to_path_buf(),
             state: ctx.state.clone(),
             file: ctx.file.clone(),

@@ -64,14 +64,6 @@ pub const DEBOOTSTRAP: Tool = Tool {
     required: false,
     purpose: "building the rootfs (fallback)",
 };
-pub const DRACUT: Tool = Tool {
-    name: "dracut",
-    package: "dracut (inside the rootfs; not needed on the host)",
-    extra_dirs: &[],
-    version_args: &["--version"],
-    required: false,
-    purpose: "initramfs when modules must boot",
-};
 pub const QEMU: Tool = Tool {
     name: "qemu-system-x86_64",
     package: "qemu-system-x86",

@@ -86,7 +86,6 @@ fn describe_check(cmd: &BisectCmd) -> String {
 fn step_ctx(ctx: &Ctx, tree: &Path, dir: PathBuf) -> Result<Ctx> {
     std::fs::create_dir_all(&dir)?;
     Ok(Ctx {
-        sh: xshell::Shell::new()?,
         tree: tree.to_path_buf(),
         state: ctx.state.clone(),
         file: ctx.file.clone(),

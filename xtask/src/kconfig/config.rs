@@ -150,14 +150,6 @@ impl Config {
         self.values.values().filter(|(_, v)| v == value).count()
     }
 
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
     /// The `.config` text in setting order: `CONFIG_X=v` lines, `n` as `# CONFIG_X is not set`.
     pub fn render(&self) -> String {
         let mut s = String::new();

@@ -152,25 +152,6 @@ impl StreamFactory {
     }
 }
 
-/// The names of the toolkit's domains that exist at `uri` (for tests and cleanup checks).
-pub fn list_ours(uri: &str) -> Result<Vec<String>> {
-    let conn = connect(uri)?;
-    let mut names = Vec::new();
-    for d in conn
-        .list_all_domains(0)
-        .context("listing libvirt domains")?
-    {
-        if let Ok(n) = d.get_name() {
-            if n.starts_with(NAME_PREFIX) {
-                names.push(n);
-            }
-        }
-    }
-    let mut conn = conn;
-    let _ = conn.close();
-    Ok(names)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

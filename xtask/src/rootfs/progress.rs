@@ -44,11 +44,6 @@ impl Step {
         }
     }
 
-    /// Shows what the step is doing now (one line, shortened).
-    pub fn message(&self, msg: &str) {
-        report(&self.bar, self.plain, msg);
-    }
-
     pub fn done(self) {
         self.bar.finish_and_clear();
         eprintln!(

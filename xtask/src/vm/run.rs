@@ -180,15 +180,6 @@ impl Vm {
         self.exited
     }
 
-    /// For agent calls: fails when QEMU is gone or the user interrupted.
-    pub fn watch(&mut self) -> Result<()> {
-        signals::check()?;
-        match self.exited() {
-            Some(_) => Err(Stop::VmExited.into()),
-            None => Ok(()),
-        }
-    }
-
     /// Waits for QEMU to exit until `deadline`; true when it did.
     pub fn wait_exit(&mut self, deadline: Instant) -> Result<bool> {
         loop {
