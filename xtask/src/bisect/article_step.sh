@@ -36,34 +36,49 @@ trap 'kill $qemu $vfs 2>/dev/null; wait 2>/dev/null' EXIT
 
 # Ask the agent: guest-sync until it answers, then guest-exec dmesg and its status.
 out=$(python3 - "$run/qga.sock" <<'PY'
-import base64, json, socket, sys, time
+import base64, json, random, socket, sys, time
 path = sys.argv[1]
-def call(req, timeout):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(path)
-    s.sendall((json.dumps(req) + "\n").encode())
+
+def lines(s):
     buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
-    return json.loads(buf)
+    while True:
+        while b"\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        if line.strip():
+            yield json.loads(line)
+
+# guest-sync with a fresh id on a fresh connection until the answer carries that id: answers
+# to earlier attempts, buffered while the agent was not up yet, are read past.
 end = time.time() + 120
 while True:
     try:
-        if call({"execute": "guest-sync", "arguments": {"id": 42}}, 2).get("return") == 42:
-            break
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(2)
+        s.connect(path)
+        sync = random.randrange(1, 2**31)
+        s.sendall((json.dumps({"execute": "guest-sync", "arguments": {"id": sync}}) + "\n").encode())
+        answers = lines(s)
+        while next(answers).get("return") != sync:
+            pass
+        break
     except Exception:
-        pass
+        s.close()
     if time.time() > end:
         sys.exit(125)
     time.sleep(0.5)
-pid = call({"execute": "guest-exec", "arguments": {"path": "dmesg", "capture-output": True}}, 10)["return"]["pid"]
+s.settimeout(30)
+
+def call(req):
+    s.sendall((json.dumps(req) + "\n").encode())
+    return next(answers)["return"]
+
+pid = call({"execute": "guest-exec", "arguments": {"path": "dmesg", "capture-output": True}})["pid"]
 while True:
-    st = call({"execute": "guest-exec-status", "arguments": {"pid": pid}}, 10)["return"]
+    st = call({"execute": "guest-exec-status", "arguments": {"pid": pid}})
     if st["exited"]:
         break
     time.sleep(0.2)
