@@ -122,7 +122,11 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     }
 
     // Ours: a fresh state dir (so the cache starts empty) that shares the rootfs and config.
-    let state = bench.join("state");
+    // It sits high in the tree: a run dir nested deeper makes socket paths too long.
+    let state = ctx.state.root.join("bench-bisect");
+    if state.exists() {
+        std::fs::remove_dir_all(&state)?;
+    }
     std::fs::create_dir_all(state.join("config"))?;
     std::os::unix::fs::symlink(&rootfs, state.join("rootfs"))?;
     std::fs::copy(ctx.state.rootfs_meta(), state.join("rootfs.json"))?;

@@ -59,6 +59,7 @@ pub trait Guest {
 
 /// Phase 1 with the backend `tools.launcher` names.
 pub fn start(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<Box<dyn Guest>> {
+    paths.check_socket_lengths()?;
     match &tools.launcher {
         Launcher::Qemu => Ok(Box::new(Vm::start(spec, paths, tools)?)),
         #[cfg(feature = "libvirt")]

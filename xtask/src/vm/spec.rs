@@ -50,6 +50,9 @@ pub struct VmSpec {
     pub shutdown_timeout: Duration,
 }
 
+/// The longest path a Unix socket address holds on Linux (sun_path is 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// The virtiofs tag of the root share; the kernel mounts it with `root=rootfs`.
 pub const ROOT_TAG: &str = "rootfs";
 /// The guest's first process (rootfs/overlay/usr/local/sbin/xtask-init).
@@ -174,6 +177,25 @@ impl RunPaths {
     pub fn virtiofs_socket(&self) -> PathBuf {
         self.dir.join("virtiofs.sock")
     }
+    /// Fails with the fix when a socket path does not fit a Unix socket address (107 bytes
+    /// on Linux): a deep --state-dir would otherwise fail inside virtiofsd or QEMU.
+    pub fn check_socket_lengths(&self) -> anyhow::Result<()> {
+        for s in [
+            self.agent_socket(),
+            self.qmp_socket(),
+            self.virtiofs_socket(),
+        ] {
+            let n = s.as_os_str().len();
+            if n > MAX_SOCKET_PATH {
+                anyhow::bail!(
+                    "the run dir's socket path {} is {n} bytes, more than a Unix socket allows ({MAX_SOCKET_PATH}): use a shorter --state-dir",
+                    s.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Every socket, for cleanup.
     pub fn sockets(&self) -> Vec<PathBuf> {
         vec![
@@ -189,6 +211,19 @@ impl RunPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_paths_must_fit() {
+        assert!(RunPaths::new(Path::new("/s/runs/x"))
+            .check_socket_lengths()
+            .is_ok());
+        let deep = format!("/{}", "d".repeat(100));
+        let e = RunPaths::new(Path::new(&deep))
+            .check_socket_lengths()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--state-dir"), "{e}");
+    }
 
     fn input() -> CmdlineInput<'static> {
         CmdlineInput {
