@@ -132,3 +132,12 @@ impl Running {
         (status, took)
     }
 }
+
+/// A check command that writes a kernel-style warning to the console through /dev/kmsg: both
+/// backends must call it bad.
+pub const KMSG_WARNING: [&str; 4] = [
+    "--",
+    "sh",
+    "-c",
+    "echo 'WARNING: CPU: 0 PID: 1 at test' > /dev/kmsg",
+];

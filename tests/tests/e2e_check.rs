@@ -34,15 +34,7 @@ fn a_failing_command_is_bad() {
 #[test]
 fn a_console_warning_is_bad() {
     let f = fixture();
-    let out = run(&mut check(
-        &f,
-        &[
-            "--",
-            "sh",
-            "-c",
-            "echo 'WARNING: CPU: 0 PID: 1 at test' > /dev/kmsg",
-        ],
-    ));
+    let out = run(&mut check(&f, &tests::KMSG_WARNING));
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("console: warning"),

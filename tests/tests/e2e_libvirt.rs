@@ -77,15 +77,7 @@ fn libvirt_output_and_a_failing_command_are_bad() {
 
 #[test]
 fn libvirt_a_console_warning_is_bad() {
-    let out = verdict(
-        &[
-            "--",
-            "sh",
-            "-c",
-            "echo 'WARNING: CPU: 0 PID: 1 at test' > /dev/kmsg",
-        ],
-        1,
-    );
+    let out = verdict(&tests::KMSG_WARNING, 1);
     assert!(
         stderr(&out).contains("console: warning"),
         "{}",
