@@ -18,6 +18,30 @@ use std::time::{Duration, Instant};
 /// The article's step, run by `git bisect run`.
 const ARTICLE_STEP: &str = include_str!("article_step.sh");
 
+/// Removes a git worktree when dropped, on every exit: errors and Ctrl-C too. Plain
+/// `Command::status` because after Ctrl-C the logged runner kills any new child at once.
+struct WorktreeGuard<'a> {
+    tree: &'a Path,
+    worktree: std::path::PathBuf,
+}
+
+impl Drop for WorktreeGuard<'_> {
+    fn drop(&mut self) {
+        if self.worktree.exists() {
+            let _ = git(&self.worktree)
+                .args(["bisect", "reset", "--quiet"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = git(self.tree)
+            .args(["worktree", "remove", "--force"])
+            .arg(&self.worktree)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// Runs our own binary (a bisect) and returns its wall time and stdout.
 fn timed_bisect(state: &Path, tree: &Path, good: &str, bad: &str) -> Result<(Duration, String)> {
     let t = Instant::now();
@@ -63,6 +87,10 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
         .arg(&wt)
         .arg(&branch)
         .output_logged()?;
+    let article_guard = WorktreeGuard {
+        tree: &tree,
+        worktree: wt.clone(),
+    };
     let script = bench.join("article_step.sh");
     std::fs::write(&script, ARTICLE_STEP)?;
     let qemu = tools::find(&tools::QEMU)?;
@@ -107,11 +135,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
         .env("XTASK_JOBS", jobs.to_string())
         .output_logged();
     let baseline = t.elapsed();
-    let _ = git(&wt).args(["bisect", "reset"]).output_unchecked();
-    let _ = git(&tree)
-        .args(["worktree", "remove", "--force"])
-        .arg(&wt)
-        .output_unchecked();
+    drop(article_guard);
     let out = out.context("the baseline bisect failed")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !text.contains(&format!("{culprit_id} is the first bad commit")) {
@@ -131,6 +155,13 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     std::os::unix::fs::symlink(&rootfs, state.join("rootfs"))?;
     std::fs::copy(ctx.state.rootfs_meta(), state.join("rootfs.json"))?;
     std::fs::copy(&config, state.join("config/trimmed.config"))?;
+    let _ours_guard = WorktreeGuard {
+        tree: &tree,
+        worktree: crate::build::source::worktree_dir(
+            &crate::state::StateDir::new(state.clone()),
+            &tree,
+        ),
+    };
     eprintln!("bench bisect: cargo xtask bisect, empty cache");
     let (ours, report) = timed_bisect(&state, &tree, "base", &branch)?;
     if !report.contains(&culprit_id) {
@@ -138,13 +169,6 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     }
     eprintln!("bench bisect: cargo xtask bisect again, everything cached");
     let (cached, _) = timed_bisect(&state, &tree, "base", &branch)?;
-    let _ = git(&tree)
-        .args(["worktree", "remove", "--force"])
-        .arg(crate::build::source::worktree_dir(
-            &crate::state::StateDir::new(state.clone()),
-            &tree,
-        ))
-        .output_unchecked();
 
     println!(
         "bisect of {n} commits (first bad: #{culprit} {})",
