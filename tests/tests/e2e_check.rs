@@ -23,6 +23,28 @@ fn a_passing_command_is_good() {
     assert!(err.contains("boot-to-agent"), "{err}");
 }
 
+/// The trimmed config boots systemd to multi-user with qemu-guest-agent answering, and no
+/// unit fails on the way (a failed one is listed).
+#[test]
+fn systemd_reaches_multi_user_with_no_failed_unit() {
+    let f = fixture();
+    let out = run(&mut check(
+        &f,
+        &[
+            "--init",
+            "systemd",
+            "--",
+            "sh",
+            "-c",
+            "systemctl is-system-running --wait; s=$?; systemctl --failed --no-legend; exit $s",
+        ],
+    ));
+    let (o, e) = (tests::stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "stdout: {o}\nstderr: {e}");
+    assert!(o.contains("running"), "stdout: {o}");
+    assert!(e.contains("systemd init"), "{e}");
+}
+
 #[test]
 fn a_failing_command_is_bad() {
     let f = fixture();
@@ -132,18 +154,21 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
-#[test]
-fn ctrl_c_ends_the_vm_and_cleans_up() {
-    let f = fixture();
-    let running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
-    let pid = running.child.id();
-    // The run dir is runs/<time>-check-<pid>.
-    let run_dir: PathBuf = std::fs::read_dir(f.state.join("runs"))
+/// The run dir of the check with this pid: runs/<time>-check-<pid>.
+fn run_dir_of(f: &Fixture, pid: u32) -> PathBuf {
+    std::fs::read_dir(f.state.join("runs"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with(&format!("-check-{pid}")))
-        .expect("run dir");
+        .expect("run dir")
+}
+
+#[test]
+fn ctrl_c_ends_the_vm_and_cleans_up() {
+    let f = fixture();
+    let running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let run_dir = run_dir_of(&f, running.child.id());
     assert!(run_dir.join("qga.sock").exists());
     assert!(!processes_mentioning(&run_dir.to_string_lossy()).is_empty());
 
@@ -158,6 +183,23 @@ fn ctrl_c_ends_the_vm_and_cleans_up() {
         assert!(!run_dir.join(s).exists(), "{s} left behind");
     }
     assert!(run_dir.join("console.log").exists(), "the logs stay");
+}
+
+/// SIGKILL runs no guard: QEMU and virtiofsd must still go with the run.
+#[test]
+fn a_killed_run_takes_its_vm_along() {
+    let f = fixture();
+    let mut running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let run_dir = run_dir_of(&f, running.child.id());
+    let needle = run_dir.to_string_lossy().into_owned();
+    assert!(!processes_mentioning(&needle).is_empty());
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !processes_mentioning(&needle).is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning(&needle), Vec::<String>::new());
 }
 
 #[test]

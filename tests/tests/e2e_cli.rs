@@ -112,3 +112,26 @@ fn completions_are_printed() {
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("trim-config"));
 }
+
+/// `cargo xtask cache ls | head -1`: once the reader has gone, the output stops quietly (as a
+/// shell's SIGPIPE would: 141) instead of a panic and its backtrace hint.
+#[test]
+fn closed_stdout_stops_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let f = fixture();
+    let mut fds = [0; 2];
+    // SAFETY: pipe() fills both descriptors, which we own from here on.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = f
+        .xtask()
+        .args(["cache", "ls"])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 141, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

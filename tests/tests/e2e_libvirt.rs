@@ -150,6 +150,40 @@ fn libvirt_ctrl_c_destroys_the_domain() {
     assert_no_domain_left();
 }
 
+/// A run killed outright (SIGKILL: no guard runs) leaves its domain up; the next libvirt run
+/// destroys it and says so.
+#[test]
+fn libvirt_the_domain_of_a_killed_run_is_reaped_by_the_next_run() {
+    let _one = serial();
+    let f = fixture();
+    let mut running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+    let orphan = format!("-check-{}", running.child.id());
+    let left = our_domains();
+    let cleanup = || {
+        for d in our_domains() {
+            let _ = Command::new("virsh")
+                .args(["-c", URI, "destroy", &d])
+                .output();
+        }
+    };
+    if !left.iter().any(|d| d.ends_with(&orphan)) {
+        cleanup();
+        panic!("the killed run left no domain: {left:?}");
+    }
+    let out = run(&mut check(&f, &["--", "true"]));
+    let after = our_domains();
+    cleanup();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the run that started it was killed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(after, Vec::<String>::new(), "domains left behind");
+}
+
 #[test]
 fn libvirt_keep_leaves_the_domain_for_virsh_console() {
     let _one = serial();

@@ -23,6 +23,11 @@ fn default_config_has_what_the_vm_needs() {
         "CONFIG_DEVTMPFS=y",
         "CONFIG_CGROUPS=y",
         "# CONFIG_MODULES is not set",
+        // What vm.config turns off, selected options included, stays off.
+        "# CONFIG_VT is not set",
+        "# CONFIG_INPUT is not set",
+        "# CONFIG_CPU_FREQ is not set",
+        "CONFIG_KERNEL_GZIP=y",
     ] {
         assert!(
             config.lines().any(|l| l == line),

@@ -148,9 +148,32 @@ pub trait CommandExt {
     fn output_unchecked(&mut self) -> Result<Output>;
     /// Captured stdout, trimmed, of a successful run.
     fn read_logged(&mut self) -> Result<String>;
+    /// The child is SIGKILLed when we die, even by SIGKILL (which runs no guard): for the VM's
+    /// processes, which would otherwise run on with nobody to end them. Spawn it from the main
+    /// thread: the kernel sends the signal when the spawning thread exits.
+    fn die_with_us(&mut self) -> &mut Self;
 }
 
 impl CommandExt for Command {
+    fn die_with_us(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt as _;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
+        // and exec.
+        unsafe {
+            self.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // We died between the fork and the prctl: nobody would send the signal.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            })
+        }
+    }
+
     fn spawn_logged(&mut self) -> Result<Child> {
         log_start(self);
         self.process_group(0);

@@ -48,7 +48,15 @@ fn main() -> ExitCode {
         }
     };
     signals::install();
-    match run(cli) {
+    quiet_broken_pipe_panics();
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(result) => result,
+        // The reader of our stdout went away (`cargo xtask cache ls | head`). The unwinding has
+        // run every guard (VMs, locks, temp dirs); stop as a shell's SIGPIPE would.
+        Err(payload) if is_broken_pipe(payload.as_ref()) => return ExitCode::from(EXIT_PIPE),
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if signals::is_interrupted(&e) => {
             eprintln!("interrupted: stopped and cleaned up");
@@ -59,6 +67,30 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_SETUP)
         }
     }
+}
+
+/// Exit code when stdout's reader has gone: 128 + SIGPIPE, as a shell reports it.
+const EXIT_PIPE: u8 = 141;
+
+/// `println!` panics with this once stdout is a closed pipe.
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    text.starts_with("failed printing to stdout") && text.contains("os error 32")
+}
+
+/// Keeps the panic message of a closed stdout off the terminal; every other panic is printed
+/// as usual.
+fn quiet_broken_pipe_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default(info)
+        }
+    }));
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -124,5 +156,23 @@ fn task_name(c: &Command) -> &'static str {
         Command::Test(_) => "test",
         Command::Completions(_) => "completions",
         Command::MakeHistory(_) => "make-history",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_closed_stdout_is_a_broken_pipe() {
+        let msg = format!(
+            "failed printing to stdout: {}",
+            std::io::Error::from_raw_os_error(libc::EPIPE)
+        );
+        assert!(is_broken_pipe(&msg));
+        assert!(!is_broken_pipe(
+            &"failed printing to stdout: No space left on device (os error 28)".to_string()
+        ));
+        assert!(!is_broken_pipe(&"index out of bounds"));
     }
 }

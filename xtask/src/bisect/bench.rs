@@ -155,6 +155,11 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     std::os::unix::fs::symlink(&rootfs, state.join("rootfs"))?;
     std::fs::copy(ctx.state.rootfs_meta(), state.join("rootfs.json"))?;
     std::fs::copy(&config, state.join("config/trimmed.config"))?;
+    // The KVM answer the baseline got from the main state: no second probe boot on our side.
+    let _ = std::fs::copy(
+        ctx.state.kvm_probe(),
+        crate::state::StateDir::new(state.clone()).kvm_probe(),
+    );
     let _ours_guard = WorktreeGuard {
         tree: &tree,
         worktree: crate::build::source::worktree_dir(

@@ -39,6 +39,59 @@ pub fn domain_name(run_dir: &Path) -> String {
     format!("{NAME_PREFIX}{id}")
 }
 
+/// In the description of a domain left up on purpose (`--keep`): never reaped.
+pub const KEPT_MARK: &str = "(kept: --keep)";
+
+/// The pid of the run that made the domain `name`, when the domain is ours and its run did not
+/// ask to keep it: names are `xtask-<time>-<task>-<pid>`, and `-run-N` for a `--repeat` boot.
+pub fn owner_pid(name: &str, description: &str) -> Option<u32> {
+    if description.contains(KEPT_MARK) {
+        return None;
+    }
+    let id = name.strip_prefix(NAME_PREFIX)?;
+    let id = match id.rsplit_once("-run-") {
+        Some((run, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => run,
+        _ => id,
+    };
+    let (_, pid) = id.rsplit_once('-')?;
+    pid.parse().ok()
+}
+
+/// Whether `pid` is a live `cargo xtask` (the same program as this one).
+fn is_xtask(pid: u32) -> bool {
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok();
+    matches!((comm(&pid.to_string()), comm("self")), (Some(a), Some(b)) if a == b)
+}
+
+/// Destroys the domains of runs that died without cleaning up (SIGKILL, an OOM kill): ours by
+/// name, not kept, and whose run is no longer alive on this host. Only for local connections,
+/// where a pid means something. Returns what it destroyed.
+pub fn reap_orphans(conn: &Connect, uri: &str) -> Vec<String> {
+    let (scheme, rest) = uri.split_once("://").unwrap_or((uri, ""));
+    if !scheme.starts_with("qemu") || !rest.starts_with('/') {
+        return Vec::new();
+    }
+    let Ok(domains) = conn.list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE) else {
+        return Vec::new();
+    };
+    let mut reaped = Vec::new();
+    for dom in domains {
+        let Ok(name) = dom.get_name() else { continue };
+        let description = dom
+            .get_metadata(virt::sys::VIR_DOMAIN_METADATA_DESCRIPTION as i32, None, 0)
+            .unwrap_or_default();
+        match owner_pid(&name, &description) {
+            Some(pid) if pid != std::process::id() && !is_xtask(pid) => {
+                if dom.destroy().is_ok() {
+                    reaped.push(name);
+                }
+            }
+            _ => {}
+        }
+    }
+    reaped
+}
+
 /// Opens a libvirt connection with a clear error naming what to start.
 pub fn connect(uri: &str) -> Result<Connect> {
     // libvirt prints every error to stderr by default; ours carry them.
@@ -68,6 +121,9 @@ impl Domain {
     /// schema first).
     pub fn create(uri: &str, name: &str, xml: &str, keep: bool) -> Result<Domain> {
         let conn = connect(uri)?;
+        for gone in reap_orphans(&conn, uri) {
+            eprintln!("destroyed the domain {gone}: the run that started it was killed");
+        }
         let dom = VirDomain::create_xml(&conn, xml, virt::sys::VIR_DOMAIN_START_VALIDATE)
             .map_err(|e| anyhow::anyhow!("{}", e.message()))
             .with_context(|| {
@@ -155,6 +211,37 @@ impl StreamFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphans_are_ours_and_not_kept() {
+        assert_eq!(
+            owner_pid("xtask-20261127-093000-check-42", "cargo xtask, run dir /s"),
+            Some(42)
+        );
+        assert_eq!(
+            owner_pid("xtask-20261127-093000-check-42-run-3", ""),
+            Some(42)
+        );
+        assert_eq!(
+            owner_pid(
+                "xtask-20261127-093000-boot-42",
+                &format!("cargo xtask, run dir /s {KEPT_MARK}")
+            ),
+            None
+        );
+        assert_eq!(owner_pid("debian12", ""), None);
+        assert_eq!(owner_pid("xtask-handmade", ""), None);
+    }
+
+    #[test]
+    fn a_live_pid_is_an_xtask_only_when_it_runs_this_program() {
+        assert!(is_xtask(std::process::id()));
+        assert!(
+            !is_xtask(1)
+                || std::fs::read_to_string("/proc/1/comm").ok()
+                    == std::fs::read_to_string("/proc/self/comm").ok()
+        );
+    }
 
     #[test]
     fn names() {

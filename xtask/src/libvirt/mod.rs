@@ -16,12 +16,20 @@ use std::time::{Duration, Instant};
 use xml::{ConsoleSink, DomainDef};
 
 /// The domain for a spec: pure.
-pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> DomainDef {
+pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) -> DomainDef {
     // libvirt boots only q35 (see xml::MACHINE); the spec was made for it.
     debug_assert_eq!(spec.machine, Machine::Q35);
     DomainDef {
         name: domain::domain_name(&paths.dir),
-        description: format!("cargo xtask, run dir {}", paths.dir.display()),
+        description: format!(
+            "cargo xtask, run dir {}{}",
+            paths.dir.display(),
+            if keep {
+                format!(" {}", domain::KEPT_MARK)
+            } else {
+                String::new()
+            }
+        ),
         kvm: spec.accel == crate::cli::Accel::Kvm,
         emulator: tools.qemu.clone(),
         memory_mib: spec.memory_mib,
@@ -46,7 +54,7 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> DomainDef {
 /// `boot --backend libvirt --print-xml`.
 pub fn xml_for(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<String> {
     let spec = absolute(spec)?;
-    xml::domain_xml(&domain_def(&spec, paths, tools))
+    xml::domain_xml(&domain_def(&spec, paths, tools, false))
 }
 
 /// libvirtd resolves paths from its own directory: give it absolute ones.
@@ -87,7 +95,7 @@ impl LibvirtVm {
         if let Some(w) = access::kvm_warning(uri) {
             eprintln!("warning: {w}");
         }
-        let def = domain_def(&spec, paths, tools);
+        let def = domain_def(&spec, paths, tools, keep);
         let xml = xml::domain_xml(&def)?;
         std::fs::write(paths.dir.join("domain.xml"), &xml)?;
         let domain = domain::Domain::create(uri, &def.name, &xml, keep)?;

@@ -142,7 +142,9 @@ impl Vm {
         };
         let mut vfs = virtiofsd::start(&tools.virtiofsd, &share, &paths.virtiofsd_log())?;
         let mut c = Command::new(&tools.qemu);
-        c.args(qemu::argv(spec, paths)).stdin(Stdio::null());
+        c.args(qemu::argv(spec, paths))
+            .stdin(Stdio::null())
+            .die_with_us();
         let spawned = match spec.console {
             Console::Log => {
                 let log = std::fs::File::create(paths.qemu_log())?;

@@ -55,6 +55,7 @@ pub fn start(bin: &Path, input: &ShareInput, log: &Path) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
+        .die_with_us()
         .spawn_logged()?;
     let end = Instant::now() + READY_DEADLINE;
     loop {
