@@ -42,22 +42,33 @@ impl Drop for WorktreeGuard<'_> {
     }
 }
 
-/// Runs our own binary (a bisect) and returns its wall time and stdout.
+/// Runs our own binary (a bisect) and returns its wall time and stdout; its progress goes to
+/// our stderr as it runs.
 fn timed_bisect(state: &Path, tree: &Path, good: &str, bad: &str) -> Result<(Duration, String)> {
     let t = Instant::now();
-    let out = Command::new(self_exe()?)
+    let mut child = Command::new(self_exe()?)
         .arg("--state-dir")
         .arg(state)
         .arg("--tree")
         .arg(tree)
         .args(["bisect", good, bad])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .output_logged()
-        .context("cargo xtask bisect")?;
-    Ok((
-        t.elapsed(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    ))
+        .spawn_logged()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    // On the main thread, so that Ctrl-C ends the child.
+    let status = cmd::wait(&mut child, None)?.expect("no deadline");
+    let text = reader.join().unwrap_or_default();
+    if !status.success() {
+        bail!("cargo xtask bisect failed ({status}):\n{}", cmd::tail(&text, 20));
+    }
+    Ok((t.elapsed(), text))
 }
 
 pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
