@@ -66,7 +66,10 @@ fn timed_bisect(state: &Path, tree: &Path, good: &str, bad: &str) -> Result<(Dur
     let status = cmd::wait(&mut child, None)?.expect("no deadline");
     let text = reader.join().unwrap_or_default();
     if !status.success() {
-        bail!("cargo xtask bisect failed ({status}):\n{}", cmd::tail(&text, 20));
+        bail!(
+            "cargo xtask bisect failed ({status}):\n{}",
+            cmd::tail(&text, 20)
+        );
     }
     Ok((t.elapsed(), text))
 }
