@@ -80,13 +80,10 @@ pub fn reap_orphans(conn: &Connect, uri: &str) -> Vec<String> {
         let description = dom
             .get_metadata(virt::sys::VIR_DOMAIN_METADATA_DESCRIPTION as i32, None, 0)
             .unwrap_or_default();
-        match owner_pid(&name, &description) {
-            Some(pid) if pid != std::process::id() && !is_xtask(pid) => {
-                if dom.destroy().is_ok() {
-                    reaped.push(name);
-                }
-            }
-            _ => {}
+        let orphan = owner_pid(&name, &description)
+            .is_some_and(|pid| pid != std::process::id() && !is_xtask(pid));
+        if orphan && dom.destroy().is_ok() {
+            reaped.push(name);
         }
     }
     reaped
