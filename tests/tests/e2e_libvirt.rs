@@ -33,6 +33,15 @@ fn our_domains() -> Vec<String> {
         .collect()
 }
 
+/// Destroys the toolkit's running domains (a test's own cleanup, before it asserts).
+fn destroy_our_domains() {
+    for d in our_domains() {
+        let _ = Command::new("virsh")
+            .args(["-c", URI, "destroy", &d])
+            .output();
+    }
+}
+
 fn assert_no_domain_left() {
     assert_eq!(our_domains(), Vec::<String>::new(), "domains left behind");
 }
@@ -161,20 +170,13 @@ fn libvirt_the_domain_of_a_killed_run_is_reaped_by_the_next_run() {
     running.child.wait().unwrap();
     let orphan = format!("-check-{}", running.child.id());
     let left = our_domains();
-    let cleanup = || {
-        for d in our_domains() {
-            let _ = Command::new("virsh")
-                .args(["-c", URI, "destroy", &d])
-                .output();
-        }
-    };
     if !left.iter().any(|d| d.ends_with(&orphan)) {
-        cleanup();
+        destroy_our_domains();
         panic!("the killed run left no domain: {left:?}");
     }
     let out = run(&mut check(&f, &["--", "true"]));
     let after = our_domains();
-    cleanup();
+    destroy_our_domains();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("the run that started it was killed"),
@@ -191,11 +193,7 @@ fn libvirt_keep_leaves_the_domain_for_virsh_console() {
     let out = run(&mut check(&f, &["--keep", "--", "true"]));
     let kept = our_domains();
     // Clean up before asserting, so a failure leaves nothing behind either.
-    for d in &kept {
-        let _ = Command::new("virsh")
-            .args(["-c", URI, "destroy", d])
-            .output();
-    }
+    destroy_our_domains();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(

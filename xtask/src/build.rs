@@ -7,6 +7,7 @@ mod miss;
 mod plan;
 mod progress;
 mod runner;
+pub use runner::spinner;
 pub mod source;
 mod toolchain;
 

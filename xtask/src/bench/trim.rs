@@ -70,15 +70,9 @@ fn fresh_dir(ctx: &Ctx, name: &str) -> Result<std::path::PathBuf> {
 /// Runs `build` and measures the CPU time of the children it waited for (nspawn's included,
 /// which waits for the container's processes), its wall time and the bzImage's size.
 fn measure(name: &str, dir: &Path, build: impl FnOnce() -> Result<()>) -> Result<Measurement> {
-    // A spinner with the elapsed time (hidden when stderr is not a terminal): a cold build
-    // takes minutes, its output goes to the log.
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] building: {msg}")
-            .expect("a valid template"),
-    );
+    // A cold build takes minutes and its output goes to the log: show the elapsed time.
+    let bar = crate::build::spinner("building");
     bar.set_message(name.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
     let cpu0 = children_cpu();
     let t0 = Instant::now();
     let built = build();

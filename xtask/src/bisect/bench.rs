@@ -6,6 +6,7 @@
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
 use crate::fixture::git;
+use crate::state::StateDir;
 use crate::testrun::self_exe;
 use crate::units::human_duration;
 use crate::vm::spec::{kernel_cmdline, tsc_khz_from_cpuinfo, CmdlineInput, Machine};
@@ -161,33 +162,28 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
 
     // Ours: a fresh state dir (so the cache starts empty) that shares the rootfs and config.
     // It sits high in the tree: a run dir nested deeper makes socket paths too long.
-    let state = ctx.state.root.join("bench-bisect");
-    if state.exists() {
-        std::fs::remove_dir_all(&state)?;
+    let bench_state = StateDir::new(ctx.state.root.join("bench-bisect"));
+    if bench_state.root.exists() {
+        std::fs::remove_dir_all(&bench_state.root)?;
     }
-    std::fs::create_dir_all(state.join("config"))?;
-    std::os::unix::fs::symlink(&rootfs, state.join("rootfs"))?;
-    std::fs::copy(ctx.state.rootfs_meta(), state.join("rootfs.json"))?;
-    std::fs::copy(&config, state.join("config/trimmed.config"))?;
+    std::fs::create_dir_all(bench_state.config_dir())?;
+    std::os::unix::fs::symlink(&rootfs, bench_state.rootfs())?;
+    std::fs::copy(ctx.state.rootfs_meta(), bench_state.rootfs_meta())?;
+    std::fs::copy(&config, bench_state.trimmed_config())?;
     // The KVM answer the baseline got from the main state: no second probe boot on our side.
-    let _ = std::fs::copy(
-        ctx.state.kvm_probe(),
-        crate::state::StateDir::new(state.clone()).kvm_probe(),
-    );
+    let _ = std::fs::copy(ctx.state.kvm_probe(), bench_state.kvm_probe());
     let _ours_guard = WorktreeGuard {
         tree: &tree,
-        worktree: crate::build::source::worktree_dir(
-            &crate::state::StateDir::new(state.clone()),
-            &tree,
-        ),
+        worktree: crate::build::source::worktree_dir(&bench_state, &tree),
     };
+    let state = &bench_state.root;
     eprintln!("bench bisect: cargo xtask bisect, empty cache");
-    let (ours, report) = timed_bisect(&state, &tree, "base", &branch)?;
+    let (ours, report) = timed_bisect(state, &tree, "base", &branch)?;
     if !report.contains(&culprit_id) {
         bail!("cargo xtask bisect did not find {culprit_id}");
     }
     eprintln!("bench bisect: cargo xtask bisect again, everything cached");
-    let (cached, _) = timed_bisect(&state, &tree, "base", &branch)?;
+    let (cached, _) = timed_bisect(state, &tree, "base", &branch)?;
 
     println!(
         "bisect of {n} commits (first bad: #{culprit} {})",

@@ -54,18 +54,24 @@ pub struct Step {
     pub output: String,
 }
 
+/// The status line of a build: `⠋ [00:01:23] PREFIX: message`, ticking on its own. Hidden when
+/// stderr is not a terminal (CI, tests), so logs stay clean.
+pub fn spinner(prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
+            .expect("a valid template"),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
 impl Runner {
     pub fn new(place: Place, plan: &Plan, log_path: PathBuf, title: &str) -> Result<Runner> {
         let log = File::create(&log_path)
             .with_context(|| format!("creating the build log {}", log_path.display()))?;
-        // Hidden when stderr is not a terminal (CI, tests), so logs stay clean.
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
-                .expect("a valid template"),
-        );
-        bar.set_prefix(title.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let bar = spinner(title);
         Ok(Runner {
             place,
             env: plan.env(),

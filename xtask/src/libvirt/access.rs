@@ -130,10 +130,22 @@ fn chain(path: &Path) -> Result<Vec<Node>> {
     Ok(out)
 }
 
+/// A URI's scheme and what follows `://`.
+fn split_uri(uri: &str) -> (&str, &str) {
+    uri.split_once("://").unwrap_or((uri, ""))
+}
+
 /// Whether the URI is the local system instance, where QEMU runs as qemu.conf's user.
 pub fn is_local_system(uri: &str) -> bool {
-    let (scheme, rest) = uri.split_once("://").unwrap_or((uri, ""));
+    let (scheme, rest) = split_uri(uri);
     (scheme == "qemu" || scheme == "qemu+unix") && rest.starts_with("/system")
+}
+
+/// Whether the URI names a QEMU driver on this host (no host part): its domains' processes are
+/// this host's.
+pub fn is_local(uri: &str) -> bool {
+    let (scheme, rest) = split_uri(uri);
+    scheme.starts_with("qemu") && rest.starts_with('/')
 }
 
 /// Fails with what to change when QEMU under `uri` could not read one of `files`.
@@ -278,6 +290,12 @@ mod tests {
         assert_eq!(with(node("/s/k", 64055, 0, 0o100600)), None);
         // The owner's bits apply to the owner even when "other" may read.
         assert!(with(node("/s/k", 64055, 0, 0o100044)).is_some());
+    }
+
+    #[test]
+    fn local_uris_have_no_host() {
+        assert!(is_local("qemu:///system") && is_local("qemu:///session"));
+        assert!(!is_local("qemu+ssh://host/system") && !is_local("xen:///system"));
     }
 
     #[test]

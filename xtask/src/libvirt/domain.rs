@@ -67,8 +67,7 @@ fn is_xtask(pid: u32) -> bool {
 /// name, not kept, and whose run is no longer alive on this host. Only for local connections,
 /// where a pid means something. Returns what it destroyed.
 pub fn reap_orphans(conn: &Connect, uri: &str) -> Vec<String> {
-    let (scheme, rest) = uri.split_once("://").unwrap_or((uri, ""));
-    if !scheme.starts_with("qemu") || !rest.starts_with('/') {
+    if !super::access::is_local(uri) {
         return Vec::new();
     }
     let Ok(domains) = conn.list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE) else {
