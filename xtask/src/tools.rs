@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// Asks a found binary whether the toolkit can use it; `Err` says why not.
+pub type Acceptance = fn(&Path) -> Result<(), String>;
+
 /// One external tool.
 #[derive(Debug, Clone, Copy)]
 pub struct Tool {
@@ -23,9 +26,8 @@ pub struct Tool {
     pub required: bool,
     /// What it is for, shown by `doctor`.
     pub purpose: &'static str,
-    /// Asks a found binary whether it is one the toolkit can use; `Err` says why not. None:
-    /// any binary of that name will do.
-    pub accept: Option<fn(&Path) -> Result<(), String>>,
+    /// The check a found binary must pass; None: any binary of that name will do.
+    pub accept: Option<Acceptance>,
 }
 
 /// How Debian 12 gets virtiofsd: bookworm has no package for it, so it comes from crates.io.
