@@ -100,19 +100,24 @@ fn launcher(opts: &VmOptions) -> Result<Launcher> {
     }
 }
 
-/// The tools, the accelerator and the spec for one VM: everything decided up front.
+/// The programs a VM run needs: found before anything is built, so that a missing or
+/// unusable tool ends the run at once.
+pub fn find_tools(opts: &VmOptions) -> Result<Tools> {
+    Ok(Tools {
+        qemu: tools::find(&tools::QEMU)?,
+        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
+        launcher: launcher(opts)?,
+    })
+}
+
+/// The accelerator and the spec for one VM, with its tools: everything decided up front.
 pub fn prepare(
     ctx: &Ctx,
     opts: &VmOptions,
+    tools: Tools,
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let launcher = launcher(opts)?;
-    let tools = Tools {
-        qemu: tools::find(&tools::QEMU)?,
-        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
-        launcher,
-    };
     let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
     let machine = match tools.launcher {
@@ -192,6 +197,7 @@ pub fn check_rev(
     if repeat == 0 {
         bail!("--repeat 0 is invalid: use 1 or more");
     }
+    let tools = find_tools(&opts)?;
     let kernel = match kernel_for(ctx, rev, &opts, build)? {
         Ok(k) => k,
         Err(j) => {
@@ -202,7 +208,7 @@ pub fn check_rev(
             })
         }
     };
-    let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+    let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
     let mut runs = Vec::new();
     for i in 1..=repeat {
         let dir = if repeat == 1 {
@@ -374,6 +380,7 @@ impl BootCmd {
         if self.print_xml && opts.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
+        let tools = find_tools(&opts)?;
         let kernel = match kernel_for(ctx, self.rev.as_deref(), &opts, &self.build)? {
             Ok(k) => k,
             Err(j) => {
@@ -384,7 +391,7 @@ impl BootCmd {
         let paths = RunPaths::new(&ctx.run_dir);
         match &self.exec {
             Some(cmdline) => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
                 let plan = Plan {
                     command: vec!["/bin/sh".into(), "-c".into(), cmdline.clone()],
                     ..Plan::default()
@@ -409,7 +416,7 @@ impl BootCmd {
                 })
             }
             None if self.print_xml => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
                 #[cfg(feature = "libvirt")]
                 print!("{}", crate::libvirt::xml_for(&spec, &paths, &tools)?);
                 #[cfg(not(feature = "libvirt"))]
@@ -418,11 +425,11 @@ impl BootCmd {
             }
             #[cfg(feature = "libvirt")]
             None if opts.backend == Backend::Libvirt => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
                 crate::libvirt::boot_interactive(&spec, &paths, &tools)
             }
             None => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
                 eprintln!(
                     "booting {} ({:?}, {} init); Ctrl-A X quits, Ctrl-A C is the QEMU monitor",
                     spec.kernel.display(),
