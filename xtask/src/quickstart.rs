@@ -9,6 +9,8 @@ use crate::testrun::{run_self, run_self_code};
 use crate::units::human_duration;
 use crate::{deps, fixture};
 use anyhow::{bail, Result};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Instant;
 
 impl QuickstartArgs {
@@ -34,9 +36,8 @@ impl QuickstartArgs {
         };
         run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
         run_self(ctx, "build", Some(&tree), &["build"])?;
-        let mut check = vec!["check".to_string()];
+        let mut check = vec![OsString::from("check")];
         check.extend(self.vm_args());
-        let check: Vec<&str> = check.iter().map(String::as_str).collect();
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;
         let verdict = match code {
             0 => "good: the kernel boots cleanly",
@@ -55,24 +56,26 @@ impl QuickstartArgs {
         Ok(code as u8)
     }
 
-    /// The VM options given to quickstart, passed on to check.
-    fn vm_args(&self) -> Vec<String> {
+    /// The VM options given to quickstart, passed on to check as they were written.
+    fn vm_args(&self) -> Vec<OsString> {
         let v = &self.vm;
-        let mut a = Vec::new();
-        let mut opt = |name: &str, val: &Option<String>| {
-            if let Some(x) = val {
-                a.push(format!("--{name}={x}"));
-            }
-        };
-        opt("memory", &v.memory);
-        opt("append", &v.append);
-        opt("timeout", &v.timeout);
-        opt("boot-timeout", &v.boot_timeout);
-        if let Some(c) = v.cpus {
-            a.push(format!("--cpus={c}"));
+        fn text<T: std::fmt::Display>(x: &Option<T>) -> Option<OsString> {
+            x.as_ref().map(|x| x.to_string().into())
         }
-        if let Some(k) = &v.kernel {
-            a.push(format!("--kernel={}", k.display()));
+        let given = [
+            ("memory", text(&v.memory)),
+            ("cpus", text(&v.cpus)),
+            ("append", text(&v.append)),
+            ("timeout", text(&v.timeout)),
+            ("boot-timeout", text(&v.boot_timeout)),
+            ("kernel", v.kernel.clone().map(PathBuf::into_os_string)),
+        ];
+        let mut a = Vec::new();
+        for (name, value) in given {
+            if let Some(value) = value {
+                a.push(OsString::from(format!("--{name}")));
+                a.push(value);
+            }
         }
         a
     }

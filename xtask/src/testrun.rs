@@ -9,6 +9,7 @@ use crate::settings::{workspace_root, BuildOptions};
 use crate::units::human_duration;
 use crate::{build, deps, fixture};
 use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -20,7 +21,12 @@ pub fn test_tree(ctx: &Ctx) -> PathBuf {
 
 /// Runs this same binary with `args` (and the context's state dir and verbosity), as one
 /// timed phase whose output goes to the terminal; fails unless it exits 0.
-pub fn run_self(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<()> {
+pub fn run_self<S: AsRef<OsStr>>(
+    ctx: &Ctx,
+    phase: &str,
+    tree: Option<&Path>,
+    args: &[S],
+) -> Result<()> {
     match run_self_code(ctx, phase, tree, args)? {
         0 => Ok(()),
         c => bail!("phase {phase} failed (exit {c})"),
@@ -28,7 +34,12 @@ pub fn run_self(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> R
 }
 
 /// As [`run_self`], returning the exit code.
-pub fn run_self_code(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<i32> {
+pub fn run_self_code<S: AsRef<OsStr>>(
+    ctx: &Ctx,
+    phase: &str,
+    tree: Option<&Path>,
+    args: &[S],
+) -> Result<i32> {
     let start = Instant::now();
     eprintln!("==> {phase}");
     let mut c = Command::new(self_exe()?);

@@ -10,7 +10,7 @@ use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::settings::BuildOptions;
 use crate::signals;
-use crate::units::human_duration;
+use crate::units::human_secs;
 use crate::vm::{self, verdict::Verdict};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -175,20 +175,12 @@ fn test_commit(
 
 fn print_step(n: usize, total: u32, left: Option<u32>, s: &Step) {
     let build = match s.build_secs {
-        Some(b) => format!(
-            "build {}",
-            human_duration(std::time::Duration::from_secs_f64(b))
-        ),
+        Some(b) => format!("build {}", human_secs(b)),
         None => "build cached".into(),
     };
     let boot = s
         .boot_secs
-        .map(|b| {
-            format!(
-                ", boot {}",
-                human_duration(std::time::Duration::from_secs_f64(b))
-            )
-        })
+        .map(|b| format!(", boot {}", human_secs(b)))
         .unwrap_or_default();
     let left = left
         .map(|l| format!(", {l} revisions left"))

@@ -21,6 +21,7 @@ use crate::build::{self, BuildOutcome};
 use crate::cli::{Backend, BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
 use crate::ctx::Ctx;
 use crate::settings::{BuildOptions, VmOptions};
+use crate::units::Bound;
 use crate::{kvm, tools};
 use anyhow::{bail, Context, Result};
 use run::{Event, Launcher, Plan, Report, Tools};
@@ -167,6 +168,21 @@ pub fn plan(check: &CheckArgs) -> Result<Plan> {
     })
 }
 
+/// The most `--repeat`: a flaky bug shows long before, and each run is a boot.
+const MAX_REPEAT: Bound<'static, u64> = (1000, "1000");
+
+/// How many times to run the check: `--repeat`, checked.
+pub fn repeats(check: &CheckArgs) -> Result<u32> {
+    match &check.repeat {
+        Some(n) => Ok(u32::try_from(n.within(
+            "--repeat",
+            (1, "1"),
+            MAX_REPEAT,
+        )?)?),
+        None => Ok(1),
+    }
+}
+
 /// What [`check_rev`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
@@ -188,10 +204,7 @@ pub fn check_rev(
 ) -> Result<CheckOutcome> {
     let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
     let plan = plan(check)?;
-    let repeat = check.repeat.unwrap_or(1);
-    if repeat == 0 {
-        bail!("--repeat 0 is invalid: use 1 or more");
-    }
+    let repeat = repeats(check)?;
     let kernel = match kernel_for(ctx, rev, &opts, build)? {
         Ok(k) => k,
         Err(j) => {
