@@ -2,12 +2,14 @@
 //! rootfs, a kernel tree (the configured one, or one made from linux-source-6.1), a trimmed
 //! config, a build and the clean-boot check — printing each phase's time.
 
+use crate::cli::InitMode;
 use crate::cli::QuickstartArgs;
 use crate::ctx::Ctx;
 use crate::settings::workspace_root;
+use crate::settings::VmOptions;
 use crate::testrun::{run_self, run_self_code};
 use crate::units::human_duration;
-use crate::{deps, fixture};
+use crate::{deps, exit, fixture};
 use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -16,6 +18,8 @@ use std::time::Instant;
 impl QuickstartArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let start = Instant::now();
+        // The options the check gets are checked before anything is installed or built.
+        VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Fast)?;
         let t = Instant::now();
         eprintln!("==> deps");
         deps::install()?;
@@ -39,10 +43,13 @@ impl QuickstartArgs {
         let mut check = vec![OsString::from("check")];
         check.extend(self.vm_args());
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;
+        // Its verdict is ours; anything else is check's own error line, and ours is 128.
         let verdict = match code {
-            0 => "good: the kernel boots cleanly",
-            1 => "bad: the kernel warned, oopsed or panicked at boot (see the console log above)",
-            125 => "untestable: the kernel did not build or boot",
+            exit::OK => "good: the kernel boots cleanly",
+            exit::FAILED => {
+                "bad: the kernel warned, oopsed or panicked at boot (see the console log above)"
+            }
+            exit::UNTESTABLE => "untestable: the kernel did not build or boot",
             _ => bail!("check could not run (exit {code})"),
         };
         eprintln!(
@@ -53,7 +60,7 @@ impl QuickstartArgs {
             "next: edit {} and run `cargo xtask check -- <your test>`",
             tree.display()
         );
-        Ok(code as u8)
+        Ok(code)
     }
 
     /// The VM options given to quickstart, passed on to check as they were written.

@@ -106,6 +106,19 @@ impl FileConfig {
     }
 }
 
+/// A path the toolkit passes on as text (QEMU's and systemd-nspawn's arguments, make's `O=`)
+/// must be UTF-8; `what` names where it came from.
+pub fn require_utf8(path: &Path, what: &str) -> Result<()> {
+    if path.to_str().is_none() {
+        bail!(
+            "{what} {:?} is not UTF-8: QEMU, make and systemd-nspawn take it as text; \
+             use a path that is UTF-8",
+            path.to_string_lossy()
+        );
+    }
+    Ok(())
+}
+
 /// Resolves a path from xtask.toml: relative paths are relative to the workspace root.
 fn from_workspace(p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -277,7 +290,11 @@ impl VmOptions {
             };
         let kernel = match &args.kernel {
             Some(k) if !k.is_file() => bail!("--kernel {}: no such file", k.display()),
-            Some(k) => Some(std::fs::canonicalize(k)?),
+            Some(k) => {
+                let k = std::fs::canonicalize(k)?;
+                require_utf8(&k, "--kernel")?;
+                Some(k)
+            }
             None => None,
         };
         Ok(VmOptions {

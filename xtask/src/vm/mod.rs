@@ -22,7 +22,7 @@ use crate::cli::{Backend, BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmA
 use crate::ctx::Ctx;
 use crate::settings::{BuildOptions, VmOptions};
 use crate::units::Bound;
-use crate::{kvm, tools};
+use crate::{exit, kvm, tools};
 use anyhow::{bail, Context, Result};
 use run::{Event, Launcher, Plan, Report, Tools};
 use serde::Serialize;
@@ -409,8 +409,12 @@ impl BootCmd {
                 }
                 eprintln!("timings: {}", r.timings.line());
                 Ok(match &r.facts.command_end {
-                    Some(verdict::CommandEnd::Exited { code }) => *code as u8,
-                    Some(verdict::CommandEnd::Signaled { signal }) => 128 + *signal as u8,
+                    Some(verdict::CommandEnd::Exited { code }) => {
+                        exit::passed_on(Some(*code), None)
+                    }
+                    Some(verdict::CommandEnd::Signaled { signal }) => {
+                        exit::passed_on(None, Some(*signal))
+                    }
                     _ => {
                         eprintln!(
                             "{} (console log: {})",
@@ -445,7 +449,12 @@ impl BootCmd {
                 let mut vm = run::Vm::start(&spec, &paths, &tools)?;
                 let st = vm.wait_foreground()?;
                 eprintln!("console log: {}", paths.console_log().display());
-                Ok(if st.success() { 0 } else { 1 })
+                // A guest that powers off, reboots or panics ends QEMU with 0 (-no-reboot);
+                // anything else is QEMU's own failure.
+                if !st.success() {
+                    bail!("QEMU exited with {st}");
+                }
+                Ok(exit::OK)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The verdict of a check and how it is decided from what a run recorded: pure code.
 
 use super::console::Finding;
+use crate::exit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -24,10 +25,10 @@ impl Verdict {
     /// The exit code of `cargo xtask check` for this verdict.
     pub fn exit_code(self) -> u8 {
         match self {
-            Verdict::Good => 0,
-            Verdict::Bad => 1,
-            Verdict::Skip => 125,
-            Verdict::Abort => crate::EXIT_SETUP,
+            Verdict::Good => exit::OK,
+            Verdict::Bad => exit::FAILED,
+            Verdict::Skip => exit::UNTESTABLE,
+            Verdict::Abort => exit::SETUP,
         }
     }
 
@@ -301,8 +302,8 @@ mod tests {
 
     #[test]
     fn saved_timings_that_are_no_duration_are_an_error_not_a_panic() {
-        let t: Timings = serde_json::from_str(r#"{"boot":1.5,"command":null,"shutdown":null}"#)
-            .unwrap();
+        let t: Timings =
+            serde_json::from_str(r#"{"boot":1.5,"command":null,"shutdown":null}"#).unwrap();
         assert_eq!(t.boot, Some(Duration::from_millis(1500)));
         for bad in ["-1.0", "1e300"] {
             let text = format!(r#"{{"boot":{bad},"command":null,"shutdown":null}}"#);
