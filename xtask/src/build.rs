@@ -14,6 +14,7 @@ mod toolchain;
 use crate::cache::{self, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
+use crate::exit;
 use crate::settings::BuildOptions;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
@@ -189,7 +190,7 @@ impl BuildCmd {
                 println!("config:    {}", a.config.display());
                 println!("log:       {}", a.log.display());
                 println!("entry:     {}", a.dir.display());
-                Ok(0)
+                Ok(exit::OK)
             }
             BuildOutcome::Failed {
                 key, log, summary, ..
@@ -197,7 +198,8 @@ impl BuildCmd {
                 eprintln!("build failed (key {}):\n{summary}", &key[..12]);
                 eprintln!("full log: {}", log.display());
                 eprintln!("the failure is cached for these inputs; --retry-failed builds again");
-                Ok(1)
+                // The kernel's failure, as `git bisect run cargo xtask build` reads it: bad.
+                Ok(exit::FAILED)
             }
         }
     }

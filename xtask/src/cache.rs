@@ -7,7 +7,7 @@ use crate::build::lock::FileLock;
 use crate::cli::{CacheAction, CacheArgs};
 use crate::ctx::Ctx;
 use crate::state::StateDir;
-use crate::units::{human_bytes, human_duration, parse_size_bytes};
+use crate::units::{human_bytes, human_duration, Bound};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -246,15 +246,19 @@ fn short(s: &str) -> &str {
     &s[..12.min(s.len())]
 }
 
+/// The largest `gc --max-size`: beyond any disk, well inside 64 bits of bytes.
+const MAX_SIZE: Bound<'static, u64> = (1 << 50, "1024T");
+
 impl CacheArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let cache = Cache::new(&ctx.state);
         match self.action {
             CacheAction::Ls => ls(&cache),
             CacheAction::Show { what } => show(ctx, &cache, &what),
-            CacheAction::Gc { max_size } => {
-                gc(&cache, parse_size_bytes(&max_size).context("--max-size")?)
-            }
+            CacheAction::Gc { max_size } => gc(
+                &cache,
+                max_size.bytes_within("--max-size", (0, "0"), MAX_SIZE)?,
+            ),
         }
     }
 }

@@ -133,10 +133,10 @@ impl DepsArgs {
             tools::VIRTIOFSD_INSTALL
         );
         if missing.is_empty() && vfs.is_some() {
-            Ok(0)
+            Ok(crate::exit::OK)
         } else {
             println!("run `cargo xtask deps --install` to install what is missing");
-            Ok(1)
+            Ok(crate::exit::FAILED)
         }
     }
 }

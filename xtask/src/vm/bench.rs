@@ -113,10 +113,8 @@ fn baseline_once(
     }
 }
 
+/// Runs the benchmark, `runs` (at least 1) boots per variant.
 pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
-    if runs == 0 {
-        bail!("--runs 0 is invalid: use 1 or more");
-    }
     let base_opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
     let tools = find_tools(&base_opts)?;
     let kernel = match kernel_for(ctx, None, &base_opts, &BuildArgs::default())? {

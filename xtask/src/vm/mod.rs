@@ -21,7 +21,8 @@ use crate::build::{self, BuildOutcome};
 use crate::cli::{Backend, BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
 use crate::ctx::Ctx;
 use crate::settings::{BuildOptions, VmOptions};
-use crate::{kvm, tools};
+use crate::units::Bound;
+use crate::{exit, kvm, tools};
 use anyhow::{bail, Context, Result};
 use run::{Event, Launcher, Plan, Report, Tools};
 use serde::Serialize;
@@ -172,6 +173,21 @@ pub fn plan(check: &CheckArgs) -> Result<Plan> {
     })
 }
 
+/// The most `--repeat`: a flaky bug shows long before, and each run is a boot.
+const MAX_REPEAT: Bound<'static, u64> = (1000, "1000");
+
+/// How many times to run the check: `--repeat`, checked.
+pub fn repeats(check: &CheckArgs) -> Result<u32> {
+    match &check.repeat {
+        Some(n) => Ok(u32::try_from(n.within(
+            "--repeat",
+            (1, "1"),
+            MAX_REPEAT,
+        )?)?),
+        None => Ok(1),
+    }
+}
+
 /// What [`check_rev`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
@@ -193,10 +209,7 @@ pub fn check_rev(
 ) -> Result<CheckOutcome> {
     let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
     let plan = plan(check)?;
-    let repeat = check.repeat.unwrap_or(1);
-    if repeat == 0 {
-        bail!("--repeat 0 is invalid: use 1 or more");
-    }
+    let repeat = repeats(check)?;
     let tools = find_tools(&opts)?;
     let kernel = match kernel_for(ctx, rev, &opts, build)? {
         Ok(k) => k,
@@ -403,8 +416,12 @@ impl BootCmd {
                 }
                 eprintln!("timings: {}", r.timings.line());
                 Ok(match &r.facts.command_end {
-                    Some(verdict::CommandEnd::Exited { code }) => *code as u8,
-                    Some(verdict::CommandEnd::Signaled { signal }) => 128 + *signal as u8,
+                    Some(verdict::CommandEnd::Exited { code }) => {
+                        exit::passed_on(Some(*code), None)
+                    }
+                    Some(verdict::CommandEnd::Signaled { signal }) => {
+                        exit::passed_on(None, Some(*signal))
+                    }
                     _ => {
                         eprintln!(
                             "{} (console log: {})",
@@ -439,7 +456,12 @@ impl BootCmd {
                 let mut vm = run::Vm::start(&spec, &paths, &tools)?;
                 let st = vm.wait_foreground()?;
                 eprintln!("console log: {}", paths.console_log().display());
-                Ok(if st.success() { 0 } else { 1 })
+                // A guest that powers off, reboots or panics ends QEMU with 0 (-no-reboot);
+                // anything else is QEMU's own failure.
+                if !st.success() {
+                    bail!("QEMU exited with {st}");
+                }
+                Ok(exit::OK)
             }
         }
     }
