@@ -10,6 +10,7 @@
 mod b64;
 pub mod bench;
 pub mod console;
+pub mod kmsg;
 pub mod qemu;
 pub mod qga;
 pub mod run;

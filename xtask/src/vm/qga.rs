@@ -392,18 +392,35 @@ fn random_id() -> u64 {
     u64::from_le_bytes(b) & ((1 << 53) - 1)
 }
 
-/// The last command result a transcript holds: for re-judging a saved run.
-pub fn last_exec_status(transcript: &str) -> Result<Option<ExecStatus>> {
-    let mut last = None;
+/// The result of the command a transcript holds, for re-judging a saved run: the first
+/// guest-exec's (later ones, such as the kernel log's read, are the check's own).
+pub fn command_exec_status(transcript: &str) -> Result<Option<ExecStatus>> {
+    let mut command_pid = None;
+    // The request the next answer is for (calls are one at a time).
+    let mut asked: Option<Value> = None;
     for line in transcript.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).context("a transcript line is not JSON")?;
-        if let Some(ret) = v.get("recv").and_then(|r| r.get("return")) {
-            if ret.get("exited").and_then(Value::as_bool) == Some(true) {
-                last = Some(ExecStatus::parse(ret)?);
+        if let Some(req) = v.get("send") {
+            asked = Some(req.clone());
+            continue;
+        }
+        let (Some(ret), Some(req)) = (v.get("recv").and_then(|r| r.get("return")), &asked) else {
+            continue;
+        };
+        let pid_of = |x: &Value| x.get("pid").and_then(Value::as_i64);
+        match req.get("execute").and_then(Value::as_str) {
+            Some("guest-exec") if command_pid.is_none() => command_pid = pid_of(ret),
+            Some("guest-exec-status")
+                if command_pid.is_some()
+                    && req.get("arguments").and_then(pid_of) == command_pid
+                    && ret.get("exited").and_then(Value::as_bool) == Some(true) =>
+            {
+                return ExecStatus::parse(ret).map(Some);
             }
+            _ => {}
         }
     }
-    Ok(last)
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -672,12 +689,19 @@ mod tests {
     }
 
     #[test]
-    fn last_result_of_a_transcript() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/vm/test_data/qga/exec_output.jsonl");
-        let st = last_exec_status(&std::fs::read_to_string(p).unwrap())
-            .unwrap()
-            .unwrap();
-        assert_eq!(st.exit_code, Some(3));
+    fn the_commands_result_in_a_transcript() {
+        let read = |name: &str| {
+            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/vm/test_data/qga")
+                .join(name);
+            command_exec_status(&std::fs::read_to_string(p).unwrap())
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(read("exec_output.jsonl").exit_code, Some(3));
+        // The kernel log was read after the command: its dd is not the command.
+        let st = read("exec_then_kmsg_read.jsonl");
+        assert_eq!(st.exit_code, Some(0));
+        assert!(st.stdout.is_empty());
     }
 }

@@ -4,6 +4,7 @@
 //! through [`Guest`].
 
 use super::console;
+use super::kmsg;
 use super::qemu;
 use super::qga::{self, Agent, ExecStatus, Stop, UnixConnect};
 use super::spec::{Console, RunPaths, VmSpec};
@@ -355,6 +356,13 @@ pub fn check(
         command_end = Some(end);
     }
 
+    // Before the shutdown: the kernel log, if the console shows a finding (its records say
+    // which lines userspace wrote to /dev/kmsg).
+    if let Some(a) = agent.as_mut() {
+        let mut watch = || vm.watch();
+        save_kernel_log(a, paths, &mut watch)?;
+    }
+
     // Phase 4: shut down.
     let start = Instant::now();
     let how = vm.shut_down(agent.as_mut(), spec.shutdown_timeout)?;
@@ -364,12 +372,13 @@ pub fn check(
     drop(vm);
 
     // The verdict, from the recordings.
-    let console_text = read_lossy(&paths.console_log());
+    let (findings, from_userspace) = findings(paths, &plan.bad_if_console);
     let facts = Facts {
         command: plan.command.clone(),
         boot,
         command_end,
-        findings: console::scan(&console_text, &plan.bad_if_console),
+        findings,
+        from_userspace,
     };
     let report = Report {
         judgement: judge(&facts),
@@ -396,6 +405,35 @@ fn run_command(
     }
     let pid = a.exec(&plan.command, deadline, watch)?;
     a.wait_exec(pid, deadline, watch)
+}
+
+/// How long reading the kernel log may take: a few records over the agent.
+const KERNEL_LOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Saves the guest's kernel log in the run dir when the console so far shows a finding. A
+/// log that cannot be read is no error: every finding then stays the kernel's.
+fn save_kernel_log(a: &mut Agent, paths: &RunPaths, watch: qga::Watch) -> Result<()> {
+    if !kmsg::worth_reading(&console::scan(&read_lossy(&paths.console_log()), &[])) {
+        return Ok(());
+    }
+    match kmsg::read(a, Instant::now() + KERNEL_LOG_TIMEOUT, watch) {
+        Ok(dump) => std::fs::write(paths.kernel_log(), dump)
+            .with_context(|| format!("writing {}", paths.kernel_log().display())),
+        Err(e) if signals::is_interrupted(&e) => Err(e),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The console's findings, the kernel's and userspace's (by the saved kernel log).
+fn findings(
+    paths: &RunPaths,
+    bad_if_console: &[Regex],
+) -> (Vec<console::Finding>, Vec<console::Finding>) {
+    let records = kmsg::parse(&read_lossy(&paths.kernel_log()));
+    kmsg::split_userspace(
+        console::scan(&read_lossy(&paths.console_log()), bad_if_console),
+        &records,
+    )
 }
 
 /// Writes result.json and the command's output next to the logs.
@@ -425,9 +463,9 @@ pub fn rejudge(dir: &Path, bad_if_console: &[Regex]) -> Result<Report> {
     })?;
     let mut r: Report = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid", paths.result().display()))?;
-    r.facts.findings = console::scan(&read_lossy(&paths.console_log()), bad_if_console);
+    (r.facts.findings, r.facts.from_userspace) = findings(&paths, bad_if_console);
     if let Ok(t) = std::fs::read_to_string(paths.agent_transcript()) {
-        if let Some(st) = qga::last_exec_status(&t)? {
+        if let Some(st) = qga::command_exec_status(&t)? {
             r.facts.command_end = st.end();
             r.out_truncated = st.out_truncated;
             r.exec = Some(st);
@@ -463,6 +501,7 @@ mod tests {
             boot: BootEnd::AgentUp,
             command_end: None,
             findings: vec![],
+            from_userspace: vec![],
         };
         let r = Report {
             judgement: judge(&facts),
