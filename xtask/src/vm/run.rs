@@ -270,7 +270,11 @@ impl Vm {
         }
         let start = Instant::now();
         if let Some(agent) = agent {
-            if agent.send(&qga::shutdown_request()).is_ok() && self.wait_exit(start + timeout)? {
+            if agent
+                .send(&qga::shutdown_request(), start + timeout)
+                .is_ok()
+                && self.wait_exit(start + timeout)?
+            {
                 return Ok("guest powered off");
             }
         }
