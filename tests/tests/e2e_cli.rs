@@ -62,11 +62,15 @@ fn expect(cmd: &mut Command, want: i32, needles: &[&str], limit: Duration) -> Ou
             "{cmd:?}: stderr does not name {needle:?}: {err}"
         );
     }
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{cmd:?} panicked: {err}"
-    );
+    assert!(!rust_panicked(&err), "{cmd:?} panicked: {err}");
     out
+}
+
+/// Whether stderr holds Rust's panic message (`thread 'main' (…) panicked at …`) or its hint.
+fn rust_panicked(err: &str) -> bool {
+    err.lines()
+        .any(|l| l.starts_with("thread '") && l.contains("panicked at"))
+        || err.contains("RUST_BACKTRACE")
 }
 
 fn xtask(args: &[&str]) -> Command {
@@ -393,7 +397,7 @@ fn closed_stdout_stops_quietly() {
     let err = stderr(&out);
     assert_eq!(code(&out), 141, "{err}");
     assert!(start.elapsed() < QUICK);
-    assert!(err.is_empty(), "{err}");
+    assert!(err.is_empty() && !rust_panicked(&err), "{err}");
 }
 
 /// `cargo xtask check … 2>&1 | head -1` while the VM runs: the next line on stderr ends the
@@ -441,4 +445,50 @@ fn closed_stderr_mid_run_stops_quietly_and_cleans_up() {
     for s in ["qga.sock", "qmp.sock", "virtiofs.sock"] {
         assert!(!run_dir.join(s).exists(), "{s} left behind");
     }
+}
+
+/// A directory with a stand-in `dpkg-query` that answers every package with `status`
+/// (`ii` installed, `un` not), first on the search path.
+fn dpkg_saying(status: &str) -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("dpkg-query");
+    // dpkg-query -W -f FORMAT PACKAGE...
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nshift 3\nfor p in \"$@\"; do echo \"$p {status} \"; done\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (dir, path)
+}
+
+/// `deps` answers as `test -e` would: 0 when everything is there, 1 when something is missing.
+#[test]
+fn deps_is_1_when_something_is_missing() {
+    let (_dir, path) = dpkg_saying("un");
+    let out = expect(xtask(&["deps"]).env("PATH", &path), 1, &[], QUICK);
+    let text = stdout(&out);
+    assert!(text.contains("missing  make"), "{text}");
+    assert!(text.contains("cargo xtask deps --install"), "{text}");
+    let (_dir, path) = dpkg_saying("ii");
+    let out = expect(xtask(&["deps"]).env("PATH", &path), 0, &[], QUICK);
+    assert!(!stdout(&out).contains("missing"), "{}", stdout(&out));
+}
+
+/// quickstart ends with its check's verdict: a kernel that panics at boot (no init) is bad, 1.
+#[test]
+fn quickstart_returns_the_checks_verdict() {
+    let out = expect(
+        &mut xtask(&["quickstart", "--append", "init=/nonexistent"]),
+        1,
+        &["==> check (clean boot): exit 1", "quickstart: bad"],
+        Duration::from_secs(300),
+    );
+    assert!(stderr(&out).contains("panic"), "{}", stderr(&out));
 }
