@@ -53,15 +53,44 @@ fn a_failing_command_is_bad() {
     assert!(stderr(&out).contains("exited 1"));
 }
 
+/// A check that must end within `limit`; returns its output.
+fn timed(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    let out = run(cmd);
+    assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
+    out
+}
+
 #[test]
-fn a_console_warning_is_bad() {
+fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
     let f = fixture();
-    let out = run(&mut check(&f, &tests::KMSG_WARNING));
-    assert_eq!(code(&out), 1);
+    let rev = tests::warning_rev(&f);
+    for append in [None, Some("quiet loglevel=1")] {
+        let mut c = f.xtask();
+        c.args(["check", &rev]);
+        if let Some(a) = append {
+            c.args(["--append", a]);
+        }
+        let out = timed(c.args(["--", "true"]), Duration::from_secs(90));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "--append {append:?}: {err}");
+        assert!(err.contains("console: warning at line"), "{err}");
+        assert!(err.contains(tests::REAL_WARNING), "{err}");
+    }
+}
+
+#[test]
+fn a_copy_of_a_warning_written_to_kmsg_is_good() {
+    let f = fixture();
+    let out = timed(
+        &mut check(&f, &tests::KMSG_COPY_OF_A_WARNING),
+        Duration::from_secs(60),
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
     assert!(
-        stderr(&out).contains("console: warning"),
-        "{}",
-        stderr(&out)
+        err.contains("not the kernel's: userspace wrote line"),
+        "{err}"
     );
 }
 

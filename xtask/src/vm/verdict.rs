@@ -1,6 +1,7 @@
 //! The verdict of a check and how it is decided from what a run recorded: pure code.
 
-use super::console::Finding;
+use super::console::{Finding, FindingKind};
+use super::fault::{self, Fault, VmEnd};
 use crate::exit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -68,8 +69,13 @@ pub enum CommandEnd {
     Signaled { signal: i32 },
     /// It ran past `--timeout`.
     TimedOut,
-    /// The VM died or stopped answering while it ran.
-    Lost { why: String },
+    /// The guest could not start it (no such program, the script could not be copied in).
+    NotStarted { why: String },
+    /// The guest agent failed us while it ran (an error answer, a broken channel).
+    #[serde(alias = "lost")]
+    AgentFailed { why: String },
+    /// The VM ended while it ran ([`Facts::vm_end`] says how).
+    VmEnded,
 }
 
 /// How far the boot got.
@@ -78,8 +84,9 @@ pub enum CommandEnd {
 pub enum BootEnd {
     /// The guest agent answered.
     AgentUp,
-    /// QEMU exited before the agent answered (a panic ends QEMU).
-    QemuExited,
+    /// The VM ended before the agent answered (a panic ends QEMU; [`Facts::vm_end`] says how).
+    #[serde(alias = "qemu_exited")]
+    VmEnded,
     /// `--boot-timeout` passed without an answer.
     TimedOut,
 }
@@ -92,8 +99,41 @@ pub struct Facts {
     pub boot: BootEnd,
     /// None when no command ran.
     pub command_end: Option<CommandEnd>,
-    /// What the console scan found.
+    /// What the console scan found that the kernel reported.
     pub findings: Vec<Finding>,
+    /// How the VM ended on its own, before the run ended it.
+    #[serde(default)]
+    pub vm_end: Option<VmEnd>,
+    /// Whether the console shows that the kernel ran at all (it printed something).
+    #[serde(default = "yes")]
+    pub kernel_printed: bool,
+    /// Lines that look like findings but that userspace wrote to /dev/kmsg: not the kernel's.
+    #[serde(default)]
+    pub from_userspace: Vec<Finding>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What in a run was not the kernel's doing, if anything: the VM's end (QEMU's status and
+/// log, virtiofsd, libvirt), or a command the guest could not start, or the agent failing.
+pub fn fault(f: &Facts) -> Option<Fault> {
+    let panicked = f.findings.iter().any(|x| x.kind == FindingKind::Panic);
+    if let Some(fault) = f
+        .vm_end
+        .as_ref()
+        .and_then(|e| fault::of_vm_end(e, f.kernel_printed, panicked))
+    {
+        return Some(fault);
+    }
+    match &f.command_end {
+        Some(CommandEnd::NotStarted { why }) => Some(Fault::setup(why.clone())),
+        Some(CommandEnd::AgentFailed { why }) => {
+            Some(Fault::infra(format!("the guest agent failed: {why}")))
+        }
+        _ => None,
+    }
 }
 
 /// A verdict and the one line saying why.
@@ -104,12 +144,17 @@ pub struct Judgement {
 }
 
 /// Decides the verdict. The contract:
+/// - abort (128) on a [`fault`]: not the kernel's doing;
 /// - with a command: untestable (125) when the agent never answered (panic or hang at boot),
-///   bad (1) on a failing, killed or timed-out command or a console finding, else good;
+///   bad (1) on a failing, killed or timed-out command, a VM that ended while it ran, or a
+///   console finding, else good;
 /// - without one (the check is the boot): bad on a console finding or a boot that never
 ///   reached the agent, else good.
 pub fn judge(f: &Facts) -> Judgement {
     let j = |verdict, reason: String| Judgement { verdict, reason };
+    if let Some(fault) = fault(f) {
+        return j(Verdict::Abort, fault.what);
+    }
     let finding = f.findings.first().map(|x| x.summary());
     if !f.command.is_empty() && f.boot != BootEnd::AgentUp {
         return j(
@@ -128,23 +173,53 @@ pub fn judge(f: &Facts) -> Judgement {
         return j(Verdict::Bad, boot_failure(f));
     }
     match &f.command_end {
-        None if f.command.is_empty() => j(Verdict::Good, "the kernel booted cleanly".into()),
+        None if f.command.is_empty() => j(
+            Verdict::Good,
+            format!("the kernel booted cleanly{}", userspace_note(f)),
+        ),
         None => j(Verdict::Skip, "the command did not run".into()),
-        Some(CommandEnd::Exited { code: 0 }) => j(Verdict::Good, "the command exited 0".into()),
+        Some(CommandEnd::Exited { code: 0 }) => j(
+            Verdict::Good,
+            format!("the command exited 0{}", userspace_note(f)),
+        ),
         Some(CommandEnd::Exited { code }) => j(Verdict::Bad, format!("the command exited {code}")),
         Some(CommandEnd::Signaled { signal }) => j(
             Verdict::Bad,
             format!("the command was killed by signal {signal}"),
         ),
         Some(CommandEnd::TimedOut) => j(Verdict::Bad, "the command timed out".into()),
-        Some(CommandEnd::Lost { why }) => j(Verdict::Bad, format!("the command was lost: {why}")),
+        Some(CommandEnd::VmEnded) => j(
+            Verdict::Bad,
+            "the VM ended while the command ran (the guest reset or powered off)".into(),
+        ),
+        // fault() took these.
+        Some(CommandEnd::NotStarted { why } | CommandEnd::AgentFailed { why }) => {
+            j(Verdict::Abort, why.clone())
+        }
+    }
+}
+
+/// `` (not the kernel's: userspace wrote line 188 to /dev/kmsg: `WARNING: …`)``, or nothing.
+fn userspace_note(f: &Facts) -> String {
+    match f.from_userspace.first() {
+        None => String::new(),
+        Some(u) => {
+            let more = match f.from_userspace.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            format!(
+                " (not the kernel's: userspace wrote line {}{more} to /dev/kmsg: `{}`)",
+                u.line, u.text
+            )
+        }
     }
 }
 
 fn boot_failure(f: &Facts) -> String {
     match f.boot {
         BootEnd::AgentUp => "booted".into(),
-        BootEnd::QemuExited => "the VM exited during boot".into(),
+        BootEnd::VmEnded => "the VM exited during boot".into(),
         BootEnd::TimedOut => "the guest agent never answered (boot timeout)".into(),
     }
 }
@@ -208,6 +283,9 @@ mod tests {
             boot,
             command_end: end,
             findings: vec![],
+            vm_end: None,
+            kernel_printed: true,
+            from_userspace: vec![],
         }
     }
 
@@ -216,6 +294,7 @@ mod tests {
             kind: FindingKind::Warning,
             line: 12,
             text: "WARNING: CPU: 0 PID: 1 at test".into(),
+            usec: None,
         }
     }
 
@@ -238,13 +317,14 @@ mod tests {
 
     #[test]
     fn a_boot_that_never_reaches_the_agent() {
-        for boot in [BootEnd::QemuExited, BootEnd::TimedOut] {
+        for boot in [BootEnd::VmEnded, BootEnd::TimedOut] {
             // With a command: the kernel could not be tested.
             let mut f = facts(&["true"], boot.clone(), None);
             f.findings.push(Finding {
                 kind: FindingKind::Panic,
                 line: 3,
                 text: "Kernel panic - not syncing: no init".into(),
+                usec: None,
             });
             assert_eq!(judge(&f).verdict, Verdict::Skip);
             // Without: the boot is the check, and it failed.
@@ -270,6 +350,23 @@ mod tests {
         assert_eq!(
             j.reason,
             "console: warning at line 12: WARNING: CPU: 0 PID: 1 at test (and 1 more)"
+        );
+    }
+
+    #[test]
+    fn what_userspace_wrote_to_kmsg_is_named_but_not_judged() {
+        let mut f = facts(
+            &["true"],
+            BootEnd::AgentUp,
+            Some(CommandEnd::Exited { code: 0 }),
+        );
+        f.from_userspace = vec![warning()];
+        let j = judge(&f);
+        assert_eq!(j.verdict, Verdict::Good);
+        assert_eq!(
+            j.reason,
+            "the command exited 0 (not the kernel's: userspace wrote line 12 to /dev/kmsg: \
+             `WARNING: CPU: 0 PID: 1 at test`)"
         );
     }
 
