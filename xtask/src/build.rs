@@ -2,7 +2,6 @@
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
 pub mod key;
-pub mod lock;
 mod miss;
 mod plan;
 mod progress;
@@ -86,7 +85,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Resul
     if let Some(answer) = answer_from_cache(&cache, &key, opts, start, true) {
         return Ok(answer);
     }
-    let _key_lock = cache.lock(&key)?;
+    let _key_lock = cache.lock(&key, opts.timeout)?;
     // Another builder of the same key may have published it while we waited.
     if let Some(answer) = answer_from_cache(&cache, &key, opts, start, false) {
         return Ok(answer);

@@ -3,9 +3,9 @@
 //! and `cargo xtask cache ls | show | gc`.
 
 use crate::build::key::KeyInputs;
-use crate::build::lock::FileLock;
 use crate::cli::{CacheAction, CacheArgs};
 use crate::ctx::Ctx;
+use crate::lock::FileLock;
 use crate::state::StateDir;
 use crate::units::{human_bytes, human_duration, Bound};
 use anyhow::{bail, Context, Result};
@@ -241,11 +241,13 @@ impl Cache {
         let _ = std::fs::write(self.entry_dir(key).join(LAST_USED), format!("{secs}\n"));
     }
 
-    /// The lock that one builder of `key` holds from lookup to publication.
-    pub fn lock(&self, key: &str) -> Result<FileLock> {
+    /// The lock that one builder of `key` holds from lookup to publication; another builder
+    /// of the same key waits at most `limit` (a build's own limit) for it.
+    pub fn lock(&self, key: &str, limit: Duration) -> Result<FileLock> {
         FileLock::acquire(
             &self.root.join("locks").join(format!("{key}.lock")),
-            &format!("cache key {}", short(key)),
+            &format!("another build of cache key {}", short(key)),
+            limit,
         )
     }
 

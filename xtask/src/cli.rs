@@ -146,6 +146,9 @@ pub struct BuildArgs {
     /// Build again even when the cache holds a failure for this key
     #[arg(long)]
     pub retry_failed: bool,
+    /// Time limit for each make run of the build [default: 3h]
+    #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
+    pub build_timeout: Option<Span>,
 }
 
 #[derive(Args, Debug)]

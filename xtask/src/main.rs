@@ -17,6 +17,7 @@ mod kconfig;
 mod kvm;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+mod lock;
 mod quickstart;
 mod rootfs;
 mod settings;
