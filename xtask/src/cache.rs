@@ -246,7 +246,7 @@ impl Cache {
     pub fn lock(&self, key: &str, limit: Duration) -> Result<FileLock> {
         FileLock::acquire(
             &self.root.join("locks").join(format!("{key}.lock")),
-            &format!("another build of cache key {}", &key[..12.min(key.len())]),
+            &format!("another build of cache key {}", short(key)),
             limit,
         )
     }
@@ -377,8 +377,10 @@ fn age(t: SystemTime) -> String {
     format!("{} ago", human_duration(Duration::from_secs(d.as_secs())))
 }
 
-fn short(s: &str) -> &str {
-    &s[..12.min(s.len())]
+/// The first 12 characters of a key or commit, as people read them; whatever a metadata file
+/// holds, never a slice inside a character.
+pub fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
 }
 
 /// The largest `gc --max-size`: beyond any disk, well inside 64 bits of bytes.
@@ -428,7 +430,11 @@ fn ls(cache: &Cache) -> Result<u8> {
             status,
             commit,
             human_bytes(size),
-            &e.meta.inputs.config[..8.min(e.meta.inputs.config.len())],
+            e.meta
+                .inputs
+                .config
+                .get(..8)
+                .unwrap_or(&e.meta.inputs.config),
             age(e.last_used())
         );
     }

@@ -31,7 +31,7 @@ pub enum Command {
     Build(BuildCmd),
     /// Boot a kernel in a VM with an interactive console, or run one command
     Boot(BootCmd),
-    /// Boot a kernel and judge it: exit 0 good, 1 bad, 125 untestable, 128+ setup problem
+    /// Boot a kernel and judge it: exit 0 good, 1 bad, 125 untestable, 128 not the kernel's doing
     Check(CheckCmd),
     /// Find the first bad commit between GOOD and BAD with `git bisect`
     Bisect(BisectCmd),

@@ -60,7 +60,8 @@ fn quote(s: &OsStr) -> String {
 pub fn log_start(cmd: &Command) -> Instant {
     let line = format!("+ {}", display(cmd));
     if verbose() {
-        eprintln!("{line}");
+        // Also runs in guards' Drop, where a panic on a closed stderr would abort.
+        crate::exit::say(&line);
     }
     log_line(&line);
     Instant::now()
