@@ -7,6 +7,8 @@
 //! - `XTASK_TEST_TREE`: a kernel git tree (Debian's linux-source-6.1, one commit tagged `base`);
 //! - `XTASK_TEST_KERNEL`: a bzImage built from that tree with the trimmed config.
 
+pub mod builds;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -3,146 +3,13 @@
 //! errors. Every test leaves the fixture tree as it found it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::{code, fixture, stderr, stdout, Fixture};
-
-/// A file of the tree that every config compiles.
-const EDITED: &str = "init/version.c";
-
-/// Restores files of the tree (their bytes, or their absence) when dropped, even on a panic.
-struct Restore {
-    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
-}
-
-impl Restore {
-    fn new() -> Restore {
-        Restore { saved: Vec::new() }
-    }
-
-    fn write(&mut self, path: PathBuf, data: &[u8]) {
-        if !self.saved.iter().any(|(p, _)| *p == path) {
-            self.saved.push((path.clone(), std::fs::read(&path).ok()));
-        }
-        std::fs::write(&path, data).unwrap();
-    }
-
-    fn append(&mut self, path: PathBuf, text: &str) {
-        let mut data = std::fs::read(&path).unwrap();
-        data.extend_from_slice(text.as_bytes());
-        self.write(path, &data);
-    }
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        for (path, data) in self.saved.drain(..).rev() {
-            match data {
-                Some(d) => std::fs::write(&path, d).unwrap(),
-                None => {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-    }
-}
-
-/// One `build` run: its output, how long it took, and its command log.
-struct Run {
-    out: Output,
-    took: Duration,
-    commands: String,
-}
-
-impl Run {
-    fn make_runs(&self) -> usize {
-        self.commands
-            .lines()
-            .filter(|l| l.starts_with('+') && l.contains(" make "))
-            .count()
-    }
-}
-
-fn build(f: &Fixture, args: &[&str]) -> Run {
-    let mut cmd = f.xtask();
-    cmd.arg("build").args(args);
-    eprintln!("$ {cmd:?}");
-    let start = Instant::now();
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let took = start.elapsed();
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}--- {} after {took:?}",
-        stdout(&out),
-        stderr(&out),
-        out.status
-    );
-    Run {
-        commands: command_log(&f.state, pid),
-        out,
-        took,
-    }
-}
-
-/// The command log of the `build` run with this pid.
-fn command_log(state: &Path, pid: u32) -> String {
-    let suffix = format!("-build-{pid}");
-    // Empty until the run has made its directory.
-    std::fs::read_dir(state.join("runs"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
-        .and_then(|dir| std::fs::read_to_string(dir.path().join("commands.log")).ok())
-        .unwrap_or_default()
-}
-
-fn git(tree: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-    stdout(&out)
-}
-
-/// What the checkout looks like to git, byte for byte.
-fn checkout_state(tree: &Path) -> (String, String, String) {
-    (
-        git(tree, &["status", "--porcelain", "--untracked-files=all"]),
-        git(tree, &["diff", "HEAD", "--binary"]),
-        git(tree, &["rev-parse", "HEAD"]),
-    )
-}
-
-/// The entry directory a successful build printed.
-fn entry_of(run: &Run) -> String {
-    stdout(&run.out)
-        .lines()
-        .find_map(|l| l.strip_prefix("entry:").map(|s| s.trim().to_string()))
-        .expect("an entry line")
-}
-
-/// A number no earlier run used.
-fn unique() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// Builds the clean working state (a cache hit when the fixture's HEAD was built already).
-fn clean_build(f: &Fixture) -> Run {
-    let r = build(f, &[]);
-    assert_eq!(code(&r.out), 0);
-    r
-}
+use tests::builds::{
+    build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, EDITED,
+};
+use std::process::Output;
+use tests::{code, fixture, run, stderr, stdout};
 
 #[test]
 fn a_second_build_is_a_cache_hit_that_runs_no_make() {
@@ -177,6 +44,40 @@ fn a_second_build_is_a_cache_hit_that_runs_no_make() {
         serde_json::from_slice(&std::fs::read(entry.join("metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["status"], "ok");
     assert_eq!(meta["dirty"], false);
+}
+
+/// Which git runs and the time zone change neither the key nor the image: git 2.39 (Debian's
+/// /usr/bin/git) and 2.47 write `%cI` differently, and the date goes into the version banner.
+#[test]
+fn the_key_ignores_which_git_runs_and_the_time_zone() {
+    let f = fixture();
+    let with = |path: &str, tz: &str| {
+        let mut cmd = f.xtask();
+        cmd.env("PATH", path).env("TZ", tz).arg("build");
+        let start = Instant::now();
+        let out = run(&mut cmd);
+        (out, start.elapsed())
+    };
+    let plain = "/usr/sbin:/usr/bin:/sbin:/bin";
+    let (first, _) = with(plain, "America/New_York");
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    // Another git first on PATH when the machine has one, and another time zone.
+    let other = format!("/usr/local/bin:{plain}");
+    let (second, took) = with(&other, "Asia/Kolkata");
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    assert!(
+        stdout(&second).contains("no make run"),
+        "the second build ran make: {}",
+        stdout(&second)
+    );
+    let entry = |o: &Output| {
+        stdout(o)
+            .lines()
+            .find_map(|l| l.strip_prefix("entry:").map(|s| s.trim().to_string()))
+            .expect("an entry line")
+    };
+    assert_eq!(entry(&first), entry(&second));
+    assert!(took < Duration::from_secs(30), "a cache hit took {took:?}");
 }
 
 #[test]
@@ -242,48 +143,6 @@ fn a_kernel_that_does_not_compile_fails_with_its_errors_and_the_failure_is_cache
         assert!(stderr(&again.out).contains("error:"));
     }
     assert_eq!(checkout_state(&f.tree), before);
-}
-
-/// A commit of the tree with one changed line, made without touching the checkout, its
-/// index or its refs (only unreachable objects are added, which git gc drops).
-fn side_commit(tree: &Path) -> String {
-    let scratch = tempfile::tempdir().unwrap();
-    let index = scratch.path().join("index");
-    let blob_src = scratch.path().join("version.c");
-    let head = git(tree, &["rev-parse", "HEAD"]).trim().to_string();
-    let mut text = git(tree, &["show", &format!("HEAD:{EDITED}")]);
-    // Unique per run, so that the revision is built, not found in the cache.
-    text.push_str(&format!(
-        "\n/* xtask e2e: another revision, {} */\n",
-        unique()
-    ));
-    std::fs::write(&blob_src, text).unwrap();
-    let with_index = |args: &[&str]| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(tree)
-            .args(args)
-            .env("GIT_INDEX_FILE", &index)
-            .env("GIT_AUTHOR_NAME", "xtask e2e")
-            .env("GIT_AUTHOR_EMAIL", "e2e@xtask")
-            .env("GIT_COMMITTER_NAME", "xtask e2e")
-            .env("GIT_COMMITTER_EMAIL", "e2e@xtask")
-            .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
-            .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-        stdout(&out).trim().to_string()
-    };
-    with_index(&["read-tree", "HEAD"]);
-    let blob = with_index(&["hash-object", "-w", blob_src.to_str().unwrap()]);
-    with_index(&[
-        "update-index",
-        "--cacheinfo",
-        &format!("100644,{blob},{EDITED}"),
-    ]);
-    let new_tree = with_index(&["write-tree"]);
-    with_index(&["commit-tree", &new_tree, "-p", &head, "-m", "xtask e2e"])
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod toolchain;
 use crate::cache::{self, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
+use crate::exit;
 use crate::settings::BuildOptions;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
@@ -82,12 +83,12 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Resul
     };
     let key = inputs.key();
     let cache = Cache::new(&ctx.state);
-    if let Some(answer) = answer_from_cache(&cache, &key, opts, start) {
+    if let Some(answer) = answer_from_cache(&cache, &key, opts, start, true) {
         return Ok(answer);
     }
     let _key_lock = cache.lock(&key)?;
     // Another builder of the same key may have published it while we waited.
-    if let Some(answer) = answer_from_cache(&cache, &key, opts, start) {
+    if let Some(answer) = answer_from_cache(&cache, &key, opts, start, false) {
         return Ok(answer);
     }
     let request = miss::Request {
@@ -116,13 +117,26 @@ fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The cache's answer for `key`, if it has one that can be used. A built entry is checked
+/// against the sizes and digests recorded at publish first: a broken one (an image missing,
+/// truncated or changed) is no answer, so it is rebuilt rather than booted; `say` prints why.
 fn answer_from_cache(
     cache: &Cache,
     key: &str,
     opts: &BuildOptions,
     start: Instant,
+    say: bool,
 ) -> Option<BuildOutcome> {
     let entry = cache.lookup(key)?;
+    if let Err(why) = entry.verify() {
+        if say {
+            eprintln!(
+                "the cache entry {} is broken ({why}): building it again",
+                &key[..12]
+            );
+        }
+        return None;
+    }
     match entry.meta.status {
         Status::Ok => {
             cache.touch(key);
@@ -189,7 +203,7 @@ impl BuildCmd {
                 println!("config:    {}", a.config.display());
                 println!("log:       {}", a.log.display());
                 println!("entry:     {}", a.dir.display());
-                Ok(0)
+                Ok(exit::OK)
             }
             BuildOutcome::Failed {
                 key, log, summary, ..
@@ -197,7 +211,8 @@ impl BuildCmd {
                 eprintln!("build failed (key {}):\n{summary}", &key[..12]);
                 eprintln!("full log: {}", log.display());
                 eprintln!("the failure is cached for these inputs; --retry-failed builds again");
-                Ok(1)
+                // The kernel's failure, as `git bisect run cargo xtask build` reads it: bad.
+                Ok(exit::FAILED)
             }
         }
     }

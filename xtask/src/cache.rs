@@ -7,7 +7,7 @@ use crate::build::lock::FileLock;
 use crate::cli::{CacheAction, CacheArgs};
 use crate::ctx::Ctx;
 use crate::state::StateDir;
-use crate::units::{human_bytes, human_duration, parse_size_bytes};
+use crate::units::{human_bytes, human_duration, Bound};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,6 +61,28 @@ pub struct Metadata {
     pub created: u64,
     /// The error lines of a failed build.
     pub summary: Option<String>,
+    /// Size and digest of each file a boot reads, recorded at publish and checked before
+    /// every hit. Entries made before this was recorded have none (their bzImage's size in
+    /// `sizes` is checked instead).
+    #[serde(default)]
+    pub files: BTreeMap<String, FileRecord>,
+}
+
+/// What publish recorded of one file of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The files of an entry that a boot reads, so the ones checked before a hit.
+const BOOT_FILES: [&str; 2] = [BZIMAGE, INITRAMFS];
+
+/// Whether `s` can be a cache key: 64 lowercase hex digits, so it is safe as a file name.
+pub fn is_key(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A published entry.
@@ -85,6 +107,85 @@ impl Entry {
     pub fn size(&self) -> u64 {
         dir_size(&self.dir)
     }
+
+    /// Checks a built entry against what publish recorded; `Err` says what is wrong (a file
+    /// missing, truncated or changed). A recorded failure has nothing to check.
+    pub fn verify(&self) -> std::result::Result<(), String> {
+        if self.meta.status == Status::Failed {
+            return Ok(());
+        }
+        if self.meta.files.is_empty() {
+            // An entry from before digests were recorded: its bzImage's size.
+            let want = self.meta.sizes.get(BZIMAGE).copied();
+            return check_file(&self.path(BZIMAGE), BZIMAGE, want, None);
+        }
+        if !self.meta.files.contains_key(BZIMAGE) {
+            return Err(format!("no {BZIMAGE} recorded"));
+        }
+        for (name, rec) in &self.meta.files {
+            check_file(&self.path(name), name, Some(rec.size), Some(&rec.sha256))?;
+        }
+        if self.meta.sizes.contains_key(MODULES) && !self.path(MODULES).is_dir() {
+            return Err(format!("{MODULES} missing"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks one file's size and, when given, its digest.
+fn check_file(
+    path: &std::path::Path,
+    name: &str,
+    size: Option<u64>,
+    sha256: Option<&str>,
+) -> std::result::Result<(), String> {
+    let have = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => return Err(format!("{name} is not a regular file")),
+        Err(_) => return Err(format!("{name} missing")),
+    };
+    if let Some(want) = size {
+        if have != want {
+            return Err(format!("{name} is {have} bytes, {want} were recorded"));
+        }
+    }
+    if let Some(want) = sha256 {
+        if file_sha256(path).as_deref() != Some(want) {
+            return Err(format!("{name} does not match its recorded digest"));
+        }
+    }
+    Ok(())
+}
+
+/// Hex sha256 of a file's bytes; None when it cannot be read.
+fn file_sha256(path: &std::path::Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).ok()?;
+    Some(crate::build::key::hex(&h.finalize()))
+}
+
+/// Flushes every file and directory below `dir` (and `dir`) to disk, so that a rename that
+/// publishes it never survives a crash that its contents do not.
+fn fsync_tree(dir: &std::path::Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(dir).contents_first(true) {
+        let e = e?;
+        if e.file_type().is_symlink() {
+            continue;
+        }
+        std::fs::File::open(e.path())
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("flushing {} to disk", e.path().display()))?;
+    }
+    Ok(())
+}
+
+/// Flushes a directory itself (the names in it) to disk.
+fn fsync_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("flushing {} to disk", dir.display()))
 }
 
 pub struct Cache {
@@ -112,10 +213,23 @@ impl Cache {
 
     /// The published entry of `key`, if any (an unreadable one counts as absent).
     pub fn lookup(&self, key: &str) -> Option<Entry> {
+        self.read_entry(key).ok()
+    }
+
+    /// The entry of `key`, or why it cannot be read: its metadata missing, unparsable, or
+    /// naming another key (a key read from disk is used as a path only when it is this one).
+    fn read_entry(&self, key: &str) -> std::result::Result<Entry, String> {
+        if !is_key(key) {
+            return Err("not a cache key".into());
+        }
         let dir = self.entry_dir(key);
-        let text = std::fs::read_to_string(dir.join(METADATA)).ok()?;
-        let meta: Metadata = serde_json::from_str(&text).ok()?;
-        Some(Entry { dir, meta })
+        let text =
+            std::fs::read_to_string(dir.join(METADATA)).map_err(|e| format!("{METADATA}: {e}"))?;
+        let meta: Metadata = serde_json::from_str(&text).map_err(|e| format!("{METADATA}: {e}"))?;
+        if meta.key != key {
+            return Err(format!("{METADATA} names another key"));
+        }
+        Ok(Entry { dir, meta })
     }
 
     /// Marks an entry used now.
@@ -144,14 +258,32 @@ impl Cache {
             .context("creating a staging directory in the cache")
     }
 
-    /// Writes the metadata and renames the staged directory into place (replacing a
-    /// recorded failure of the same key). The caller holds the key's lock.
+    /// Records the size and digest of the files a boot reads, writes the metadata, flushes
+    /// it all to disk and renames the staged directory into place (replacing a recorded
+    /// failure or a broken entry of the same key). The caller holds the key's lock.
     pub fn publish(&self, staged: tempfile::TempDir, meta: &Metadata) -> Result<Entry> {
+        let mut meta = meta.clone();
+        for name in BOOT_FILES {
+            let path = staged.path().join(name);
+            if let Ok(m) = std::fs::metadata(&path) {
+                let sha256 =
+                    file_sha256(&path).with_context(|| format!("reading {}", path.display()))?;
+                meta.files.insert(
+                    name.to_string(),
+                    FileRecord {
+                        size: m.len(),
+                        sha256,
+                    },
+                );
+            }
+        }
+        let meta = &meta;
         std::fs::write(
             staged.path().join(METADATA),
             serde_json::to_string_pretty(meta)?,
         )?;
         std::fs::write(staged.path().join(LAST_USED), "")?;
+        fsync_tree(staged.path())?;
         let dest = self.entry_dir(&meta.key);
         std::fs::create_dir_all(self.entries_dir())?;
         let old = dest.exists().then(|| {
@@ -164,6 +296,7 @@ impl Cache {
         let staged = staged.keep();
         std::fs::rename(&staged, &dest)
             .with_context(|| format!("publishing {}", dest.display()))?;
+        fsync_dir(&self.entries_dir())?;
         if let Some(old) = old {
             let _ = std::fs::remove_dir_all(old);
         }
@@ -246,15 +379,19 @@ fn short(s: &str) -> &str {
     &s[..12.min(s.len())]
 }
 
+/// The largest `gc --max-size`: beyond any disk, well inside 64 bits of bytes.
+const MAX_SIZE: Bound<'static, u64> = (1 << 50, "1024T");
+
 impl CacheArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let cache = Cache::new(&ctx.state);
         match self.action {
             CacheAction::Ls => ls(&cache),
             CacheAction::Show { what } => show(ctx, &cache, &what),
-            CacheAction::Gc { max_size } => {
-                gc(&cache, parse_size_bytes(&max_size).context("--max-size")?)
-            }
+            CacheAction::Gc { max_size } => gc(
+                &cache,
+                max_size.bytes_within("--max-size", (0, "0"), MAX_SIZE)?,
+            ),
         }
     }
 }
@@ -406,6 +543,7 @@ mod tests {
             kernelrelease: None,
             created: 1,
             summary: None,
+            files: BTreeMap::new(),
         }
     }
 
@@ -437,5 +575,68 @@ mod tests {
         assert_eq!(cache.entries().unwrap().len(), 1);
         assert!(cache.remove(&key).unwrap());
         assert!(cache.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_published_image_is_checked_before_use() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let key = "ef".repeat(32);
+        let s = cache.staging(&key).unwrap();
+        std::fs::write(s.path().join(BZIMAGE), "kernel image").unwrap();
+        let e = cache.publish(s, &meta(&key, Status::Ok)).unwrap();
+        assert_eq!(e.meta.files[BZIMAGE].size, 12);
+        assert_eq!(cache.lookup(&key).unwrap().verify(), Ok(()));
+
+        // Changed in place, same size.
+        std::fs::write(e.path(BZIMAGE), "kernel imagE").unwrap();
+        let why = cache.lookup(&key).unwrap().verify().unwrap_err();
+        assert!(why.contains("digest"), "{why}");
+        // Truncated.
+        std::fs::write(e.path(BZIMAGE), "kern").unwrap();
+        let why = cache.lookup(&key).unwrap().verify().unwrap_err();
+        assert_eq!(why, "bzImage is 4 bytes, 12 were recorded");
+        // Missing.
+        std::fs::remove_file(e.path(BZIMAGE)).unwrap();
+        let why = cache.lookup(&key).unwrap().verify().unwrap_err();
+        assert_eq!(why, "bzImage missing");
+    }
+
+    #[test]
+    fn an_entry_from_before_digests_is_checked_by_size() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let key = "01".repeat(32);
+        let dir = cache.entry_dir(&key);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut m = meta(&key, Status::Ok);
+        m.sizes.insert(BZIMAGE.into(), 6);
+        let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
+        json.as_object_mut().unwrap().remove("files");
+        std::fs::write(dir.join(METADATA), json.to_string()).unwrap();
+        std::fs::write(dir.join(BZIMAGE), "kernel").unwrap();
+        assert_eq!(cache.lookup(&key).unwrap().verify(), Ok(()));
+        std::fs::write(dir.join(BZIMAGE), "").unwrap();
+        assert!(cache.lookup(&key).unwrap().verify().is_err());
+    }
+
+    #[test]
+    fn keys_read_from_disk_are_checked_before_use_as_a_path() {
+        assert!(is_key(&"ab".repeat(32)));
+        assert!(!is_key("../../x"));
+        assert!(!is_key(&"AB".repeat(32)));
+        assert!(!is_key(&"ab".repeat(31)));
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let key = "23".repeat(32);
+        let dir = cache.entry_dir(&key);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(METADATA),
+            serde_json::to_string(&meta("../../x", Status::Ok)).unwrap(),
+        )
+        .unwrap();
+        assert!(cache.lookup(&key).is_none());
+        assert!(cache.lookup("../../x").is_none());
     }
 }

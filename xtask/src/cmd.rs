@@ -146,6 +146,9 @@ pub trait CommandExt {
     fn output_logged(&mut self) -> Result<Output>;
     /// Runs capturing output, whatever the exit status.
     fn output_unchecked(&mut self) -> Result<Output>;
+    /// As [`CommandExt::output_unchecked`], but fails (the child's process group ended) when
+    /// it has not finished within `limit`.
+    fn output_within(&mut self, limit: Duration) -> Result<Output>;
     /// Captured stdout, trimmed, of a successful run.
     fn read_logged(&mut self) -> Result<String>;
     /// The child is SIGKILLed when we die, even by SIGKILL (which runs no guard): for the VM's
@@ -215,41 +218,59 @@ impl CommandExt for Command {
     }
 
     fn output_unchecked(&mut self) -> Result<Output> {
-        let start = log_start(self);
-        self.process_group(0);
-        self.stdout(Stdio::piped()).stderr(Stdio::piped());
-        if self.get_program() != "sh" {
-            self.stdin(Stdio::null());
-        }
-        let mut child = self
-            .spawn()
-            .with_context(|| format!("could not start `{}`", display(self)))?;
-        let mut so = child.stdout.take().unwrap();
-        let mut se = child.stderr.take().unwrap();
-        let t1 = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = so.read_to_end(&mut v);
-            v
-        });
-        let t2 = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = se.read_to_end(&mut v);
-            v
-        });
-        let status = wait(&mut child, None)?.expect("no deadline");
-        let out = Output {
-            status,
-            stdout: t1.join().unwrap_or_default(),
-            stderr: t2.join().unwrap_or_default(),
-        };
-        log_end(self, start, &describe(&status));
-        Ok(out)
+        output_until(self, None)
+    }
+
+    fn output_within(&mut self, limit: Duration) -> Result<Output> {
+        output_until(self, Some(limit))
     }
 
     fn read_logged(&mut self) -> Result<String> {
         let out = self.output_logged()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
+}
+
+/// Runs `cmd` capturing its output, whatever its exit status; with a limit, a run that has
+/// not ended by then is ended and is an error naming the command.
+fn output_until(cmd: &mut Command, limit: Option<Duration>) -> Result<Output> {
+    let start = log_start(cmd);
+    cmd.process_group(0);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if cmd.get_program() != "sh" {
+        cmd.stdin(Stdio::null());
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start `{}`", display(cmd)))?;
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = limit.map(|l| Instant::now() + l);
+    let Some(status) = wait(&mut child, deadline)? else {
+        log_end(cmd, start, "timed out");
+        bail!(
+            "`{}` did not finish within {}s",
+            display(cmd),
+            limit.unwrap_or_default().as_secs()
+        );
+    };
+    let out = Output {
+        status,
+        stdout: t1.join().unwrap_or_default(),
+        stderr: t2.join().unwrap_or_default(),
+    };
+    log_end(cmd, start, &describe(&status));
+    Ok(out)
 }
 
 #[cfg(test)]

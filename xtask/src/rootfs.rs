@@ -225,11 +225,7 @@ fn shell(state: &StateDir, command: &[String]) -> Result<u8> {
         cmd::wait(&mut child, None)?.expect("no deadline")
     };
     use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
-        _ => crate::EXIT_SETUP,
-    })
+    Ok(crate::exit::passed_on(status.code(), status.signal()))
 }
 
 fn require_root(what: &str) -> Result<()> {

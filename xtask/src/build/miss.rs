@@ -285,6 +285,8 @@ fn metadata(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         summary,
+        // Recorded by `Cache::publish` from the staged files.
+        files: BTreeMap::new(),
     }
 }
 

@@ -23,7 +23,8 @@ use crate::build::{self, BuildOutcome};
 use crate::cli::{Backend, BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
 use crate::ctx::Ctx;
 use crate::settings::{BuildOptions, VmOptions};
-use crate::{kvm, tools};
+use crate::units::Bound;
+use crate::{exit, kvm, tools};
 use anyhow::{bail, Context, Result};
 use run::{Event, Launcher, Plan, Report, Tools};
 use serde::Serialize;
@@ -102,19 +103,24 @@ fn launcher(opts: &VmOptions) -> Result<Launcher> {
     }
 }
 
-/// The tools, the accelerator and the spec for one VM: everything decided up front.
+/// The programs a VM run needs: found before anything is built, so that a missing or
+/// unusable tool ends the run at once.
+pub fn find_tools(opts: &VmOptions) -> Result<Tools> {
+    Ok(Tools {
+        qemu: tools::find(&tools::QEMU)?,
+        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
+        launcher: launcher(opts)?,
+    })
+}
+
+/// The accelerator and the spec for one VM, with its tools: everything decided up front.
 pub fn prepare(
     ctx: &Ctx,
     opts: &VmOptions,
+    tools: Tools,
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let launcher = launcher(opts)?;
-    let tools = Tools {
-        qemu: tools::find(&tools::QEMU)?,
-        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
-        launcher,
-    };
     let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
     let machine = match tools.launcher {
@@ -169,6 +175,21 @@ pub fn plan(check: &CheckArgs) -> Result<Plan> {
     })
 }
 
+/// The most `--repeat`: a flaky bug shows long before, and each run is a boot.
+const MAX_REPEAT: Bound<'static, u64> = (1000, "1000");
+
+/// How many times to run the check: `--repeat`, checked.
+pub fn repeats(check: &CheckArgs) -> Result<u32> {
+    match &check.repeat {
+        Some(n) => Ok(u32::try_from(n.within(
+            "--repeat",
+            (1, "1"),
+            MAX_REPEAT,
+        )?)?),
+        None => Ok(1),
+    }
+}
+
 /// What [`check_rev`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
@@ -190,10 +211,8 @@ pub fn check_rev(
 ) -> Result<CheckOutcome> {
     let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
     let plan = plan(check)?;
-    let repeat = check.repeat.unwrap_or(1);
-    if repeat == 0 {
-        bail!("--repeat 0 is invalid: use 1 or more");
-    }
+    let repeat = repeats(check)?;
+    let tools = find_tools(&opts)?;
     let kernel = match kernel_for(ctx, rev, &opts, build)? {
         Ok(k) => k,
         Err(j) => {
@@ -204,7 +223,7 @@ pub fn check_rev(
             })
         }
     };
-    let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+    let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
     let mut runs = Vec::new();
     for i in 1..=repeat {
         let dir = if repeat == 1 {
@@ -377,6 +396,7 @@ impl BootCmd {
         if self.print_xml && opts.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
+        let tools = find_tools(&opts)?;
         let kernel = match kernel_for(ctx, self.rev.as_deref(), &opts, &self.build)? {
             Ok(k) => k,
             Err(j) => {
@@ -387,7 +407,7 @@ impl BootCmd {
         let paths = RunPaths::new(&ctx.run_dir);
         match &self.exec {
             Some(cmdline) => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
                 let plan = Plan {
                     command: vec!["/bin/sh".into(), "-c".into(), cmdline.clone()],
                     ..Plan::default()
@@ -399,8 +419,12 @@ impl BootCmd {
                 }
                 eprintln!("timings: {}", r.timings.line());
                 Ok(match &r.facts.command_end {
-                    Some(verdict::CommandEnd::Exited { code }) => *code as u8,
-                    Some(verdict::CommandEnd::Signaled { signal }) => 128 + *signal as u8,
+                    Some(verdict::CommandEnd::Exited { code }) => {
+                        exit::passed_on(Some(*code), None)
+                    }
+                    Some(verdict::CommandEnd::Signaled { signal }) => {
+                        exit::passed_on(None, Some(*signal))
+                    }
                     _ => {
                         eprintln!(
                             "{} (console log: {})",
@@ -412,7 +436,7 @@ impl BootCmd {
                 })
             }
             None if self.print_xml => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
                 #[cfg(feature = "libvirt")]
                 print!("{}", crate::libvirt::xml_for(&spec, &paths, &tools)?);
                 #[cfg(not(feature = "libvirt"))]
@@ -421,11 +445,11 @@ impl BootCmd {
             }
             #[cfg(feature = "libvirt")]
             None if opts.backend == Backend::Libvirt => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
                 crate::libvirt::boot_interactive(&spec, &paths, &tools)
             }
             None => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
                 eprintln!(
                     "booting {} ({:?}, {} init); Ctrl-A X quits, Ctrl-A C is the QEMU monitor",
                     spec.kernel.display(),
@@ -435,7 +459,12 @@ impl BootCmd {
                 let mut vm = run::Vm::start(&spec, &paths, &tools)?;
                 let st = vm.wait_foreground()?;
                 eprintln!("console log: {}", paths.console_log().display());
-                Ok(if st.success() { 0 } else { 1 })
+                // A guest that powers off, reboots or panics ends QEMU with 0 (-no-reboot);
+                // anything else is QEMU's own failure.
+                if !st.success() {
+                    bail!("QEMU exited with {st}");
+                }
+                Ok(exit::OK)
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use super::console::{Finding, FindingKind};
 use super::fault::{self, Fault, VmEnd};
+use crate::exit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -25,10 +26,10 @@ impl Verdict {
     /// The exit code of `cargo xtask check` for this verdict.
     pub fn exit_code(self) -> u8 {
         match self {
-            Verdict::Good => 0,
-            Verdict::Bad => 1,
-            Verdict::Skip => 125,
-            Verdict::Abort => crate::EXIT_SETUP,
+            Verdict::Good => exit::OK,
+            Verdict::Bad => exit::FAILED,
+            Verdict::Skip => exit::UNTESTABLE,
+            Verdict::Abort => exit::SETUP,
         }
     }
 
@@ -238,7 +239,10 @@ mod opt_secs {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.map(Duration::from_secs_f64))
+        // A saved file may hold anything: a negative or huge number is an error, not a panic.
+        Option::<f64>::deserialize(d)?
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -454,5 +458,16 @@ mod tests {
         );
         let text = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<Facts>(&text).unwrap(), f);
+    }
+
+    #[test]
+    fn saved_timings_that_are_no_duration_are_an_error_not_a_panic() {
+        let t: Timings =
+            serde_json::from_str(r#"{"boot":1.5,"command":null,"shutdown":null}"#).unwrap();
+        assert_eq!(t.boot, Some(Duration::from_millis(1500)));
+        for bad in ["-1.0", "1e300"] {
+            let text = format!(r#"{{"boot":{bad},"command":null,"shutdown":null}}"#);
+            assert!(serde_json::from_str::<Timings>(&text).is_err(), "{bad}");
+        }
     }
 }
