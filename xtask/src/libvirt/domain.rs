@@ -3,7 +3,7 @@
 //! `virsh console`.
 
 use super::agent::{ApiStream, DomainApi};
-use crate::vm::fault::{self, VmEnd};
+use crate::vm::fault::VmEnd;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ impl Domain {
         let log = std::fs::read(self.log_path()).unwrap_or_default();
         let log = String::from_utf8_lossy(&log);
         VmEnd::Domain {
-            reason: fault::libvirt_stop_reason(&log),
+            reason: stop_reason(&log),
             log_tail: crate::cmd::tail(&log, 5),
         }
     }
@@ -232,6 +232,14 @@ impl Drop for Domain {
         }
         let _ = self.conn.close();
     }
+}
+
+/// libvirt's stop reason in its log of a domain: the last `shutting down, reason=X`.
+pub fn stop_reason(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("shutting down, reason=").nth(1))
+        .map(|r| r.trim().to_string())
 }
 
 /// Destroys the domain `name` over a new connection, trying until `patience` has passed.
@@ -301,6 +309,14 @@ mod tests {
                 || std::fs::read_to_string("/proc/1/comm").ok()
                     == std::fs::read_to_string("/proc/self/comm").ok()
         );
+    }
+
+    #[test]
+    fn libvirts_stop_reason() {
+        let log = "2026-12-01 09:00:00.000+0000: starting up\n\
+                   2026-12-01 09:00:01.000+0000: shutting down, reason=crashed\n";
+        assert_eq!(stop_reason(log).as_deref(), Some("crashed"));
+        assert_eq!(stop_reason("starting up\n"), None);
     }
 
     #[test]

@@ -233,6 +233,9 @@ pub fn poll_delay(n: u32) -> Duration {
 const SYNC_ATTEMPT: Duration = Duration::from_millis(1000);
 /// How long reads block at most, so that the watch runs often.
 const READ_SLICE: Duration = Duration::from_millis(100);
+/// Bytes per guest-file-read: few round trips, and small enough for libvirt's messages
+/// (base64 makes it 4/3 bigger).
+const READ_CHUNK: usize = 1 << 20;
 /// How long past the command's deadline a status answer already asked for is awaited: a
 /// command that ended just in time is judged by its end.
 pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
@@ -404,16 +407,13 @@ impl Agent {
         deadline: Instant,
         watch: Watch,
     ) -> Result<(Vec<u8>, bool)> {
-        /// Bytes per guest-file-read: big enough for few round trips, small enough for
-        /// libvirt's messages (base64 makes it 4/3 bigger).
-        const CHUNK: usize = 1 << 20;
         let handle = self
             .call(&file_open_request(path, "r"), deadline, watch)?
             .as_i64()
             .ok_or_else(|| anyhow!("guest-file-open gave no handle"))?;
         let mut data = Vec::new();
         let more = loop {
-            let want = CHUNK.min(max + 1 - data.len());
+            let want = READ_CHUNK.min(max + 1 - data.len());
             let ret = self.call(&file_read_request(handle, want), deadline, watch)?;
             if let Some(b) = ret.get("buf-b64").and_then(Value::as_str) {
                 data.extend(b64::decode(b).context("guest-file-read: buf-b64 is not base64")?);
@@ -491,15 +491,16 @@ fn random_id() -> u64 {
     u64::from_le_bytes(b) & ((1 << 53) - 1)
 }
 
+/// Replaying recorded agent transcripts, for the tests of everything that talks to the agent.
 #[cfg(test)]
-mod tests {
+pub(crate) mod replay {
     use super::*;
     use std::collections::VecDeque;
 
     /// A stream that answers like the agent of a recorded transcript: each request written
     /// gets the next recorded answer. guest-sync answers echo our id (the recorded one was
     /// random), after the recorded complaints about the 0xFF reset byte.
-    struct Replay {
+    pub struct Replay {
         /// What the agent said before its guest-sync answer (the reset byte's error).
         before_sync: Vec<Vec<u8>>,
         answers: VecDeque<Vec<u8>>,
@@ -508,7 +509,7 @@ mod tests {
     }
 
     impl Replay {
-        fn from_transcript(name: &str) -> (Replay, Vec<Value>) {
+        pub fn from_transcript(name: &str) -> (Replay, Vec<Value>) {
             let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("src/vm/test_data/qga")
                 .join(name);
@@ -602,7 +603,7 @@ mod tests {
         }
     }
 
-    struct Once(Option<Replay>);
+    pub struct Once(pub Option<Replay>);
     impl Connect for Once {
         fn connect(&mut self) -> io::Result<Box<dyn Stream>> {
             self.0
@@ -611,6 +612,26 @@ mod tests {
                 .ok_or(io::ErrorKind::ConnectionRefused.into())
         }
     }
+
+    /// An agent connected to the replay of a recorded transcript.
+    pub fn agent(name: &str) -> Agent {
+        let (r, _) = Replay::from_transcript(name);
+        let mut conn = Once(Some(r));
+        let mut ok = || Ok(());
+        Agent::connect(
+            &mut conn,
+            Instant::now() + Duration::from_secs(5),
+            &mut ok,
+            None,
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replay::{Once, Replay};
+    use super::*;
 
     /// Runs the client's check sequence against a recorded transcript.
     fn replay(name: &str, argv: &[&str]) -> (Result<ExecStatus>, Vec<Value>) {
