@@ -75,7 +75,7 @@ pub fn log_end(cmd: &Command, start: Instant, status: &str) {
     ));
 }
 
-fn describe(status: &ExitStatus) -> String {
+pub fn describe(status: &ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit {c}"),

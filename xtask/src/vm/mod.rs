@@ -9,7 +9,9 @@
 
 mod b64;
 pub mod bench;
+pub mod command;
 pub mod console;
+pub mod fault;
 pub mod kmsg;
 pub mod qemu;
 pub mod qga;
@@ -161,7 +163,7 @@ pub fn plan(check: &CheckArgs) -> Result<Plan> {
     let (command, script) = match &check.script {
         Some(f) => {
             let text = std::fs::read(f).with_context(|| format!("--script {}", f.display()))?;
-            let mut c = vec!["/bin/sh".to_string(), run::SCRIPT_PATH.to_string()];
+            let mut c = vec!["/bin/sh".to_string(), command::SCRIPT_PATH.to_string()];
             c.extend(check.command.iter().cloned());
             (c, Some(text))
         }
@@ -289,6 +291,7 @@ fn print_event(e: &Event) {
             eprintln!("command ended after {:.2}s: {end:?}", d.as_secs_f64())
         }
         Event::ShutDown(how, d) => eprintln!("shut down in {:.2}s ({how})", d.as_secs_f64()),
+        Event::Retrying(what) => eprintln!("not the kernel's fault: {what}; running it once more"),
     }
 }
 

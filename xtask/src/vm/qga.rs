@@ -80,13 +80,15 @@ pub const EXEC_ENV: &[&str] = &[
     "TERM=dumb",
 ];
 
-/// `guest-exec` of argv, capturing its output.
+/// `guest-exec` of argv, without capturing its output: the agent reports an exit only once
+/// the captured pipes close, which children left in the background may hold open for ever
+/// (the command's output goes to files instead, see `vm::command`).
 pub fn exec_request(argv: &[String]) -> Value {
     json!({"execute": "guest-exec", "arguments": {
         "path": argv[0],
         "arg": argv[1..],
         "env": EXEC_ENV,
-        "capture-output": true,
+        "capture-output": false,
     }})
 }
 
@@ -107,6 +109,10 @@ pub fn file_write_request(handle: i64, data: &[u8]) -> Value {
     json!({"execute": "guest-file-write", "arguments": {"handle": handle, "buf-b64": b64::encode(data)}})
 }
 
+pub fn file_read_request(handle: i64, count: usize) -> Value {
+    json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": count}})
+}
+
 pub fn file_close_request(handle: i64) -> Value {
     json!({"execute": "guest-file-close", "arguments": {"handle": handle}})
 }
@@ -120,17 +126,37 @@ pub fn parse_line(line: &[u8]) -> Result<Value> {
     serde_json::from_str(text.trim()).with_context(|| format!("agent sent non-JSON: {text:?}"))
 }
 
-/// The `return` of a response, or its `error` as an error.
+/// The agent answered a request with an error: it works, and said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub class: String,
+    pub desc: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "guest agent error {}: {}", self.class, self.desc)
+    }
+}
+impl std::error::Error for Refused {}
+
+/// Whether an error is the agent's refusal (not a broken channel or a deadline).
+pub fn is_refusal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Refused>())
+}
+
+/// The `return` of a response, or its `error` as a [`Refused`].
 pub fn result_of(resp: &Value) -> Result<&Value> {
     if let Some(r) = resp.get("return") {
         return Ok(r);
     }
     if let Some(e) = resp.get("error") {
-        bail!(
-            "guest agent error {}: {}",
-            e.get("class").and_then(Value::as_str).unwrap_or("?"),
-            e.get("desc").and_then(Value::as_str).unwrap_or("?")
-        );
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        return Err(Refused {
+            class: text("class"),
+            desc: text("desc"),
+        }
+        .into());
     }
     bail!("agent answer has neither return nor error: {resp}")
 }
@@ -180,7 +206,7 @@ impl ExecStatus {
         Some(match (self.signal, self.exit_code) {
             (Some(signal), _) => CommandEnd::Signaled { signal },
             (None, Some(code)) => CommandEnd::Exited { code },
-            (None, None) => CommandEnd::Lost {
+            (None, None) => CommandEnd::AgentFailed {
                 why: "the agent reported neither exit code nor signal".into(),
             },
         })
@@ -199,6 +225,9 @@ pub fn poll_delay(n: u32) -> Duration {
 const SYNC_ATTEMPT: Duration = Duration::from_millis(1000);
 /// How long reads block at most, so that the watch runs often.
 const READ_SLICE: Duration = Duration::from_millis(100);
+/// How long past the command's deadline a status answer already asked for is awaited: a
+/// command that ended just in time is judged by its end.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// A connected, synced agent.
 pub struct Agent {
@@ -293,13 +322,15 @@ impl Agent {
     }
 
     /// Polls `guest-exec-status` with backoff until the command exits; [`Stop::Deadline`]
-    /// when it is still running at `deadline`.
+    /// when it is still running at `deadline`, the one deadline of the whole wait (an answer
+    /// asked for before it gets [`ANSWER_GRACE`]).
     pub fn wait_exec(&mut self, pid: i64, deadline: Instant, watch: Watch) -> Result<ExecStatus> {
         for n in 0.. {
-            // Each status call gets a few seconds even when the command's time is up.
-            let call_deadline = Instant::now() + Duration::from_secs(10);
-            let st =
-                ExecStatus::parse(&self.call(&exec_status_request(pid), call_deadline, watch)?)?;
+            let st = ExecStatus::parse(&self.call(
+                &exec_status_request(pid),
+                deadline + ANSWER_GRACE,
+                watch,
+            )?)?;
             if st.exited {
                 return Ok(st);
             }
@@ -331,6 +362,42 @@ impl Agent {
         }
         self.call(&file_close_request(handle), deadline, watch)?;
         Ok(())
+    }
+
+    /// Reads a file in the guest, at most `max` bytes of it; says whether there was more.
+    pub fn read_file(
+        &mut self,
+        path: &str,
+        max: usize,
+        deadline: Instant,
+        watch: Watch,
+    ) -> Result<(Vec<u8>, bool)> {
+        /// Bytes per guest-file-read: big enough for few round trips, small enough for
+        /// libvirt's messages (base64 makes it 4/3 bigger).
+        const CHUNK: usize = 1 << 20;
+        let handle = self
+            .call(&file_open_request(path, "r"), deadline, watch)?
+            .as_i64()
+            .ok_or_else(|| anyhow!("guest-file-open gave no handle"))?;
+        let mut data = Vec::new();
+        let more = loop {
+            let want = CHUNK.min(max + 1 - data.len());
+            let ret = self.call(&file_read_request(handle, want), deadline, watch)?;
+            if let Some(b) = ret.get("buf-b64").and_then(Value::as_str) {
+                data.extend(b64::decode(b).context("guest-file-read: buf-b64 is not base64")?);
+            }
+            if data.len() > max {
+                data.truncate(max);
+                break true;
+            }
+            if ret.get("eof").and_then(Value::as_bool) != Some(false)
+                || ret.get("count").and_then(Value::as_u64) == Some(0)
+            {
+                break false;
+            }
+        };
+        self.call(&file_close_request(handle), deadline, watch)?;
+        Ok((data, more))
     }
 
     /// Reads one answer (a line of JSON), waiting at most until `deadline`.
@@ -390,37 +457,6 @@ fn random_id() -> u64 {
     }
     // JSON numbers are safe as integers below 2^53.
     u64::from_le_bytes(b) & ((1 << 53) - 1)
-}
-
-/// The result of the command a transcript holds, for re-judging a saved run: the first
-/// guest-exec's (later ones, such as the kernel log's read, are the check's own).
-pub fn command_exec_status(transcript: &str) -> Result<Option<ExecStatus>> {
-    let mut command_pid = None;
-    // The request the next answer is for (calls are one at a time).
-    let mut asked: Option<Value> = None;
-    for line in transcript.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).context("a transcript line is not JSON")?;
-        if let Some(req) = v.get("send") {
-            asked = Some(req.clone());
-            continue;
-        }
-        let (Some(ret), Some(req)) = (v.get("recv").and_then(|r| r.get("return")), &asked) else {
-            continue;
-        };
-        let pid_of = |x: &Value| x.get("pid").and_then(Value::as_i64);
-        match req.get("execute").and_then(Value::as_str) {
-            Some("guest-exec") if command_pid.is_none() => command_pid = pid_of(ret),
-            Some("guest-exec-status")
-                if command_pid.is_some()
-                    && req.get("arguments").and_then(pid_of) == command_pid
-                    && ret.get("exited").and_then(Value::as_bool) == Some(true) =>
-            {
-                return ExecStatus::parse(ret).map(Some);
-            }
-            _ => {}
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -600,7 +636,7 @@ mod tests {
         let m = exec_request(&argv);
         assert_eq!(m["arguments"]["path"], "sh");
         assert_eq!(m["arguments"]["arg"], json!(["-c", "true"]));
-        assert_eq!(m["arguments"]["capture-output"], true);
+        assert_eq!(m["arguments"]["capture-output"], false);
         assert_eq!(
             sync_request(7).to_string(),
             r#"{"arguments":{"id":7},"execute":"guest-sync"}"#
@@ -686,22 +722,5 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(stop_of(&e), Some(Stop::VmExited));
-    }
-
-    #[test]
-    fn the_commands_result_in_a_transcript() {
-        let read = |name: &str| {
-            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("src/vm/test_data/qga")
-                .join(name);
-            command_exec_status(&std::fs::read_to_string(p).unwrap())
-                .unwrap()
-                .unwrap()
-        };
-        assert_eq!(read("exec_output.jsonl").exit_code, Some(3));
-        // The kernel log was read after the command: its dd is not the command.
-        let st = read("exec_then_kmsg_read.jsonl");
-        assert_eq!(st.exit_code, Some(0));
-        assert!(st.stdout.is_empty());
     }
 }

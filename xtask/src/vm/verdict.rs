@@ -1,6 +1,7 @@
 //! The verdict of a check and how it is decided from what a run recorded: pure code.
 
-use super::console::Finding;
+use super::console::{Finding, FindingKind};
+use super::fault::{self, Fault, VmEnd};
 use crate::exit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -68,8 +69,13 @@ pub enum CommandEnd {
     Signaled { signal: i32 },
     /// It ran past `--timeout`.
     TimedOut,
-    /// The VM died or stopped answering while it ran.
-    Lost { why: String },
+    /// The guest could not start it (no such program, the script could not be copied in).
+    NotStarted { why: String },
+    /// The guest agent failed us while it ran (an error answer, a broken channel).
+    #[serde(alias = "lost")]
+    AgentFailed { why: String },
+    /// The VM ended while it ran ([`Facts::vm_end`] says how).
+    VmEnded,
 }
 
 /// How far the boot got.
@@ -78,8 +84,9 @@ pub enum CommandEnd {
 pub enum BootEnd {
     /// The guest agent answered.
     AgentUp,
-    /// QEMU exited before the agent answered (a panic ends QEMU).
-    QemuExited,
+    /// The VM ended before the agent answered (a panic ends QEMU; [`Facts::vm_end`] says how).
+    #[serde(alias = "qemu_exited")]
+    VmEnded,
     /// `--boot-timeout` passed without an answer.
     TimedOut,
 }
@@ -97,6 +104,36 @@ pub struct Facts {
     /// Lines that look like findings but that userspace wrote to /dev/kmsg: not the kernel's.
     #[serde(default)]
     pub from_userspace: Vec<Finding>,
+    /// How the VM ended on its own, before the run ended it.
+    #[serde(default)]
+    pub vm_end: Option<VmEnd>,
+    /// Whether the console shows that the kernel ran at all (it printed something).
+    #[serde(default = "yes")]
+    pub kernel_printed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What in a run was not the kernel's doing, if anything: the VM's end (QEMU's status and
+/// log, virtiofsd, libvirt), or a command the guest could not start, or the agent failing.
+pub fn fault(f: &Facts) -> Option<Fault> {
+    let panicked = f.findings.iter().any(|x| x.kind == FindingKind::Panic);
+    if let Some(fault) = f
+        .vm_end
+        .as_ref()
+        .and_then(|e| fault::of_vm_end(e, f.kernel_printed, panicked))
+    {
+        return Some(fault);
+    }
+    match &f.command_end {
+        Some(CommandEnd::NotStarted { why }) => Some(Fault::setup(why.clone())),
+        Some(CommandEnd::AgentFailed { why }) => {
+            Some(Fault::infra(format!("the guest agent failed: {why}")))
+        }
+        _ => None,
+    }
 }
 
 /// A verdict and the one line saying why.
@@ -107,12 +144,17 @@ pub struct Judgement {
 }
 
 /// Decides the verdict. The contract:
+/// - abort (128) on a [`fault`]: not the kernel's doing;
 /// - with a command: untestable (125) when the agent never answered (panic or hang at boot),
-///   bad (1) on a failing, killed or timed-out command or a console finding, else good;
+///   bad (1) on a failing, killed or timed-out command, a VM that ended while it ran, or a
+///   console finding, else good;
 /// - without one (the check is the boot): bad on a console finding or a boot that never
 ///   reached the agent, else good.
 pub fn judge(f: &Facts) -> Judgement {
     let j = |verdict, reason: String| Judgement { verdict, reason };
+    if let Some(fault) = fault(f) {
+        return j(Verdict::Abort, fault.what);
+    }
     let finding = f.findings.first().map(|x| x.summary());
     if !f.command.is_empty() && f.boot != BootEnd::AgentUp {
         return j(
@@ -146,7 +188,14 @@ pub fn judge(f: &Facts) -> Judgement {
             format!("the command was killed by signal {signal}"),
         ),
         Some(CommandEnd::TimedOut) => j(Verdict::Bad, "the command timed out".into()),
-        Some(CommandEnd::Lost { why }) => j(Verdict::Bad, format!("the command was lost: {why}")),
+        Some(CommandEnd::VmEnded) => j(
+            Verdict::Bad,
+            "the VM ended while the command ran (the guest reset or powered off)".into(),
+        ),
+        // fault() took these.
+        Some(CommandEnd::NotStarted { why } | CommandEnd::AgentFailed { why }) => {
+            j(Verdict::Abort, why.clone())
+        }
     }
 }
 
@@ -170,7 +219,7 @@ fn userspace_note(f: &Facts) -> String {
 fn boot_failure(f: &Facts) -> String {
     match f.boot {
         BootEnd::AgentUp => "booted".into(),
-        BootEnd::QemuExited => "the VM exited during boot".into(),
+        BootEnd::VmEnded => "the VM exited during boot".into(),
         BootEnd::TimedOut => "the guest agent never answered (boot timeout)".into(),
     }
 }
@@ -235,6 +284,8 @@ mod tests {
             command_end: end,
             findings: vec![],
             from_userspace: vec![],
+            vm_end: None,
+            kernel_printed: true,
         }
     }
 
@@ -266,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_boot_that_never_reaches_the_agent() {
-        for boot in [BootEnd::QemuExited, BootEnd::TimedOut] {
+        for boot in [BootEnd::VmEnded, BootEnd::TimedOut] {
             // With a command: the kernel could not be tested.
             let mut f = facts(&["true"], boot.clone(), None);
             f.findings.push(Finding {
