@@ -452,8 +452,8 @@ fn attempt(
     } else {
         agent.as_mut()
     };
-    // Before that, the kernel log, if the console shows a finding (its records say which
-    // lines userspace wrote to /dev/kmsg).
+    // Before it, the kernel log if the console shows a finding: its records say which lines
+    // userspace wrote to /dev/kmsg.
     if let Some(a) = agent.as_deref_mut() {
         let mut watch = || vm.watch();
         save_kernel_log(a, paths, &mut watch)?;
@@ -466,7 +466,8 @@ fn attempt(
     drop(vm);
 
     // The verdict, from the recordings.
-    let (findings, from_userspace) = findings(paths, &plan.bad_if_console);
+    let console_text = read_lossy(&paths.console_log());
+    let (findings, from_userspace) = findings(&console_text, paths, &plan.bad_if_console);
     let facts = Facts {
         command: plan.command.clone(),
         boot,
@@ -474,7 +475,7 @@ fn attempt(
         findings,
         from_userspace,
         vm_end,
-        kernel_printed: !read_lossy(&paths.console_log()).trim().is_empty(),
+        kernel_printed: !console_text.trim().is_empty(),
     };
     let report = Report {
         judgement: judge(&facts),
@@ -521,16 +522,14 @@ fn save_kernel_log(a: &mut Agent, paths: &RunPaths, watch: qga::Watch) -> Result
     }
 }
 
-/// The console's findings, the kernel's and userspace's (by the saved kernel log).
+/// The console's findings, the kernel's and userspace's (by the run's saved kernel log).
 fn findings(
+    console_text: &str,
     paths: &RunPaths,
     bad_if_console: &[Regex],
 ) -> (Vec<console::Finding>, Vec<console::Finding>) {
     let records = kmsg::parse(&read_lossy(&paths.kernel_log()));
-    kmsg::split_userspace(
-        console::scan(&read_lossy(&paths.console_log()), bad_if_console),
-        &records,
-    )
+    kmsg::split_userspace(console::scan(console_text, bad_if_console), &records)
 }
 
 /// Writes result.json and the command's output next to the logs.
@@ -559,7 +558,8 @@ pub fn rejudge(dir: &Path, bad_if_console: &[Regex]) -> Result<Report> {
     })?;
     let mut r: Report = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid", paths.result().display()))?;
-    (r.facts.findings, r.facts.from_userspace) = findings(&paths, bad_if_console);
+    let console_text = read_lossy(&paths.console_log());
+    (r.facts.findings, r.facts.from_userspace) = findings(&console_text, &paths, bad_if_console);
     if r.facts.command_end.is_some() {
         r.exec = Some(ExecStatus {
             stdout: std::fs::read(paths.stdout()).unwrap_or_default(),
@@ -593,9 +593,9 @@ mod tests {
             boot: BootEnd::AgentUp,
             command_end: Some(end),
             findings: vec![],
+            from_userspace: vec![],
             vm_end: None,
             kernel_printed: true,
-            from_userspace: vec![],
         };
         let r = Report {
             judgement: judge(&facts),

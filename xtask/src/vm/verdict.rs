@@ -101,15 +101,15 @@ pub struct Facts {
     pub command_end: Option<CommandEnd>,
     /// What the console scan found that the kernel reported.
     pub findings: Vec<Finding>,
+    /// Lines that look like findings but that userspace wrote to /dev/kmsg: not the kernel's.
+    #[serde(default)]
+    pub from_userspace: Vec<Finding>,
     /// How the VM ended on its own, before the run ended it.
     #[serde(default)]
     pub vm_end: Option<VmEnd>,
     /// Whether the console shows that the kernel ran at all (it printed something).
     #[serde(default = "yes")]
     pub kernel_printed: bool,
-    /// Lines that look like findings but that userspace wrote to /dev/kmsg: not the kernel's.
-    #[serde(default)]
-    pub from_userspace: Vec<Finding>,
 }
 
 fn yes() -> bool {
@@ -283,9 +283,9 @@ mod tests {
             boot,
             command_end: end,
             findings: vec![],
+            from_userspace: vec![],
             vm_end: None,
             kernel_printed: true,
-            from_userspace: vec![],
         }
     }
 
