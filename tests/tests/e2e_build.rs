@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::process::Output;
 use std::time::{Duration, Instant};
 use tests::builds::{
     build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, EDITED,
 };
-use std::process::Output;
 use tests::{code, fixture, run, stderr, stdout};
 
 #[test]
