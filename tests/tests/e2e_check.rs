@@ -444,8 +444,7 @@ fn a_virtiofsd_killed_twice_is_an_infrastructure_fault() {
 #[test]
 fn a_qemu_killed_once_is_retried_and_the_retry_judges() {
     let f = fixture();
-    let mut running =
-        tests::start_until_agent_up(&mut check(&f, &["--", "sh", "-c", "sleep 3; true"]));
+    let running = tests::start_until_agent_up(&mut check(&f, &["--", "sh", "-c", "sleep 3; true"]));
     let run_dir = run_dir_of(&f, running.child.id());
     kill_run_process(&run_dir, "qemu-system", libc::SIGKILL);
     let (status, err) = running.finish(Duration::from_secs(60));
