@@ -227,7 +227,8 @@ impl Domain {
 impl Drop for Domain {
     fn drop(&mut self) {
         if self.keep && !self.exited() {
-            eprintln!("{}", self.kept_hint());
+            // Not `eprintln!`: a panic on a closed stderr while unwinding would abort.
+            crate::exit::say(&self.kept_hint());
         } else {
             self.destroy();
         }

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod command;
 pub mod console;
 pub mod fault;
+pub mod kmsg;
 pub mod qemu;
 pub mod qga;
 pub mod run;

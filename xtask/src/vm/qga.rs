@@ -14,11 +14,19 @@ use std::time::{Duration, Instant};
 pub trait Stream: Read + Write + Send {
     /// Bounds how long one `read` may block; `Err` of kind WouldBlock/TimedOut then.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bounds how long one `write` may block, as for reads; a stream whose writes never
+    /// block keeps the default.
+    fn set_write_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Stream for std::os::unix::net::UnixStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_write_timeout(self, timeout)
     }
 }
 
@@ -286,8 +294,8 @@ impl Agent {
     fn sync(&mut self, deadline: Instant, watch: Watch) -> Result<()> {
         let id = random_id();
         // 0xFF first: the agent's parser drops any half message a previous client left.
-        self.stream.write_all(&[0xff])?;
-        self.send(&sync_request(id))?;
+        self.write_until(&[0xff], deadline)?;
+        self.send(&sync_request(id), deadline)?;
         loop {
             let resp = self.recv(deadline, watch)?;
             if resp.get("return").and_then(Value::as_u64) == Some(id) {
@@ -298,22 +306,46 @@ impl Agent {
 
     /// Sends a request and waits for its answer until `deadline`.
     pub fn call(&mut self, req: &Value, deadline: Instant, watch: Watch) -> Result<Value> {
-        self.send(req)?;
+        self.send(req, deadline)?;
         let resp = self.recv(deadline, watch)?;
         let name = req["execute"].as_str().unwrap_or("?");
         Ok(result_of(&resp).with_context(|| name.to_string())?.clone())
     }
 
-    /// Sends a request that gets no answer when it works (guest-shutdown).
-    pub fn send(&mut self, req: &Value) -> Result<()> {
+    /// Sends a request, written by `deadline` (alone: for guest-shutdown, which gets no
+    /// answer when it works).
+    pub fn send(&mut self, req: &Value, deadline: Instant) -> Result<()> {
         self.record("send", req);
         let mut line = serde_json::to_vec(req)?;
         line.push(b'\n');
-        self.stream
-            .write_all(&line)
-            .context("writing to the guest agent")?;
-        self.stream.flush()?;
-        Ok(())
+        self.write_until(&line, deadline)
+    }
+
+    /// Writes all of `bytes` in slices, so that a guest that stopped reading (a full socket
+    /// buffer during a script upload) costs at most the deadline and Ctrl-C ends the wait.
+    fn write_until(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<()> {
+        while !bytes.is_empty() {
+            crate::signals::check()?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Stop::Deadline.into());
+            }
+            self.stream
+                .set_write_timeout(Some((deadline - now).min(READ_SLICE)))?;
+            match self.stream.write(bytes) {
+                Ok(0) => bail!("the guest agent connection closed"),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e).context("writing to the guest agent"),
+            }
+        }
+        self.stream.flush().context("writing to the guest agent")
     }
 
     /// Starts argv; returns the guest pid.

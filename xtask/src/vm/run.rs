@@ -6,6 +6,7 @@
 use super::command;
 use super::console;
 use super::fault::{FaultKind, VmEnd};
+use super::kmsg;
 use super::qemu;
 use super::qga::{self, Agent, ExecStatus, Stop, UnixConnect};
 use super::spec::{Console, RunPaths, VmSpec};
@@ -269,7 +270,11 @@ impl Vm {
         }
         let start = Instant::now();
         if let Some(agent) = agent {
-            if agent.send(&qga::shutdown_request()).is_ok() && self.wait_exit(start + timeout)? {
+            if agent
+                .send(&qga::shutdown_request(), start + timeout)
+                .is_ok()
+                && self.wait_exit(start + timeout)?
+            {
                 return Ok("guest powered off");
             }
         }
@@ -442,11 +447,17 @@ fn attempt(
 
     // Phase 4: shut down (a VM that lost a part of itself is not asked to power off).
     let vm_end = vm.ended();
-    let agent = if vm_end.is_some() {
+    let mut agent = if vm_end.is_some() {
         None
     } else {
         agent.as_mut()
     };
+    // Before it, the kernel log if the console shows a finding: its records say which lines
+    // userspace wrote to /dev/kmsg.
+    if let Some(a) = agent.as_deref_mut() {
+        let mut watch = || vm.watch();
+        save_kernel_log(a, paths, &mut watch)?;
+    }
     let start = Instant::now();
     let how = vm.shut_down(agent, spec.shutdown_timeout)?;
     let took = start.elapsed();
@@ -456,11 +467,13 @@ fn attempt(
 
     // The verdict, from the recordings.
     let console_text = read_lossy(&paths.console_log());
+    let (findings, from_userspace) = findings(&console_text, paths, &plan.bad_if_console);
     let facts = Facts {
         command: plan.command.clone(),
         boot,
         command_end,
-        findings: console::scan(&console_text, &plan.bad_if_console),
+        findings,
+        from_userspace,
         vm_end,
         kernel_printed: !console_text.trim().is_empty(),
     };
@@ -493,6 +506,33 @@ fn ended_soon(vm: &mut dyn Guest) -> Result<bool> {
     }
 }
 
+/// How long reading the kernel log may take: a few records over the agent.
+const KERNEL_LOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Saves the guest's kernel log in the run dir when the console so far shows a finding. A
+/// log that cannot be read is no error: every finding then stays the kernel's.
+fn save_kernel_log(a: &mut Agent, paths: &RunPaths, watch: qga::Watch) -> Result<()> {
+    if !kmsg::worth_reading(&console::scan(&read_lossy(&paths.console_log()), &[])) {
+        return Ok(());
+    }
+    match kmsg::read(a, Instant::now() + KERNEL_LOG_TIMEOUT, watch) {
+        Ok(dump) => std::fs::write(paths.kernel_log(), dump)
+            .with_context(|| format!("writing {}", paths.kernel_log().display())),
+        Err(e) if signals::is_interrupted(&e) => Err(e),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The console's findings, the kernel's and userspace's (by the run's saved kernel log).
+fn findings(
+    console_text: &str,
+    paths: &RunPaths,
+    bad_if_console: &[Regex],
+) -> (Vec<console::Finding>, Vec<console::Finding>) {
+    let records = kmsg::parse(&read_lossy(&paths.kernel_log()));
+    kmsg::split_userspace(console::scan(console_text, bad_if_console), &records)
+}
+
 /// Writes result.json and the command's output next to the logs.
 fn save(paths: &RunPaths, r: &Report) -> Result<()> {
     if let Some(e) = &r.exec {
@@ -519,7 +559,8 @@ pub fn rejudge(dir: &Path, bad_if_console: &[Regex]) -> Result<Report> {
     })?;
     let mut r: Report = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid", paths.result().display()))?;
-    r.facts.findings = console::scan(&read_lossy(&paths.console_log()), bad_if_console);
+    let console_text = read_lossy(&paths.console_log());
+    (r.facts.findings, r.facts.from_userspace) = findings(&console_text, &paths, bad_if_console);
     if r.facts.command_end.is_some() {
         r.exec = Some(ExecStatus {
             stdout: std::fs::read(paths.stdout()).unwrap_or_default(),
@@ -553,6 +594,7 @@ mod tests {
             boot: BootEnd::AgentUp,
             command_end: Some(end),
             findings: vec![],
+            from_userspace: vec![],
             vm_end: None,
             kernel_printed: true,
         };

@@ -99,8 +99,11 @@ pub struct Facts {
     pub boot: BootEnd,
     /// None when no command ran.
     pub command_end: Option<CommandEnd>,
-    /// What the console scan found.
+    /// What the console scan found that the kernel reported.
     pub findings: Vec<Finding>,
+    /// Lines that look like findings but that userspace wrote to /dev/kmsg: not the kernel's.
+    #[serde(default)]
+    pub from_userspace: Vec<Finding>,
     /// How the VM ended on its own, before the run ended it.
     #[serde(default)]
     pub vm_end: Option<VmEnd>,
@@ -171,9 +174,15 @@ pub fn judge(f: &Facts) -> Judgement {
         return j(Verdict::Bad, boot_failure(f));
     }
     match &f.command_end {
-        None if f.command.is_empty() => j(Verdict::Good, "the kernel booted cleanly".into()),
+        None if f.command.is_empty() => j(
+            Verdict::Good,
+            format!("the kernel booted cleanly{}", userspace_note(f)),
+        ),
         None => j(Verdict::Skip, "the command did not run".into()),
-        Some(CommandEnd::Exited { code: 0 }) => j(Verdict::Good, "the command exited 0".into()),
+        Some(CommandEnd::Exited { code: 0 }) => j(
+            Verdict::Good,
+            format!("the command exited 0{}", userspace_note(f)),
+        ),
         Some(CommandEnd::Exited { code }) => j(Verdict::Bad, format!("the command exited {code}")),
         Some(CommandEnd::Signaled { signal }) => j(
             Verdict::Bad,
@@ -188,6 +197,23 @@ pub fn judge(f: &Facts) -> Judgement {
         Some(CommandEnd::NotStarted { why }) => j(Verdict::Abort, why.clone()),
         Some(CommandEnd::AgentFailed { why }) => {
             j(Verdict::Bad, format!("the guest agent failed: {why}"))
+        }
+    }
+}
+
+/// `` (not the kernel's: userspace wrote line 188 to /dev/kmsg: `WARNING: …`)``, or nothing.
+fn userspace_note(f: &Facts) -> String {
+    match f.from_userspace.first() {
+        None => String::new(),
+        Some(u) => {
+            let more = match f.from_userspace.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            format!(
+                " (not the kernel's: userspace wrote line {}{more} to /dev/kmsg: `{}`)",
+                u.line, u.text
+            )
         }
     }
 }
@@ -259,6 +285,7 @@ mod tests {
             boot,
             command_end: end,
             findings: vec![],
+            from_userspace: vec![],
             vm_end: None,
             kernel_printed: true,
         }
@@ -269,6 +296,7 @@ mod tests {
             kind: FindingKind::Warning,
             line: 12,
             text: "WARNING: CPU: 0 PID: 1 at test".into(),
+            usec: None,
         }
     }
 
@@ -298,6 +326,7 @@ mod tests {
                 kind: FindingKind::Panic,
                 line: 3,
                 text: "Kernel panic - not syncing: no init".into(),
+                usec: None,
             });
             assert_eq!(judge(&f).verdict, Verdict::Skip);
             // Without: the boot is the check, and it failed.
@@ -323,6 +352,23 @@ mod tests {
         assert_eq!(
             j.reason,
             "console: warning at line 12: WARNING: CPU: 0 PID: 1 at test (and 1 more)"
+        );
+    }
+
+    #[test]
+    fn what_userspace_wrote_to_kmsg_is_named_but_not_judged() {
+        let mut f = facts(
+            &["true"],
+            BootEnd::AgentUp,
+            Some(CommandEnd::Exited { code: 0 }),
+        );
+        f.from_userspace = vec![warning()];
+        let j = judge(&f);
+        assert_eq!(j.verdict, Verdict::Good);
+        assert_eq!(
+            j.reason,
+            "the command exited 0 (not the kernel's: userspace wrote line 12 to /dev/kmsg: \
+             `WARNING: CPU: 0 PID: 1 at test`)"
         );
     }
 
