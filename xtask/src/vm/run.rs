@@ -491,9 +491,10 @@ fn attempt(
     Ok(report)
 }
 
-/// Whether the VM ends within a moment (a QEMU on its way out).
+/// Whether the VM ends within a moment (a QEMU on its way out; libvirt takes a few seconds
+/// to destroy a domain that reset).
 fn ended_soon(vm: &mut dyn Guest) -> Result<bool> {
-    let until = Instant::now() + Duration::from_secs(1);
+    let until = Instant::now() + Duration::from_secs(3);
     loop {
         if vm.ended().is_some() {
             return Ok(true);
