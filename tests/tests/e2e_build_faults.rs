@@ -88,3 +88,67 @@ fn a_truncated_or_missing_cached_image_is_rebuilt_not_booted() {
     assert_eq!(hit.make_runs(), 0);
     drop(restore);
 }
+
+/// The cache's published entries and leftovers in its staging area.
+fn cache_counts(state: &Path) -> (usize, usize) {
+    let count = |d: &str| {
+        std::fs::read_dir(state.join("cache").join(d))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    (count("entries"), count("tmp"))
+}
+
+/// A failed build that is the host's: 128 with the cause, on time, nothing cached or left.
+fn assert_host_failure(f: &tests::Fixture, reason: &str, limit: Duration) {
+    let (entries, _) = cache_counts(&f.state);
+    let r = build(f, &[]);
+    let err = stderr(&r.out);
+    assert_eq!(code(&r.out), 128, "{err}");
+    assert!(err.contains(reason), "{err}");
+    assert!(err.contains("nothing was cached"), "{err}");
+    assert!(r.took < limit, "{:?}", r.took);
+    assert_eq!(cache_counts(&f.state), (entries, 0));
+    // Asked again, it builds again (no recorded failure answers).
+    let again = build(f, &[]);
+    assert_eq!(code(&again.out), 128);
+    assert!(again.make_runs() > 0, "{}", again.commands);
+}
+
+#[test]
+fn a_tree_configured_in_tree_is_128_naming_mrproper_and_not_cached() {
+    let f = fixture();
+    let mut restore = Restore::new();
+    fresh_change(&mut restore, &f.tree);
+    // What `make defconfig` in the checkout leaves, and what kbuild's O= check looks for.
+    restore.write(f.tree.join(".config"), b"CONFIG_64BIT=y\n");
+    assert_host_failure(&f, "configured in-tree", Duration::from_secs(60));
+    let r = build(&f, &[]);
+    assert!(stderr(&r.out).contains("run `make mrproper` in the tree"));
+    drop(restore);
+}
+
+#[test]
+fn a_compiler_killed_by_a_signal_is_128_and_not_cached() {
+    let f = fixture();
+    let mut restore = Restore::new();
+    // A gcc wrapper that SIGKILLs cc1 for init/version.c: what an OOM kill of cc1 looks like.
+    let wrapper = f.tree.join("xtask-e2e-kill-cc1");
+    restore.write(
+        wrapper.clone(),
+        b"#!/bin/sh\ncase \"$*\" in *cc1*init/version.c*) kill -9 $$ ;; esac\nexec \"$@\"\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    restore.append(
+        f.tree.join("init/Makefile"),
+        "\nCFLAGS_version.o += -wrapper /src/xtask-e2e-kill-cc1\n",
+    );
+    fresh_change(&mut restore, &f.tree);
+    assert_host_failure(
+        &f,
+        "the compiler was killed (/src/xtask-e2e-kill-cc1)",
+        Duration::from_secs(180),
+    );
+    drop(restore);
+}

@@ -49,6 +49,8 @@ pub struct Runner {
 /// How a step ended.
 pub struct Step {
     pub ok: bool,
+    /// How it ended, as the log says it (`exit 2`, `killed by a signal`).
+    pub status: String,
     pub duration: Duration,
     /// What the step printed (its part of the build log).
     pub output: String,
@@ -155,6 +157,7 @@ impl Runner {
             .unwrap_or_default();
         Ok(Step {
             ok: status.success(),
+            status: code,
             duration,
             output,
         })
