@@ -152,3 +152,65 @@ fn a_compiler_killed_by_a_signal_is_128_and_not_cached() {
     );
     drop(restore);
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "xtask-e2e"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "mounting a tmpfs on {} (the tests run as root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_128_naming_it_and_not_cached() {
+    let f = fixture();
+    // A state dir of its own whose build dirs live on a 3 MiB tmpfs: the rootfs and the
+    // trimmed config are the fixture's, the cache is empty.
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    std::fs::create_dir_all(state.join("config")).unwrap();
+    std::os::unix::fs::symlink(f.state.join("rootfs"), state.join("rootfs")).unwrap();
+    std::fs::copy(f.state.join("rootfs.json"), state.join("rootfs.json")).unwrap();
+    std::fs::copy(
+        f.state.join("config/trimmed.config"),
+        state.join("config/trimmed.config"),
+    )
+    .unwrap();
+    let _tmpfs = Tmpfs::mount(&state.join("build"), "3m");
+    let start = Instant::now();
+    let out = run(std::process::Command::new(&f.bin)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--tree")
+        .arg(&f.tree)
+        .arg("build"));
+    let took = start.elapsed();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 128, "{err}");
+    assert!(
+        err.contains("the disk is full (No space left on device)"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was cached"), "{err}");
+    assert!(took < Duration::from_secs(180), "{took:?}");
+    assert_eq!(cache_counts(&state), (0, 0));
+}
