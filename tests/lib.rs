@@ -76,6 +76,38 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+/// The run dir of the check with this pid: runs/<time>-check-<pid>.
+pub fn run_dir_of(f: &Fixture, pid: u32) -> PathBuf {
+    std::fs::read_dir(f.state.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-check-{pid}")))
+        .expect("run dir")
+}
+
 /// A `check` started in the background, its stderr read until the guest agent was up.
 pub struct Running {
     pub child: std::process::Child,
@@ -135,11 +167,48 @@ impl Running {
     }
 }
 
-/// A check command that writes a kernel-style warning to the console through /dev/kmsg: both
-/// backends must call it bad.
-pub const KMSG_WARNING: [&str; 4] = [
+/// A check command that writes a copy of a kernel warning to the console through /dev/kmsg,
+/// in the kernel's own format: userspace wrote it, so both backends must call it good.
+pub const KMSG_COPY_OF_A_WARNING: [&str; 4] = [
     "--",
     "sh",
     "-c",
-    "echo 'WARNING: CPU: 0 PID: 1 at test' > /dev/kmsg",
+    "echo 'WARNING: CPU: 0 PID: 1 at kernel/panic.c:1 copy+0x0/0x1' > /dev/kmsg",
 ];
+
+/// The synthetic history's commit that adds a `WARN` at boot (see [`history`]).
+pub const CULPRIT: usize = 11;
+/// Its commit that does not build (fixed by the next).
+pub const BROKEN: usize = 7;
+
+/// Writes the synthetic history as branch `bisect-e2e` (16 commits on `base` that change real
+/// files, one warning at boot, one not building); returns its commit ids. The same history
+/// every time, so its kernels are built once and then found in the cache.
+pub fn history(f: &Fixture) -> Vec<String> {
+    let out = run(f
+        .xtask()
+        .args(["make-history", "--branch", "bisect-e2e", "--commits", "16"])
+        .args([
+            "--culprit",
+            &CULPRIT.to_string(),
+            "--broken",
+            &BROKEN.to_string(),
+        ]));
+    assert_eq!(code(&out), 0);
+    let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(ids.len(), 16);
+    ids
+}
+
+/// A commit whose kernel warns at boot for real (`WARN(1, …)` in init/main.c), built: the
+/// history's culprit. Its build is incremental on the toolkit's worktree, cached afterwards.
+pub fn warning_rev(f: &Fixture) -> String {
+    let rev = history(f)[CULPRIT].clone();
+    let out = run(f.xtask().args(["build", &rev]));
+    assert_eq!(code(&out), 0, "the warning commit did not build");
+    rev
+}
+
+/// What the culprit's warning says on the console (`WARNING: CPU: 0 PID: 1 at
+/// init/main.c:…`).
+pub const REAL_WARNING: &str = "at init/main.c:";

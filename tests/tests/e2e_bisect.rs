@@ -4,27 +4,7 @@
 //! with no make run at all, and refuse endpoints that do not fit the check.
 
 use std::path::{Path, PathBuf};
-use tests::{code, fixture, run, stderr, stdout, Fixture};
-
-const CULPRIT: usize = 11;
-const BROKEN: usize = 7;
-
-/// Writes the history as branch `bisect-e2e`; returns its commit ids.
-fn history(f: &Fixture) -> Vec<String> {
-    let out = run(f
-        .xtask()
-        .args(["make-history", "--branch", "bisect-e2e", "--commits", "16"])
-        .args([
-            "--culprit",
-            &CULPRIT.to_string(),
-            "--broken",
-            &BROKEN.to_string(),
-        ]));
-    assert_eq!(code(&out), 0);
-    let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
-    assert_eq!(ids.len(), 16);
-    ids
-}
+use tests::{code, fixture, history, run, stderr, stdout, CULPRIT};
 
 /// The newest bisect run dir in the state dir.
 fn last_bisect_run(state: &Path) -> PathBuf {

@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::process::Output;
 use std::time::{Duration, Instant};
 use tests::builds::{
     build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, EDITED,
 };
-use tests::{code, fixture, stderr, stdout};
+use tests::{code, fixture, run, stderr, stdout};
 
 #[test]
 fn a_second_build_is_a_cache_hit_that_runs_no_make() {
@@ -43,6 +44,40 @@ fn a_second_build_is_a_cache_hit_that_runs_no_make() {
         serde_json::from_slice(&std::fs::read(entry.join("metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["status"], "ok");
     assert_eq!(meta["dirty"], false);
+}
+
+/// Which git runs and the time zone change neither the key nor the image: git 2.39 (Debian's
+/// /usr/bin/git) and 2.47 write `%cI` differently, and the date goes into the version banner.
+#[test]
+fn the_key_ignores_which_git_runs_and_the_time_zone() {
+    let f = fixture();
+    let with = |path: &str, tz: &str| {
+        let mut cmd = f.xtask();
+        cmd.env("PATH", path).env("TZ", tz).arg("build");
+        let start = Instant::now();
+        let out = run(&mut cmd);
+        (out, start.elapsed())
+    };
+    let plain = "/usr/sbin:/usr/bin:/sbin:/bin";
+    let (first, _) = with(plain, "America/New_York");
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    // Another git first on PATH when the machine has one, and another time zone.
+    let other = format!("/usr/local/bin:{plain}");
+    let (second, took) = with(&other, "Asia/Kolkata");
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    assert!(
+        stdout(&second).contains("no make run"),
+        "the second build ran make: {}",
+        stdout(&second)
+    );
+    let entry = |o: &Output| {
+        stdout(o)
+            .lines()
+            .find_map(|l| l.strip_prefix("entry:").map(|s| s.trim().to_string()))
+            .expect("an entry line")
+    };
+    assert_eq!(entry(&first), entry(&second));
+    assert!(took < Duration::from_secs(30), "a cache hit took {took:?}");
 }
 
 #[test]

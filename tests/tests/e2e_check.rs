@@ -1,10 +1,10 @@
 //! `cargo xtask check` end to end: real QEMU, virtiofsd, rootfs and kernel (`--kernel`, so
 //! nothing is built). Run through `cargo xtask test`, or with the XTASK_TEST_* variables set.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::{code, fixture, run, stderr, Fixture};
+use tests::{code, fixture, processes_mentioning, run, run_dir_of, stderr, Fixture};
 
 /// `cargo xtask check --kernel <fixture kernel> ARGS`.
 fn check(f: &Fixture, args: &[&str]) -> Command {
@@ -53,15 +53,44 @@ fn a_failing_command_is_bad() {
     assert!(stderr(&out).contains("exited 1"));
 }
 
+/// A check that must end within `limit`; returns its output.
+fn timed(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    let out = run(cmd);
+    assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
+    out
+}
+
 #[test]
-fn a_console_warning_is_bad() {
+fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
     let f = fixture();
-    let out = run(&mut check(&f, &tests::KMSG_WARNING));
-    assert_eq!(code(&out), 1);
+    let rev = tests::warning_rev(&f);
+    for append in [None, Some("quiet loglevel=1")] {
+        let mut c = f.xtask();
+        c.args(["check", &rev]);
+        if let Some(a) = append {
+            c.args(["--append", a]);
+        }
+        let out = timed(c.args(["--", "true"]), Duration::from_secs(90));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "--append {append:?}: {err}");
+        assert!(err.contains("console: warning at line"), "{err}");
+        assert!(err.contains(tests::REAL_WARNING), "{err}");
+    }
+}
+
+#[test]
+fn a_copy_of_a_warning_written_to_kmsg_is_good() {
+    let f = fixture();
+    let out = timed(
+        &mut check(&f, &tests::KMSG_COPY_OF_A_WARNING),
+        Duration::from_secs(60),
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
     assert!(
-        stderr(&out).contains("console: warning"),
-        "{}",
-        stderr(&out)
+        err.contains("not the kernel's: userspace wrote line"),
+        "{err}"
     );
 }
 
@@ -130,38 +159,6 @@ fn the_rootfs_is_read_only_by_default() {
     // rm may well fail half-way (it deletes itself); the point is the host's copy.
     assert!([0, 1].contains(&code(&out)), "{}", stderr(&out));
     assert_eq!(digest(&usr), before, "the guest changed the shared rootfs");
-}
-
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e
-            .file_name()
-            .to_string_lossy()
-            .chars()
-            .all(|c| c.is_ascii_digit())
-        {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(needle) {
-                found.push(c);
-            }
-        }
-    }
-    found
-}
-
-/// The run dir of the check with this pid: runs/<time>-check-<pid>.
-fn run_dir_of(f: &Fixture, pid: u32) -> PathBuf {
-    std::fs::read_dir(f.state.join("runs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("-check-{pid}")))
-        .expect("run dir")
 }
 
 #[test]

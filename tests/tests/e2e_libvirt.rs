@@ -85,10 +85,38 @@ fn libvirt_output_and_a_failing_command_are_bad() {
 }
 
 #[test]
-fn libvirt_a_console_warning_is_bad() {
-    let out = verdict(&tests::KMSG_WARNING, 1);
+fn libvirt_a_real_kernel_warning_is_bad() {
+    let _one = serial();
+    let f = fixture();
+    let rev = tests::warning_rev(&f);
+    let mut c = f.xtask();
+    c.args(["check", "--backend", "libvirt", "--connect", URI])
+        .args(["--boot-timeout", "180s", &rev, "--", "true"]);
+    let start = Instant::now();
+    let out = run(&mut c);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
     assert!(
-        stderr(&out).contains("console: warning"),
+        start.elapsed() < Duration::from_secs(240),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.contains("console: warning at line"), "{err}");
+    assert!(err.contains(tests::REAL_WARNING), "{err}");
+    assert_no_domain_left();
+}
+
+#[test]
+fn libvirt_a_copy_of_a_warning_written_to_kmsg_is_good() {
+    let start = Instant::now();
+    let out = verdict(&tests::KMSG_COPY_OF_A_WARNING, 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(240),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("not the kernel's: userspace wrote line"),
         "{}",
         stderr(&out)
     );

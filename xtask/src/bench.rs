@@ -10,8 +10,14 @@ impl BenchArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         match self.what {
             BenchWhat::Trim => trim::run(ctx),
-            BenchWhat::Boot { runs, vm } => crate::vm::bench::bench_boot(ctx, runs, &vm),
-            BenchWhat::Bisect { commits } => crate::bisect::bench::run(ctx, commits),
+            BenchWhat::Boot { runs, vm } => {
+                let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
+                crate::vm::bench::bench_boot(ctx, u32::try_from(runs)?, &vm)
+            }
+            BenchWhat::Bisect { commits } => {
+                let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
+                crate::bisect::bench::run(ctx, u32::try_from(commits)?)
+            }
         }
     }
 }

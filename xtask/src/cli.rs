@@ -1,5 +1,6 @@
 //! The command-line surface: every subcommand and option, parsed by clap.
 
+use crate::units::{Count, Size, Span};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -30,7 +31,7 @@ pub enum Command {
     Build(BuildCmd),
     /// Boot a kernel in a VM with an interactive console, or run one command
     Boot(BootCmd),
-    /// Boot a kernel and judge it: exit 0 good, 1 bad, 125 untestable, 128+ setup problem
+    /// Boot a kernel and judge it: exit 0 good, 1 bad, 125 untestable, 128 not the kernel's doing
     Check(CheckCmd),
     /// Find the first bad commit between GOOD and BAD with `git bisect`
     Bisect(BisectCmd),
@@ -130,9 +131,9 @@ pub struct BuildArgs {
     /// Kernel config to build with [default: <state-dir>/config/trimmed.config]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Parallel make jobs [default: number of CPUs]
-    #[arg(long, short, value_name = "N")]
-    pub jobs: Option<u32>,
+    /// Parallel make jobs, 1 to 1024 [default: number of CPUs]
+    #[arg(long, short, value_name = "N", value_parser = Count::parse)]
+    pub jobs: Option<Count>,
     /// Build with the host's toolchain instead of the rootfs container
     #[arg(long)]
     pub host: bool,
@@ -145,6 +146,9 @@ pub struct BuildArgs {
     /// Build again even when the cache holds a failure for this key
     #[arg(long)]
     pub retry_failed: bool,
+    /// Time limit for each make run of the build [default: 3h]
+    #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
+    pub build_timeout: Option<Span>,
 }
 
 #[derive(Args, Debug)]
@@ -188,12 +192,12 @@ pub struct VmArgs {
     /// Boot this bzImage instead of building
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
-    /// Guest memory, for example 1G or 512M [default: 1G]
-    #[arg(long, value_name = "SIZE")]
-    pub memory: Option<String>,
-    /// Guest vCPUs [default: 2]
-    #[arg(long, value_name = "N")]
-    pub cpus: Option<u32>,
+    /// Guest memory, 128M up to the host's RAM, for example 1G or 512M [default: 1G]
+    #[arg(long, value_name = "SIZE", value_parser = Size::parse)]
+    pub memory: Option<Size>,
+    /// Guest vCPUs, 1 up to the host's CPUs [default: 2, or the host's CPUs when fewer]
+    #[arg(long, value_name = "N", value_parser = Count::parse)]
+    pub cpus: Option<Count>,
     /// Accelerator [default: auto]
     #[arg(long, value_enum)]
     pub accel: Option<Accel>,
@@ -212,15 +216,15 @@ pub struct VmArgs {
     /// Guest init [default: fast for check and bisect, systemd for boot]
     #[arg(long, value_enum)]
     pub init: Option<InitMode>,
-    /// Time limit for the command in the guest [default: 10m]
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    /// Time limit for the command in the guest, at most 7d [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
+    pub timeout: Option<Span>,
     /// Time limit from power-on until the guest agent answers [default: 60s fast, 300s systemd]
-    #[arg(long, value_name = "DURATION")]
-    pub boot_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
+    pub boot_timeout: Option<Span>,
     /// Time limit for the guest to power off before it is killed [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    pub shutdown_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
+    pub shutdown_timeout: Option<Span>,
     /// Leave the VM running at the end (libvirt backend: for `virsh console`)
     #[arg(long)]
     pub keep: bool,
@@ -251,9 +255,9 @@ pub struct CheckArgs {
     /// A script copied into the guest and run as the check
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
-    /// Run the check N times; bad if any run is bad [default: 1]
-    #[arg(long, value_name = "N")]
-    pub repeat: Option<u32>,
+    /// Run the check N times, 1 to 1000; bad if any run is bad [default: 1]
+    #[arg(long, value_name = "N", value_parser = Count::parse)]
+    pub repeat: Option<Count>,
     /// The command to run in the guest [default: none, the check is a clean boot]
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -345,9 +349,9 @@ pub enum CacheAction {
     },
     /// Drop least recently used entries until the cache fits
     Gc {
-        /// Largest total size to keep, for example 20G
-        #[arg(long, value_name = "SIZE")]
-        max_size: String,
+        /// Largest total size to keep, for example 20G (0 empties the cache)
+        #[arg(long, value_name = "SIZE", value_parser = Size::parse)]
+        max_size: Size,
     },
 }
 
@@ -363,17 +367,17 @@ pub enum BenchWhat {
     Trim,
     /// `check -- true` in both init modes against a hand-written minimal QEMU command
     Boot {
-        /// Boots per variant; medians are reported [default: 5]
-        #[arg(long, default_value_t = 5)]
-        runs: u32,
+        /// Boots per variant, 1 to 1000; medians are reported
+        #[arg(long, default_value = "5", value_parser = Count::parse)]
+        runs: Count,
         #[command(flatten)]
-        vm: VmArgs,
+        vm: Box<VmArgs>,
     },
     /// `bisect` against a plain `git bisect run` of the article's script
     Bisect {
-        /// Commits in the synthetic history [default: 64]
-        #[arg(long, default_value_t = 64)]
-        commits: u32,
+        /// Commits in the synthetic history, 4 to 4096
+        #[arg(long, default_value = "64", value_parser = Count::parse)]
+        commits: Count,
     },
 }
 
@@ -411,7 +415,7 @@ mod tests {
         };
         assert_eq!(c.rev.as_deref(), Some("v6.1"));
         assert_eq!(c.check.command, ["uname", "-r"]);
-        assert_eq!(c.vm.memory.as_deref(), Some("2G"));
+        assert_eq!(c.vm.memory.unwrap().to_string(), "2G");
     }
 
     #[test]

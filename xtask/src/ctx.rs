@@ -25,6 +25,7 @@ impl Ctx {
 
 /// A kernel git tree: a directory with the kernel's top Makefile and Kconfig, under git.
 pub fn check_kernel_tree(tree: &Path) -> Result<()> {
+    crate::settings::require_utf8(tree, "the kernel tree")?;
     if !tree.is_dir() {
         bail!(
             "kernel tree {} not found: pass --tree PATH, set KERNEL_TREE, or set `tree` in xtask.toml",

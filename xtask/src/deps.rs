@@ -73,20 +73,24 @@ pub fn install() -> Result<()> {
         println!("installing: {}", missing.join(" "));
         privileged("apt-get")
             .arg("update")
-            .output_logged()
+            .run_logged()
             .context("apt-get update failed: check the machine's apt sources and network")?;
         privileged("apt-get")
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .output_logged()
+            .run_logged()
             .context("apt-get install failed")?;
     }
-    if tools::locate(&tools::VIRTIOFSD).is_none() {
+    let virtiofsd = tools::search(&tools::VIRTIOFSD);
+    if virtiofsd.usable.is_none() {
+        for r in &virtiofsd.rejected {
+            println!("not using {}: {}", r.path.display(), r.reason);
+        }
         println!("installing virtiofsd from crates.io (Debian 12 does not package it)");
         Command::new("cargo")
             .args(["install", "virtiofsd", "--locked"])
-            .output_logged()
+            .run_logged()
             .context("cargo install virtiofsd failed: it needs libseccomp-dev and libcap-ng-dev")?;
     }
     Ok(())
@@ -111,7 +115,17 @@ impl DepsArgs {
             };
             println!("{mark:<8} {name:<24} {why}");
         }
-        let vfs = tools::locate(&tools::VIRTIOFSD);
+        let vfs = tools::search(&tools::VIRTIOFSD);
+        for r in &vfs.rejected {
+            println!(
+                "{:<8} {:<24} {}: {}",
+                "refused",
+                "virtiofsd",
+                r.path.display(),
+                r.reason
+            );
+        }
+        let vfs = vfs.usable;
         println!(
             "{:<8} {:<24} {}",
             if vfs.is_some() { "ok" } else { "missing" },
@@ -119,10 +133,10 @@ impl DepsArgs {
             tools::VIRTIOFSD_INSTALL
         );
         if missing.is_empty() && vfs.is_some() {
-            Ok(0)
+            Ok(crate::exit::OK)
         } else {
             println!("run `cargo xtask deps --install` to install what is missing");
-            Ok(1)
+            Ok(crate::exit::FAILED)
         }
     }
 }

@@ -38,7 +38,17 @@ impl DoctorArgs {
             "tool", "status", "path / fix"
         );
         for tool in tools::ALL {
-            match tools::locate(tool) {
+            let found = tools::search(tool);
+            for r in &found.rejected {
+                println!(
+                    "{:<20} {:<8} {:<45} not used: {}",
+                    tool.name,
+                    "refused",
+                    r.path.display(),
+                    r.reason
+                );
+            }
+            match found.usable {
                 Some(p) => {
                     let v = if tool.name == "debootstrap" {
                         // debootstrap has no --version; its package version says it.

@@ -10,12 +10,14 @@ mod container;
 mod ctx;
 mod deps;
 mod doctor;
+mod exit;
 mod fixture;
 mod history;
 mod kconfig;
 mod kvm;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+mod lock;
 mod quickstart;
 mod rootfs;
 mod settings;
@@ -31,77 +33,42 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
-/// Exit code for a problem of the setup or an error (aborts `git bisect run`).
-pub const EXIT_SETUP: u8 = 128;
-/// Exit code for a command line that does not parse (also aborts `git bisect run`).
-pub const EXIT_USAGE: u8 = 129;
-/// Exit code after Ctrl-C or SIGTERM.
-pub const EXIT_INTERRUPTED: u8 = 130;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+        // A usage error is 129 whether or not it could be printed; help or the version that
+        // could not be printed is a closed stdout.
+        Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(exit::USAGE);
+        }
+        Err(e) => {
+            let printed = e.print().is_ok();
+            return ExitCode::from(if printed {
+                exit::OK
+            } else {
+                exit::CLOSED_OUTPUT
+            });
         }
     };
     signals::install();
-    quiet_broken_pipe_panics();
-    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
-        Ok(result) => result,
-        // The reader of our stdout went away (`cargo xtask cache ls | head`). The unwinding has
-        // run every guard (VMs, locks, temp dirs); stop as a shell's SIGPIPE would.
-        Err(payload) if is_broken_pipe(payload.as_ref()) => return ExitCode::from(EXIT_PIPE),
-        Err(payload) => std::panic::resume_unwind(payload),
-    };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) if signals::is_interrupted(&e) => {
-            eprintln!("interrupted: stopped and cleaned up");
-            ExitCode::from(EXIT_INTERRUPTED)
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_SETUP)
-        }
-    }
-}
-
-/// Exit code when stdout's reader has gone: 128 + SIGPIPE, as a shell reports it.
-const EXIT_PIPE: u8 = 141;
-
-/// `println!` panics with this once stdout is a closed pipe.
-fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
-    let text = payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("");
-    text.starts_with("failed printing to stdout") && text.contains("os error 32")
-}
-
-/// Keeps the panic message of a closed stdout off the terminal; every other panic is printed
-/// as usual.
-fn quiet_broken_pipe_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !is_broken_pipe(info.payload()) {
-            default(info)
-        }
-    }));
+    exit::install_panic_hook();
+    ExitCode::from(
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+            Ok(result) => exit::of_result(result),
+            Err(payload) => exit::of_panic(payload.as_ref()),
+        },
+    )
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Completions(c) = &cli.command {
-        clap_complete::generate(
-            c.shell,
-            &mut Cli::command(),
-            "cargo-xtask",
-            &mut std::io::stdout(),
-        );
-        return Ok(0);
+        // Through print!, so that a closed stdout stops quietly (clap_complete's own write
+        // would panic as an internal error).
+        let mut script = Vec::new();
+        clap_complete::generate(c.shell, &mut Cli::command(), "cargo-xtask", &mut script);
+        print!("{}", String::from_utf8_lossy(&script));
+        return Ok(exit::OK);
     }
     let file = settings::FileConfig::load()?;
     let tree = settings::resolve_tree(
@@ -110,11 +77,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         &file,
     );
     let state = state::StateDir::new(settings::resolve_state_dir(cli.state_dir.as_deref(), &file));
+    settings::require_utf8(&state.root, "the state dir")?;
     state.ensure()?;
     let task = task_name(&cli.command);
     let run_dir = state.new_run_dir(task)?;
     let log = std::fs::File::create(run_dir.join("commands.log")).ok();
     cmd::init(log, cli.verbose);
+    // The end-to-end tests' way to reach the last resort: a panic becomes one line and 128.
+    if std::env::var_os("XTASK_TEST_PANIC").is_some() {
+        panic!("XTASK_TEST_PANIC is set");
+    }
     let ctx = ctx::Ctx {
         tree,
         state,
@@ -156,23 +128,5 @@ fn task_name(c: &Command) -> &'static str {
         Command::Test(_) => "test",
         Command::Completions(_) => "completions",
         Command::MakeHistory(_) => "make-history",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_closed_stdout_is_a_broken_pipe() {
-        let msg = format!(
-            "failed printing to stdout: {}",
-            std::io::Error::from_raw_os_error(libc::EPIPE)
-        );
-        assert!(is_broken_pipe(&msg));
-        assert!(!is_broken_pipe(
-            &"failed printing to stdout: No space left on device (os error 28)".to_string()
-        ));
-        assert!(!is_broken_pipe(&"index out of bounds"));
     }
 }

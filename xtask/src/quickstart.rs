@@ -2,18 +2,24 @@
 //! rootfs, a kernel tree (the configured one, or one made from linux-source-6.1), a trimmed
 //! config, a build and the clean-boot check — printing each phase's time.
 
+use crate::cli::InitMode;
 use crate::cli::QuickstartArgs;
 use crate::ctx::Ctx;
 use crate::settings::workspace_root;
+use crate::settings::VmOptions;
 use crate::testrun::{run_self, run_self_code};
 use crate::units::human_duration;
-use crate::{deps, fixture};
+use crate::{deps, exit, fixture};
 use anyhow::{bail, Result};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Instant;
 
 impl QuickstartArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let start = Instant::now();
+        // The options the check gets are checked before anything is installed or built.
+        VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Fast)?;
         let t = Instant::now();
         eprintln!("==> deps");
         deps::install()?;
@@ -34,14 +40,16 @@ impl QuickstartArgs {
         };
         run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
         run_self(ctx, "build", Some(&tree), &["build"])?;
-        let mut check = vec!["check".to_string()];
+        let mut check = vec![OsString::from("check")];
         check.extend(self.vm_args());
-        let check: Vec<&str> = check.iter().map(String::as_str).collect();
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;
+        // Its verdict is ours; anything else is check's own error line, and ours is 128.
         let verdict = match code {
-            0 => "good: the kernel boots cleanly",
-            1 => "bad: the kernel warned, oopsed or panicked at boot (see the console log above)",
-            125 => "untestable: the kernel did not build or boot",
+            exit::OK => "good: the kernel boots cleanly",
+            exit::FAILED => {
+                "bad: the kernel warned, oopsed or panicked at boot (see the console log above)"
+            }
+            exit::UNTESTABLE => "untestable: the kernel did not build or boot",
             _ => bail!("check could not run (exit {code})"),
         };
         eprintln!(
@@ -52,27 +60,29 @@ impl QuickstartArgs {
             "next: edit {} and run `cargo xtask check -- <your test>`",
             tree.display()
         );
-        Ok(code as u8)
+        Ok(code)
     }
 
-    /// The VM options given to quickstart, passed on to check.
-    fn vm_args(&self) -> Vec<String> {
+    /// The VM options given to quickstart, passed on to check as they were written.
+    fn vm_args(&self) -> Vec<OsString> {
         let v = &self.vm;
-        let mut a = Vec::new();
-        let mut opt = |name: &str, val: &Option<String>| {
-            if let Some(x) = val {
-                a.push(format!("--{name}={x}"));
-            }
-        };
-        opt("memory", &v.memory);
-        opt("append", &v.append);
-        opt("timeout", &v.timeout);
-        opt("boot-timeout", &v.boot_timeout);
-        if let Some(c) = v.cpus {
-            a.push(format!("--cpus={c}"));
+        fn text<T: std::fmt::Display>(x: &Option<T>) -> Option<OsString> {
+            x.as_ref().map(|x| x.to_string().into())
         }
-        if let Some(k) = &v.kernel {
-            a.push(format!("--kernel={}", k.display()));
+        let given = [
+            ("memory", text(&v.memory)),
+            ("cpus", text(&v.cpus)),
+            ("append", text(&v.append)),
+            ("timeout", text(&v.timeout)),
+            ("boot-timeout", text(&v.boot_timeout)),
+            ("kernel", v.kernel.clone().map(PathBuf::into_os_string)),
+        ];
+        let mut a = Vec::new();
+        for (name, value) in given {
+            if let Some(value) = value {
+                a.push(OsString::from(format!("--{name}")));
+                a.push(value);
+            }
         }
         a
     }

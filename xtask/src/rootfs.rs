@@ -19,6 +19,7 @@ use crate::cli::SetupRootfsArgs;
 use crate::cmd::{self, CommandExt};
 use crate::container::Container;
 use crate::ctx::Ctx;
+use crate::lock::FileLock;
 use crate::state::StateDir;
 use crate::{signals, tools};
 use anyhow::{bail, Context, Result};
@@ -222,14 +223,11 @@ fn shell(state: &StateDir, command: &[String]) -> Result<u8> {
             c.stdin(std::process::Stdio::null());
         }
         let mut child = c.spawn_logged()?;
+        // The user's own command in the container: it runs as long as they want it to.
         cmd::wait(&mut child, None)?.expect("no deadline")
     };
     use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
-        _ => crate::EXIT_SETUP,
-    })
+    Ok(crate::exit::passed_on(status.code(), status.signal()))
 }
 
 fn require_root(what: &str) -> Result<()> {
@@ -240,17 +238,15 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-/// One setup-rootfs at a time per state dir; the lock goes with the returned file.
-fn lock(state: &StateDir) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
+/// One setup-rootfs at a time per state dir; a second one stops at once, naming the first.
+fn lock(state: &StateDir) -> Result<FileLock> {
     let path = state.root.join("rootfs.lock");
-    let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!(
-            "another setup-rootfs is running on {}: wait for it to finish",
-            state.root.display()
-        );
+    match FileLock::try_acquire(&path)? {
+        Some(lock) => Ok(lock),
+        None => bail!(
+            "another setup-rootfs is running on {} ({}): wait for it to finish",
+            state.root.display(),
+            crate::lock::holder(&path)
+        ),
     }
-    Ok(f)
 }

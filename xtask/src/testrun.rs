@@ -7,11 +7,13 @@ use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::settings::{workspace_root, BuildOptions};
 use crate::units::human_duration;
-use crate::{build, deps, fixture};
+use crate::{build, deps, exit, fixture};
 use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The kernel tree the tests use, inside the state dir.
 pub fn test_tree(ctx: &Ctx) -> PathBuf {
@@ -20,15 +22,25 @@ pub fn test_tree(ctx: &Ctx) -> PathBuf {
 
 /// Runs this same binary with `args` (and the context's state dir and verbosity), as one
 /// timed phase whose output goes to the terminal; fails unless it exits 0.
-pub fn run_self(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<()> {
+pub fn run_self<S: AsRef<OsStr>>(
+    ctx: &Ctx,
+    phase: &str,
+    tree: Option<&Path>,
+    args: &[S],
+) -> Result<()> {
     match run_self_code(ctx, phase, tree, args)? {
         0 => Ok(()),
         c => bail!("phase {phase} failed (exit {c})"),
     }
 }
 
-/// As [`run_self`], returning the exit code.
-pub fn run_self_code(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str]) -> Result<i32> {
+/// As [`run_self`], returning the exit code (see [`exit::passed_on`]).
+pub fn run_self_code<S: AsRef<OsStr>>(
+    ctx: &Ctx,
+    phase: &str,
+    tree: Option<&Path>,
+    args: &[S],
+) -> Result<u8> {
     let start = Instant::now();
     eprintln!("==> {phase}");
     let mut c = Command::new(self_exe()?);
@@ -41,8 +53,9 @@ pub fn run_self_code(ctx: &Ctx, phase: &str, tree: Option<&Path>, args: &[&str])
     }
     c.args(args);
     let mut child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
+    // No limit here: the phase is this binary, whose every command has its own.
     let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
-    let code = status.code().unwrap_or(crate::EXIT_SETUP as i32);
+    let code = exit::passed_on(status.code(), status.signal());
     eprintln!(
         "==> {phase}: exit {code} after {}",
         human_duration(start.elapsed())
@@ -128,12 +141,13 @@ impl TestArgs {
             .env("XTASK_TEST_TREE", &tree)
             .env("XTASK_TEST_KERNEL", &kernel);
         eprintln!("==> cargo test (kernel {})", kernel.display());
-        let result = c.run_logged();
+        // The whole suite: far longer than cargo's default limit, well inside CI's.
+        let result = c.run_within(Duration::from_secs(3 * 3600));
         eprintln!("==> test: {} in all", human_duration(start.elapsed()));
         match result {
-            Ok(()) => Ok(0),
+            Ok(()) => Ok(exit::OK),
             Err(e) if crate::signals::is_interrupted(&e) => Err(e),
-            Err(_) => Ok(1),
+            Err(_) => Ok(exit::FAILED),
         }
     }
 

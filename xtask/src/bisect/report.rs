@@ -1,8 +1,7 @@
 //! The bisect's record: every step, and the report saved as Markdown and JSON. Pure code.
 
-use crate::units::human_duration;
+use crate::units::human_secs;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// What one step decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +63,7 @@ pub struct Report {
 
 fn secs(v: Option<f64>, cached: &str) -> String {
     match v {
-        Some(s) => human_duration(Duration::from_secs_f64(s)),
+        Some(s) => human_secs(s),
         None => cached.to_string(),
     }
 }
@@ -82,7 +81,7 @@ impl Report {
             self.check,
             self.terms.0,
             self.terms.1,
-            human_duration(Duration::from_secs_f64(self.total_secs))
+            human_secs(self.total_secs)
         ));
         match &self.outcome {
             Some(Outcome::Found {
@@ -148,7 +147,8 @@ impl Report {
 }
 
 pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
+    // A saved report may hold anything: no slicing inside a character.
+    commit.get(..12).unwrap_or(commit)
 }
 
 #[cfg(test)]

@@ -5,12 +5,13 @@
 use super::progress::{self, estimate_steps, Progress, Terms};
 use super::report::{short, Outcome, Report, Step, StepVerdict};
 use crate::build::{self, BuildOutcome};
+use crate::cli::InitMode;
 use crate::cli::{BisectCmd, Cli, Command as CliCommand};
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
-use crate::settings::BuildOptions;
+use crate::settings::{BuildOptions, VmOptions};
 use crate::signals;
-use crate::units::human_duration;
+use crate::units::human_secs;
 use crate::vm::{self, verdict::Verdict};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -175,20 +176,12 @@ fn test_commit(
 
 fn print_step(n: usize, total: u32, left: Option<u32>, s: &Step) {
     let build = match s.build_secs {
-        Some(b) => format!(
-            "build {}",
-            human_duration(std::time::Duration::from_secs_f64(b))
-        ),
+        Some(b) => format!("build {}", human_secs(b)),
         None => "build cached".into(),
     };
     let boot = s
         .boot_secs
-        .map(|b| {
-            format!(
-                ", boot {}",
-                human_duration(std::time::Duration::from_secs_f64(b))
-            )
-        })
+        .map(|b| format!(", boot {}", human_secs(b)))
         .unwrap_or_default();
     let left = left
         .map(|l| format!(", {l} revisions left"))
@@ -212,7 +205,7 @@ impl BisectCmd {
         if self.reset {
             return reset(&saved_at);
         }
-        let (cmd, saved) = if self.resume {
+        let (cmd, saved, argv) = if self.resume {
             let text = std::fs::read_to_string(&saved_at).with_context(|| {
                 format!(
                     "no bisect to resume for {}: start one with `cargo xtask bisect GOOD BAD`",
@@ -232,11 +225,12 @@ impl BisectCmd {
                 short(&saved.bad),
                 saved.run_dir.display()
             );
-            (cmd, Some(saved))
+            (cmd, Some(saved), Vec::new())
         } else {
-            (self, None)
+            (self, None, saved_argv()?)
         };
-        let result = cmd.drive(ctx, &tree, &saved_at, saved);
+        cmd.validate(ctx)?;
+        let result = cmd.drive(ctx, &tree, &saved_at, saved, &argv);
         if let Err(e) = &result {
             if signals::is_interrupted(e) {
                 eprintln!("bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it");
@@ -245,7 +239,26 @@ impl BisectCmd {
         result
     }
 
-    fn drive(&self, ctx: &Ctx, tree: &Path, saved_at: &Path, saved: Option<Saved>) -> Result<u8> {
+    /// Checks every option the steps use, before the first side effect (a build, `git bisect
+    /// start`): a bad one must not leave the worktree bisecting.
+    fn validate(&self, ctx: &Ctx) -> Result<()> {
+        VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Fast)?;
+        BuildOptions::resolve(&self.build, &ctx.file.build)?;
+        vm::plan(&self.check)?;
+        vm::repeats(&self.check)?;
+        Ok(())
+    }
+
+    /// Runs the bisect; `argv` is the command line to save for `--resume` (unused when
+    /// resuming `saved`).
+    fn drive(
+        &self,
+        ctx: &Ctx,
+        tree: &Path,
+        saved_at: &Path,
+        saved: Option<Saved>,
+        argv: &[String],
+    ) -> Result<u8> {
         let start = Instant::now();
         let terms = Terms::new(self.reverse);
         let worktree = build::source::worktree_dir(&ctx.state, tree);
@@ -333,16 +346,17 @@ impl BisectCmd {
                     .output_logged()
                     .context("git bisect start")?;
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                let argv: Vec<String> = std::env::args().skip(1).collect();
                 let saved = Saved {
-                    argv,
+                    argv: argv.to_vec(),
                     tree: tree.to_path_buf(),
                     worktree: worktree.clone(),
                     run_dir: ctx.run_dir.clone(),
                     good,
                     bad,
                 };
-                std::fs::create_dir_all(saved_at.parent().unwrap())?;
+                if let Some(dir) = saved_at.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
                 std::fs::write(saved_at, serde_json::to_string_pretty(&saved)?)?;
                 std::fs::write(
                     ctx.run_dir.join("bisect.json"),
@@ -387,8 +401,9 @@ impl BisectCmd {
                 StepVerdict::Bad => terms.for_verdict(false).into(),
                 StepVerdict::Skip => "skip".into(),
             };
+            let term = step.term.clone();
             let out = git(&saved.worktree)
-                .args(["bisect", &step.term])
+                .args(["bisect", &term])
                 .output_unchecked()?;
             let text = format!(
                 "{}{}",
@@ -410,11 +425,7 @@ impl BisectCmd {
                 return Ok(done);
             }
             if !out.status.success() {
-                bail!(
-                    "git bisect {} failed: {}",
-                    report.steps.last().unwrap().term,
-                    text.trim()
-                );
+                bail!("git bisect {term} failed: {}", text.trim());
             }
         }
     }
@@ -495,6 +506,23 @@ impl BisectCmd {
             theirs.as_deref(),
         ))
     }
+}
+
+/// This command line (after `cargo xtask`), saved as text so that `--resume` can parse it
+/// again: an argument that is not UTF-8 (a `--script` file name) is refused up front.
+fn saved_argv() -> Result<Vec<String>> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                anyhow::anyhow!(
+                    "the argument {:?} is not UTF-8, and a bisect saves its command line as text \
+                     for --resume: rename the file or pass a path that is UTF-8",
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect()
 }
 
 fn status(saved_at: &Path) -> Result<u8> {

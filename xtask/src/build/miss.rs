@@ -3,7 +3,6 @@
 
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
-use super::lock::FileLock;
 use super::plan::{self, ConfigFacts, Paths, Plan};
 use super::progress;
 use super::runner::{Place, Runner, Step};
@@ -12,6 +11,7 @@ use super::{artifacts, BuildOutcome};
 use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
+use crate::lock::FileLock;
 use crate::settings::BuildOptions;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -61,7 +61,8 @@ pub fn build(
     });
     let _src_lock = FileLock::acquire(
         &ctx.state.build_dir(&format!("{tag}.lock")),
-        &format!("the build dir of {}", src_dir.display()),
+        &format!("another build in the build dir of {}", src_dir.display()),
+        opts.timeout,
     )?;
     if req.source.checkout == Checkout::Worktree {
         source::checkout_worktree(&req.tree, &src_dir, &req.source.commit)?;
@@ -113,7 +114,7 @@ pub fn build(
     };
     eprintln!("building {what}, key {}", &req.key[..12]);
     let log_path = ctx.run_dir.join("build.log");
-    let mut runner = Runner::new(place, &plan, log_path, "build")?;
+    let mut runner = Runner::new(place, &plan, log_path, "build", opts.timeout)?;
     let mut record = Record {
         durations: BTreeMap::new(),
         kernelrelease: None,

@@ -15,7 +15,7 @@ pub struct Source {
     pub commit: String,
     /// The commit's tree id.
     pub tree_id: String,
-    /// The committer date, ISO 8601: the image's build timestamp.
+    /// The committer date in UTC (`2026-12-01T08:42:10Z`): the image's build timestamp.
     pub date: String,
     /// The digest of uncommitted changes; None for a clean working state or a revision.
     pub dirty: Option<String>,
@@ -71,20 +71,43 @@ pub fn resolve(tree: &Path, rev: Option<&str>) -> Result<Source> {
     }
 }
 
-/// The commit, tree id and committer date of `rev`.
+/// The commit, tree id and committer date (see [`utc_timestamp`]) of `rev`.
 fn commit_info(dir: &Path, rev: &str) -> Result<(String, String, String)> {
     let commit = git(dir)
         .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
         .arg(format!("{rev}^{{commit}}"))
         .read_logged()?;
     let out = git(dir)
-        .args(["log", "-1", "--format=%T%n%cI", &commit])
+        .args(["log", "-1", "--format=%T%n%ct", &commit])
         .read_logged()?;
     let mut lines = out.lines();
-    match (lines.next(), lines.next()) {
-        (Some(t), Some(d)) => Ok((commit, t.to_string(), d.to_string())),
-        _ => bail!("git log gave no tree for {commit}"),
+    match (lines.next(), lines.next().and_then(|d| d.parse().ok())) {
+        (Some(t), Some(secs)) => Ok((commit, t.to_string(), utc_timestamp(secs))),
+        _ => bail!("git log gave no tree or committer date for {commit}"),
     }
+}
+
+/// Seconds since the epoch as one UTC form, `2026-12-01T08:42:10Z`, whatever git's version
+/// or `TZ` (git 2.39 writes `%cI` as `+00:00`, git 2.47 as `Z`): it goes into the image's
+/// version banner and the cache key.
+pub fn utc_timestamp(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// None when the working state is HEAD; otherwise a digest of `git diff HEAD` and the
@@ -256,5 +279,14 @@ mod tests {
             path_tag(Path::new("/b/linux"))
         );
         assert!(path_tag(Path::new("/a/linux")).starts_with("linux-"));
+    }
+
+    #[test]
+    fn timestamps_are_one_utc_form() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_764_578_530), "2025-12-01T08:42:10Z");
+        assert_eq!(utc_timestamp(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(utc_timestamp(-1), "1969-12-31T23:59:59Z");
     }
 }

@@ -3,6 +3,7 @@
 //! `virsh console`.
 
 use super::agent::{ApiStream, DomainApi};
+use crate::vm::fault::VmEnd;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -109,7 +110,8 @@ pub struct Domain {
     /// Leave the domain running when the guard goes (`--keep`).
     pub keep: bool,
     pub started: Instant,
-    gone: bool,
+    end: Option<VmEnd>,
+    destroyed: bool,
 }
 
 impl Domain {
@@ -135,7 +137,8 @@ impl Domain {
             uri: uri.to_string(),
             keep,
             started: Instant::now(),
-            gone: false,
+            end: None,
+            destroyed: false,
         })
     }
 
@@ -144,12 +147,40 @@ impl Domain {
         StreamFactory(self.dom.clone())
     }
 
-    /// Whether the domain has ended; a transient domain that ended no longer exists.
-    pub fn exited(&mut self) -> bool {
-        if !self.gone {
-            self.gone = !matches!(self.dom.is_active(), Ok(true));
+    /// How the domain ended, once it has (a transient domain that ended no longer exists), or
+    /// that libvirt stopped answering about it.
+    pub fn ended(&mut self) -> Option<VmEnd> {
+        if self.end.is_none() && !self.destroyed {
+            self.end = match self.dom.is_active() {
+                Ok(true) => None,
+                Ok(false) => Some(self.domain_end()),
+                Err(e) if e.code() == virt::error::ErrorNumber::NoDomain => Some(self.domain_end()),
+                Err(e) => Some(VmEnd::Libvirt {
+                    why: e.message().to_string(),
+                }),
+            };
         }
-        self.gone
+        self.end.clone()
+    }
+
+    /// The end of a domain that is gone, from libvirt's log of it.
+    fn domain_end(&self) -> VmEnd {
+        let log = std::fs::read(self.log_path()).unwrap_or_default();
+        let log = String::from_utf8_lossy(&log);
+        VmEnd::Domain {
+            reason: stop_reason(&log),
+            log_tail: crate::cmd::tail(&log, 5),
+        }
+    }
+
+    /// libvirt's log of the domain: QEMU's command line, its stderr, libvirt's notes.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        format!("/var/log/libvirt/qemu/{}.log", self.name).into()
+    }
+
+    /// Whether the domain has ended (or is out of reach).
+    pub fn exited(&mut self) -> bool {
+        self.destroyed || self.ended().is_some()
     }
 
     /// Waits for the domain to end until `deadline`; true when it did.
@@ -165,12 +196,19 @@ impl Domain {
         }
     }
 
-    /// Pulls the plug (`virsh destroy`).
+    /// Pulls the plug (`virsh destroy`). When libvirt stopped answering (libvirtd restarting),
+    /// a new connection does it, for as long as libvirtd takes to come back (10 s at most).
     pub fn destroy(&mut self) {
-        if !self.exited() {
-            let _ = self.dom.destroy();
+        match self.ended() {
+            None => {
+                let _ = self.dom.destroy();
+            }
+            Some(VmEnd::Libvirt { .. }) if !self.destroyed => {
+                destroy_by_name(&self.uri, &self.name, Duration::from_secs(10))
+            }
+            Some(_) => {}
         }
-        self.gone = true;
+        self.destroyed = true;
     }
 
     /// The line telling a person how to reach a kept domain.
@@ -187,11 +225,45 @@ impl Domain {
 impl Drop for Domain {
     fn drop(&mut self) {
         if self.keep && !self.exited() {
-            eprintln!("{}", self.kept_hint());
+            // Not `eprintln!`: a panic on a closed stderr while unwinding would abort.
+            crate::exit::say(&self.kept_hint());
         } else {
             self.destroy();
         }
         let _ = self.conn.close();
+    }
+}
+
+/// libvirt's stop reason in its log of a domain: the last `shutting down, reason=X`.
+pub fn stop_reason(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("shutting down, reason=").nth(1))
+        .map(|r| r.trim().to_string())
+}
+
+/// Destroys the domain `name` over a new connection, trying until `patience` has passed.
+fn destroy_by_name(uri: &str, name: &str, patience: Duration) {
+    let until = Instant::now() + patience;
+    loop {
+        if let Ok(mut conn) = Connect::open(Some(uri)) {
+            let found = VirDomain::lookup_by_name(&conn, name);
+            let _ = conn.close();
+            match found {
+                Ok(dom) => {
+                    if dom.destroy().is_ok() || !matches!(dom.is_active(), Ok(true)) {
+                        return;
+                    }
+                }
+                // No such domain: gone already.
+                Err(_) => return,
+            }
+        }
+        if Instant::now() >= until {
+            eprintln!("warning: could not destroy the domain {name}: libvirt did not come back");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -237,6 +309,14 @@ mod tests {
                 || std::fs::read_to_string("/proc/1/comm").ok()
                     == std::fs::read_to_string("/proc/self/comm").ok()
         );
+    }
+
+    #[test]
+    fn libvirts_stop_reason() {
+        let log = "2026-12-01 09:00:00.000+0000: starting up\n\
+                   2026-12-01 09:00:01.000+0000: shutting down, reason=crashed\n";
+        assert_eq!(stop_reason(log).as_deref(), Some("crashed"));
+        assert_eq!(stop_reason("starting up\n"), None);
     }
 
     #[test]

@@ -111,8 +111,8 @@ impl Guest for LibvirtVm {
         self.domain.started
     }
 
-    fn exited(&mut self) -> bool {
-        self.domain.exited()
+    fn ended(&mut self) -> Option<crate::vm::fault::VmEnd> {
+        self.domain.ended()
     }
 
     fn agent(&self) -> Box<dyn qga::Connect> {
@@ -129,7 +129,9 @@ impl Guest for LibvirtVm {
         }
         let start = Instant::now();
         if let Some(agent) = agent {
-            if agent.send(&qga::shutdown_request()).is_ok()
+            if agent
+                .send(&qga::shutdown_request(), start + timeout)
+                .is_ok()
                 && self.domain.wait_exit(start + timeout)?
             {
                 return Ok("guest powered off");
@@ -146,8 +148,7 @@ impl Drop for LibvirtVm {
             self.domain.destroy();
         }
         // libvirt's log of the domain (QEMU's command line and errors), beside ours.
-        let log = format!("/var/log/libvirt/qemu/{}.log", self.domain.name);
-        let _ = std::fs::copy(&log, self.paths.qemu_log());
+        let _ = std::fs::copy(self.domain.log_path(), self.paths.qemu_log());
     }
 }
 

@@ -2,6 +2,7 @@
 //! unmounts whatever is left mounted under it and removes it, and the swap into place.
 
 use super::recipe::Meta;
+use crate::exit::say;
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -76,12 +77,13 @@ impl Staging {
 }
 
 impl Drop for Staging {
+    // `say`, not `eprintln!`: a panic on a closed stderr while unwinding would abort.
     fn drop(&mut self) {
         if self.path.symlink_metadata().is_ok() {
-            eprintln!("removing {} ({})", self.what, self.path.display());
+            say(&format!("removing {} ({})", self.what, self.path.display()));
         }
         if let Err(e) = remove_tree(&self.path) {
-            eprintln!("warning: {e:#}");
+            say(&format!("warning: {e:#}"));
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::run::{self, Plan};
 use super::spec::{Console, RunPaths, VmSpec};
 use super::virtiofsd;
-use super::{kernel_for, prepare};
+use super::{find_tools, kernel_for, prepare};
 use crate::cli::{Accel, BuildArgs, InitMode, VmArgs};
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
@@ -113,11 +113,10 @@ fn baseline_once(
     }
 }
 
+/// Runs the benchmark, `runs` (at least 1) boots per variant.
 pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
-    if runs == 0 {
-        bail!("--runs 0 is invalid: use 1 or more");
-    }
     let base_opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
+    let tools = find_tools(&base_opts)?;
     let kernel = match kernel_for(ctx, None, &base_opts, &BuildArgs::default())? {
         Ok(k) => k,
         Err(j) => bail!("cannot bench: {}", j.reason),
@@ -134,9 +133,12 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
             ..vm.clone()
         };
         let opts = VmOptions::resolve(&args, &ctx.file.vm, InitMode::Fast)?;
-        variants.push((init, prepare(ctx, &opts, &kernel, Console::Log)?));
+        variants.push((
+            init,
+            prepare(ctx, &opts, tools.clone(), &kernel, Console::Log)?,
+        ));
     }
-    let (base_spec, base_tools) = prepare(ctx, &base_opts, &kernel, Console::Log)?;
+    let (base_spec, base_tools) = prepare(ctx, &base_opts, tools, &kernel, Console::Log)?;
     // Round-robin, so that a busy moment of the host weighs on every variant alike.
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
     for i in 0..runs {

@@ -1,22 +1,41 @@
-//! Scanning a recorded serial console for kernel warnings, oopses, BUGs and panics: pure code.
+//! Scanning a recorded serial console for what the kernel reports going wrong (warnings,
+//! BUGs, oopses, panics, lockups, stalls, hung tasks, sanitizer reports): pure code.
 
 use anyhow::{Context, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
-/// What kind of trouble a console line shows.
+/// What kind of trouble a console line shows. Each matches the first line of the kernel's own
+/// report, as Linux 6.1 prints it (the source file is named).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
-    /// `WARNING: CPU: 0 PID: 1 at …` (WARN_ON and friends).
+    /// `WARNING: CPU: 0 PID: 1 at …` (WARN_ON and friends, kernel/panic.c; lockdep's
+    /// `WARNING: possible circular locking dependency detected`).
     Warning,
-    /// `Oops: …`, `general protection fault`.
+    /// `Oops: 0002 [#1] SMP`, `general protection fault, …: 0000 [#1]`, `invalid opcode:
+    /// 0000 [#1]`: the header of every x86 die() (arch/x86/kernel/dumpstack.c).
     Oops,
-    /// `BUG: …`, `kernel BUG at …`.
+    /// `BUG: …`, `kernel BUG at …` (lib/bug.c) and the other `BUG:` reports.
     Bug,
-    /// `Kernel panic - not syncing: …`.
+    /// `Kernel panic - not syncing: …` (kernel/panic.c).
     Panic,
+    /// `watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]` (kernel/watchdog.c).
+    SoftLockup,
+    /// `NMI watchdog: Watchdog detected hard LOCKUP on cpu 1` (kernel/watchdog_hld.c).
+    HardLockup,
+    /// `rcu: INFO: rcu_sched detected stalls on CPUs/tasks:`, `… self-detected stall on CPU`
+    /// (kernel/rcu/tree_stall.h, tree_exp.h, tasks.h).
+    RcuStall,
+    /// `INFO: task sh:87 blocked for more than 10 seconds.` (kernel/hung_task.c).
+    HungTask,
+    /// `UBSAN: array-index-out-of-bounds in …` (lib/ubsan.c).
+    Ubsan,
+    /// `BUG: KASAN: slab-out-of-bounds in …` (mm/kasan/report.c).
+    Kasan,
+    /// `BUG: KFENCE: use-after-free read in …` (mm/kfence/report.c).
+    Kfence,
     /// A line matched `--bad-if-console REGEX`.
     Matched { regex: String },
 }
@@ -29,6 +48,10 @@ pub struct Finding {
     pub line: usize,
     /// The line, without its timestamp.
     pub text: String,
+    /// The line's printk timestamp in microseconds, when it has one: the kernel log's
+    /// records carry the same, which tells a kernel record from a copy written later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usec: Option<u64>,
 }
 
 impl Finding {
@@ -39,6 +62,13 @@ impl Finding {
             FindingKind::Oops => "oops".into(),
             FindingKind::Bug => "BUG".into(),
             FindingKind::Panic => "panic".into(),
+            FindingKind::SoftLockup => "soft lockup".into(),
+            FindingKind::HardLockup => "hard lockup".into(),
+            FindingKind::RcuStall => "RCU stall".into(),
+            FindingKind::HungTask => "hung task".into(),
+            FindingKind::Ubsan => "UBSAN".into(),
+            FindingKind::Kasan => "KASAN".into(),
+            FindingKind::Kfence => "KFENCE".into(),
             FindingKind::Matched { regex } => format!("match of /{regex}/"),
         };
         format!("{kind} at line {}: {}", self.line, self.text)
@@ -48,36 +78,69 @@ impl Finding {
 /// The marker the kernel prints before a WARN or BUG report.
 const CUT_HERE: &str = "------------[ cut here ]------------";
 
-/// A kernel message, with the printk prefix (`[    1.234567]`, maybe `[    T1]`) split off.
-/// The console is shared, so a kernel line may start mid-line, after a shell prompt or
-/// other userspace output: the first timestamp found starts the message. Lines without
-/// one are kept whole: a kernel without PRINTK_TIME prints none.
-fn message(line: &str) -> &str {
+/// A kernel message, with the printk prefix (`[    1.234567]`, maybe `[    T1]`) split off,
+/// and its timestamp in microseconds. The console is shared, so a kernel line may start
+/// mid-line, after a shell prompt or other userspace output: the first timestamp found
+/// starts the message. Lines without one are kept whole: a kernel without PRINTK_TIME
+/// prints none.
+fn message(line: &str) -> (Option<u64>, &str) {
     static STAMP: OnceLock<Regex> = OnceLock::new();
     static MORE: OnceLock<Regex> = OnceLock::new();
-    let stamp = STAMP.get_or_init(|| Regex::new(r"\[\s*\d+\.\d+\]\s*").unwrap());
+    let stamp = STAMP.get_or_init(|| Regex::new(r"\[\s*(\d+)\.(\d+)\]\s*").unwrap());
     // A caller id (`[    T1]`, `[    C0]`) may follow the timestamp.
     let more = MORE.get_or_init(|| Regex::new(r"^(?:\[\s*[TC]\d+\]\s*)+").unwrap());
     let line = line.trim_end_matches('\r');
-    match stamp.find(line) {
-        Some(m) => {
-            let rest = &line[m.end()..];
-            match more.find(rest) {
-                Some(c) => &rest[c.end()..],
-                None => rest,
-            }
-        }
-        None => line,
+    let Some(c) = stamp.captures(line) else {
+        return (None, line);
+    };
+    // printk prints seconds and microseconds (`%5lu.%06lu`); anything else is no stamp.
+    let usec = (c[2].len() == 6)
+        .then(|| {
+            c[1].parse::<u64>()
+                .ok()?
+                .checked_mul(1_000_000)?
+                .checked_add(c[2].parse().ok()?)
+        })
+        .flatten();
+    let rest = &line[c.get(0).map_or(0, |m| m.end())..];
+    match more.find(rest) {
+        Some(m) => (usec, &rest[m.end()..]),
+        None => (usec, rest),
     }
 }
 
+/// The kind of the kernel report a message starts, if any. The more specific patterns come
+/// first: a KASAN report is also a `BUG:` line.
 fn classify(msg: &str) -> Option<FindingKind> {
     static RES: OnceLock<Vec<(Regex, FindingKind)>> = OnceLock::new();
     let res = RES.get_or_init(|| {
         [
+            (
+                r"^watchdog: BUG: soft lockup - CPU#\d+ stuck for ",
+                FindingKind::SoftLockup,
+            ),
+            (
+                r"^(?:NMI watchdog: )?Watchdog detected hard LOCKUP on cpu ",
+                FindingKind::HardLockup,
+            ),
+            (
+                r"^(?:rcu: )?INFO: \S+ (?:self-)?detected (?:expedited )?stalls? on ",
+                FindingKind::RcuStall,
+            ),
+            (
+                r"^INFO: task .+:\d+ blocked for more than \d+ seconds",
+                FindingKind::HungTask,
+            ),
+            (r"^UBSAN: ", FindingKind::Ubsan),
+            (r"^BUG: KASAN: ", FindingKind::Kasan),
+            (r"^BUG: KFENCE: ", FindingKind::Kfence),
+            (r"^BUG: |^[Kk]ernel BUG at ", FindingKind::Bug),
+            // die()'s header is `<what>: <error code> [#<count>]`.
+            (
+                r"^Oops: |^general protection fault|^[^\[\]]*: [0-9a-f]{4} \[#\d+\]",
+                FindingKind::Oops,
+            ),
             (r"^WARNING: ", FindingKind::Warning),
-            (r"^Oops: |^general protection fault", FindingKind::Oops),
-            (r"^BUG: |^kernel BUG at ", FindingKind::Bug),
             (r"^Kernel panic - not syncing", FindingKind::Panic),
         ]
         .into_iter()
@@ -105,39 +168,47 @@ pub fn scan(console: &str, extra: &[Regex]) -> Vec<Finding> {
     let lines: Vec<&str> = console.lines().collect();
     let mut out = Vec::new();
     for (i, raw) in lines.iter().enumerate() {
-        let msg = message(raw);
+        let (usec, msg) = message(raw);
+        let finding = |kind| Finding {
+            kind,
+            line: i + 1,
+            text: msg.trim().to_string(),
+            usec,
+        };
         if let Some(kind) = classify(msg) {
-            out.push(Finding {
-                kind,
-                line: i + 1,
-                text: msg.trim().to_string(),
-            });
+            out.push(finding(kind));
         } else if msg.trim() == CUT_HERE {
             let followed = lines[i + 1..]
                 .iter()
                 .take(4)
-                .any(|l| classify(message(l)).is_some());
+                .any(|l| classify(message(l).1).is_some());
             if !followed {
-                out.push(Finding {
-                    kind: FindingKind::Warning,
-                    line: i + 1,
-                    text: msg.trim().to_string(),
-                });
+                out.push(finding(FindingKind::Warning));
             }
         }
         for re in extra {
             if re.is_match(raw) {
-                out.push(Finding {
-                    kind: FindingKind::Matched {
-                        regex: re.as_str().to_string(),
-                    },
-                    line: i + 1,
-                    text: msg.trim().to_string(),
-                });
+                out.push(finding(FindingKind::Matched {
+                    regex: re.as_str().to_string(),
+                }));
             }
         }
     }
     out
+}
+
+/// A recording under `src/vm/test_data/`, without its header line (`# recorded: …`, naming
+/// the trigger and the config): line numbers are those of the run's own log.
+#[cfg(test)]
+pub fn recorded(path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/vm/test_data")
+        .join(path);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    match text.strip_prefix("# recorded:") {
+        Some(rest) => rest.split_once('\n').map_or("", |(_, r)| r).to_string(),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -145,10 +216,7 @@ mod tests {
     use super::*;
 
     fn data(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/vm/test_data/console")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        recorded(&format!("console/{name}"))
     }
 
     fn kinds(f: &[Finding]) -> Vec<FindingKind> {
@@ -207,15 +275,12 @@ mod tests {
 
     #[test]
     fn extra_regexes_match_whole_lines() {
-        let re = compile(&["hung_task|blocked for more".into()]).unwrap();
-        let f = scan(
-            "[ 5.0] INFO: task x:1 blocked for more than 120 seconds.\n",
-            &re,
-        );
+        let re = compile(&["xtask-init: .*ready".into()]).unwrap();
+        let f = scan("[ 5.0] xtask-init: fast mode ready\n", &re);
         assert_eq!(f.len(), 1);
         assert!(f[0]
             .summary()
-            .starts_with("match of /hung_task|blocked for more/ at line 1"));
+            .starts_with("match of /xtask-init: .*ready/ at line 1"));
         assert!(compile(&["(".into()])
             .unwrap_err()
             .to_string()

@@ -9,7 +9,10 @@
 
 mod b64;
 pub mod bench;
+pub mod command;
 pub mod console;
+pub mod fault;
+pub mod kmsg;
 pub mod qemu;
 pub mod qga;
 pub mod run;
@@ -21,7 +24,8 @@ use crate::build::{self, BuildOutcome};
 use crate::cli::{Backend, BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
 use crate::ctx::Ctx;
 use crate::settings::{BuildOptions, VmOptions};
-use crate::{kvm, tools};
+use crate::units::Bound;
+use crate::{exit, kvm, tools};
 use anyhow::{bail, Context, Result};
 use run::{Event, Launcher, Plan, Report, Tools};
 use serde::Serialize;
@@ -100,19 +104,24 @@ fn launcher(opts: &VmOptions) -> Result<Launcher> {
     }
 }
 
-/// The tools, the accelerator and the spec for one VM: everything decided up front.
+/// The programs a VM run needs: found before anything is built, so that a missing or
+/// unusable tool ends the run at once.
+pub fn find_tools(opts: &VmOptions) -> Result<Tools> {
+    Ok(Tools {
+        qemu: tools::find(&tools::QEMU)?,
+        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
+        launcher: launcher(opts)?,
+    })
+}
+
+/// The accelerator and the spec for one VM, with its tools: everything decided up front.
 pub fn prepare(
     ctx: &Ctx,
     opts: &VmOptions,
+    tools: Tools,
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let launcher = launcher(opts)?;
-    let tools = Tools {
-        qemu: tools::find(&tools::QEMU)?,
-        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
-        launcher,
-    };
     let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
     let machine = match tools.launcher {
@@ -154,7 +163,7 @@ pub fn plan(check: &CheckArgs) -> Result<Plan> {
     let (command, script) = match &check.script {
         Some(f) => {
             let text = std::fs::read(f).with_context(|| format!("--script {}", f.display()))?;
-            let mut c = vec!["/bin/sh".to_string(), run::SCRIPT_PATH.to_string()];
+            let mut c = vec!["/bin/sh".to_string(), command::SCRIPT_PATH.to_string()];
             c.extend(check.command.iter().cloned());
             (c, Some(text))
         }
@@ -165,6 +174,21 @@ pub fn plan(check: &CheckArgs) -> Result<Plan> {
         script,
         bad_if_console,
     })
+}
+
+/// The most `--repeat`: a flaky bug shows long before, and each run is a boot.
+const MAX_REPEAT: Bound<'static, u64> = (1000, "1000");
+
+/// How many times to run the check: `--repeat`, checked.
+pub fn repeats(check: &CheckArgs) -> Result<u32> {
+    match &check.repeat {
+        Some(n) => Ok(u32::try_from(n.within(
+            "--repeat",
+            (1, "1"),
+            MAX_REPEAT,
+        )?)?),
+        None => Ok(1),
+    }
 }
 
 /// What [`check_rev`] found.
@@ -188,10 +212,8 @@ pub fn check_rev(
 ) -> Result<CheckOutcome> {
     let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
     let plan = plan(check)?;
-    let repeat = check.repeat.unwrap_or(1);
-    if repeat == 0 {
-        bail!("--repeat 0 is invalid: use 1 or more");
-    }
+    let repeat = repeats(check)?;
+    let tools = find_tools(&opts)?;
     let kernel = match kernel_for(ctx, rev, &opts, build)? {
         Ok(k) => k,
         Err(j) => {
@@ -202,7 +224,7 @@ pub fn check_rev(
             })
         }
     };
-    let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+    let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
     let mut runs = Vec::new();
     for i in 1..=repeat {
         let dir = if repeat == 1 {
@@ -269,6 +291,7 @@ fn print_event(e: &Event) {
             eprintln!("command ended after {:.2}s: {end:?}", d.as_secs_f64())
         }
         Event::ShutDown(how, d) => eprintln!("shut down in {:.2}s ({how})", d.as_secs_f64()),
+        Event::Retrying(what) => eprintln!("not the kernel's fault: {what}; running it once more"),
     }
 }
 
@@ -374,6 +397,7 @@ impl BootCmd {
         if self.print_xml && opts.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
+        let tools = find_tools(&opts)?;
         let kernel = match kernel_for(ctx, self.rev.as_deref(), &opts, &self.build)? {
             Ok(k) => k,
             Err(j) => {
@@ -384,7 +408,7 @@ impl BootCmd {
         let paths = RunPaths::new(&ctx.run_dir);
         match &self.exec {
             Some(cmdline) => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
                 let plan = Plan {
                     command: vec!["/bin/sh".into(), "-c".into(), cmdline.clone()],
                     ..Plan::default()
@@ -396,8 +420,12 @@ impl BootCmd {
                 }
                 eprintln!("timings: {}", r.timings.line());
                 Ok(match &r.facts.command_end {
-                    Some(verdict::CommandEnd::Exited { code }) => *code as u8,
-                    Some(verdict::CommandEnd::Signaled { signal }) => 128 + *signal as u8,
+                    Some(verdict::CommandEnd::Exited { code }) => {
+                        exit::passed_on(Some(*code), None)
+                    }
+                    Some(verdict::CommandEnd::Signaled { signal }) => {
+                        exit::passed_on(None, Some(*signal))
+                    }
                     _ => {
                         eprintln!(
                             "{} (console log: {})",
@@ -409,7 +437,7 @@ impl BootCmd {
                 })
             }
             None if self.print_xml => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Log)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
                 #[cfg(feature = "libvirt")]
                 print!("{}", crate::libvirt::xml_for(&spec, &paths, &tools)?);
                 #[cfg(not(feature = "libvirt"))]
@@ -418,11 +446,11 @@ impl BootCmd {
             }
             #[cfg(feature = "libvirt")]
             None if opts.backend == Backend::Libvirt => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
                 crate::libvirt::boot_interactive(&spec, &paths, &tools)
             }
             None => {
-                let (spec, tools) = prepare(ctx, &opts, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
                 eprintln!(
                     "booting {} ({:?}, {} init); Ctrl-A X quits, Ctrl-A C is the QEMU monitor",
                     spec.kernel.display(),
@@ -432,7 +460,12 @@ impl BootCmd {
                 let mut vm = run::Vm::start(&spec, &paths, &tools)?;
                 let st = vm.wait_foreground()?;
                 eprintln!("console log: {}", paths.console_log().display());
-                Ok(if st.success() { 0 } else { 1 })
+                // A guest that powers off, reboots or panics ends QEMU with 0 (-no-reboot);
+                // anything else is QEMU's own failure.
+                if !st.success() {
+                    bail!("QEMU exited with {st}");
+                }
+                Ok(exit::OK)
             }
         }
     }

@@ -26,12 +26,19 @@ fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
-/// `-chardev`-style key=value with a path in it.
+/// `-chardev`-style key=value with a path in it. QEMU splits option values at `,`; a `,` in
+/// the path (a state dir named so) is written `,,`, which QEMU reads as one `,`.
 fn with_path(prefix: &str, path: &Path, suffix: &str) -> OsString {
-    let mut s = OsString::from(prefix);
-    s.push(path.as_os_str());
-    s.push(suffix);
-    s
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut v = prefix.as_bytes().to_vec();
+    for &b in path.as_os_str().as_bytes() {
+        v.push(b);
+        if b == b',' {
+            v.push(b',');
+        }
+    }
+    v.extend_from_slice(suffix.as_bytes());
+    OsString::from_vec(v)
 }
 
 fn base() -> Vec<OsString> {
@@ -232,6 +239,16 @@ mod tests {
             "virtio-rng-pci,rng=rng",
         ];
         assert_eq!(a, expected);
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled() {
+        let a = s(&argv(&spec(), &RunPaths::new(&PathBuf::from("/s,t/run"))));
+        assert!(a.contains(&"file,id=console,path=/s,,t/run/console.log".to_string()));
+        assert!(
+            a.contains(&"socket,id=agent,path=/s,,t/run/qga.sock,server=on,wait=off".to_string())
+        );
+        assert!(a.contains(&"unix:/s,,t/run/qmp.sock,server=on,wait=off".to_string()));
     }
 
     #[test]

@@ -14,11 +14,19 @@ use std::time::{Duration, Instant};
 pub trait Stream: Read + Write + Send {
     /// Bounds how long one `read` may block; `Err` of kind WouldBlock/TimedOut then.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bounds how long one `write` may block, as for reads; a stream whose writes never
+    /// block keeps the default.
+    fn set_write_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Stream for std::os::unix::net::UnixStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_write_timeout(self, timeout)
     }
 }
 
@@ -80,13 +88,15 @@ pub const EXEC_ENV: &[&str] = &[
     "TERM=dumb",
 ];
 
-/// `guest-exec` of argv, capturing its output.
+/// `guest-exec` of argv, without capturing its output: the agent reports an exit only once
+/// the captured pipes close, which children left in the background may hold open for ever
+/// (the command's output goes to files instead, see `vm::command`).
 pub fn exec_request(argv: &[String]) -> Value {
     json!({"execute": "guest-exec", "arguments": {
         "path": argv[0],
         "arg": argv[1..],
         "env": EXEC_ENV,
-        "capture-output": true,
+        "capture-output": false,
     }})
 }
 
@@ -107,6 +117,10 @@ pub fn file_write_request(handle: i64, data: &[u8]) -> Value {
     json!({"execute": "guest-file-write", "arguments": {"handle": handle, "buf-b64": b64::encode(data)}})
 }
 
+pub fn file_read_request(handle: i64, count: usize) -> Value {
+    json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": count}})
+}
+
 pub fn file_close_request(handle: i64) -> Value {
     json!({"execute": "guest-file-close", "arguments": {"handle": handle}})
 }
@@ -120,17 +134,37 @@ pub fn parse_line(line: &[u8]) -> Result<Value> {
     serde_json::from_str(text.trim()).with_context(|| format!("agent sent non-JSON: {text:?}"))
 }
 
-/// The `return` of a response, or its `error` as an error.
+/// The agent answered a request with an error: it works, and said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub class: String,
+    pub desc: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "guest agent error {}: {}", self.class, self.desc)
+    }
+}
+impl std::error::Error for Refused {}
+
+/// Whether an error is the agent's refusal (not a broken channel or a deadline).
+pub fn is_refusal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Refused>())
+}
+
+/// The `return` of a response, or its `error` as a [`Refused`].
 pub fn result_of(resp: &Value) -> Result<&Value> {
     if let Some(r) = resp.get("return") {
         return Ok(r);
     }
     if let Some(e) = resp.get("error") {
-        bail!(
-            "guest agent error {}: {}",
-            e.get("class").and_then(Value::as_str).unwrap_or("?"),
-            e.get("desc").and_then(Value::as_str).unwrap_or("?")
-        );
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        return Err(Refused {
+            class: text("class"),
+            desc: text("desc"),
+        }
+        .into());
     }
     bail!("agent answer has neither return nor error: {resp}")
 }
@@ -180,7 +214,7 @@ impl ExecStatus {
         Some(match (self.signal, self.exit_code) {
             (Some(signal), _) => CommandEnd::Signaled { signal },
             (None, Some(code)) => CommandEnd::Exited { code },
-            (None, None) => CommandEnd::Lost {
+            (None, None) => CommandEnd::AgentFailed {
                 why: "the agent reported neither exit code nor signal".into(),
             },
         })
@@ -199,6 +233,12 @@ pub fn poll_delay(n: u32) -> Duration {
 const SYNC_ATTEMPT: Duration = Duration::from_millis(1000);
 /// How long reads block at most, so that the watch runs often.
 const READ_SLICE: Duration = Duration::from_millis(100);
+/// Bytes per guest-file-read: few round trips, and small enough for libvirt's messages
+/// (base64 makes it 4/3 bigger).
+const READ_CHUNK: usize = 1 << 20;
+/// How long past the command's deadline a status answer already asked for is awaited: a
+/// command that ended just in time is judged by its end.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// A connected, synced agent.
 pub struct Agent {
@@ -254,8 +294,8 @@ impl Agent {
     fn sync(&mut self, deadline: Instant, watch: Watch) -> Result<()> {
         let id = random_id();
         // 0xFF first: the agent's parser drops any half message a previous client left.
-        self.stream.write_all(&[0xff])?;
-        self.send(&sync_request(id))?;
+        self.write_until(&[0xff], deadline)?;
+        self.send(&sync_request(id), deadline)?;
         loop {
             let resp = self.recv(deadline, watch)?;
             if resp.get("return").and_then(Value::as_u64) == Some(id) {
@@ -266,22 +306,46 @@ impl Agent {
 
     /// Sends a request and waits for its answer until `deadline`.
     pub fn call(&mut self, req: &Value, deadline: Instant, watch: Watch) -> Result<Value> {
-        self.send(req)?;
+        self.send(req, deadline)?;
         let resp = self.recv(deadline, watch)?;
         let name = req["execute"].as_str().unwrap_or("?");
         Ok(result_of(&resp).with_context(|| name.to_string())?.clone())
     }
 
-    /// Sends a request that gets no answer when it works (guest-shutdown).
-    pub fn send(&mut self, req: &Value) -> Result<()> {
+    /// Sends a request, written by `deadline` (alone: for guest-shutdown, which gets no
+    /// answer when it works).
+    pub fn send(&mut self, req: &Value, deadline: Instant) -> Result<()> {
         self.record("send", req);
         let mut line = serde_json::to_vec(req)?;
         line.push(b'\n');
-        self.stream
-            .write_all(&line)
-            .context("writing to the guest agent")?;
-        self.stream.flush()?;
-        Ok(())
+        self.write_until(&line, deadline)
+    }
+
+    /// Writes all of `bytes` in slices, so that a guest that stopped reading (a full socket
+    /// buffer during a script upload) costs at most the deadline and Ctrl-C ends the wait.
+    fn write_until(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<()> {
+        while !bytes.is_empty() {
+            crate::signals::check()?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Stop::Deadline.into());
+            }
+            self.stream
+                .set_write_timeout(Some((deadline - now).min(READ_SLICE)))?;
+            match self.stream.write(bytes) {
+                Ok(0) => bail!("the guest agent connection closed"),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e).context("writing to the guest agent"),
+            }
+        }
+        self.stream.flush().context("writing to the guest agent")
     }
 
     /// Starts argv; returns the guest pid.
@@ -293,13 +357,15 @@ impl Agent {
     }
 
     /// Polls `guest-exec-status` with backoff until the command exits; [`Stop::Deadline`]
-    /// when it is still running at `deadline`.
+    /// when it is still running at `deadline`, the one deadline of the whole wait (an answer
+    /// asked for before it gets [`ANSWER_GRACE`]).
     pub fn wait_exec(&mut self, pid: i64, deadline: Instant, watch: Watch) -> Result<ExecStatus> {
         for n in 0.. {
-            // Each status call gets a few seconds even when the command's time is up.
-            let call_deadline = Instant::now() + Duration::from_secs(10);
-            let st =
-                ExecStatus::parse(&self.call(&exec_status_request(pid), call_deadline, watch)?)?;
+            let st = ExecStatus::parse(&self.call(
+                &exec_status_request(pid),
+                deadline + ANSWER_GRACE,
+                watch,
+            )?)?;
             if st.exited {
                 return Ok(st);
             }
@@ -331,6 +397,39 @@ impl Agent {
         }
         self.call(&file_close_request(handle), deadline, watch)?;
         Ok(())
+    }
+
+    /// Reads a file in the guest, at most `max` bytes of it; says whether there was more.
+    pub fn read_file(
+        &mut self,
+        path: &str,
+        max: usize,
+        deadline: Instant,
+        watch: Watch,
+    ) -> Result<(Vec<u8>, bool)> {
+        let handle = self
+            .call(&file_open_request(path, "r"), deadline, watch)?
+            .as_i64()
+            .ok_or_else(|| anyhow!("guest-file-open gave no handle"))?;
+        let mut data = Vec::new();
+        let more = loop {
+            let want = READ_CHUNK.min(max + 1 - data.len());
+            let ret = self.call(&file_read_request(handle, want), deadline, watch)?;
+            if let Some(b) = ret.get("buf-b64").and_then(Value::as_str) {
+                data.extend(b64::decode(b).context("guest-file-read: buf-b64 is not base64")?);
+            }
+            if data.len() > max {
+                data.truncate(max);
+                break true;
+            }
+            if ret.get("eof").and_then(Value::as_bool) != Some(false)
+                || ret.get("count").and_then(Value::as_u64) == Some(0)
+            {
+                break false;
+            }
+        };
+        self.call(&file_close_request(handle), deadline, watch)?;
+        Ok((data, more))
     }
 
     /// Reads one answer (a line of JSON), waiting at most until `deadline`.
@@ -392,29 +491,16 @@ fn random_id() -> u64 {
     u64::from_le_bytes(b) & ((1 << 53) - 1)
 }
 
-/// The last command result a transcript holds: for re-judging a saved run.
-pub fn last_exec_status(transcript: &str) -> Result<Option<ExecStatus>> {
-    let mut last = None;
-    for line in transcript.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).context("a transcript line is not JSON")?;
-        if let Some(ret) = v.get("recv").and_then(|r| r.get("return")) {
-            if ret.get("exited").and_then(Value::as_bool) == Some(true) {
-                last = Some(ExecStatus::parse(ret)?);
-            }
-        }
-    }
-    Ok(last)
-}
-
+/// Replaying recorded agent transcripts, for the tests of everything that talks to the agent.
 #[cfg(test)]
-mod tests {
+pub(crate) mod replay {
     use super::*;
     use std::collections::VecDeque;
 
     /// A stream that answers like the agent of a recorded transcript: each request written
     /// gets the next recorded answer. guest-sync answers echo our id (the recorded one was
     /// random), after the recorded complaints about the 0xFF reset byte.
-    struct Replay {
+    pub struct Replay {
         /// What the agent said before its guest-sync answer (the reset byte's error).
         before_sync: Vec<Vec<u8>>,
         answers: VecDeque<Vec<u8>>,
@@ -423,7 +509,7 @@ mod tests {
     }
 
     impl Replay {
-        fn from_transcript(name: &str) -> (Replay, Vec<Value>) {
+        pub fn from_transcript(name: &str) -> (Replay, Vec<Value>) {
             let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("src/vm/test_data/qga")
                 .join(name);
@@ -517,7 +603,7 @@ mod tests {
         }
     }
 
-    struct Once(Option<Replay>);
+    pub struct Once(pub Option<Replay>);
     impl Connect for Once {
         fn connect(&mut self) -> io::Result<Box<dyn Stream>> {
             self.0
@@ -526,6 +612,26 @@ mod tests {
                 .ok_or(io::ErrorKind::ConnectionRefused.into())
         }
     }
+
+    /// An agent connected to the replay of a recorded transcript.
+    pub fn agent(name: &str) -> Agent {
+        let (r, _) = Replay::from_transcript(name);
+        let mut conn = Once(Some(r));
+        let mut ok = || Ok(());
+        Agent::connect(
+            &mut conn,
+            Instant::now() + Duration::from_secs(5),
+            &mut ok,
+            None,
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replay::{Once, Replay};
+    use super::*;
 
     /// Runs the client's check sequence against a recorded transcript.
     fn replay(name: &str, argv: &[&str]) -> (Result<ExecStatus>, Vec<Value>) {
@@ -583,7 +689,7 @@ mod tests {
         let m = exec_request(&argv);
         assert_eq!(m["arguments"]["path"], "sh");
         assert_eq!(m["arguments"]["arg"], json!(["-c", "true"]));
-        assert_eq!(m["arguments"]["capture-output"], true);
+        assert_eq!(m["arguments"]["capture-output"], false);
         assert_eq!(
             sync_request(7).to_string(),
             r#"{"arguments":{"id":7},"execute":"guest-sync"}"#
@@ -669,15 +775,5 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(stop_of(&e), Some(Stop::VmExited));
-    }
-
-    #[test]
-    fn last_result_of_a_transcript() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/vm/test_data/qga/exec_output.jsonl");
-        let st = last_exec_status(&std::fs::read_to_string(p).unwrap())
-            .unwrap()
-            .unwrap();
-        assert_eq!(st.exit_code, Some(3));
     }
 }

@@ -3,11 +3,14 @@
 //! `Drop` ends both and removes the sockets (the logs stay). The libvirt backend plugs in
 //! through [`Guest`].
 
+use super::command;
 use super::console;
+use super::fault::{FaultKind, VmEnd};
+use super::kmsg;
 use super::qemu;
 use super::qga::{self, Agent, ExecStatus, Stop, UnixConnect};
 use super::spec::{Console, RunPaths, VmSpec};
-use super::verdict::{judge, BootEnd, CommandEnd, Facts, Judgement, Timings};
+use super::verdict::{self, judge, BootEnd, CommandEnd, Facts, Judgement, Timings};
 use super::virtiofsd::{self, ShareInput};
 use crate::cmd::{self, CommandExt};
 use crate::signals;
@@ -41,12 +44,13 @@ pub enum Launcher {
 pub trait Guest {
     /// When the VM was started: the boot deadline counts from here.
     fn started(&self) -> Instant;
-    /// Whether the VM has ended.
-    fn exited(&mut self) -> bool;
+    /// How the VM ended, once it has (QEMU or virtiofsd exited, the domain is gone, libvirt
+    /// stopped answering); the first end seen is kept.
+    fn ended(&mut self) -> Option<VmEnd>;
     /// For agent calls: fails when the VM is gone ([`Stop::VmExited`]) or on Ctrl-C.
     fn watch(&mut self) -> Result<()> {
         signals::check()?;
-        if self.exited() {
+        if self.ended().is_some() {
             return Err(Stop::VmExited.into());
         }
         Ok(())
@@ -84,6 +88,8 @@ pub enum Event {
     CommandDone(CommandEnd, Duration),
     /// QEMU is gone, this long after the shutdown began; `how` says what ended it.
     ShutDown(&'static str, Duration),
+    /// Something of ours broke (not the kernel): the whole run starts again, once.
+    Retrying(String),
 }
 
 /// What to run in the guest once it is up.
@@ -97,9 +103,6 @@ pub struct Plan {
     pub bad_if_console: Vec<Regex>,
 }
 
-/// Where `--script` is put in the guest (a tmpfs in both init modes).
-pub const SCRIPT_PATH: &str = "/run/xtask-script";
-
 /// Everything one run produced; also written to `result.json`.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Report {
@@ -112,6 +115,9 @@ pub struct Report {
     pub out_truncated: bool,
     pub run_dir: PathBuf,
     pub console_log: PathBuf,
+    /// The fault of a first attempt that was retried (its logs are in `attempt-1/`).
+    #[serde(default)]
+    pub retried_after: Option<String>,
 }
 
 /// A started VM. Dropping it ends QEMU and virtiofsd and removes the sockets.
@@ -121,6 +127,7 @@ pub struct Vm {
     paths: RunPaths,
     pub started: Instant,
     exited: Option<ExitStatus>,
+    end: Option<VmEnd>,
 }
 
 impl Vm {
@@ -172,7 +179,37 @@ impl Vm {
             paths: paths.clone(),
             started: Instant::now(),
             exited: None,
+            end: None,
         })
+    }
+
+    /// How QEMU or virtiofsd ended, if one has. virtiofsd also exits when QEMU does (QEMU
+    /// closes the share): QEMU's end is the story then, so a QEMU on its way out gets a moment.
+    fn look(&mut self) -> Option<VmEnd> {
+        if let Some(st) = self.exited() {
+            return Some(self.qemu_end(st));
+        }
+        let st = self.virtiofsd.as_mut()?.try_wait().ok().flatten()?;
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            if let Some(q) = self.exited() {
+                return Some(self.qemu_end(q));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(VmEnd::Virtiofsd {
+            status: cmd::describe(&st),
+            log_tail: cmd::tail(&read_lossy(&self.paths.virtiofsd_log()), 5),
+        })
+    }
+
+    fn qemu_end(&self, st: ExitStatus) -> VmEnd {
+        use std::os::unix::process::ExitStatusExt;
+        VmEnd::Qemu {
+            code: st.code(),
+            signal: st.signal(),
+            log_tail: cmd::tail(&read_lossy(&self.paths.qemu_log()), 5),
+        }
     }
 
     /// QEMU's exit status once it has exited.
@@ -233,7 +270,11 @@ impl Vm {
         }
         let start = Instant::now();
         if let Some(agent) = agent {
-            if agent.send(&qga::shutdown_request()).is_ok() && self.wait_exit(start + timeout)? {
+            if agent
+                .send(&qga::shutdown_request(), start + timeout)
+                .is_ok()
+                && self.wait_exit(start + timeout)?
+            {
                 return Ok("guest powered off");
             }
         }
@@ -252,8 +293,11 @@ impl Guest for Vm {
     fn started(&self) -> Instant {
         self.started
     }
-    fn exited(&mut self) -> bool {
-        Vm::exited(self).is_some()
+    fn ended(&mut self) -> Option<VmEnd> {
+        if self.end.is_none() {
+            self.end = self.look();
+        }
+        self.end.clone()
     }
     fn agent(&self) -> Box<dyn qga::Connect> {
         Box::new(UnixConnect(self.paths.agent_socket()))
@@ -276,8 +320,55 @@ impl Drop for Vm {
 }
 
 /// Boots `spec`, runs `plan` and judges the run: phases 1–4, then the verdict. Setup
-/// problems and Ctrl-C are `Err`; everything the kernel does is in the report.
+/// problems and Ctrl-C are `Err`; everything the kernel does is in the report. A fault of the
+/// infrastructure (virtiofsd or QEMU killed, libvirtd restarted, the agent channel broken)
+/// gets the whole run once more; the first attempt's logs move to `attempt-1/`.
 pub fn check(
+    spec: &VmSpec,
+    paths: &RunPaths,
+    tools: &Tools,
+    plan: &Plan,
+    events: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    let first = attempt(spec, paths, tools, plan, events)?;
+    let fault = match verdict::fault(&first.facts) {
+        Some(f) if f.kind == FaultKind::Infra => f,
+        _ => return Ok(first),
+    };
+    events(Event::Retrying(fault.what.clone()));
+    keep_attempt(paths, "attempt-1")?;
+    let mut second = attempt(spec, paths, tools, plan, events)?;
+    if let Some(again) = verdict::fault(&second.facts) {
+        second.judgement.reason = if again.what == fault.what {
+            format!("{} (twice: the retry failed the same way)", again.what)
+        } else {
+            format!(
+                "{} (on the retry; the first attempt: {})",
+                again.what, fault.what
+            )
+        };
+    }
+    second.retried_after = Some(fault.what);
+    save(paths, &second)?;
+    Ok(second)
+}
+
+/// Moves a run's files into `sub/`, out of the next attempt's way.
+fn keep_attempt(paths: &RunPaths, sub: &str) -> Result<()> {
+    let dest = paths.dir.join(sub);
+    std::fs::create_dir_all(&dest)?;
+    for e in std::fs::read_dir(&paths.dir)?.flatten() {
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && e.file_name() != "commands.log" {
+            std::fs::rename(e.path(), dest.join(e.file_name()))
+                .with_context(|| format!("moving {} to {}", e.path().display(), dest.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// One boot, command and shutdown.
+fn attempt(
     spec: &VmSpec,
     paths: &RunPaths,
     tools: &Tools,
@@ -305,7 +396,7 @@ pub fn check(
         Ok(a) => (BootEnd::AgentUp, Some(a)),
         Err(e) => match qga::stop_of(&e) {
             Some(Stop::Deadline) => (BootEnd::TimedOut, None),
-            Some(Stop::VmExited) => (BootEnd::QemuExited, None),
+            Some(Stop::VmExited) => (BootEnd::VmEnded, None),
             None => return Err(e.context("waiting for the guest agent")),
         },
     };
@@ -326,28 +417,27 @@ pub fn check(
         let deadline = start + spec.timeout;
         let result = {
             let mut watch = || vm.watch();
-            run_command(a, plan, deadline, &mut watch)
+            command::run(
+                a,
+                &plan.command,
+                plan.script.as_deref(),
+                deadline,
+                &mut watch,
+            )
         };
         let end = match result {
-            Ok(st) => {
-                let end = st.end().expect("exited");
-                exec = Some(st);
+            Ok((end, st)) => {
+                exec = st;
                 end
             }
             Err(e) if signals::is_interrupted(&e) => return Err(e),
-            // However the agent call failed, a VM that is gone is the story.
-            Err(_) if vm.exited() => CommandEnd::Lost {
-                why: "the VM exited while the command ran".into(),
-            },
-            Err(e) => match qga::stop_of(&e) {
-                Some(Stop::Deadline) => CommandEnd::TimedOut,
-                Some(Stop::VmExited) => CommandEnd::Lost {
-                    why: "the VM exited while the command ran".into(),
-                },
-                None => CommandEnd::Lost {
-                    why: format!("{e:#}"),
-                },
-            },
+            // The watch said so: the VM is gone.
+            Err(_) => CommandEnd::VmEnded,
+        };
+        // A channel that broke as the VM went away: the VM's end is the story.
+        let end = match end {
+            CommandEnd::AgentFailed { .. } if ended_soon(vm.as_mut())? => CommandEnd::VmEnded,
+            end => end,
         };
         let took = start.elapsed();
         timings.command = Some(took);
@@ -355,9 +445,21 @@ pub fn check(
         command_end = Some(end);
     }
 
-    // Phase 4: shut down.
+    // Phase 4: shut down (a VM that lost a part of itself is not asked to power off).
+    let vm_end = vm.ended();
+    let mut agent = if vm_end.is_some() {
+        None
+    } else {
+        agent.as_mut()
+    };
+    // Before it, the kernel log if the console shows a finding: its records say which lines
+    // userspace wrote to /dev/kmsg.
+    if let Some(a) = agent.as_deref_mut() {
+        let mut watch = || vm.watch();
+        save_kernel_log(a, paths, &mut watch)?;
+    }
     let start = Instant::now();
-    let how = vm.shut_down(agent.as_mut(), spec.shutdown_timeout)?;
+    let how = vm.shut_down(agent, spec.shutdown_timeout)?;
     let took = start.elapsed();
     timings.shutdown = Some(took);
     events(Event::ShutDown(how, took));
@@ -365,11 +467,15 @@ pub fn check(
 
     // The verdict, from the recordings.
     let console_text = read_lossy(&paths.console_log());
+    let (findings, from_userspace) = findings(&console_text, paths, &plan.bad_if_console);
     let facts = Facts {
         command: plan.command.clone(),
         boot,
         command_end,
-        findings: console::scan(&console_text, &plan.bad_if_console),
+        findings,
+        from_userspace,
+        vm_end,
+        kernel_printed: !console_text.trim().is_empty(),
     };
     let report = Report {
         judgement: judge(&facts),
@@ -379,23 +485,51 @@ pub fn check(
         exec,
         run_dir: paths.dir.clone(),
         console_log: paths.console_log(),
+        retried_after: None,
     };
     save(paths, &report)?;
     Ok(report)
 }
 
-fn run_command(
-    a: &mut Agent,
-    plan: &Plan,
-    deadline: Instant,
-    watch: qga::Watch,
-) -> Result<ExecStatus> {
-    if let Some(script) = &plan.script {
-        a.write_file(SCRIPT_PATH, script, deadline, watch)
-            .context("copying the script into the guest")?;
+/// Whether the VM ends within a moment (a QEMU on its way out).
+fn ended_soon(vm: &mut dyn Guest) -> Result<bool> {
+    let until = Instant::now() + Duration::from_secs(1);
+    loop {
+        if vm.ended().is_some() {
+            return Ok(true);
+        }
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        signals::sleep(Duration::from_millis(20))?;
     }
-    let pid = a.exec(&plan.command, deadline, watch)?;
-    a.wait_exec(pid, deadline, watch)
+}
+
+/// How long reading the kernel log may take: a few records over the agent.
+const KERNEL_LOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Saves the guest's kernel log in the run dir when the console so far shows a finding. A
+/// log that cannot be read is no error: every finding then stays the kernel's.
+fn save_kernel_log(a: &mut Agent, paths: &RunPaths, watch: qga::Watch) -> Result<()> {
+    if !kmsg::worth_reading(&console::scan(&read_lossy(&paths.console_log()), &[])) {
+        return Ok(());
+    }
+    match kmsg::read(a, Instant::now() + KERNEL_LOG_TIMEOUT, watch) {
+        Ok(dump) => std::fs::write(paths.kernel_log(), dump)
+            .with_context(|| format!("writing {}", paths.kernel_log().display())),
+        Err(e) if signals::is_interrupted(&e) => Err(e),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The console's findings, the kernel's and userspace's (by the run's saved kernel log).
+fn findings(
+    console_text: &str,
+    paths: &RunPaths,
+    bad_if_console: &[Regex],
+) -> (Vec<console::Finding>, Vec<console::Finding>) {
+    let records = kmsg::parse(&read_lossy(&paths.kernel_log()));
+    kmsg::split_userspace(console::scan(console_text, bad_if_console), &records)
 }
 
 /// Writes result.json and the command's output next to the logs.
@@ -413,8 +547,7 @@ pub fn read_lossy(p: &Path) -> String {
 }
 
 /// Judges a saved run again from its logs: the console log is scanned anew (with today's
-/// `--bad-if-console`), the command's end is taken from the agent transcript when it holds
-/// one, the rest from result.json.
+/// `--bad-if-console`); the rest of the facts and the command's output are as saved.
 pub fn rejudge(dir: &Path, bad_if_console: &[Regex]) -> Result<Report> {
     let paths = RunPaths::new(dir);
     let text = std::fs::read_to_string(paths.result()).with_context(|| {
@@ -425,13 +558,14 @@ pub fn rejudge(dir: &Path, bad_if_console: &[Regex]) -> Result<Report> {
     })?;
     let mut r: Report = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid", paths.result().display()))?;
-    r.facts.findings = console::scan(&read_lossy(&paths.console_log()), bad_if_console);
-    if let Ok(t) = std::fs::read_to_string(paths.agent_transcript()) {
-        if let Some(st) = qga::last_exec_status(&t)? {
-            r.facts.command_end = st.end();
-            r.out_truncated = st.out_truncated;
-            r.exec = Some(st);
-        }
+    let console_text = read_lossy(&paths.console_log());
+    (r.facts.findings, r.facts.from_userspace) = findings(&console_text, &paths, bad_if_console);
+    if r.facts.command_end.is_some() {
+        r.exec = Some(ExecStatus {
+            stdout: std::fs::read(paths.stdout()).unwrap_or_default(),
+            stderr: std::fs::read(paths.stderr()).unwrap_or_default(),
+            ..ExecStatus::default()
+        });
     }
     r.judgement = judge(&r.facts);
     r.run_dir = dir.to_path_buf();
@@ -450,19 +584,18 @@ mod tests {
             .join(p)
     }
 
-    /// A saved run: result.json as `check` wrote it, the console log and agent transcript.
-    fn saved_run(console: &str, transcript: &str) -> tempfile::TempDir {
+    /// A saved run: result.json as `check` wrote it, the console log and the output.
+    fn saved_run(console: &str, end: CommandEnd) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let paths = RunPaths::new(t.path());
         let facts = Facts {
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                "echo out; echo err >&2; exit 3".into(),
-            ],
+            command: vec!["sh".into(), "-c".into(), "echo out; exit 3".into()],
             boot: BootEnd::AgentUp,
-            command_end: None,
+            command_end: Some(end),
             findings: vec![],
+            from_userspace: vec![],
+            vm_end: None,
+            kernel_printed: true,
         };
         let r = Report {
             judgement: judge(&facts),
@@ -472,16 +605,20 @@ mod tests {
             out_truncated: false,
             run_dir: "/elsewhere".into(),
             console_log: "/elsewhere/console.log".into(),
+            retried_after: None,
         };
         std::fs::write(paths.result(), serde_json::to_string(&r).unwrap()).unwrap();
         std::fs::copy(data(console), paths.console_log()).unwrap();
-        std::fs::copy(data(transcript), paths.agent_transcript()).unwrap();
+        std::fs::write(paths.stdout(), "out\n").unwrap();
         t
     }
 
     #[test]
     fn a_saved_run_is_judged_again_from_its_logs() {
-        let t = saved_run("console/clean_boot_fast.log", "qga/exec_output.jsonl");
+        let t = saved_run(
+            "console/clean_boot_fast.log",
+            CommandEnd::Exited { code: 3 },
+        );
         let r = rejudge(t.path(), &[]).unwrap();
         assert_eq!(r.facts.command_end, Some(CommandEnd::Exited { code: 3 }));
         assert_eq!(r.judgement.verdict, Verdict::Bad);
@@ -491,14 +628,15 @@ mod tests {
 
     #[test]
     fn rejudging_applies_new_console_regexes() {
-        let t = saved_run("console/warning_from_kmsg.log", "qga/exec_true.jsonl");
+        let ok = CommandEnd::Exited { code: 0 };
+        let t = saved_run("console/warning_from_kmsg.log", ok.clone());
         let r = rejudge(t.path(), &[]).unwrap();
         assert_eq!(r.judgement.verdict, Verdict::Bad);
         assert!(r
             .judgement
             .reason
             .contains("WARNING: CPU: 0 PID: 1 at test"));
-        let t = saved_run("console/clean_boot_fast.log", "qga/exec_true.jsonl");
+        let t = saved_run("console/clean_boot_fast.log", ok);
         assert_eq!(
             rejudge(t.path(), &[]).unwrap().judgement.verdict,
             Verdict::Good
@@ -514,5 +652,20 @@ mod tests {
     fn a_dir_without_result_is_an_error() {
         let t = tempfile::tempdir().unwrap();
         assert!(format!("{:#}", rejudge(t.path(), &[]).unwrap_err()).contains("no result.json"));
+    }
+
+    #[test]
+    fn an_attempt_moves_aside_with_its_logs() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = RunPaths::new(t.path());
+        std::fs::write(paths.console_log(), "x").unwrap();
+        std::fs::write(t.path().join("commands.log"), "+ qemu").unwrap();
+        keep_attempt(&paths, "attempt-1").unwrap();
+        assert!(t.path().join("attempt-1/console.log").exists());
+        assert!(!paths.console_log().exists());
+        assert!(
+            t.path().join("commands.log").exists(),
+            "one log of commands"
+        );
     }
 }

@@ -70,7 +70,7 @@ pub struct CmdlineInput<'a> {
     pub tsc_khz: Option<u64>,
     /// A root shell on the console (interactive boot); else the console has no login.
     pub shell: bool,
-    /// `--append`, split on whitespace; it comes last, so it wins.
+    /// `--append`, split on whitespace; after ours, so it wins (but for `printk.ignore_loglevel`).
     pub append: Option<&'a str>,
 }
 
@@ -120,6 +120,10 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     if let Some(a) = i.append {
         v.extend(a.split_whitespace().map(String::from));
     }
+    // Every message reaches the console whatever `quiet`, `loglevel=` or `dmesg -n` say, so
+    // no finding is hidden from the scan. After --append, so that a `printk.ignore_loglevel=0`
+    // there loses (module parameters are set in command line order).
+    v.push("printk.ignore_loglevel=1".into());
     v
 }
 
@@ -150,6 +154,10 @@ impl RunPaths {
     /// Every message to and from the guest agent, one JSON object a line.
     pub fn agent_transcript(&self) -> PathBuf {
         self.dir.join("agent.jsonl")
+    }
+    /// The guest's kernel log as /dev/kmsg gave it, read when the console showed a finding.
+    pub fn kernel_log(&self) -> PathBuf {
+        self.dir.join("kmsg.log")
     }
     /// The facts and verdict of the run.
     pub fn result(&self) -> PathBuf {
@@ -242,7 +250,8 @@ mod tests {
         assert_eq!(
             c,
             "console=ttyS0 root=rootfs rootfstype=virtiofs ro init=/usr/local/sbin/xtask-init \
-             panic=-1 oops=panic reboot=t 8250.nr_uarts=1 xtask.init=fast tsc_early_khz=2445406"
+             panic=-1 oops=panic reboot=t 8250.nr_uarts=1 xtask.init=fast tsc_early_khz=2445406 \
+             printk.ignore_loglevel=1"
         );
     }
 
@@ -258,8 +267,19 @@ mod tests {
         assert!(c.contains(&"xtask.rw=1".to_string()));
         assert!(c.contains(&"xtask.init=systemd".to_string()));
         assert!(!c.iter().any(|a| a.starts_with("tsc_early_khz")));
-        // --append comes last, so its init= wins over ours.
-        assert_eq!(&c[c.len() - 2..], ["init=/bin/sleep", "quiet"]);
+        // --append comes after ours, so its init= wins.
+        assert_eq!(&c[c.len() - 3..c.len() - 1], ["init=/bin/sleep", "quiet"]);
+    }
+
+    #[test]
+    fn the_users_loglevel_cannot_hide_a_finding() {
+        for append in ["quiet", "loglevel=1", "printk.ignore_loglevel=0 quiet"] {
+            let c = kernel_cmdline(&CmdlineInput {
+                append: Some(append),
+                ..input()
+            });
+            assert_eq!(c.last().unwrap(), "printk.ignore_loglevel=1", "{c:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The verdict of a check and how it is decided from what a run recorded: pure code.
 
-use super::console::Finding;
+use super::console::{Finding, FindingKind};
+use super::fault::{self, Fault, VmEnd};
+use crate::exit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -24,10 +26,10 @@ impl Verdict {
     /// The exit code of `cargo xtask check` for this verdict.
     pub fn exit_code(self) -> u8 {
         match self {
-            Verdict::Good => 0,
-            Verdict::Bad => 1,
-            Verdict::Skip => 125,
-            Verdict::Abort => crate::EXIT_SETUP,
+            Verdict::Good => exit::OK,
+            Verdict::Bad => exit::FAILED,
+            Verdict::Skip => exit::UNTESTABLE,
+            Verdict::Abort => exit::SETUP,
         }
     }
 
@@ -67,8 +69,13 @@ pub enum CommandEnd {
     Signaled { signal: i32 },
     /// It ran past `--timeout`.
     TimedOut,
-    /// The VM died or stopped answering while it ran.
-    Lost { why: String },
+    /// The guest could not start it (no such program, the script could not be copied in).
+    NotStarted { why: String },
+    /// The guest agent failed us while it ran (an error answer, a broken channel).
+    #[serde(alias = "lost")]
+    AgentFailed { why: String },
+    /// The VM ended while it ran ([`Facts::vm_end`] says how).
+    VmEnded,
 }
 
 /// How far the boot got.
@@ -77,8 +84,9 @@ pub enum CommandEnd {
 pub enum BootEnd {
     /// The guest agent answered.
     AgentUp,
-    /// QEMU exited before the agent answered (a panic ends QEMU).
-    QemuExited,
+    /// The VM ended before the agent answered (a panic ends QEMU; [`Facts::vm_end`] says how).
+    #[serde(alias = "qemu_exited")]
+    VmEnded,
     /// `--boot-timeout` passed without an answer.
     TimedOut,
 }
@@ -91,8 +99,41 @@ pub struct Facts {
     pub boot: BootEnd,
     /// None when no command ran.
     pub command_end: Option<CommandEnd>,
-    /// What the console scan found.
+    /// What the console scan found that the kernel reported.
     pub findings: Vec<Finding>,
+    /// Lines that look like findings but that userspace wrote to /dev/kmsg: not the kernel's.
+    #[serde(default)]
+    pub from_userspace: Vec<Finding>,
+    /// How the VM ended on its own, before the run ended it.
+    #[serde(default)]
+    pub vm_end: Option<VmEnd>,
+    /// Whether the console shows that the kernel ran at all (it printed something).
+    #[serde(default = "yes")]
+    pub kernel_printed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What in a run was not the kernel's doing, if anything: the VM's end (QEMU's status and
+/// log, virtiofsd, libvirt), or a command the guest could not start, or the agent failing.
+pub fn fault(f: &Facts) -> Option<Fault> {
+    let panicked = f.findings.iter().any(|x| x.kind == FindingKind::Panic);
+    if let Some(fault) = f
+        .vm_end
+        .as_ref()
+        .and_then(|e| fault::of_vm_end(e, f.kernel_printed, panicked))
+    {
+        return Some(fault);
+    }
+    match &f.command_end {
+        Some(CommandEnd::NotStarted { why }) => Some(Fault::setup(why.clone())),
+        Some(CommandEnd::AgentFailed { why }) => {
+            Some(Fault::infra(format!("the guest agent failed: {why}")))
+        }
+        _ => None,
+    }
 }
 
 /// A verdict and the one line saying why.
@@ -103,12 +144,17 @@ pub struct Judgement {
 }
 
 /// Decides the verdict. The contract:
+/// - abort (128) on a [`fault`]: not the kernel's doing;
 /// - with a command: untestable (125) when the agent never answered (panic or hang at boot),
-///   bad (1) on a failing, killed or timed-out command or a console finding, else good;
+///   bad (1) on a failing, killed or timed-out command, a VM that ended while it ran, or a
+///   console finding, else good;
 /// - without one (the check is the boot): bad on a console finding or a boot that never
 ///   reached the agent, else good.
 pub fn judge(f: &Facts) -> Judgement {
     let j = |verdict, reason: String| Judgement { verdict, reason };
+    if let Some(fault) = fault(f) {
+        return j(Verdict::Abort, fault.what);
+    }
     let finding = f.findings.first().map(|x| x.summary());
     if !f.command.is_empty() && f.boot != BootEnd::AgentUp {
         return j(
@@ -127,23 +173,53 @@ pub fn judge(f: &Facts) -> Judgement {
         return j(Verdict::Bad, boot_failure(f));
     }
     match &f.command_end {
-        None if f.command.is_empty() => j(Verdict::Good, "the kernel booted cleanly".into()),
+        None if f.command.is_empty() => j(
+            Verdict::Good,
+            format!("the kernel booted cleanly{}", userspace_note(f)),
+        ),
         None => j(Verdict::Skip, "the command did not run".into()),
-        Some(CommandEnd::Exited { code: 0 }) => j(Verdict::Good, "the command exited 0".into()),
+        Some(CommandEnd::Exited { code: 0 }) => j(
+            Verdict::Good,
+            format!("the command exited 0{}", userspace_note(f)),
+        ),
         Some(CommandEnd::Exited { code }) => j(Verdict::Bad, format!("the command exited {code}")),
         Some(CommandEnd::Signaled { signal }) => j(
             Verdict::Bad,
             format!("the command was killed by signal {signal}"),
         ),
         Some(CommandEnd::TimedOut) => j(Verdict::Bad, "the command timed out".into()),
-        Some(CommandEnd::Lost { why }) => j(Verdict::Bad, format!("the command was lost: {why}")),
+        Some(CommandEnd::VmEnded) => j(
+            Verdict::Bad,
+            "the VM ended while the command ran (the guest reset or powered off)".into(),
+        ),
+        // fault() took these.
+        Some(CommandEnd::NotStarted { why } | CommandEnd::AgentFailed { why }) => {
+            j(Verdict::Abort, why.clone())
+        }
+    }
+}
+
+/// `` (not the kernel's: userspace wrote line 188 to /dev/kmsg: `WARNING: …`)``, or nothing.
+fn userspace_note(f: &Facts) -> String {
+    match f.from_userspace.first() {
+        None => String::new(),
+        Some(u) => {
+            let more = match f.from_userspace.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            format!(
+                " (not the kernel's: userspace wrote line {}{more} to /dev/kmsg: `{}`)",
+                u.line, u.text
+            )
+        }
     }
 }
 
 fn boot_failure(f: &Facts) -> String {
     match f.boot {
         BootEnd::AgentUp => "booted".into(),
-        BootEnd::QemuExited => "the VM exited during boot".into(),
+        BootEnd::VmEnded => "the VM exited during boot".into(),
         BootEnd::TimedOut => "the guest agent never answered (boot timeout)".into(),
     }
 }
@@ -189,14 +265,17 @@ mod opt_secs {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.map(Duration::from_secs_f64))
+        // A saved file may hold anything: a negative or huge number is an error, not a panic.
+        Option::<f64>::deserialize(d)?
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::console::{Finding, FindingKind};
+    use crate::vm::fault::FaultKind;
 
     fn facts(command: &[&str], boot: BootEnd, end: Option<CommandEnd>) -> Facts {
         Facts {
@@ -204,6 +283,9 @@ mod tests {
             boot,
             command_end: end,
             findings: vec![],
+            from_userspace: vec![],
+            vm_end: None,
+            kernel_printed: true,
         }
     }
 
@@ -212,6 +294,7 @@ mod tests {
             kind: FindingKind::Warning,
             line: 12,
             text: "WARNING: CPU: 0 PID: 1 at test".into(),
+            usec: None,
         }
     }
 
@@ -234,13 +317,14 @@ mod tests {
 
     #[test]
     fn a_boot_that_never_reaches_the_agent() {
-        for boot in [BootEnd::QemuExited, BootEnd::TimedOut] {
+        for boot in [BootEnd::VmEnded, BootEnd::TimedOut] {
             // With a command: the kernel could not be tested.
             let mut f = facts(&["true"], boot.clone(), None);
             f.findings.push(Finding {
                 kind: FindingKind::Panic,
                 line: 3,
                 text: "Kernel panic - not syncing: no init".into(),
+                usec: None,
             });
             assert_eq!(judge(&f).verdict, Verdict::Skip);
             // Without: the boot is the check, and it failed.
@@ -270,6 +354,23 @@ mod tests {
     }
 
     #[test]
+    fn what_userspace_wrote_to_kmsg_is_named_but_not_judged() {
+        let mut f = facts(
+            &["true"],
+            BootEnd::AgentUp,
+            Some(CommandEnd::Exited { code: 0 }),
+        );
+        f.from_userspace = vec![warning()];
+        let j = judge(&f);
+        assert_eq!(j.verdict, Verdict::Good);
+        assert_eq!(
+            j.reason,
+            "the command exited 0 (not the kernel's: userspace wrote line 12 to /dev/kmsg: \
+             `WARNING: CPU: 0 PID: 1 at test`)"
+        );
+    }
+
+    #[test]
     fn a_clean_boot_is_good() {
         assert_eq!(
             judge(&facts(&[], BootEnd::AgentUp, None)).verdict,
@@ -285,6 +386,115 @@ mod tests {
         assert_eq!(Verdict::combine(&[Good, Skip]), Skip);
     }
 
+    fn recorded(p: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/vm/test_data")
+            .join(p);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn ended(end: Option<CommandEnd>, vm_end: VmEnd, console: &str) -> Judgement {
+        let mut f = facts(&["sh", "-c", "x"], BootEnd::AgentUp, end);
+        f.findings = crate::vm::console::scan(console, &[]);
+        f.kernel_printed = !console.trim().is_empty();
+        f.vm_end = Some(vm_end);
+        judge(&f)
+    }
+
+    fn qemu_exit(code: Option<i32>, signal: Option<i32>, log: &str) -> VmEnd {
+        VmEnd::Qemu {
+            code,
+            signal,
+            log_tail: log.into(),
+        }
+    }
+
+    /// Recorded: the command filled memory with panic_on_oom set; the kernel panicked, QEMU
+    /// exited 0 (panic=-1, -no-reboot). Bad, and the panic is named.
+    #[test]
+    fn a_panic_after_the_agent_answered_is_bad_and_named() {
+        let console = recorded("console/panic_after_agent_oom.log");
+        let j = ended(
+            Some(CommandEnd::VmEnded),
+            qemu_exit(Some(0), None, ""),
+            &console,
+        );
+        assert_eq!(j.verdict, Verdict::Bad);
+        assert!(
+            j.reason
+                .contains("Kernel panic - not syncing: Out of memory"),
+            "{}",
+            j.reason
+        );
+    }
+
+    /// Recorded: QEMU told to quit by SIGTERM mid-command exits 0 too; its log tells.
+    #[test]
+    fn qemu_terminated_from_outside_is_an_abort() {
+        let console = recorded("console/clean_boot_fast.log");
+        let log = recorded("qemu/terminated_by_signal.log");
+        let j = ended(
+            Some(CommandEnd::VmEnded),
+            qemu_exit(Some(0), None, &log),
+            &console,
+        );
+        assert_eq!(j.verdict, Verdict::Abort);
+        assert!(
+            j.reason.contains("terminating on signal 15"),
+            "{}",
+            j.reason
+        );
+        let j = ended(
+            Some(CommandEnd::VmEnded),
+            qemu_exit(None, Some(9), ""),
+            &console,
+        );
+        assert_eq!(
+            (j.verdict, j.reason.as_str()),
+            (Verdict::Abort, "QEMU was killed by signal 9 from outside")
+        );
+    }
+
+    /// Recorded: QEMU could not allocate the guest's memory. With a command, that is not
+    /// "untestable" (125): the kernel never ran.
+    #[test]
+    fn qemu_failing_at_start_is_an_abort_with_its_words() {
+        let log = recorded("qemu/memory_at_start.log");
+        let mut f = facts(&["true"], BootEnd::VmEnded, None);
+        f.kernel_printed = false;
+        f.vm_end = Some(qemu_exit(Some(1), None, &log));
+        let j = judge(&f);
+        assert_eq!(j.verdict, Verdict::Abort);
+        assert!(
+            j.reason.starts_with(
+                "QEMU exited at start (exit 1): qemu-system-x86_64: unable to map backing store"
+            ),
+            "{}",
+            j.reason
+        );
+        assert!(fault(&f).is_some_and(|x| x.kind == FaultKind::Setup));
+    }
+
+    #[test]
+    fn the_command_not_starting_and_the_agent_failing_are_aborts() {
+        let v = |end| {
+            let f = facts(&["x"], BootEnd::AgentUp, Some(end));
+            (judge(&f).verdict, fault(&f).map(|x| x.kind))
+        };
+        assert_eq!(
+            v(CommandEnd::NotStarted { why: "no x".into() }),
+            (Verdict::Abort, Some(FaultKind::Setup))
+        );
+        assert_eq!(
+            v(CommandEnd::AgentFailed {
+                why: "closed".into()
+            }),
+            (Verdict::Abort, Some(FaultKind::Infra))
+        );
+        // The VM ending on its own (a reset, no panic) while the command ran: bad.
+        assert_eq!(v(CommandEnd::VmEnded), (Verdict::Bad, None));
+    }
+
     #[test]
     fn facts_round_trip_as_json() {
         let f = facts(
@@ -294,5 +504,16 @@ mod tests {
         );
         let text = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<Facts>(&text).unwrap(), f);
+    }
+
+    #[test]
+    fn saved_timings_that_are_no_duration_are_an_error_not_a_panic() {
+        let t: Timings =
+            serde_json::from_str(r#"{"boot":1.5,"command":null,"shutdown":null}"#).unwrap();
+        assert_eq!(t.boot, Some(Duration::from_millis(1500)));
+        for bad in ["-1.0", "1e300"] {
+            let text = format!(r#"{{"boot":{bad},"command":null,"shutdown":null}}"#);
+            assert!(serde_json::from_str::<Timings>(&text).is_err(), "{bad}");
+        }
     }
 }
