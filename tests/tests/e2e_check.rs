@@ -1,7 +1,7 @@
 //! `cargo xtask check` end to end: real QEMU, virtiofsd, rootfs and kernel (`--kernel`, so
 //! nothing is built). Run through `cargo xtask test`, or with the XTASK_TEST_* variables set.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{code, fixture, processes_mentioning, run, run_dir_of, stderr, Fixture};
@@ -230,7 +230,7 @@ fn a_script_runs_and_a_saved_run_is_judged_again() {
 // ---- Verdicts that match reality: the kernel's doing, or not (exit 128) ------------------
 
 /// A check run to its end: its output, how long it took and its run dir.
-fn timed(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
+fn run_to_end(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
     eprintln!("$ {cmd:?}");
     let start = Instant::now();
     let child = cmd
@@ -292,7 +292,7 @@ fn kill_run_process(run_dir: &Path, program: &str, signal: i32) {
 #[test]
 fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(
             &f,
@@ -314,7 +314,7 @@ fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
 #[test]
 fn a_command_the_guest_lacks_is_a_setup_fault() {
     let f = fixture();
-    let (out, took, run_dir) = timed(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
+    let (out, took, run_dir) = run_to_end(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
     assert_eq!(code(&out), 128);
     assert!(took < Duration::from_secs(45), "{took:?}");
     assert!(
@@ -335,7 +335,7 @@ fn a_failed_script_upload_is_a_setup_fault() {
     let mut text = b"#!/bin/sh\nexit 0\n".to_vec();
     text.resize(70_000_000, b'#');
     std::fs::write(&script, text).unwrap();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         check(&f, &["--memory", "128M", "--script"]).arg(&script),
     );
@@ -362,7 +362,7 @@ fn qemu_exiting_at_start_is_a_setup_fault_with_its_words() {
         .arg("--kernel")
         .arg(&bogus)
         .args(["--", "true"]);
-    let (out, took, run_dir) = timed(&f, &mut c);
+    let (out, took, run_dir) = run_to_end(&f, &mut c);
     assert_eq!(code(&out), 128);
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(
@@ -485,7 +485,7 @@ fn a_qemu_terminated_twice_is_an_infrastructure_fault() {
 #[test]
 fn a_panic_after_the_agent_answered_is_bad_and_named() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(
             &f,
@@ -516,7 +516,7 @@ fn a_panic_after_the_agent_answered_is_bad_and_named() {
 #[test]
 fn a_command_past_its_timeout_is_bad_at_the_timeout() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(&f, &["--timeout", "5s", "--", "sleep", "600"]),
     );

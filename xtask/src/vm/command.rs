@@ -91,7 +91,7 @@ pub fn run(
             return Ok((end_of(e, "copying the script into the guest")?, None));
         }
     }
-    let pid = match a.exec(&wrapped(argv), deadline, watch) {
+    let pid = match a.exec(&wrapped(argv), false, deadline, watch) {
         Ok(pid) => pid,
         Err(e) if qga::is_refusal(&e) => {
             let why = format!("the guest agent could not start the command: {e:#}");
