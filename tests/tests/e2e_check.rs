@@ -529,3 +529,33 @@ fn a_command_past_its_timeout_is_bad_at_the_timeout() {
     );
     assert_nothing_left(&run_dir);
 }
+
+/// The agent channel breaking mid-command (here the command kills qemu-ga; the one init
+/// restarts knows nothing of the command): an agent fault, retried, then 128, not a timeout.
+#[test]
+fn the_agent_failing_mid_command_is_an_infrastructure_fault() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        &mut check(
+            &f,
+            &[
+                "--timeout",
+                "120s",
+                "--",
+                "sh",
+                "-c",
+                "sleep 1; kill $(pidof qemu-ga); sleep 8",
+            ],
+        ),
+    );
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    let err = stderr(&out);
+    assert!(err.contains("running it once more"), "{err}");
+    assert!(
+        err.contains("verdict: abort (exit 128): the guest agent failed: waiting for the command"),
+        "{err}"
+    );
+    assert_nothing_left(&run_dir);
+}
