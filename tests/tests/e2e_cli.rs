@@ -152,6 +152,10 @@ fn a_value_out_of_range_is_128_naming_the_option_and_its_limit() {
             "--jobs 5000 is out of range: at most 1024",
         ),
         (
+            &["build", "--build-timeout", "8d"],
+            "--build-timeout 8d is out of range: at most 7d",
+        ),
+        (
             &["build", "--jobs", "0"],
             "--jobs 0 is out of range: at least 1",
         ),

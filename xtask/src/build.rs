@@ -1,6 +1,7 @@
 //! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod failure;
 pub mod key;
 mod miss;
 mod plan;

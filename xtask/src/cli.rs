@@ -386,7 +386,7 @@ pub struct TestArgs {
     /// Skip installing packages and preparing the rootfs, kernel tree and kernel
     #[arg(long)]
     pub no_setup: bool,
-    /// Only run tests whose name contains this
+    /// Only run the tests of this file of tests/tests (e2e_cli), or whose name contains this
     pub filter: Option<String>,
 }
 

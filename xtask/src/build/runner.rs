@@ -51,6 +51,8 @@ pub struct Runner {
 /// How a step ended.
 pub struct Step {
     pub ok: bool,
+    /// How it ended, as the log says it (`exit 2`, `killed by a signal`).
+    pub status: String,
     pub duration: Duration,
     /// What the step printed (its part of the build log).
     pub output: String,
@@ -172,6 +174,7 @@ impl Runner {
             .unwrap_or_default();
         Ok(Step {
             ok: status.success(),
+            status: code,
             duration,
             output,
         })

@@ -262,7 +262,10 @@ fn destroy_by_name(uri: &str, name: &str, patience: Duration) {
             }
         }
         if Instant::now() >= until {
-            eprintln!("warning: could not destroy the domain {name}: libvirt did not come back");
+            // Also runs in Drop, where a panic on a closed stderr would abort.
+            crate::exit::say(&format!(
+                "warning: could not destroy the domain {name}: libvirt did not come back"
+            ));
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
