@@ -318,7 +318,7 @@ fn a_script_runs_and_a_saved_run_is_judged_again() {
 // ---- Verdicts that match reality: the kernel's doing, or not (exit 128) ------------------
 
 /// A check run to its end: its output, how long it took and its run dir.
-fn timed(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
+fn run_to_end(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
     eprintln!("$ {cmd:?}");
     let start = Instant::now();
     let child = cmd
@@ -380,7 +380,7 @@ fn kill_run_process(run_dir: &Path, program: &str, signal: i32) {
 #[test]
 fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(
             &f,
@@ -402,7 +402,7 @@ fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
 #[test]
 fn a_command_the_guest_lacks_is_a_setup_fault() {
     let f = fixture();
-    let (out, took, run_dir) = timed(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
+    let (out, took, run_dir) = run_to_end(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
     assert_eq!(code(&out), 128);
     assert!(took < Duration::from_secs(45), "{took:?}");
     assert!(
@@ -423,7 +423,7 @@ fn a_failed_script_upload_is_a_setup_fault() {
     let mut text = b"#!/bin/sh\nexit 0\n".to_vec();
     text.resize(70_000_000, b'#');
     std::fs::write(&script, text).unwrap();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         check(&f, &["--memory", "128M", "--script"]).arg(&script),
     );
@@ -450,7 +450,7 @@ fn qemu_exiting_at_start_is_a_setup_fault_with_its_words() {
         .arg("--kernel")
         .arg(&bogus)
         .args(["--", "true"]);
-    let (out, took, run_dir) = timed(&f, &mut c);
+    let (out, took, run_dir) = run_to_end(&f, &mut c);
     assert_eq!(code(&out), 128);
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(
@@ -573,7 +573,7 @@ fn a_qemu_terminated_twice_is_an_infrastructure_fault() {
 #[test]
 fn a_panic_after_the_agent_answered_is_bad_and_named() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(
             &f,
@@ -604,7 +604,7 @@ fn a_panic_after_the_agent_answered_is_bad_and_named() {
 #[test]
 fn a_command_past_its_timeout_is_bad_at_the_timeout() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(&f, &["--timeout", "5s", "--", "sleep", "600"]),
     );
@@ -614,6 +614,36 @@ fn a_command_past_its_timeout_is_bad_at_the_timeout() {
         stderr(&out).contains("the command timed out"),
         "{}",
         stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// The agent channel breaking mid-command (here the command kills qemu-ga; the one init
+/// restarts knows nothing of the command): an agent fault, retried, then 128, not a timeout.
+#[test]
+fn the_agent_failing_mid_command_is_an_infrastructure_fault() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        &mut check(
+            &f,
+            &[
+                "--timeout",
+                "120s",
+                "--",
+                "sh",
+                "-c",
+                "sleep 1; kill $(pidof qemu-ga); sleep 8",
+            ],
+        ),
+    );
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    let err = stderr(&out);
+    assert!(err.contains("running it once more"), "{err}");
+    assert!(
+        err.contains("verdict: abort (exit 128): the guest agent failed: waiting for the command"),
+        "{err}"
     );
     assert_nothing_left(&run_dir);
 }

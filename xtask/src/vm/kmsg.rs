@@ -42,7 +42,7 @@ pub const READ_ARGV: [&str; 5] = [
 /// Reads the guest's kernel log through the agent (its stdout, whatever dd's exit).
 pub fn read(agent: &mut Agent, deadline: Instant, watch: qga::Watch) -> Result<String> {
     let argv: Vec<String> = READ_ARGV.iter().map(|s| s.to_string()).collect();
-    let pid = agent.exec(&argv, deadline, watch)?;
+    let pid = agent.exec(&argv, true, deadline, watch)?;
     let st = agent.wait_exec(pid, deadline, watch)?;
     Ok(String::from_utf8_lossy(&st.stdout).into_owned())
 }

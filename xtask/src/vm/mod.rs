@@ -434,7 +434,12 @@ impl BootCmd {
                             r.judgement.reason,
                             r.console_log.display()
                         );
-                        verdict::Verdict::Skip.exit_code()
+                        // Not the kernel's doing (the guest lacks sh, virtiofsd died): 128.
+                        match r.judgement.verdict {
+                            verdict::Verdict::Abort => verdict::Verdict::Abort,
+                            _ => verdict::Verdict::Skip,
+                        }
+                        .exit_code()
                     }
                 })
             }
