@@ -76,6 +76,38 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+/// The run dir of the check with this pid: runs/<time>-check-<pid>.
+pub fn run_dir_of(f: &Fixture, pid: u32) -> PathBuf {
+    std::fs::read_dir(f.state.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-check-{pid}")))
+        .expect("run dir")
+}
+
 /// A `check` started in the background, its stderr read until the guest agent was up.
 pub struct Running {
     pub child: std::process::Child,
@@ -108,6 +140,40 @@ pub fn start_until_agent_up(cmd: &mut Command) -> Running {
 }
 
 impl Running {
+    /// Reads stderr until a line containing `needle`; panics when xtask ends first.
+    pub fn wait_for(&mut self, needle: &str) {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            self.seen += &line;
+            self.seen.push('\n');
+            if line.contains(needle) {
+                return;
+            }
+        }
+        panic!("xtask ended before {needle:?}:\n{}", self.seen);
+    }
+
+    /// Waits for the exit (at most `limit`); returns the status and all of stderr.
+    pub fn finish(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let end = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() >= end {
+                let _ = self.child.kill();
+                panic!("still running after {limit:?}:\n{}", self.seen);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        for line in self.lines.map_while(Result::ok) {
+            self.seen += &line;
+            self.seen.push('\n');
+        }
+        eprintln!("{}", self.seen);
+        (status, self.seen)
+    }
+
     /// Sends SIGINT, as Ctrl-C would, and waits at most `limit` for the exit; returns the
     /// status and how long the exit took.
     pub fn interrupt(

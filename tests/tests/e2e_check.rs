@@ -1,10 +1,10 @@
 //! `cargo xtask check` end to end: real QEMU, virtiofsd, rootfs and kernel (`--kernel`, so
 //! nothing is built). Run through `cargo xtask test`, or with the XTASK_TEST_* variables set.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::{code, fixture, run, stderr, Fixture};
+use tests::{code, fixture, processes_mentioning, run, run_dir_of, stderr, Fixture};
 
 /// `cargo xtask check --kernel <fixture kernel> ARGS`.
 fn check(f: &Fixture, args: &[&str]) -> Command {
@@ -161,38 +161,6 @@ fn the_rootfs_is_read_only_by_default() {
     assert_eq!(digest(&usr), before, "the guest changed the shared rootfs");
 }
 
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e
-            .file_name()
-            .to_string_lossy()
-            .chars()
-            .all(|c| c.is_ascii_digit())
-        {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(needle) {
-                found.push(c);
-            }
-        }
-    }
-    found
-}
-
-/// The run dir of the check with this pid: runs/<time>-check-<pid>.
-fn run_dir_of(f: &Fixture, pid: u32) -> PathBuf {
-    std::fs::read_dir(f.state.join("runs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("-check-{pid}")))
-        .expect("run dir")
-}
-
 #[test]
 fn ctrl_c_ends_the_vm_and_cleans_up() {
     let f = fixture();
@@ -257,4 +225,307 @@ fn a_script_runs_and_a_saved_run_is_judged_again() {
         again(&["--bad-if-console", "xtask-init: fast mode ready"]),
         1
     );
+}
+
+// ---- Verdicts that match reality: the kernel's doing, or not (exit 128) ------------------
+
+/// A check run to its end: its output, how long it took and its run dir.
+fn timed(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
+    eprintln!("$ {cmd:?}");
+    let start = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}--- {} after {took:?}",
+        tests::stdout(&out),
+        stderr(&out),
+        out.status
+    );
+    (out, took, run_dir_of(f, pid))
+}
+
+/// No QEMU or virtiofsd of the run is left, and none of its sockets.
+fn assert_nothing_left(run_dir: &Path) {
+    assert_eq!(
+        processes_mentioning(&run_dir.to_string_lossy()),
+        Vec::<String>::new()
+    );
+    for s in ["qga.sock", "qmp.sock", "virtiofs.sock", "virtiofs.sock.pid"] {
+        assert!(!run_dir.join(s).exists(), "{s} left behind");
+    }
+}
+
+/// Sends `signal` to the run's process whose command line starts with `program`.
+fn kill_run_process(run_dir: &Path, program: &str, signal: i32) {
+    let pid = match program {
+        // virtiofsd writes its pid beside its socket.
+        "virtiofsd" => std::fs::read_to_string(run_dir.join("virtiofs.sock.pid"))
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap(),
+        _ => {
+            let out = Command::new("pgrep")
+                .arg("-f")
+                .arg(format!("^[^ ]*{program}.*{}", run_dir.display()))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .next()
+                .expect("the run's process")
+                .parse()
+                .unwrap()
+        }
+    };
+    eprintln!("killing {program} (pid {pid}) with signal {signal}");
+    // SAFETY: kill(2) on a pid we just looked up.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+#[test]
+fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
+    let f = fixture();
+    let (out, took, run_dir) = timed(
+        &f,
+        &mut check(
+            &f,
+            &["--", "sh", "-c", "sleep 600 & echo out; echo err >&2; true"],
+        ),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    assert!(
+        stderr(&out).contains("the command exited 0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tests::stdout(&out), "out\n");
+    assert!(stderr(&out).contains("err\n"));
+    assert_nothing_left(&run_dir);
+}
+
+#[test]
+fn a_command_the_guest_lacks_is_a_setup_fault() {
+    let f = fixture();
+    let (out, took, run_dir) = timed(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    assert!(
+        stderr(&out).contains("the guest cannot run `no-such-cmd`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// The script goes to the guest's /run, a tmpfs of half the guest's memory: 70 MB do not
+/// fit in 64.
+#[test]
+fn a_failed_script_upload_is_a_setup_fault() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("big.sh");
+    let mut text = b"#!/bin/sh\nexit 0\n".to_vec();
+    text.resize(70_000_000, b'#');
+    std::fs::write(&script, text).unwrap();
+    let (out, took, run_dir) = timed(
+        &f,
+        check(&f, &["--memory", "128M", "--script"]).arg(&script),
+    );
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(180), "{took:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("copying the script into the guest failed") && err.contains("No space left"),
+        "{err}"
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU refuses to start (here: a kernel file that is not a kernel): 128 with QEMU's words,
+/// not 125 (a kernel that did not boot) or 1.
+#[test]
+fn qemu_exiting_at_start_is_a_setup_fault_with_its_words() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bzImage");
+    std::fs::write(&bogus, vec![0x5a; 4096]).unwrap();
+    let mut c = f.xtask();
+    c.arg("check")
+        .arg("--kernel")
+        .arg(&bogus)
+        .args(["--", "true"]);
+    let (out, took, run_dir) = timed(&f, &mut c);
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        stderr(&out).contains("QEMU exited at start (exit 1): qemu: invalid kernel header"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU splits option values at `,`: a state dir named with one must still work.
+#[test]
+fn a_state_dir_with_a_comma_works() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state,1");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::symlink(
+        std::fs::canonicalize(f.state.join("rootfs")).unwrap(),
+        state.join("rootfs"),
+    )
+    .unwrap();
+    let mut c = Command::new(&f.bin);
+    c.arg("--state-dir")
+        .arg(&state)
+        .args(["check", "--kernel"])
+        .arg(&f.kernel)
+        .args(["--", "true"]);
+    let start = Instant::now();
+    let out = run(&mut c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("the command exited 0"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// virtiofsd killed while the command runs: seen at once (not at the command's timeout),
+/// retried once, killed again: 128 naming virtiofsd.
+#[test]
+fn a_virtiofsd_killed_twice_is_an_infrastructure_fault() {
+    let f = fixture();
+    let start = Instant::now();
+    let mut running =
+        tests::start_until_agent_up(&mut check(&f, &["--timeout", "300s", "--", "sleep", "600"]));
+    let run_dir = run_dir_of(&f, running.child.id());
+    kill_run_process(&run_dir, "virtiofsd", libc::SIGKILL);
+    running.wait_for("running it once more");
+    running.wait_for("guest agent up");
+    kill_run_process(&run_dir, "virtiofsd", libc::SIGKILL);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(128));
+    assert!(
+        start.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("verdict: abort (exit 128): virtiofsd (the rootfs share) exited (killed by signal 9) while the VM ran"),
+        "{err}"
+    );
+    assert!(
+        run_dir.join("attempt-1/console.log").exists(),
+        "the first attempt's logs stay"
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU killed once while the command runs: retried, and the retry's verdict stands.
+#[test]
+fn a_qemu_killed_once_is_retried_and_the_retry_judges() {
+    let f = fixture();
+    let running = tests::start_until_agent_up(&mut check(&f, &["--", "sh", "-c", "sleep 3; true"]));
+    let run_dir = run_dir_of(&f, running.child.id());
+    kill_run_process(&run_dir, "qemu-system", libc::SIGKILL);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("not the kernel's fault: QEMU was killed by signal 9 from outside; running it once more"),
+        "{err}"
+    );
+    assert!(err.contains("verdict: good"), "{err}");
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU told to quit (SIGTERM) exits 0 like a guest that reset itself: its log tells them
+/// apart. Twice: 128.
+#[test]
+fn a_qemu_terminated_twice_is_an_infrastructure_fault() {
+    let f = fixture();
+    let start = Instant::now();
+    let mut running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let run_dir = run_dir_of(&f, running.child.id());
+    kill_run_process(&run_dir, "qemu-system", libc::SIGTERM);
+    running.wait_for("running it once more");
+    running.wait_for("guest agent up");
+    kill_run_process(&run_dir, "qemu-system", libc::SIGTERM);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(128));
+    assert!(
+        start.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("verdict: abort (exit 128): QEMU was told to quit from outside: qemu-system-x86_64: terminating on signal 15"),
+        "{err}"
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// The trimmed config has no MAGIC_SYSRQ: the command makes the kernel panic by running it
+/// out of memory with panic_on_oom set. Bad, found when QEMU goes (not at the timeout), named.
+#[test]
+fn a_panic_after_the_agent_answered_is_bad_and_named() {
+    let f = fixture();
+    let (out, took, run_dir) = timed(
+        &f,
+        &mut check(
+            &f,
+            &[
+                "--memory",
+                "128M",
+                "--timeout",
+                "300s",
+                "--",
+                "sh",
+                "-c",
+                "echo 1 >/proc/sys/vm/panic_on_oom && mount -o remount,size=100% /dev/shm && cat /dev/zero >/dev/shm/fill",
+            ],
+        ),
+    );
+    assert_eq!(code(&out), 1);
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    assert!(
+        stderr(&out).contains("verdict: bad (exit 1): console: panic at line")
+            && stderr(&out).contains("Kernel panic - not syncing: Out of memory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// One deadline for the whole command.
+#[test]
+fn a_command_past_its_timeout_is_bad_at_the_timeout() {
+    let f = fixture();
+    let (out, took, run_dir) = timed(
+        &f,
+        &mut check(&f, &["--timeout", "5s", "--", "sleep", "600"]),
+    );
+    assert_eq!(code(&out), 1);
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    assert!(
+        stderr(&out).contains("the command timed out"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
 }

@@ -1,8 +1,8 @@
 //! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod failure;
 pub mod key;
-pub mod lock;
 mod miss;
 mod plan;
 mod progress;
@@ -11,7 +11,7 @@ pub use runner::spinner;
 pub mod source;
 mod toolchain;
 
-use crate::cache::{self, Cache, Entry, Status};
+use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
@@ -86,7 +86,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Resul
     if let Some(answer) = answer_from_cache(&cache, &key, opts, start, true) {
         return Ok(answer);
     }
-    let _key_lock = cache.lock(&key)?;
+    let _key_lock = cache.lock(&key, opts.timeout)?;
     // Another builder of the same key may have published it while we waited.
     if let Some(answer) = answer_from_cache(&cache, &key, opts, start, false) {
         return Ok(answer);
@@ -174,17 +174,17 @@ impl BuildCmd {
         let opts = BuildOptions::resolve(&self.build, &ctx.file.build)?;
         match ensure_kernel(ctx, self.rev.as_deref(), &opts)? {
             BuildOutcome::Built(a) => {
-                let what = a.commit.as_deref().map_or("working state", |c| &c[..12]);
+                let what = a.commit.as_deref().map_or("working state", short);
                 if a.cache_hit {
                     println!(
                         "cache hit: {} ({what}) in {}, no make run",
-                        &a.key[..12],
+                        short(&a.key),
                         human_duration(a.duration)
                     );
                 } else {
                     println!(
                         "built: {} ({what}) in {}, {} make runs",
-                        &a.key[..12],
+                        short(&a.key),
                         human_duration(a.duration),
                         a.make_runs
                     );
@@ -208,7 +208,7 @@ impl BuildCmd {
             BuildOutcome::Failed {
                 key, log, summary, ..
             } => {
-                eprintln!("build failed (key {}):\n{summary}", &key[..12]);
+                eprintln!("build failed (key {}):\n{summary}", short(&key));
                 eprintln!("full log: {}", log.display());
                 eprintln!("the failure is cached for these inputs; --retry-failed builds again");
                 // The kernel's failure, as `git bisect run cargo xtask build` reads it: bad.

@@ -3,9 +3,9 @@
 //! and `cargo xtask cache ls | show | gc`.
 
 use crate::build::key::KeyInputs;
-use crate::build::lock::FileLock;
 use crate::cli::{CacheAction, CacheArgs};
 use crate::ctx::Ctx;
+use crate::lock::FileLock;
 use crate::state::StateDir;
 use crate::units::{human_bytes, human_duration, Bound};
 use anyhow::{bail, Context, Result};
@@ -241,11 +241,13 @@ impl Cache {
         let _ = std::fs::write(self.entry_dir(key).join(LAST_USED), format!("{secs}\n"));
     }
 
-    /// The lock that one builder of `key` holds from lookup to publication.
-    pub fn lock(&self, key: &str) -> Result<FileLock> {
+    /// The lock that one builder of `key` holds from lookup to publication; another builder
+    /// of the same key waits at most `limit` (a build's own limit) for it.
+    pub fn lock(&self, key: &str, limit: Duration) -> Result<FileLock> {
         FileLock::acquire(
             &self.root.join("locks").join(format!("{key}.lock")),
-            &format!("cache key {}", &key[..12.min(key.len())]),
+            &format!("another build of cache key {}", short(key)),
+            limit,
         )
     }
 
@@ -375,8 +377,10 @@ fn age(t: SystemTime) -> String {
     format!("{} ago", human_duration(Duration::from_secs(d.as_secs())))
 }
 
-fn short(s: &str) -> &str {
-    &s[..12.min(s.len())]
+/// The first 12 characters of a key or commit, as people read them; whatever a metadata file
+/// holds, never a slice inside a character.
+pub fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
 }
 
 /// The largest `gc --max-size`: beyond any disk, well inside 64 bits of bytes.
@@ -426,7 +430,11 @@ fn ls(cache: &Cache) -> Result<u8> {
             status,
             commit,
             human_bytes(size),
-            &e.meta.inputs.config[..8.min(e.meta.inputs.config.len())],
+            e.meta
+                .inputs
+                .config
+                .get(..8)
+                .unwrap_or(&e.meta.inputs.config),
             age(e.last_used())
         );
     }

@@ -31,7 +31,7 @@ pub enum Command {
     Build(BuildCmd),
     /// Boot a kernel in a VM with an interactive console, or run one command
     Boot(BootCmd),
-    /// Boot a kernel and judge it: exit 0 good, 1 bad, 125 untestable, 128+ setup problem
+    /// Boot a kernel and judge it: exit 0 good, 1 bad, 125 untestable, 128 not the kernel's doing
     Check(CheckCmd),
     /// Find the first bad commit between GOOD and BAD with `git bisect`
     Bisect(BisectCmd),
@@ -146,6 +146,9 @@ pub struct BuildArgs {
     /// Build again even when the cache holds a failure for this key
     #[arg(long)]
     pub retry_failed: bool,
+    /// Time limit for each make run of the build [default: 3h]
+    #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
+    pub build_timeout: Option<Span>,
 }
 
 #[derive(Args, Debug)]
@@ -383,7 +386,7 @@ pub struct TestArgs {
     /// Skip installing packages and preparing the rootfs, kernel tree and kernel
     #[arg(long)]
     pub no_setup: bool,
-    /// Only run tests whose name contains this
+    /// Only run the tests of this file of tests/tests (e2e_cli), or whose name contains this
     pub filter: Option<String>,
 }
 

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -59,7 +60,8 @@ fn quote(s: &OsStr) -> String {
 pub fn log_start(cmd: &Command) -> Instant {
     let line = format!("+ {}", display(cmd));
     if verbose() {
-        eprintln!("{line}");
+        // Also runs in guards' Drop, where a panic on a closed stderr would abort.
+        crate::exit::say(&line);
     }
     log_line(&line);
     Instant::now()
@@ -140,14 +142,16 @@ pub trait CommandExt {
     /// Spawns in its own process group (so a terminal's Ctrl-C reaches only us, and we
     /// end the child in order), logged.
     fn spawn_logged(&mut self) -> Result<Child>;
-    /// Runs with output going to our terminal; fails on a non-zero exit.
+    /// Runs with output going to our terminal; fails on a non-zero exit. Like every method
+    /// here without a limit of its own, it is ended after [`default_limit`].
     fn run_logged(&mut self) -> Result<()>;
+    /// As [`CommandExt::run_logged`], ended after `limit`.
+    fn run_within(&mut self, limit: Duration) -> Result<()>;
     /// Runs capturing output; fails on a non-zero exit with stderr's tail.
     fn output_logged(&mut self) -> Result<Output>;
     /// Runs capturing output, whatever the exit status.
     fn output_unchecked(&mut self) -> Result<Output>;
-    /// As [`CommandExt::output_unchecked`], but fails (the child's process group ended) when
-    /// it has not finished within `limit`.
+    /// As [`CommandExt::output_unchecked`], ended after `limit`.
     fn output_within(&mut self, limit: Duration) -> Result<Output>;
     /// Captured stdout, trimmed, of a successful run.
     fn read_logged(&mut self) -> Result<String>;
@@ -185,12 +189,20 @@ impl CommandExt for Command {
     }
 
     fn run_logged(&mut self) -> Result<()> {
+        let limit = default_limit(self);
+        self.run_within(limit)
+    }
+
+    fn run_within(&mut self, limit: Duration) -> Result<()> {
         let start = log_start(self);
         self.process_group(0);
         let mut child = self
             .spawn()
             .with_context(|| format!("could not start `{}`", display(self)))?;
-        let status = wait(&mut child, None)?.expect("no deadline");
+        let Some(status) = wait(&mut child, Some(start + limit))? else {
+            log_end(self, start, "timed out");
+            bail!(timed_out(self, limit));
+        };
         log_end(self, start, &describe(&status));
         if !status.success() {
             bail!("`{}` failed ({})", display(self), describe(&status));
@@ -218,11 +230,12 @@ impl CommandExt for Command {
     }
 
     fn output_unchecked(&mut self) -> Result<Output> {
-        output_until(self, None)
+        let limit = default_limit(self);
+        output_until(self, limit)
     }
 
     fn output_within(&mut self, limit: Duration) -> Result<Output> {
-        output_until(self, Some(limit))
+        output_until(self, limit)
     }
 
     fn read_logged(&mut self) -> Result<String> {
@@ -231,9 +244,70 @@ impl CommandExt for Command {
     }
 }
 
-/// Runs `cmd` capturing its output, whatever its exit status; with a limit, a run that has
-/// not ended by then is ended and is an error naming the command.
-fn output_until(cmd: &mut Command, limit: Option<Duration>) -> Result<Output> {
+/// How long a command may run when its caller names no limit of its own: long enough for the
+/// slowest honest run here, short enough that a hung one ends a bisect instead of stalling it.
+/// Builds set theirs from `--build-timeout`.
+pub fn default_limit(cmd: &Command) -> Duration {
+    const MINUTE: u64 = 60;
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // git's subcommand is its first argument that is not an option or an option's value.
+    let git_sub = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| {
+            !a.starts_with('-') && (*i == 0 || args[i - 1] != "-C" && args[i - 1] != "-c")
+        })
+        .map(|(_, a)| a.as_str());
+    let minutes = match program.as_str() {
+        // Package installs, the rootfs bootstrap and building virtiofsd download and compile.
+        "apt-get" | "cargo" | "mmdebstrap" | "debootstrap" => 60,
+        // A whole kernel tree: unpacking it, committing it, checking out far-apart commits.
+        "tar" => 15,
+        "git"
+            if matches!(
+                git_sub,
+                Some(
+                    "add"
+                        | "commit"
+                        | "checkout"
+                        | "worktree"
+                        | "bisect"
+                        | "reset"
+                        | "stash"
+                        | "clean"
+                )
+            ) =>
+        {
+            15
+        }
+        "git" => 2,
+        // A kernel build outside the build runner (which applies --build-timeout).
+        "make" => 180,
+        _ => 10,
+    };
+    Duration::from_secs(minutes * MINUTE)
+}
+
+/// The error of a command ended at its limit.
+fn timed_out(cmd: &Command, limit: Duration) -> String {
+    format!(
+        "`{}` did not finish within {} and was ended",
+        display(cmd),
+        crate::units::human_duration(limit)
+    )
+}
+
+/// Runs `cmd` capturing its output, whatever its exit status; a run that has not ended within
+/// `limit` is ended and is an error naming the command.
+fn output_until(cmd: &mut Command, limit: Duration) -> Result<Output> {
     let start = log_start(cmd);
     cmd.process_group(0);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -255,14 +329,9 @@ fn output_until(cmd: &mut Command, limit: Option<Duration>) -> Result<Output> {
         let _ = se.read_to_end(&mut v);
         v
     });
-    let deadline = limit.map(|l| Instant::now() + l);
-    let Some(status) = wait(&mut child, deadline)? else {
+    let Some(status) = wait(&mut child, Some(start + limit))? else {
         log_end(cmd, start, "timed out");
-        bail!(
-            "`{}` did not finish within {}s",
-            display(cmd),
-            limit.unwrap_or_default().as_secs()
-        );
+        bail!(timed_out(cmd, limit));
     };
     let out = Output {
         status,
@@ -308,5 +377,43 @@ mod tests {
         .unwrap();
         assert!(r.is_none());
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_command_has_a_limit() {
+        let limit = |prog: &str, args: &[&str]| {
+            let mut c = Command::new(prog);
+            c.args(args);
+            default_limit(&c).as_secs() / 60
+        };
+        assert_eq!(limit("git", &["-C", "/t", "rev-parse", "HEAD"]), 2);
+        assert_eq!(
+            limit("/usr/bin/git", &["-C", "/t", "checkout", "-q", "x"]),
+            15
+        );
+        assert_eq!(limit("git", &["-c", "a=b", "worktree", "add", "/w"]), 15);
+        // An option's value that reads like a subcommand is not one.
+        assert_eq!(limit("git", &["-C", "commit", "status"]), 2);
+        assert_eq!(limit("mmdebstrap", &[]), 60);
+        assert_eq!(limit("systemd-nspawn", &["--quiet"]), 10);
+        assert_eq!(limit("make", &["-j2"]), 180);
+    }
+
+    #[test]
+    fn a_command_past_its_limit_is_ended_and_named() {
+        let t = Instant::now();
+        let e = Command::new("sleep")
+            .arg("30")
+            .output_within(Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`sleep 30` did not finish within"), "{e}");
+        let e = Command::new("sleep")
+            .arg("30")
+            .run_within(Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did not finish"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
     }
 }

@@ -17,6 +17,7 @@ mod kconfig;
 mod kvm;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+mod lock;
 mod quickstart;
 mod rootfs;
 mod settings;
@@ -35,14 +36,19 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+        // A usage error is 129 whether or not it could be printed; help or the version that
+        // could not be printed is a closed stdout.
+        Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(exit::USAGE);
+        }
+        Err(e) => {
+            let printed = e.print().is_ok();
+            return ExitCode::from(if printed {
+                exit::OK
+            } else {
+                exit::CLOSED_OUTPUT
+            });
         }
     };
     signals::install();
@@ -57,13 +63,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Completions(c) = &cli.command {
-        clap_complete::generate(
-            c.shell,
-            &mut Cli::command(),
-            "cargo-xtask",
-            &mut std::io::stdout(),
-        );
-        return Ok(0);
+        // Through print!, so that a closed stdout stops quietly (clap_complete's own write
+        // would panic as an internal error).
+        let mut script = Vec::new();
+        clap_complete::generate(c.shell, &mut Cli::command(), "cargo-xtask", &mut script);
+        print!("{}", String::from_utf8_lossy(&script));
+        return Ok(exit::OK);
     }
     let file = settings::FileConfig::load()?;
     let tree = settings::resolve_tree(

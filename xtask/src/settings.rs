@@ -56,6 +56,7 @@ pub struct FileBuild {
     pub host: Option<bool>,
     pub ccache: Option<bool>,
     pub initramfs: Option<InitramfsMode>,
+    pub build_timeout: Option<Span>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -342,7 +343,12 @@ pub struct BuildOptions {
     pub ccache: bool,
     pub initramfs: InitramfsMode,
     pub retry_failed: bool,
+    /// How long one make run of the build may take before it is ended (a setup fault).
+    pub timeout: Duration,
 }
+
+/// A cold build of a large config takes an hour or two on two cores; three hours is a hang.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 
 impl BuildOptions {
     pub fn resolve(args: &BuildArgs, file: &FileBuild) -> Result<BuildOptions> {
@@ -374,6 +380,15 @@ impl BuildOptions {
                 .or(file.initramfs)
                 .unwrap_or(InitramfsMode::Auto),
             retry_failed: args.retry_failed,
+            timeout: match given(
+                &args.build_timeout,
+                &file.build_timeout,
+                "build",
+                "build-timeout",
+            ) {
+                Some((span, name)) => span.within(&name, MIN_TIMEOUT, MAX_TIMEOUT)?,
+                None => DEFAULT_BUILD_TIMEOUT,
+            },
         })
     }
 }

@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The kernel tree the tests use, inside the state dir.
 pub fn test_tree(ctx: &Ctx) -> PathBuf {
@@ -53,6 +53,7 @@ pub fn run_self_code<S: AsRef<OsStr>>(
     }
     c.args(args);
     let mut child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
+    // No limit here: the phase is this binary, whose every command has its own.
     let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
     let code = exit::passed_on(status.code(), status.signal());
     eprintln!(
@@ -131,8 +132,19 @@ impl TestArgs {
         } else {
             eprintln!("libvirt does not answer at qemu:///system: the libvirt backend is not tested (start libvirtd)");
         }
+        // A filter that names a file of tests/tests (`e2e_cli`) runs that file's tests;
+        // anything else is a substring of test names.
+        let target = self.filter.as_deref().filter(|f| {
+            workspace_root()
+                .join("tests/tests")
+                .join(format!("{f}.rs"))
+                .is_file()
+        });
+        if let Some(t) = target {
+            c.args(["--test", t]);
+        }
         c.args(["--", "--test-threads=1"]);
-        if let Some(f) = &self.filter {
+        if let (Some(f), None) = (&self.filter, target) {
             c.arg(f);
         }
         c.env("XTASK_BIN", &bin)
@@ -140,7 +152,8 @@ impl TestArgs {
             .env("XTASK_TEST_TREE", &tree)
             .env("XTASK_TEST_KERNEL", &kernel);
         eprintln!("==> cargo test (kernel {})", kernel.display());
-        let result = c.run_logged();
+        // The whole suite: far longer than cargo's default limit, well inside CI's.
+        let result = c.run_within(Duration::from_secs(3 * 3600));
         eprintln!("==> test: {} in all", human_duration(start.elapsed()));
         match result {
             Ok(()) => Ok(exit::OK),

@@ -7,12 +7,13 @@ use crate::cmd::{self, CommandExt};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::{self, config, verify, Config, Layer, SymbolIndex};
+use crate::lock::FileLock;
 use crate::settings::{workspace_root, FileTrim};
 use anyhow::{bail, Context, Result};
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The toolkit boots x86-64 guests only; Kconfig's `$(SRCARCH)`.
 pub const ARCH: &str = "x86";
@@ -171,7 +172,12 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
     // 2. The base, made in the scratch build dir (the tree stays clean).
     let scratch = ctx.state.build_dir("trim-config");
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let _lock = lock(&scratch.with_extension("lock"))?;
+    // Two trims never share the scratch dir; a trim takes seconds, so a long wait is a hang.
+    let _lock = FileLock::acquire(
+        &scratch.with_extension("lock"),
+        "another trim-config",
+        Duration::from_secs(10 * 60),
+    )?;
     let make = KernelMake::new(ctx, &tree, &scratch, opts.host)?;
     let log = ctx.run_dir.join("make.log");
     let dot_config = scratch.join(".config");
@@ -353,28 +359,6 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-/// Holds an exclusive lock on `path` until dropped, so two trims never share the scratch dir.
-fn lock(path: &Path) -> Result<File> {
-    use std::os::fd::AsRawFd;
-    let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    // SAFETY: flock(2) on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        eprintln!(
-            "waiting for another trim-config to finish ({})",
-            path.display()
-        );
-        // SAFETY: as above.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "locking {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(f)
 }
 
 /// `make` for one kernel tree and one output dir (`O=`): in the rootfs container, with the

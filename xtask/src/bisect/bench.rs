@@ -63,7 +63,8 @@ fn timed_bisect(state: &Path, tree: &Path, good: &str, bad: &str) -> Result<(Dur
         let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
         text
     });
-    // On the main thread, so that Ctrl-C ends the child.
+    // On the main thread, so that Ctrl-C ends the child. No limit: it is this binary, whose
+    // every command has its own.
     let status = cmd::wait(&mut child, None)?.expect("no deadline");
     let text = reader.join().unwrap_or_default();
     if !status.success() {

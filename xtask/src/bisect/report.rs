@@ -147,7 +147,8 @@ impl Report {
 }
 
 pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
+    // A saved report may hold anything: no slicing inside a character.
+    commit.get(..12).unwrap_or(commit)
 }
 
 #[cfg(test)]

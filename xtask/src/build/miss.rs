@@ -1,16 +1,17 @@
 //! A cache miss: lock the source dir, check out the revision, run the steps in the build
 //! dir, and publish the entry (or the recorded failure) into the cache.
 
+use super::failure::{self, Failure};
 use super::key::KeyInputs;
-use super::lock::FileLock;
 use super::plan::{self, ConfigFacts, Paths, Plan};
 use super::progress;
-use super::runner::{Place, Runner};
+use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::{artifacts, BuildOutcome};
 use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
+use crate::lock::FileLock;
 use crate::settings::BuildOptions;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -60,7 +61,8 @@ pub fn build(
     });
     let _src_lock = FileLock::acquire(
         &ctx.state.build_dir(&format!("{tag}.lock")),
-        &format!("the build dir of {}", src_dir.display()),
+        &format!("another build in the build dir of {}", src_dir.display()),
+        opts.timeout,
     )?;
     if req.source.checkout == Checkout::Worktree {
         source::checkout_worktree(&req.tree, &src_dir, &req.source.commit)?;
@@ -112,7 +114,7 @@ pub fn build(
     };
     eprintln!("building {what}, key {}", &req.key[..12]);
     let log_path = ctx.run_dir.join("build.log");
-    let mut runner = Runner::new(place, &plan, log_path, "build")?;
+    let mut runner = Runner::new(place, &plan, log_path, "build", opts.timeout)?;
     let mut record = Record {
         durations: BTreeMap::new(),
         kernelrelease: None,
@@ -123,7 +125,7 @@ pub fn build(
         .durations
         .insert("olddefconfig".into(), step.duration.as_secs_f64());
     if !step.ok {
-        return failed(ctx, cache, req, &runner, record, &step.output);
+        return failed(ctx, cache, req, &runner, record, &step);
     }
     let final_config = std::fs::read_to_string(build_dir.join(".config"))?;
     let facts = ConfigFacts::parse(&final_config);
@@ -132,7 +134,7 @@ pub fn build(
         .durations
         .insert("make".into(), step.duration.as_secs_f64());
     if !step.ok {
-        return failed(ctx, cache, req, &runner, record, &step.output);
+        return failed(ctx, cache, req, &runner, record, &step);
     }
     record.kernelrelease = std::fs::read_to_string(build_dir.join("include/config/kernel.release"))
         .ok()
@@ -143,7 +145,7 @@ pub fn build(
             .durations
             .insert("modules_install".into(), step.duration.as_secs_f64());
         if !step.ok {
-            return failed(ctx, cache, req, &runner, record, &step.output);
+            return failed(ctx, cache, req, &runner, record, &step);
         }
     }
     if facts.wants_initramfs(opts.initramfs) {
@@ -213,22 +215,23 @@ pub fn build(
     )))
 }
 
-/// Records a failed step: a failure of the kernel becomes a cached `Failed`; a command that
-/// never got to build is a setup problem (`Err`), not cached.
+/// Records a failed step: an error of the sources becomes a cached `Failed`; anything else
+/// (a full disk, a killed compiler, a tree configured in-tree, a build that never started)
+/// is an `Err` naming the cause, and nothing is cached.
 fn failed(
     ctx: &Ctx,
     cache: &Cache,
     req: &Request,
     runner: &Runner,
     record: Record,
-    output: &str,
+    step: &Step,
 ) -> Result<BuildOutcome> {
     runner.finish();
-    if !progress::make_failed(output) {
+    if let Failure::Host(why) = failure::classify(&step.output, &step.status) {
         bail!(
-            "the build did not start (log: {}):\n{}",
+            "{why}; nothing was cached (log: {}):\n{}",
             runner.log_path.display(),
-            crate::cmd::tail(output, 10)
+            crate::cmd::tail(&step.output, 10)
         );
     }
     let log = std::fs::read_to_string(&runner.log_path).unwrap_or_default();

@@ -1,5 +1,5 @@
 //! Reading make's output: the status line's current target while it runs, and the error
-//! summary after a failure. Pure, so it is tested on recorded logs.
+//! summary after a failure (whose failure it is: [`super::failure`]). Pure, so it is tested on recorded logs.
 
 /// The kbuild step a line reports (`  CC      kernel/fork.o` → `CC kernel/fork.o`), if any.
 pub fn step_of(line: &str) -> Option<String> {
@@ -29,15 +29,6 @@ pub fn error_summary(log: &str, max: usize) -> String {
         return crate::cmd::tail(log, max);
     }
     out.join("\n")
-}
-
-/// Whether make itself reported the failure (`make[1]: *** … Error 2`): then the kernel failed
-/// to build. Without it the command did not get to build (the container did not start, a
-/// tool is missing), which is a problem of the setup, never recorded as the kernel's.
-pub fn make_failed(output: &str) -> bool {
-    output
-        .lines()
-        .any(|l| l.starts_with("make") && l.contains("*** "))
 }
 
 #[cfg(test)]
@@ -73,14 +64,6 @@ mod tests {
         assert!(first.contains("error:"), "{s}");
         assert!(s.contains("***"), "{s}");
         assert!(!s.contains("CC      init/version.o"), "{s}");
-    }
-
-    #[test]
-    fn make_failure_or_setup_problem() {
-        assert!(make_failed(FAILED));
-        assert!(!make_failed(
-            "Failed to create mount point /x/ccache: Read-only file system\n"
-        ));
     }
 
     #[test]

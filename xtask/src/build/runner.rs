@@ -44,11 +44,15 @@ pub struct Runner {
     pub commands: Vec<Vec<String>>,
     /// How many `make` runs this build made.
     pub make_runs: u32,
+    /// How long one step may run (`--build-timeout`).
+    limit: Duration,
 }
 
 /// How a step ended.
 pub struct Step {
     pub ok: bool,
+    /// How it ended, as the log says it (`exit 2`, `killed by a signal`).
+    pub status: String,
     pub duration: Duration,
     /// What the step printed (its part of the build log).
     pub output: String,
@@ -68,7 +72,13 @@ pub fn spinner(prefix: &str) -> ProgressBar {
 }
 
 impl Runner {
-    pub fn new(place: Place, plan: &Plan, log_path: PathBuf, title: &str) -> Result<Runner> {
+    pub fn new(
+        place: Place,
+        plan: &Plan,
+        log_path: PathBuf,
+        title: &str,
+        limit: Duration,
+    ) -> Result<Runner> {
         let log = File::create(&log_path)
             .with_context(|| format!("creating the build log {}", log_path.display()))?;
         let bar = spinner(title);
@@ -80,6 +90,7 @@ impl Runner {
             bar,
             commands: Vec::new(),
             make_runs: 0,
+            limit,
         })
     }
 
@@ -103,7 +114,7 @@ impl Runner {
     }
 
     /// Runs one step; a non-zero exit is `ok: false` (the kernel's failure), while a command
-    /// that cannot start, or Ctrl-C, is an error.
+    /// that cannot start, one still running at the limit, or Ctrl-C, is an error.
     pub fn step(&mut self, label: &str, argv: &[String]) -> Result<Step> {
         let mut cmd = self.command(argv)?;
         self.commands.push(argv.to_vec());
@@ -139,11 +150,19 @@ impl Runner {
             std::thread::spawn(move || tee(stream, &log, &bar))
         })
         .collect();
-        let status = cmd::wait(&mut child, None);
+        let status = cmd::wait(&mut child, Some(start + self.limit));
         for r in readers {
             let _ = r.join();
         }
-        let status = status?.expect("no deadline");
+        let Some(status) = status? else {
+            cmd::log_end(&cmd, start, "timed out");
+            writeln!(self.log.lock().unwrap(), "### {label}: timed out")?;
+            anyhow::bail!(
+                "{label} did not finish within {} and was ended (--build-timeout sets the limit; log: {})",
+                crate::units::human_duration(self.limit),
+                self.log_path.display()
+            );
+        };
         let duration = start.elapsed();
         let code = status
             .code()
@@ -155,6 +174,7 @@ impl Runner {
             .unwrap_or_default();
         Ok(Step {
             ok: status.success(),
+            status: code,
             duration,
             output,
         })

@@ -3,7 +3,7 @@
 //! `virsh console`.
 
 use super::agent::{ApiStream, DomainApi};
-use crate::vm::fault::{self, VmEnd};
+use crate::vm::fault::VmEnd;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -167,9 +167,11 @@ impl Domain {
     fn domain_end(&self) -> VmEnd {
         let log = std::fs::read(self.log_path()).unwrap_or_default();
         let log = String::from_utf8_lossy(&log);
+        // The log keeps every boot of the name (a retry's too): this one's starts last.
+        let log = log.rsplit_once("starting up").map_or(&*log, |(_, l)| l);
         VmEnd::Domain {
-            reason: fault::libvirt_stop_reason(&log),
-            log_tail: crate::cmd::tail(&log, 5),
+            reason: stop_reason(log),
+            log_tail: crate::cmd::tail(log, 5),
         }
     }
 
@@ -225,12 +227,21 @@ impl Domain {
 impl Drop for Domain {
     fn drop(&mut self) {
         if self.keep && !self.exited() {
-            eprintln!("{}", self.kept_hint());
+            // Not `eprintln!`: a panic on a closed stderr while unwinding would abort.
+            crate::exit::say(&self.kept_hint());
         } else {
             self.destroy();
         }
         let _ = self.conn.close();
     }
+}
+
+/// libvirt's stop reason in its log of a domain: the last `shutting down, reason=X`.
+pub fn stop_reason(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("shutting down, reason=").nth(1))
+        .map(|r| r.trim().to_string())
 }
 
 /// Destroys the domain `name` over a new connection, trying until `patience` has passed.
@@ -251,7 +262,10 @@ fn destroy_by_name(uri: &str, name: &str, patience: Duration) {
             }
         }
         if Instant::now() >= until {
-            eprintln!("warning: could not destroy the domain {name}: libvirt did not come back");
+            // Also runs in Drop, where a panic on a closed stderr would abort.
+            crate::exit::say(&format!(
+                "warning: could not destroy the domain {name}: libvirt did not come back"
+            ));
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -300,6 +314,14 @@ mod tests {
                 || std::fs::read_to_string("/proc/1/comm").ok()
                     == std::fs::read_to_string("/proc/self/comm").ok()
         );
+    }
+
+    #[test]
+    fn libvirts_stop_reason() {
+        let log = "2026-12-01 09:00:00.000+0000: starting up\n\
+                   2026-12-01 09:00:01.000+0000: shutting down, reason=crashed\n";
+        assert_eq!(stop_reason(log).as_deref(), Some("crashed"));
+        assert_eq!(stop_reason("starting up\n"), None);
     }
 
     #[test]

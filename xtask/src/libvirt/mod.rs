@@ -129,7 +129,9 @@ impl Guest for LibvirtVm {
         }
         let start = Instant::now();
         if let Some(agent) = agent {
-            if agent.send(&qga::shutdown_request()).is_ok()
+            if agent
+                .send(&qga::shutdown_request(), start + timeout)
+                .is_ok()
                 && self.domain.wait_exit(start + timeout)?
             {
                 return Ok("guest powered off");

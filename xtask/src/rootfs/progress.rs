@@ -96,7 +96,16 @@ pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitSt
         let _ = done_tx.send(());
     });
 
-    let status = cmd::wait(&mut child, None)?.expect("no deadline");
+    let limit = cmd::default_limit(&cmd);
+    let Some(status) = cmd::wait(&mut child, Some(start + limit))? else {
+        cmd::log_end(&cmd, start, "timed out");
+        anyhow::bail!(
+            "`{}` did not finish within {} and was ended (log: {})",
+            cmd::display(&cmd),
+            crate::units::human_duration(limit),
+            log.display()
+        );
+    };
     cmd::log_end(&cmd, start, &format!("{status}"));
     // Grandchildren that kept the pipe open must not hang us; the log is then only partial.
     let _ = done_rx.recv_timeout(Duration::from_secs(5));

@@ -180,6 +180,54 @@ mod tests {
         );
     }
 
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn replay(name: &str, command: &[&str]) -> (CommandEnd, Option<ExecStatus>) {
+        let mut agent = qga::replay::agent(name);
+        let mut ok = || Ok(());
+        let soon = Instant::now() + Duration::from_secs(5);
+        run(&mut agent, &argv(command), None, soon, &mut ok).unwrap()
+    }
+
+    /// Recorded: the agent reports the exit at once although `sleep 600` still holds the
+    /// output files; the output is read back from them.
+    #[test]
+    fn a_background_child_does_not_hold_the_exit_back() {
+        let (end, st) = replay(
+            "exec_background_child.jsonl",
+            &["sh", "-c", "sleep 600 & echo hi; echo err >&2; true"],
+        );
+        assert_eq!(end, CommandEnd::Exited { code: 0 });
+        let st = st.unwrap();
+        assert_eq!(
+            (st.stdout, st.stderr),
+            (b"hi\n".to_vec(), b"err\n".to_vec())
+        );
+    }
+
+    /// Recorded: the shell's exec failed (127) and the wrapper left its mark.
+    #[test]
+    fn a_program_the_guest_lacks_is_not_started() {
+        let (end, _) = replay("exec_wrapper_not_found.jsonl", &["no-such-cmd", "a"]);
+        let CommandEnd::NotStarted { why } = end else {
+            panic!("{end:?}")
+        };
+        assert!(
+            why.contains("cannot run `no-such-cmd` (exec: no-such-cmd: not found)"),
+            "{why}"
+        );
+    }
+
+    /// Recorded: guest-exec itself refused (no such program): the guest could not start it.
+    #[test]
+    fn a_refused_guest_exec_is_not_started() {
+        let (end, st) = replay("exec_not_found.jsonl", &["/nonexistent"]);
+        assert!(matches!(end, CommandEnd::NotStarted { .. }), "{end:?}");
+        assert!(st.is_none());
+    }
+
     #[test]
     fn only_the_shells_own_codes_look_for_the_mark() {
         assert!(may_not_have_started(Some(127)));

@@ -103,27 +103,34 @@ pub fn of_vm_end(end: &VmEnd, kernel_printed: bool, panicked: bool) -> Option<Fa
             "QEMU exited with {c} while the guest ran{}",
             tail(log_tail)
         ))),
-        VmEnd::Qemu {
-            signal, log_tail, ..
-        } => Some(Fault::infra(format!(
-            "QEMU was killed by signal {}{}",
+        // Killed: whatever it logged before says nothing about why.
+        VmEnd::Qemu { signal, .. } => Some(Fault::infra(format!(
+            "QEMU was killed by signal {} from outside",
             signal.map_or("?".to_string(), |s| s.to_string()),
-            tail(log_tail)
         ))),
         VmEnd::Virtiofsd { status, log_tail } => Some(Fault::infra(format!(
             "virtiofsd (the rootfs share) exited ({status}) while the VM ran{}",
-            tail(log_tail)
+            if status.starts_with("killed") {
+                String::new()
+            } else {
+                tail(last_line(log_tail))
+            }
         ))),
-        // libvirt's reason for a domain whose QEMU went away without the guest asking.
+        // libvirt's reason for a domain whose QEMU went away without the guest asking. libvirt
+        // itself ends QEMU with SIGTERM after a guest reset (on_reboot destroy): only another
+        // sender's signal is a fault.
         VmEnd::Domain { reason, log_tail } if !panicked => match reason.as_deref() {
             Some(r @ ("crashed" | "failed")) => Some(Fault::infra(format!(
-                "the domain's QEMU died (libvirt: {r}){}",
-                tail(log_tail)
+                "the domain's QEMU died (libvirt: {r})"
             ))),
-            _ if log_tail.contains(QEMU_SIGNAL_LINE) => Some(Fault::infra(format!(
-                "the domain's QEMU was told to quit from outside{}",
-                tail(signal_line(log_tail))
-            ))),
+            _ if !signal_line(log_tail).is_empty()
+                && !signal_line(log_tail).contains("(libvirtd)") =>
+            {
+                Some(Fault::infra(format!(
+                    "the domain's QEMU was told to quit from outside{}",
+                    tail(signal_line(log_tail))
+                )))
+            }
             _ => None,
         },
         VmEnd::Domain { .. } => None,
@@ -133,18 +140,17 @@ pub fn of_vm_end(end: &VmEnd, kernel_printed: bool, panicked: bool) -> Option<Fa
     }
 }
 
+fn last_line(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+}
+
 fn signal_line(log: &str) -> &str {
     log.lines()
         .find(|l| l.contains(QEMU_SIGNAL_LINE))
         .unwrap_or("")
-}
-
-/// libvirt's stop reason in its log of a domain: the last `shutting down, reason=X`.
-pub fn libvirt_stop_reason(log: &str) -> Option<String> {
-    log.lines()
-        .rev()
-        .find_map(|l| l.split("shutting down, reason=").nth(1))
-        .map(|r| r.trim().to_string())
 }
 
 #[cfg(test)]
@@ -180,7 +186,7 @@ mod tests {
     fn qemu_killed_is_infrastructure() {
         let f = of_vm_end(&qemu(None, Some(9), ""), true, false).unwrap();
         assert_eq!(f.kind, FaultKind::Infra);
-        assert_eq!(f.what, "QEMU was killed by signal 9");
+        assert_eq!(f.what, "QEMU was killed by signal 9 from outside");
     }
 
     #[test]
@@ -202,13 +208,14 @@ mod tests {
         };
         let f = of_vm_end(&end, true, false).unwrap();
         assert_eq!(f.kind, FaultKind::Infra);
-        assert!(f.what.starts_with("virtiofsd"), "{}", f.what);
+        assert_eq!(
+            f.what,
+            "virtiofsd (the rootfs share) exited (killed by signal 9) while the VM ran"
+        );
     }
 
     #[test]
     fn libvirt_reasons() {
-        let log = "2026-12-01 09:00:01.000+0000: shutting down, reason=crashed\n";
-        assert_eq!(libvirt_stop_reason(log).as_deref(), Some("crashed"));
         let end = |r: &str| VmEnd::Domain {
             reason: Some(r.into()),
             log_tail: String::new(),
@@ -218,6 +225,23 @@ mod tests {
             FaultKind::Infra
         );
         assert_eq!(of_vm_end(&end("shutdown"), true, false), None);
+        // Recorded: after a guest reset, libvirt ends QEMU itself (on_reboot destroy).
+        let by_libvirt = VmEnd::Domain {
+            reason: Some("shutdown".into()),
+            log_tail: "2026-12-01T09:19:22.169354Z qemu-system-x86_64: terminating on signal 15 \
+                       from pid 8535 (libvirtd)\n2026-12-01 09:19:23.414+0000: shutting down, \
+                       reason=shutdown"
+                .into(),
+        };
+        assert_eq!(of_vm_end(&by_libvirt, true, false), None);
+        let by_someone = VmEnd::Domain {
+            reason: Some("shutdown".into()),
+            log_tail: "qemu-system-x86_64: terminating on signal 15 from pid 42 (bash)".into(),
+        };
+        assert_eq!(
+            of_vm_end(&by_someone, true, false).unwrap().kind,
+            FaultKind::Infra
+        );
         let gone = VmEnd::Libvirt {
             why: "End of file while reading data".into(),
         };

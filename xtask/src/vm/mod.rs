@@ -68,15 +68,10 @@ pub fn kernel_for(
     }
 }
 
-/// The rootfs to share, checked to hold the guest init.
+/// The rootfs to share (the generation this process uses throughout), checked to hold the
+/// guest init.
 fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
-    let r = ctx.state.rootfs();
-    if !r.is_dir() {
-        bail!(
-            "no rootfs at {}: run `cargo xtask setup-rootfs`",
-            r.display()
-        );
-    }
+    let r = crate::rootfs::generation::in_use(&ctx.state)?.tree;
     if !r.join(spec::GUEST_INIT.trim_start_matches('/')).is_file() {
         bail!(
             "the rootfs at {} has no {}: run `cargo xtask setup-rootfs --force` to add it",

@@ -14,11 +14,19 @@ use std::time::{Duration, Instant};
 pub trait Stream: Read + Write + Send {
     /// Bounds how long one `read` may block; `Err` of kind WouldBlock/TimedOut then.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bounds how long one `write` may block, as for reads; a stream whose writes never
+    /// block keeps the default.
+    fn set_write_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Stream for std::os::unix::net::UnixStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_write_timeout(self, timeout)
     }
 }
 
@@ -225,6 +233,9 @@ pub fn poll_delay(n: u32) -> Duration {
 const SYNC_ATTEMPT: Duration = Duration::from_millis(1000);
 /// How long reads block at most, so that the watch runs often.
 const READ_SLICE: Duration = Duration::from_millis(100);
+/// Bytes per guest-file-read: few round trips, and small enough for libvirt's messages
+/// (base64 makes it 4/3 bigger).
+const READ_CHUNK: usize = 1 << 20;
 /// How long past the command's deadline a status answer already asked for is awaited: a
 /// command that ended just in time is judged by its end.
 pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
@@ -283,8 +294,8 @@ impl Agent {
     fn sync(&mut self, deadline: Instant, watch: Watch) -> Result<()> {
         let id = random_id();
         // 0xFF first: the agent's parser drops any half message a previous client left.
-        self.stream.write_all(&[0xff])?;
-        self.send(&sync_request(id))?;
+        self.write_until(&[0xff], deadline)?;
+        self.send(&sync_request(id), deadline)?;
         loop {
             let resp = self.recv(deadline, watch)?;
             if resp.get("return").and_then(Value::as_u64) == Some(id) {
@@ -295,22 +306,46 @@ impl Agent {
 
     /// Sends a request and waits for its answer until `deadline`.
     pub fn call(&mut self, req: &Value, deadline: Instant, watch: Watch) -> Result<Value> {
-        self.send(req)?;
+        self.send(req, deadline)?;
         let resp = self.recv(deadline, watch)?;
         let name = req["execute"].as_str().unwrap_or("?");
         Ok(result_of(&resp).with_context(|| name.to_string())?.clone())
     }
 
-    /// Sends a request that gets no answer when it works (guest-shutdown).
-    pub fn send(&mut self, req: &Value) -> Result<()> {
+    /// Sends a request, written by `deadline` (alone: for guest-shutdown, which gets no
+    /// answer when it works).
+    pub fn send(&mut self, req: &Value, deadline: Instant) -> Result<()> {
         self.record("send", req);
         let mut line = serde_json::to_vec(req)?;
         line.push(b'\n');
-        self.stream
-            .write_all(&line)
-            .context("writing to the guest agent")?;
-        self.stream.flush()?;
-        Ok(())
+        self.write_until(&line, deadline)
+    }
+
+    /// Writes all of `bytes` in slices, so that a guest that stopped reading (a full socket
+    /// buffer during a script upload) costs at most the deadline and Ctrl-C ends the wait.
+    fn write_until(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<()> {
+        while !bytes.is_empty() {
+            crate::signals::check()?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Stop::Deadline.into());
+            }
+            self.stream
+                .set_write_timeout(Some((deadline - now).min(READ_SLICE)))?;
+            match self.stream.write(bytes) {
+                Ok(0) => bail!("the guest agent connection closed"),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e).context("writing to the guest agent"),
+            }
+        }
+        self.stream.flush().context("writing to the guest agent")
     }
 
     /// Starts argv; returns the guest pid.
@@ -372,16 +407,13 @@ impl Agent {
         deadline: Instant,
         watch: Watch,
     ) -> Result<(Vec<u8>, bool)> {
-        /// Bytes per guest-file-read: big enough for few round trips, small enough for
-        /// libvirt's messages (base64 makes it 4/3 bigger).
-        const CHUNK: usize = 1 << 20;
         let handle = self
             .call(&file_open_request(path, "r"), deadline, watch)?
             .as_i64()
             .ok_or_else(|| anyhow!("guest-file-open gave no handle"))?;
         let mut data = Vec::new();
         let more = loop {
-            let want = CHUNK.min(max + 1 - data.len());
+            let want = READ_CHUNK.min(max + 1 - data.len());
             let ret = self.call(&file_read_request(handle, want), deadline, watch)?;
             if let Some(b) = ret.get("buf-b64").and_then(Value::as_str) {
                 data.extend(b64::decode(b).context("guest-file-read: buf-b64 is not base64")?);
@@ -459,15 +491,16 @@ fn random_id() -> u64 {
     u64::from_le_bytes(b) & ((1 << 53) - 1)
 }
 
+/// Replaying recorded agent transcripts, for the tests of everything that talks to the agent.
 #[cfg(test)]
-mod tests {
+pub(crate) mod replay {
     use super::*;
     use std::collections::VecDeque;
 
     /// A stream that answers like the agent of a recorded transcript: each request written
     /// gets the next recorded answer. guest-sync answers echo our id (the recorded one was
     /// random), after the recorded complaints about the 0xFF reset byte.
-    struct Replay {
+    pub struct Replay {
         /// What the agent said before its guest-sync answer (the reset byte's error).
         before_sync: Vec<Vec<u8>>,
         answers: VecDeque<Vec<u8>>,
@@ -476,7 +509,7 @@ mod tests {
     }
 
     impl Replay {
-        fn from_transcript(name: &str) -> (Replay, Vec<Value>) {
+        pub fn from_transcript(name: &str) -> (Replay, Vec<Value>) {
             let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("src/vm/test_data/qga")
                 .join(name);
@@ -570,7 +603,7 @@ mod tests {
         }
     }
 
-    struct Once(Option<Replay>);
+    pub struct Once(pub Option<Replay>);
     impl Connect for Once {
         fn connect(&mut self) -> io::Result<Box<dyn Stream>> {
             self.0
@@ -579,6 +612,26 @@ mod tests {
                 .ok_or(io::ErrorKind::ConnectionRefused.into())
         }
     }
+
+    /// An agent connected to the replay of a recorded transcript.
+    pub fn agent(name: &str) -> Agent {
+        let (r, _) = Replay::from_transcript(name);
+        let mut conn = Once(Some(r));
+        let mut ok = || Ok(());
+        Agent::connect(
+            &mut conn,
+            Instant::now() + Duration::from_secs(5),
+            &mut ok,
+            None,
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replay::{Once, Replay};
+    use super::*;
 
     /// Runs the client's check sequence against a recorded transcript.
     fn replay(name: &str, argv: &[&str]) -> (Result<ExecStatus>, Vec<Value>) {

@@ -270,7 +270,11 @@ impl Vm {
         }
         let start = Instant::now();
         if let Some(agent) = agent {
-            if agent.send(&qga::shutdown_request()).is_ok() && self.wait_exit(start + timeout)? {
+            if agent
+                .send(&qga::shutdown_request(), start + timeout)
+                .is_ok()
+                && self.wait_exit(start + timeout)?
+            {
                 return Ok("guest powered off");
             }
         }
@@ -487,9 +491,10 @@ fn attempt(
     Ok(report)
 }
 
-/// Whether the VM ends within a moment (a QEMU on its way out).
+/// Whether the VM ends within a moment (a QEMU on its way out; libvirt takes a few seconds
+/// to destroy a domain that reset).
 fn ended_soon(vm: &mut dyn Guest) -> Result<bool> {
-    let until = Instant::now() + Duration::from_secs(1);
+    let until = Instant::now() + Duration::from_secs(3);
     loop {
         if vm.ended().is_some() {
             return Ok(true);

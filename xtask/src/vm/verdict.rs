@@ -129,7 +129,8 @@ pub fn fault(f: &Facts) -> Option<Fault> {
     }
     match &f.command_end {
         Some(CommandEnd::NotStarted { why }) => Some(Fault::setup(why.clone())),
-        Some(CommandEnd::AgentFailed { why }) => {
+        // An agent that died with a panicking kernel: the kernel's doing.
+        Some(CommandEnd::AgentFailed { why }) if !panicked => {
             Some(Fault::infra(format!("the guest agent failed: {why}")))
         }
         _ => None,
@@ -192,9 +193,10 @@ pub fn judge(f: &Facts) -> Judgement {
             Verdict::Bad,
             "the VM ended while the command ran (the guest reset or powered off)".into(),
         ),
-        // fault() took these.
-        Some(CommandEnd::NotStarted { why } | CommandEnd::AgentFailed { why }) => {
-            j(Verdict::Abort, why.clone())
+        // fault() took this one.
+        Some(CommandEnd::NotStarted { why }) => j(Verdict::Abort, why.clone()),
+        Some(CommandEnd::AgentFailed { why }) => {
+            j(Verdict::Bad, format!("the guest agent failed: {why}"))
         }
     }
 }
@@ -275,7 +277,7 @@ mod opt_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::console::{Finding, FindingKind};
+    use crate::vm::fault::FaultKind;
 
     fn facts(command: &[&str], boot: BootEnd, end: Option<CommandEnd>) -> Facts {
         Facts {
@@ -384,6 +386,115 @@ mod tests {
         assert_eq!(Verdict::combine(&[Good, Good]), Good);
         assert_eq!(Verdict::combine(&[Good, Skip, Bad]), Bad);
         assert_eq!(Verdict::combine(&[Good, Skip]), Skip);
+    }
+
+    fn recorded(p: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/vm/test_data")
+            .join(p);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn ended(end: Option<CommandEnd>, vm_end: VmEnd, console: &str) -> Judgement {
+        let mut f = facts(&["sh", "-c", "x"], BootEnd::AgentUp, end);
+        f.findings = crate::vm::console::scan(console, &[]);
+        f.kernel_printed = !console.trim().is_empty();
+        f.vm_end = Some(vm_end);
+        judge(&f)
+    }
+
+    fn qemu_exit(code: Option<i32>, signal: Option<i32>, log: &str) -> VmEnd {
+        VmEnd::Qemu {
+            code,
+            signal,
+            log_tail: log.into(),
+        }
+    }
+
+    /// Recorded: the command filled memory with panic_on_oom set; the kernel panicked, QEMU
+    /// exited 0 (panic=-1, -no-reboot). Bad, and the panic is named.
+    #[test]
+    fn a_panic_after_the_agent_answered_is_bad_and_named() {
+        let console = recorded("console/panic_after_agent_oom.log");
+        let j = ended(
+            Some(CommandEnd::VmEnded),
+            qemu_exit(Some(0), None, ""),
+            &console,
+        );
+        assert_eq!(j.verdict, Verdict::Bad);
+        assert!(
+            j.reason
+                .contains("Kernel panic - not syncing: Out of memory"),
+            "{}",
+            j.reason
+        );
+    }
+
+    /// Recorded: QEMU told to quit by SIGTERM mid-command exits 0 too; its log tells.
+    #[test]
+    fn qemu_terminated_from_outside_is_an_abort() {
+        let console = recorded("console/clean_boot_fast.log");
+        let log = recorded("qemu/terminated_by_signal.log");
+        let j = ended(
+            Some(CommandEnd::VmEnded),
+            qemu_exit(Some(0), None, &log),
+            &console,
+        );
+        assert_eq!(j.verdict, Verdict::Abort);
+        assert!(
+            j.reason.contains("terminating on signal 15"),
+            "{}",
+            j.reason
+        );
+        let j = ended(
+            Some(CommandEnd::VmEnded),
+            qemu_exit(None, Some(9), ""),
+            &console,
+        );
+        assert_eq!(
+            (j.verdict, j.reason.as_str()),
+            (Verdict::Abort, "QEMU was killed by signal 9 from outside")
+        );
+    }
+
+    /// Recorded: QEMU could not allocate the guest's memory. With a command, that is not
+    /// "untestable" (125): the kernel never ran.
+    #[test]
+    fn qemu_failing_at_start_is_an_abort_with_its_words() {
+        let log = recorded("qemu/memory_at_start.log");
+        let mut f = facts(&["true"], BootEnd::VmEnded, None);
+        f.kernel_printed = false;
+        f.vm_end = Some(qemu_exit(Some(1), None, &log));
+        let j = judge(&f);
+        assert_eq!(j.verdict, Verdict::Abort);
+        assert!(
+            j.reason.starts_with(
+                "QEMU exited at start (exit 1): qemu-system-x86_64: unable to map backing store"
+            ),
+            "{}",
+            j.reason
+        );
+        assert!(fault(&f).is_some_and(|x| x.kind == FaultKind::Setup));
+    }
+
+    #[test]
+    fn the_command_not_starting_and_the_agent_failing_are_aborts() {
+        let v = |end| {
+            let f = facts(&["x"], BootEnd::AgentUp, Some(end));
+            (judge(&f).verdict, fault(&f).map(|x| x.kind))
+        };
+        assert_eq!(
+            v(CommandEnd::NotStarted { why: "no x".into() }),
+            (Verdict::Abort, Some(FaultKind::Setup))
+        );
+        assert_eq!(
+            v(CommandEnd::AgentFailed {
+                why: "closed".into()
+            }),
+            (Verdict::Abort, Some(FaultKind::Infra))
+        );
+        // The VM ending on its own (a reset, no panic) while the command ran: bad.
+        assert_eq!(v(CommandEnd::VmEnded), (Verdict::Bad, None));
     }
 
     #[test]
