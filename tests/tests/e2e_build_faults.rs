@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tests::builds::{build, entry_of, unique, Restore, EDITED};
+use tests::builds::{build, command_log, entry_of, unique, Restore, EDITED};
 use tests::{code, fixture, run, stderr, stdout};
 
 /// A working state of the fixture tree that is in no cache entry yet: a one-file change
@@ -379,4 +379,101 @@ fn the_kvm_probe_ends_with_its_run_on_ctrl_c_and_on_sigkill() {
         .args(["--", "true"]));
     assert_eq!(code(&out), 0);
     assert_eq!(probe_dirs(&f.state), 0);
+}
+
+/// Every process below `pid`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if let Some(pp) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parents.push((p, pp));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
+#[test]
+fn sigkill_mid_build_leaves_no_make_behind_and_the_next_build_works() {
+    let f = fixture();
+    let mut restore = Restore::new();
+    fresh_change(&mut restore, &f.tree);
+    let mut child = f
+        .xtask()
+        .arg("build")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut below = Vec::new();
+    wait_until(
+        Duration::from_secs(120),
+        "make runs in the container",
+        || {
+            below = descendants(pid);
+            command_log(&f.state, pid).contains(" bzImage")
+                && below
+                    .iter()
+                    .any(|p| cmdline(*p).starts_with("make -C /src O=/build"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let below = descendants(pid);
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "nspawn, make and the compilers end",
+        || below.iter().all(|p| gone(*p)),
+    );
+    eprintln!(
+        "all {} processes of the build ended {:?} after SIGKILL",
+        below.len(),
+        sent.elapsed()
+    );
+    // The next build takes the build dir at once (no make of the dead run holds or writes
+    // it) and publishes.
+    let next = build(&f, &[]);
+    assert_eq!(code(&next.out), 0);
+    assert!(
+        !stderr(&next.out).contains("waiting for"),
+        "{}",
+        stderr(&next.out)
+    );
+    assert!(
+        stdout(&next.out).contains("built:"),
+        "{}",
+        stdout(&next.out)
+    );
+    assert!(next.took < Duration::from_secs(240), "{:?}", next.took);
+    assert_eq!(cache_counts(&f.state).1, 0);
+    drop(restore);
 }
