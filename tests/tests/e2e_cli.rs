@@ -37,6 +37,7 @@ fn help_lists_every_subcommand() {
             "deps",
             "quickstart",
             "cache",
+            "layer",
             "bench",
             "test",
             "completions",
