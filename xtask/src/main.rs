@@ -61,6 +61,10 @@ fn main() -> ExitCode {
             });
         }
     };
+    if let Some(why) = cli::refusal(&cli) {
+        exit::say(&format!("error: {why}"));
+        return ExitCode::from(exit::USAGE);
+    }
     signals::install();
     exit::install_panic_hook();
     ExitCode::from(
