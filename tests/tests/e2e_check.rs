@@ -54,7 +54,7 @@ fn a_failing_command_is_bad() {
 }
 
 /// A check that must end within `limit`; returns its output.
-fn timed(cmd: &mut Command, limit: Duration) -> std::process::Output {
+fn within(cmd: &mut Command, limit: Duration) -> std::process::Output {
     let start = Instant::now();
     let out = run(cmd);
     assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
@@ -71,7 +71,7 @@ fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
         if let Some(a) = append {
             c.args(["--append", a]);
         }
-        let out = timed(c.args(["--", "true"]), Duration::from_secs(90));
+        let out = within(c.args(["--", "true"]), Duration::from_secs(90));
         let err = stderr(&out);
         assert_eq!(code(&out), 1, "--append {append:?}: {err}");
         assert!(err.contains("console: warning at line"), "{err}");
@@ -82,7 +82,7 @@ fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
 #[test]
 fn a_copy_of_a_warning_written_to_kmsg_is_good() {
     let f = fixture();
-    let out = timed(
+    let out = within(
         &mut check(&f, &tests::KMSG_COPY_OF_A_WARNING),
         Duration::from_secs(60),
     );
@@ -159,6 +159,94 @@ fn the_rootfs_is_read_only_by_default() {
     // rm may well fail half-way (it deletes itself); the point is the host's copy.
     assert!([0, 1].contains(&code(&out)), "{}", stderr(&out));
     assert_eq!(digest(&usr), before, "the guest changed the shared rootfs");
+}
+
+/// `--rw` keeps the guest's writes in a layer on the host: a guest that breaks /usr/bin/gcc
+/// sees its change again in the next `--rw` run, while the rootfs, a read-only run and the
+/// build container's gcc stay as they were; `layer rm` removes it. Nothing is mounted on the
+/// host at any point (the overlay lives in virtiofsd's own mount namespace).
+#[test]
+fn a_guest_that_writes_gcc_with_rw_changes_only_its_layer() {
+    let f = fixture();
+    let layer = format!("e2e-{}", std::process::id());
+    let gcc = std::fs::canonicalize(f.state.join("rootfs/usr/bin/gcc")).unwrap();
+    let before = std::fs::read(&gcc).unwrap();
+    let start = Instant::now();
+    let out = run(&mut check(
+        &f,
+        &[
+            "--rw",
+            "--layer",
+            &layer,
+            "--",
+            "sh",
+            "-c",
+            "echo broken > /usr/bin/gcc",
+        ],
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&gcc).unwrap(),
+        before,
+        "the guest wrote into the rootfs"
+    );
+    assert!(
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(&layer),
+        "the layer's overlay is mounted on the host"
+    );
+    let again = run(&mut check(
+        &f,
+        &["--rw", "--layer", &layer, "--", "cat", "/usr/bin/gcc"],
+    ));
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(
+        tests::stdout(&again).trim(),
+        "broken",
+        "the layer did not keep the write"
+    );
+    let ro = run(&mut check(
+        &f,
+        &["--", "sh", "-c", "head -c 4 /usr/bin/gcc | tail -c 3"],
+    ));
+    assert_eq!(code(&ro), 0, "{}", stderr(&ro));
+    assert_eq!(
+        tests::stdout(&ro).trim(),
+        "ELF",
+        "a read-only run sees the layer"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(240),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // The build container's toolchain is the rootfs's own: gcc runs, and the key is the same.
+    let cc = run(f
+        .xtask()
+        .args(["setup-rootfs", "--shell", "--", "gcc", "--version"]));
+    assert_eq!(code(&cc), 0, "{}", stderr(&cc));
+    let build = run(f.xtask().arg("build"));
+    assert_eq!(code(&build), 0, "{}", stderr(&build));
+    assert!(
+        tests::stdout(&build).contains("no make run"),
+        "{}",
+        tests::stdout(&build)
+    );
+
+    let ls = run(f.xtask().args(["layer", "ls"]));
+    assert!(
+        tests::stdout(&ls).lines().any(|l| l.starts_with(&layer)),
+        "{}",
+        tests::stdout(&ls)
+    );
+    let rm = run(f.xtask().args(["layer", "rm", &layer]));
+    assert_eq!(code(&rm), 0, "{}", stderr(&rm));
+    assert!(!f.state.join("layers").join(&layer).exists());
+    let gone = run(f.xtask().args(["layer", "rm", &layer]));
+    assert_eq!(code(&gone), 128);
+    assert!(stderr(&gone).contains("no layer"), "{}", stderr(&gone));
 }
 
 #[test]

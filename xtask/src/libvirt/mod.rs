@@ -41,7 +41,7 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) ->
         cmdline: spec.cmdline.clone(),
         rootfs: spec.rootfs.clone(),
         root_tag: ROOT_TAG.into(),
-        rw: spec.rw,
+        rw: spec.layer.is_some(),
         virtiofsd: tools.virtiofsd.clone(),
         console: match spec.console {
             Console::Log => ConsoleSink::File(paths.console_log()),
