@@ -1,7 +1,7 @@
 //! `cargo xtask check` end to end: real QEMU, virtiofsd, rootfs and kernel (`--kernel`, so
 //! nothing is built). Run through `cargo xtask test`, or with the XTASK_TEST_* variables set.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{code, fixture, processes_mentioning, run, run_dir_of, stderr, Fixture};
@@ -54,7 +54,7 @@ fn a_failing_command_is_bad() {
 }
 
 /// A check that must end within `limit`; returns its output.
-fn timed(cmd: &mut Command, limit: Duration) -> std::process::Output {
+fn within(cmd: &mut Command, limit: Duration) -> std::process::Output {
     let start = Instant::now();
     let out = run(cmd);
     assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
@@ -71,7 +71,7 @@ fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
         if let Some(a) = append {
             c.args(["--append", a]);
         }
-        let out = timed(c.args(["--", "true"]), Duration::from_secs(90));
+        let out = within(c.args(["--", "true"]), Duration::from_secs(90));
         let err = stderr(&out);
         assert_eq!(code(&out), 1, "--append {append:?}: {err}");
         assert!(err.contains("console: warning at line"), "{err}");
@@ -82,7 +82,7 @@ fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
 #[test]
 fn a_copy_of_a_warning_written_to_kmsg_is_good() {
     let f = fixture();
-    let out = timed(
+    let out = within(
         &mut check(&f, &tests::KMSG_COPY_OF_A_WARNING),
         Duration::from_secs(60),
     );
@@ -161,6 +161,94 @@ fn the_rootfs_is_read_only_by_default() {
     assert_eq!(digest(&usr), before, "the guest changed the shared rootfs");
 }
 
+/// `--rw` keeps the guest's writes in a layer on the host: a guest that breaks /usr/bin/gcc
+/// sees its change again in the next `--rw` run, while the rootfs, a read-only run and the
+/// build container's gcc stay as they were; `layer rm` removes it. Nothing is mounted on the
+/// host at any point (the overlay lives in virtiofsd's own mount namespace).
+#[test]
+fn a_guest_that_writes_gcc_with_rw_changes_only_its_layer() {
+    let f = fixture();
+    let layer = format!("e2e-{}", std::process::id());
+    let gcc = std::fs::canonicalize(f.state.join("rootfs/usr/bin/gcc")).unwrap();
+    let before = std::fs::read(&gcc).unwrap();
+    let start = Instant::now();
+    let out = run(&mut check(
+        &f,
+        &[
+            "--rw",
+            "--layer",
+            &layer,
+            "--",
+            "sh",
+            "-c",
+            "echo broken > /usr/bin/gcc",
+        ],
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&gcc).unwrap(),
+        before,
+        "the guest wrote into the rootfs"
+    );
+    assert!(
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(&layer),
+        "the layer's overlay is mounted on the host"
+    );
+    let again = run(&mut check(
+        &f,
+        &["--rw", "--layer", &layer, "--", "cat", "/usr/bin/gcc"],
+    ));
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(
+        tests::stdout(&again).trim(),
+        "broken",
+        "the layer did not keep the write"
+    );
+    let ro = run(&mut check(
+        &f,
+        &["--", "sh", "-c", "head -c 4 /usr/bin/gcc | tail -c 3"],
+    ));
+    assert_eq!(code(&ro), 0, "{}", stderr(&ro));
+    assert_eq!(
+        tests::stdout(&ro).trim(),
+        "ELF",
+        "a read-only run sees the layer"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(240),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // The build container's toolchain is the rootfs's own: gcc runs, and the key is the same.
+    let cc = run(f
+        .xtask()
+        .args(["setup-rootfs", "--shell", "--", "gcc", "--version"]));
+    assert_eq!(code(&cc), 0, "{}", stderr(&cc));
+    let build = run(f.xtask().arg("build"));
+    assert_eq!(code(&build), 0, "{}", stderr(&build));
+    assert!(
+        tests::stdout(&build).contains("no make run"),
+        "{}",
+        tests::stdout(&build)
+    );
+
+    let ls = run(f.xtask().args(["layer", "ls"]));
+    assert!(
+        tests::stdout(&ls).lines().any(|l| l.starts_with(&layer)),
+        "{}",
+        tests::stdout(&ls)
+    );
+    let rm = run(f.xtask().args(["layer", "rm", &layer]));
+    assert_eq!(code(&rm), 0, "{}", stderr(&rm));
+    assert!(!f.state.join("layers").join(&layer).exists());
+    let gone = run(f.xtask().args(["layer", "rm", &layer]));
+    assert_eq!(code(&gone), 128);
+    assert!(stderr(&gone).contains("no layer"), "{}", stderr(&gone));
+}
+
 #[test]
 fn ctrl_c_ends_the_vm_and_cleans_up() {
     let f = fixture();
@@ -230,7 +318,7 @@ fn a_script_runs_and_a_saved_run_is_judged_again() {
 // ---- Verdicts that match reality: the kernel's doing, or not (exit 128) ------------------
 
 /// A check run to its end: its output, how long it took and its run dir.
-fn timed(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
+fn run_to_end(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
     eprintln!("$ {cmd:?}");
     let start = Instant::now();
     let child = cmd
@@ -292,7 +380,7 @@ fn kill_run_process(run_dir: &Path, program: &str, signal: i32) {
 #[test]
 fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(
             &f,
@@ -314,7 +402,7 @@ fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
 #[test]
 fn a_command_the_guest_lacks_is_a_setup_fault() {
     let f = fixture();
-    let (out, took, run_dir) = timed(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
+    let (out, took, run_dir) = run_to_end(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
     assert_eq!(code(&out), 128);
     assert!(took < Duration::from_secs(45), "{took:?}");
     assert!(
@@ -335,7 +423,7 @@ fn a_failed_script_upload_is_a_setup_fault() {
     let mut text = b"#!/bin/sh\nexit 0\n".to_vec();
     text.resize(70_000_000, b'#');
     std::fs::write(&script, text).unwrap();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         check(&f, &["--memory", "128M", "--script"]).arg(&script),
     );
@@ -362,7 +450,7 @@ fn qemu_exiting_at_start_is_a_setup_fault_with_its_words() {
         .arg("--kernel")
         .arg(&bogus)
         .args(["--", "true"]);
-    let (out, took, run_dir) = timed(&f, &mut c);
+    let (out, took, run_dir) = run_to_end(&f, &mut c);
     assert_eq!(code(&out), 128);
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(
@@ -485,7 +573,7 @@ fn a_qemu_terminated_twice_is_an_infrastructure_fault() {
 #[test]
 fn a_panic_after_the_agent_answered_is_bad_and_named() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(
             &f,
@@ -516,7 +604,7 @@ fn a_panic_after_the_agent_answered_is_bad_and_named() {
 #[test]
 fn a_command_past_its_timeout_is_bad_at_the_timeout() {
     let f = fixture();
-    let (out, took, run_dir) = timed(
+    let (out, took, run_dir) = run_to_end(
         &f,
         &mut check(&f, &["--timeout", "5s", "--", "sleep", "600"]),
     );
@@ -526,6 +614,36 @@ fn a_command_past_its_timeout_is_bad_at_the_timeout() {
         stderr(&out).contains("the command timed out"),
         "{}",
         stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// The agent channel breaking mid-command (here the command kills qemu-ga; the one init
+/// restarts knows nothing of the command): an agent fault, retried, then 128, not a timeout.
+#[test]
+fn the_agent_failing_mid_command_is_an_infrastructure_fault() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        &mut check(
+            &f,
+            &[
+                "--timeout",
+                "120s",
+                "--",
+                "sh",
+                "-c",
+                "sleep 1; kill $(pidof qemu-ga); sleep 8",
+            ],
+        ),
+    );
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    let err = stderr(&out);
+    assert!(err.contains("running it once more"), "{err}");
+    assert!(
+        err.contains("verdict: abort (exit 128): the guest agent failed: waiting for the command"),
+        "{err}"
     );
     assert_nothing_left(&run_dir);
 }
