@@ -1,9 +1,10 @@
-//! Faults around `build` and the cache, end to end on the real tree, rootfs and container:
-//! each asserts the exit code, a time bound, the reason named, and that nothing is left.
+//! Faults around `build`, the cache and the KVM probe, end to end on the real tree, rootfs,
+//! container and QEMU: each asserts the exit code, a time bound, the reason named, and that
+//! nothing is left.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tests::builds::{build, entry_of, unique, Restore, EDITED};
+use tests::builds::{build, command_log, entry_of, unique, Restore, EDITED};
 use tests::{code, fixture, run, stderr, stdout};
 
 /// A working state of the fixture tree that is in no cache entry yet: a one-file change
@@ -213,4 +214,266 @@ fn a_full_disk_is_128_naming_it_and_not_cached() {
     assert!(err.contains("nothing was cached"), "{err}");
     assert!(took < Duration::from_secs(180), "{took:?}");
     assert_eq!(cache_counts(&state), (0, 0));
+}
+
+/// The pids of processes whose command line contains every one of `words` (as whole
+/// arguments) and whose parent is `parent`.
+fn children_with(parent: u32, words: &[&str]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // The parent is the second field after the command's closing parenthesis.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if words.iter().all(|w| args.iter().any(|a| a == w)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether a process is gone (or a zombie that nobody needs to end).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Moves the state's KVM answer away so that the next run probes, and puts it back after.
+struct NoKvmAnswer {
+    path: PathBuf,
+    saved: Option<Vec<u8>>,
+}
+
+impl NoKvmAnswer {
+    fn new(state: &Path) -> NoKvmAnswer {
+        let path = state.join("kvm-probe.json");
+        let saved = std::fs::read(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        NoKvmAnswer { path, saved }
+    }
+}
+
+impl Drop for NoKvmAnswer {
+    fn drop(&mut self) {
+        match &self.saved {
+            Some(d) => std::fs::write(&self.path, d).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// The probe's private directories in the state dir.
+fn probe_dirs(state: &Path) -> usize {
+    std::fs::read_dir(state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kvm-probe."))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .count()
+}
+
+#[test]
+fn a_garbage_kernel_never_makes_the_probe_call_kvm_unusable() {
+    let f = fixture();
+    let _answer = NoKvmAnswer::new(&f.state);
+    let garbage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(garbage.path(), vec![0x5a; 1 << 20]).unwrap();
+    let start = Instant::now();
+    let out = run(f
+        .xtask()
+        .arg("check")
+        .arg("--kernel")
+        .arg(garbage.path())
+        .args(["--boot-timeout", "5s", "--", "true"]));
+    let took = start.elapsed();
+    assert_ne!(code(&out), 0);
+    assert!(took < Duration::from_secs(120), "{took:?}");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.state.join("kvm-probe.json")).unwrap()).unwrap();
+    assert_eq!(answer["method"], "firmware", "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("proves nothing"),
+        "{answer}"
+    );
+    assert_eq!(probe_dirs(&f.state), 0);
+}
+
+#[test]
+fn the_kvm_probe_ends_with_its_run_on_ctrl_c_and_on_sigkill() {
+    let f = fixture();
+    let _answer = NoKvmAnswer::new(&f.state);
+    for signal in [libc::SIGINT, libc::SIGKILL] {
+        let mut child = f
+            .xtask()
+            .arg("check")
+            .arg("--kernel")
+            .arg(&f.kernel)
+            .args(["--", "true"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut qemu = Vec::new();
+        wait_until(Duration::from_secs(30), "the probe's QEMU", || {
+            qemu = children_with(pid, &["-accel", "kvm", "-no-reboot"]);
+            !qemu.is_empty()
+        });
+        let sent = Instant::now();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, signal) };
+        let status = child.wait().unwrap();
+        let took = sent.elapsed();
+        let err = {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut s);
+            s
+        };
+        if signal == libc::SIGINT {
+            assert_eq!(status.code(), Some(130), "{err}");
+            assert!(err.contains("interrupted"), "{err}");
+            assert!(took < Duration::from_secs(5), "{took:?}");
+            assert_eq!(probe_dirs(&f.state), 0);
+        }
+        wait_until(Duration::from_secs(3), "the probe's QEMU ends", || {
+            qemu.iter().all(|p| gone(*p))
+        });
+    }
+    // What the SIGKILL left (the probe's private directory) goes with the next probe.
+    let out = run(f
+        .xtask()
+        .arg("check")
+        .arg("--kernel")
+        .arg(&f.kernel)
+        .args(["--", "true"]));
+    assert_eq!(code(&out), 0);
+    assert_eq!(probe_dirs(&f.state), 0);
+}
+
+/// Every process below `pid`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if let Some(pp) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parents.push((p, pp));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
+#[test]
+fn sigkill_mid_build_leaves_no_make_behind_and_the_next_build_works() {
+    let f = fixture();
+    let mut restore = Restore::new();
+    fresh_change(&mut restore, &f.tree);
+    let mut child = f
+        .xtask()
+        .arg("build")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut below = Vec::new();
+    wait_until(
+        Duration::from_secs(120),
+        "make runs in the container",
+        || {
+            below = descendants(pid);
+            command_log(&f.state, pid).contains(" bzImage")
+                && below
+                    .iter()
+                    .any(|p| cmdline(*p).starts_with("make -C /src O=/build"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let below = descendants(pid);
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "nspawn, make and the compilers end",
+        || below.iter().all(|p| gone(*p)),
+    );
+    eprintln!(
+        "all {} processes of the build ended {:?} after SIGKILL",
+        below.len(),
+        sent.elapsed()
+    );
+    // The next build takes the build dir at once (no make of the dead run holds or writes
+    // it) and publishes.
+    let next = build(&f, &[]);
+    assert_eq!(code(&next.out), 0);
+    assert!(
+        !stderr(&next.out).contains("waiting for"),
+        "{}",
+        stderr(&next.out)
+    );
+    assert!(
+        stdout(&next.out).contains("built:"),
+        "{}",
+        stdout(&next.out)
+    );
+    assert!(next.took < Duration::from_secs(240), "{:?}", next.took);
+    assert_eq!(cache_counts(&f.state).1, 0);
+    drop(restore);
 }

@@ -43,6 +43,8 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Inspect and trim the build cache
     Cache(CacheArgs),
+    /// List and remove the persistent layers that `--rw` writes the guest's changes into
+    Layer(LayerArgs),
     /// Measure against baselines run in the same invocation
     Bench(BenchArgs),
     /// Install what the tests need and run the whole test suite
@@ -210,9 +212,13 @@ pub struct VmArgs {
     /// Extra kernel command line arguments
     #[arg(long, value_name = "ARGS")]
     pub append: Option<String>,
-    /// Let the guest write through to the rootfs (default: read-only root with a tmpfs overlay)
+    /// Keep the guest's writes in a persistent layer on the host, never in the rootfs
+    /// (default: read-only root with a tmpfs overlay, nothing kept)
     #[arg(long)]
     pub rw: bool,
+    /// The layer --rw writes into [default: default]
+    #[arg(long, value_name = "NAME", requires = "rw")]
+    pub layer: Option<String>,
     /// Guest init [default: fast for check and bisect, systemd for boot]
     #[arg(long, value_enum)]
     pub init: Option<InitMode>,
@@ -352,6 +358,23 @@ pub enum CacheAction {
         /// Largest total size to keep, for example 20G (0 empties the cache)
         #[arg(long, value_name = "SIZE", value_parser = Size::parse)]
         max_size: Size,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LayerArgs {
+    #[command(subcommand)]
+    pub action: LayerAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LayerAction {
+    /// List the layers with their sizes
+    Ls,
+    /// Remove a layer (the guest's writes in it are lost)
+    Rm {
+        /// The layer's name
+        name: String,
     },
 }
 

@@ -120,6 +120,15 @@ impl Container {
         a
     }
 
+    /// A `Command` for `argv` inside the container that ends when this process does, even by
+    /// SIGKILL: its stdin is a pipe, so the caller must keep the child's stdin open until the
+    /// child has exited (dropping it ends the command).
+    pub fn tied_command<S: AsRef<str>>(&self, argv: &[S]) -> Result<Command> {
+        let mut c = self.command(&tied(argv))?;
+        c.stdin(std::process::Stdio::piped());
+        Ok(c)
+    }
+
     /// A ready-to-run `Command` for `argv` inside the container.
     pub fn command<S: AsRef<str>>(&self, argv: &[S]) -> Result<Command> {
         let nspawn = tools::find(&tools::NSPAWN)?;
@@ -129,6 +138,21 @@ impl Container {
         c.args(argv.iter().map(|s| s.as_ref()));
         Ok(c)
     }
+}
+
+/// The shell that runs a payload so that it ends with us. systemd-nspawn has no
+/// die-with-parent: SIGKILLed, it leaves the container and its payload running (systemd 252,
+/// tried here; `--kill-signal` only applies when nspawn ends in order). So the payload's stdin
+/// is a pipe whose other end only we hold: when we die, a watcher reads EOF and kills the
+/// shell, PID 2; nspawn's stub init then exits and the kernel ends every process in the
+/// container. The payload itself gets /dev/null, and its exit status is the shell's.
+const TIED: &str =
+    r#"exec 3<&0 </dev/null; "$@" & child=$!; { read -r _ <&3; kill -KILL $$; } & wait "$child""#;
+
+fn tied<S: AsRef<str>>(argv: &[S]) -> Vec<String> {
+    let mut a = vec!["sh".to_string(), "-c".into(), TIED.into(), "sh".into()];
+    a.extend(argv.iter().map(|s| s.as_ref().to_string()));
+    a
 }
 
 #[cfg(test)]
@@ -153,5 +177,33 @@ mod tests {
         let a = c.clone().writable().args(true);
         assert!(!a.contains(&"--register=no".to_string()));
         assert!(!a.contains(&"--read-only".to_string()));
+    }
+
+    #[test]
+    fn a_tied_payload_ends_with_its_stdin_and_keeps_its_status() {
+        use std::io::Write;
+        use std::process::Stdio;
+        let run = |script: &str| {
+            let argv = tied(&["sh", "-c", script]);
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        // The status comes through while we hold the pipe.
+        let mut child = run("echo hi; exit 3");
+        let stdin = child.stdin.take();
+        let status = child.wait().unwrap();
+        drop(stdin);
+        assert_eq!(status.code(), Some(3));
+        // The pipe closed (as when we die): the shell is killed at once.
+        let mut child = run("sleep 30");
+        let start = std::time::Instant::now();
+        child.stdin.take().unwrap().write_all(b"").unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 }

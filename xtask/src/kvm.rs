@@ -4,6 +4,7 @@
 
 use crate::cli::Accel;
 use crate::cmd::{self, CommandExt};
+use crate::lock::FileLock;
 use crate::state::StateDir;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long guest code gets to show it runs under KVM; a working KVM needs well under a second.
 /// How long guest code gets to show it runs under KVM. Under a working KVM a trimmed kernel
 /// reaches its first panic in well under a second (under TCG it takes ~5 s).
 const PROBE_DEADLINE: Duration = Duration::from_secs(6);
@@ -50,16 +50,27 @@ pub fn probe(
         .map(Path::to_path_buf)
         .or_else(|| newest_cached_kernel(state));
     let kernel = kernel.as_deref();
-    if !reprobe {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(p) = serde_json::from_str::<KvmProbe>(&text) {
-                let trusted = p.method == "kernel" || !p.usable || kernel.is_none();
-                if p.boot_id == id && trusted {
-                    return Ok(p);
-                }
-            }
-        }
+    let cached = || -> Option<KvmProbe> {
+        let p: KvmProbe = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+        // Only a kernel's answer is trusted when a kernel is at hand: firmware can run under
+        // a KVM that hangs Linux, and a firmware "unusable" may be a fluke.
+        let trusted = p.method == "kernel" || kernel.is_none();
+        (p.boot_id == id && trusted).then_some(p)
+    };
+    if let Some(p) = cached().filter(|_| !reprobe) {
+        return Ok(p);
     }
+    // One probe at a time; whoever waited may find the answer made meanwhile.
+    let _lock = FileLock::acquire(
+        &state.root.join("kvm-probe.lock"),
+        "another run's KVM probe",
+        PROBE_LOCK_WAIT,
+    )?;
+    if let Some(p) = cached().filter(|_| !reprobe) {
+        return Ok(p);
+    }
+    // Holding the lock, any probe directory is a killed probe's.
+    sweep_probe_dirs(state);
     let (usable, method, detail) = run_probe(qemu, state, kernel)?;
     let p = KvmProbe {
         boot_id: id,
@@ -67,10 +78,32 @@ pub fn probe(
         method: method.into(),
         detail,
     };
-    let _ = std::fs::create_dir_all(&state.root);
-    let _ = std::fs::write(&path, serde_json::to_string_pretty(&p)?);
+    // Replaced, never written through: the answer is a file of our own.
+    crate::trim::write_atomically(&path, &serde_json::to_string_pretty(&p)?)?;
     Ok(p)
 }
+
+/// How long a run waits for another run's probe: longer than the slowest probe (KVM, TCG and
+/// firmware in turn).
+const PROBE_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Removes what killed probes left: their private directories.
+fn sweep_probe_dirs(state: &StateDir) {
+    let Ok(dir) = std::fs::read_dir(&state.root) else {
+        return;
+    };
+    for e in dir.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with(PROBE_DIR_PREFIX)
+            && e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The prefix of a probe's private directory in the state dir.
+const PROBE_DIR_PREFIX: &str = "kvm-probe.";
 
 /// The most recently built kernel in the cache, to probe with when none is given.
 fn newest_cached_kernel(state: &StateDir) -> Option<std::path::PathBuf> {
@@ -95,19 +128,44 @@ pub fn judge_probe_log(log: &str, method: &str) -> bool {
     }
 }
 
-/// Runs guest code under `-accel kvm` with its output in a file and waits for it to get
-/// through: a Linux kernel to its first panic (no root device), or else the firmware to the
-/// end of POST. A hanging KVM never gets there.
+/// How long a kernel gets under TCG to show that it boots at all, when it made no progress
+/// under KVM: a trimmed kernel reaches its panic in about 5 s here.
+const TCG_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What the guest code is.
+#[derive(Clone, Copy)]
+enum Guest<'a> {
+    Kernel(&'a Path),
+    Firmware,
+}
+
+impl Guest<'_> {
+    fn method(&self) -> &'static str {
+        match self {
+            Guest::Kernel(_) => "kernel",
+            Guest::Firmware => "firmware",
+        }
+    }
+}
+
+/// How one probe boot went.
+enum Boot {
+    /// The guest code got where it should, in this long.
+    Reached(Duration),
+    /// It did not: why, in a few words.
+    Failed(String),
+}
+
+/// Runs guest code under `-accel kvm`: a Linux kernel to its first panic (no root device), or
+/// else the firmware to the end of POST. A hanging KVM never gets there. Only a kernel that
+/// boots under TCG may prove KVM unusable: one that does not (a garbage `--kernel`) proves
+/// nothing, and the firmware answers instead.
 fn run_probe(
     qemu: &Path,
     state: &StateDir,
     kernel: Option<&Path>,
 ) -> Result<(bool, &'static str, String)> {
-    let method = if kernel.is_some() {
-        "kernel"
-    } else {
-        "firmware"
-    };
+    let guest = kernel.map_or(Guest::Firmware, Guest::Kernel);
     let Ok(kvm) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -115,20 +173,79 @@ fn run_probe(
     else {
         return Ok((
             false,
-            method,
+            guest.method(),
             "/dev/kvm cannot be opened (no KVM, or no permission: join the kvm group)".into(),
         ));
     };
     drop(kvm);
     std::fs::create_dir_all(&state.root)?;
     let dir = tempfile::Builder::new()
-        .prefix("kvm-probe")
+        .prefix(PROBE_DIR_PREFIX)
         .tempdir_in(&state.root)?;
-    let log = dir.path().join("probe.log");
+    let what = |g: Guest| match g {
+        Guest::Kernel(_) => "a Linux kernel booted",
+        Guest::Firmware => "guest firmware ran (no kernel to try yet)",
+    };
+    let kvm_boot = boot(qemu, dir.path(), "kvm", guest, PROBE_DEADLINE)?;
+    let (kernel, failed) = match (kvm_boot, guest) {
+        (Boot::Reached(t), g) => {
+            let detail = format!("{} under KVM in {:.2}s", what(g), t.as_secs_f64());
+            return Ok((true, g.method(), detail));
+        }
+        (Boot::Failed(why), Guest::Firmware) => return Ok((false, "firmware", why)),
+        (Boot::Failed(why), Guest::Kernel(k)) => (k, why),
+    };
+    match boot(qemu, dir.path(), "tcg", guest, TCG_DEADLINE)? {
+        Boot::Reached(t) => Ok((
+            false,
+            "kernel",
+            format!(
+                "{failed}, while the same kernel boots under TCG in {:.1}s",
+                t.as_secs_f64()
+            ),
+        )),
+        Boot::Failed(why) => {
+            let firmware = boot(qemu, dir.path(), "kvm", Guest::Firmware, PROBE_DEADLINE)?;
+            let (usable, detail) = match firmware {
+                Boot::Reached(t) => (
+                    true,
+                    format!(
+                        "{} under KVM in {:.2}s",
+                        what(Guest::Firmware),
+                        t.as_secs_f64()
+                    ),
+                ),
+                Boot::Failed(w) => (false, w),
+            };
+            Ok((
+                usable,
+                "firmware",
+                format!(
+                    "{detail}; the kernel {} proves nothing: it does not boot under TCG either ({why})",
+                    kernel.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// QEMU of a probe: ended when dropped (Ctrl-C, an error) and killed with us.
+struct ProbeQemu(std::process::Child);
+
+impl Drop for ProbeQemu {
+    fn drop(&mut self) {
+        cmd::terminate(&mut self.0, Duration::from_millis(500));
+    }
+}
+
+/// One probe boot of `guest` under `accel`, its output in a file in `dir`, for at most
+/// `deadline`.
+fn boot(qemu: &Path, dir: &Path, accel: &str, guest: Guest, deadline: Duration) -> Result<Boot> {
+    let log = dir.join(format!("probe-{accel}-{}.log", guest.method()));
     let mut c = Command::new(qemu);
     c.args([
         "-accel",
-        "kvm",
+        accel,
         "-M",
         "q35",
         "-m",
@@ -139,8 +256,8 @@ fn run_probe(
         "none",
         "-no-reboot",
     ]);
-    match kernel {
-        Some(k) => {
+    match guest {
+        Guest::Kernel(k) => {
             // The serial console shows how far the kernel got; panic=-1 with -no-reboot
             // ends QEMU at the panic that a missing root device causes.
             c.arg("-serial").arg(format!("file:{}", log.display()));
@@ -149,47 +266,40 @@ fn run_probe(
                 "console=ttyS0 panic=-1 root=/dev/xtask-probe-none",
             ]);
         }
-        None => {
+        Guest::Firmware => {
             // SeaBIOS writes its log to I/O port 0x402; the debugcon device makes it a file.
             c.arg("-debugcon").arg(format!("file:{}", log.display()));
             c.args(["-global", "isa-debugcon.iobase=0x402"]);
         }
     }
     c.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut child = c.spawn_logged()?;
+    let mut vm = ProbeQemu(c.die_with_us().spawn_logged()?);
     let start = Instant::now();
-    let mut answer = (
-        false,
-        format!(
-            "guest code under KVM made no progress within {}s",
-            PROBE_DEADLINE.as_secs()
-        ),
-    );
-    while start.elapsed() < PROBE_DEADLINE {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if judge_probe_log(&text, method) {
-            let what = if method == "kernel" {
-                "a Linux kernel booted"
-            } else {
-                "guest firmware ran (no kernel to try yet)"
-            };
-            answer = (
-                true,
-                format!("{what} under KVM in {:.2}s", start.elapsed().as_secs_f64()),
-            );
-            break;
+    let reached = || {
+        judge_probe_log(
+            &std::fs::read_to_string(&log).unwrap_or_default(),
+            guest.method(),
+        )
+    };
+    while start.elapsed() < deadline {
+        if reached() {
+            return Ok(Boot::Reached(start.elapsed()));
         }
-        if let Ok(Some(st)) = child.try_wait() {
-            if judge_probe_log(&std::fs::read_to_string(&log).unwrap_or_default(), method) {
-                continue;
+        if let Ok(Some(st)) = vm.0.try_wait() {
+            if reached() {
+                return Ok(Boot::Reached(start.elapsed()));
             }
-            answer = (false, format!("QEMU with -accel kvm exited early ({st})"));
-            break;
+            return Ok(Boot::Failed(format!(
+                "QEMU with -accel {accel} exited early ({st})"
+            )));
         }
         crate::signals::sleep(Duration::from_millis(20))?;
     }
-    cmd::terminate(&mut child, Duration::from_millis(500));
-    Ok((answer.0, method, answer.1))
+    Ok(Boot::Failed(format!(
+        "guest code under {} made no progress within {}s",
+        accel.to_uppercase(),
+        deadline.as_secs()
+    )))
 }
 
 static SAID: AtomicBool = AtomicBool::new(false);

@@ -101,13 +101,14 @@ impl Runner {
                 for (k, v) in &self.env {
                     c = c.env(k, v);
                 }
-                c.command(argv)?
+                // Tied: a make that outlived a killed run would race the next build.
+                c.tied_command(argv)?
             }
             Place::Host { build_dir } => {
                 let mut c = Command::new(&argv[0]);
                 c.args(&argv[1..])
                     .envs(self.env.iter().map(|(k, v)| (k, v)));
-                c.current_dir(build_dir);
+                c.current_dir(build_dir).stdin(Stdio::null());
                 c
             }
         })
@@ -127,11 +128,11 @@ impl Runner {
             writeln!(log, "### {label}: {}", argv.join(" "))?;
             log.metadata()?.len()
         };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let start = Instant::now();
         let mut child = cmd.spawn_logged()?;
+        // A tied command's stdin: held until it ends.
+        let _tie = child.stdin.take();
         let readers: Vec<_> = [
             child
                 .stdout

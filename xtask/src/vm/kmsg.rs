@@ -47,7 +47,7 @@ pub const READ_ARGV: [&str; 3] = [
 /// Reads the guest's kernel log through the agent.
 pub fn read(agent: &mut Agent, deadline: Instant, watch: qga::Watch) -> Result<String> {
     let argv: Vec<String> = READ_ARGV.iter().map(|s| s.to_string()).collect();
-    let pid = agent.exec(&argv, deadline, watch)?;
+    let pid = agent.exec(&argv, false, deadline, watch)?;
     agent.wait_exec(pid, deadline, watch)?;
     let (dump, _) = agent.read_file(DUMP_PATH, MAX_DUMP, deadline, watch)?;
     Ok(String::from_utf8_lossy(&dump).into_owned())

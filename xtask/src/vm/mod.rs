@@ -124,9 +124,16 @@ pub fn prepare(
         Launcher::Libvirt { .. } => Machine::Q35,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let layer = match &opts.layer {
+        Some(_) if tools.launcher != Launcher::Qemu => bail!(
+            "--rw needs the QEMU backend: libvirt starts a virtiofsd of its own, which cannot serve a layer"
+        ),
+        Some(name) => Some(crate::layer::hold(&ctx.state, name)?),
+        None => None,
+    };
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
         init: opts.init,
-        rw: opts.rw,
+        rw: layer.is_some(),
         machine,
         tsc_khz: spec::tsc_khz_from_cpuinfo(&cpuinfo),
         shell: console == Console::Interactive,
@@ -141,7 +148,7 @@ pub fn prepare(
         accel,
         machine,
         rootfs: rootfs(ctx)?,
-        rw: opts.rw,
+        layer,
         init: opts.init,
         console,
         boot_timeout: opts.boot_timeout,
@@ -427,7 +434,12 @@ impl BootCmd {
                             r.judgement.reason,
                             r.console_log.display()
                         );
-                        verdict::Verdict::Skip.exit_code()
+                        // Not the kernel's doing (the guest lacks sh, virtiofsd died): 128.
+                        match r.judgement.verdict {
+                            verdict::Verdict::Abort => verdict::Verdict::Abort,
+                            _ => verdict::Verdict::Skip,
+                        }
+                        .exit_code()
                     }
                 })
             }

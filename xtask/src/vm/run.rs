@@ -141,10 +141,18 @@ impl Vm {
         let root = unsafe { libc::geteuid() } == 0;
         let rootfs = std::fs::canonicalize(&spec.rootfs)
             .with_context(|| format!("rootfs {}", spec.rootfs.display()))?;
+        let merged = paths.dir.join("layer-root");
+        if spec.layer.is_some() {
+            std::fs::create_dir_all(&merged)
+                .with_context(|| format!("creating {}", merged.display()))?;
+        }
         let share = ShareInput {
             shared_dir: &rootfs,
             socket: &paths.virtiofs_socket(),
-            readonly: !spec.rw,
+            layer: spec.layer.as_ref().map(|dirs| virtiofsd::Layered {
+                dirs,
+                merged: &merged,
+            }),
             root,
         };
         let mut vfs = virtiofsd::start(&tools.virtiofsd, &share, &paths.virtiofsd_log())?;

@@ -38,8 +38,9 @@ pub struct VmSpec {
     pub machine: Machine,
     /// The directory shared as the guest's root.
     pub rootfs: PathBuf,
-    /// Share the rootfs writable (`--rw`); else read-only on both sides.
-    pub rw: bool,
+    /// `--rw`: the guest writes into this layer, an overlay over the rootfs that virtiofsd
+    /// serves; else the share is read-only on both sides.
+    pub layer: Option<crate::layer::LayerDirs>,
     pub init: InitMode,
     pub console: Console,
     /// Until the guest agent answers.
