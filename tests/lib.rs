@@ -127,10 +127,10 @@ pub fn start_until_agent_up(cmd: &mut Command) -> Running {
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
     loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("xtask ended before the agent was up:\n{seen}"))
-            .unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            let status = child.wait();
+            panic!("xtask ended ({status:?}) before the agent was up:\n{seen}");
+        };
         seen += &line;
         seen.push('\n');
         if line.contains("guest agent up") {
@@ -140,6 +140,40 @@ pub fn start_until_agent_up(cmd: &mut Command) -> Running {
 }
 
 impl Running {
+    /// Reads stderr until a line containing `needle`; panics when xtask ends first.
+    pub fn wait_for(&mut self, needle: &str) {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            self.seen += &line;
+            self.seen.push('\n');
+            if line.contains(needle) {
+                return;
+            }
+        }
+        panic!("xtask ended before {needle:?}:\n{}", self.seen);
+    }
+
+    /// Waits for the exit (at most `limit`); returns the status and all of stderr.
+    pub fn finish(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let end = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() >= end {
+                let _ = self.child.kill();
+                panic!("still running after {limit:?}:\n{}", self.seen);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        for line in self.lines.map_while(Result::ok) {
+            self.seen += &line;
+            self.seen.push('\n');
+        }
+        eprintln!("{}", self.seen);
+        (status, self.seen)
+    }
+
     /// Sends SIGINT, as Ctrl-C would, and waits at most `limit` for the exit; returns the
     /// status and how long the exit took.
     pub fn interrupt(

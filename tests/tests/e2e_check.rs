@@ -1,7 +1,7 @@
 //! `cargo xtask check` end to end: real QEMU, virtiofsd, rootfs and kernel (`--kernel`, so
 //! nothing is built). Run through `cargo xtask test`, or with the XTASK_TEST_* variables set.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{code, fixture, processes_mentioning, run, run_dir_of, stderr, Fixture};
@@ -54,7 +54,7 @@ fn a_failing_command_is_bad() {
 }
 
 /// A check that must end within `limit`; returns its output.
-fn timed(cmd: &mut Command, limit: Duration) -> std::process::Output {
+fn within(cmd: &mut Command, limit: Duration) -> std::process::Output {
     let start = Instant::now();
     let out = run(cmd);
     assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
@@ -71,7 +71,7 @@ fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
         if let Some(a) = append {
             c.args(["--append", a]);
         }
-        let out = timed(c.args(["--", "true"]), Duration::from_secs(90));
+        let out = within(c.args(["--", "true"]), Duration::from_secs(90));
         let err = stderr(&out);
         assert_eq!(code(&out), 1, "--append {append:?}: {err}");
         assert!(err.contains("console: warning at line"), "{err}");
@@ -82,7 +82,7 @@ fn a_real_kernel_warning_is_bad_and_quiet_cannot_hide_it() {
 #[test]
 fn a_copy_of_a_warning_written_to_kmsg_is_good() {
     let f = fixture();
-    let out = timed(
+    let out = within(
         &mut check(&f, &tests::KMSG_COPY_OF_A_WARNING),
         Duration::from_secs(60),
     );
@@ -161,6 +161,94 @@ fn the_rootfs_is_read_only_by_default() {
     assert_eq!(digest(&usr), before, "the guest changed the shared rootfs");
 }
 
+/// `--rw` keeps the guest's writes in a layer on the host: a guest that breaks /usr/bin/gcc
+/// sees its change again in the next `--rw` run, while the rootfs, a read-only run and the
+/// build container's gcc stay as they were; `layer rm` removes it. Nothing is mounted on the
+/// host at any point (the overlay lives in virtiofsd's own mount namespace).
+#[test]
+fn a_guest_that_writes_gcc_with_rw_changes_only_its_layer() {
+    let f = fixture();
+    let layer = format!("e2e-{}", std::process::id());
+    let gcc = std::fs::canonicalize(f.state.join("rootfs/usr/bin/gcc")).unwrap();
+    let before = std::fs::read(&gcc).unwrap();
+    let start = Instant::now();
+    let out = run(&mut check(
+        &f,
+        &[
+            "--rw",
+            "--layer",
+            &layer,
+            "--",
+            "sh",
+            "-c",
+            "echo broken > /usr/bin/gcc",
+        ],
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&gcc).unwrap(),
+        before,
+        "the guest wrote into the rootfs"
+    );
+    assert!(
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(&layer),
+        "the layer's overlay is mounted on the host"
+    );
+    let again = run(&mut check(
+        &f,
+        &["--rw", "--layer", &layer, "--", "cat", "/usr/bin/gcc"],
+    ));
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(
+        tests::stdout(&again).trim(),
+        "broken",
+        "the layer did not keep the write"
+    );
+    let ro = run(&mut check(
+        &f,
+        &["--", "sh", "-c", "head -c 4 /usr/bin/gcc | tail -c 3"],
+    ));
+    assert_eq!(code(&ro), 0, "{}", stderr(&ro));
+    assert_eq!(
+        tests::stdout(&ro).trim(),
+        "ELF",
+        "a read-only run sees the layer"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(240),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // The build container's toolchain is the rootfs's own: gcc runs, and the key is the same.
+    let cc = run(f
+        .xtask()
+        .args(["setup-rootfs", "--shell", "--", "gcc", "--version"]));
+    assert_eq!(code(&cc), 0, "{}", stderr(&cc));
+    let build = run(f.xtask().arg("build"));
+    assert_eq!(code(&build), 0, "{}", stderr(&build));
+    assert!(
+        tests::stdout(&build).contains("no make run"),
+        "{}",
+        tests::stdout(&build)
+    );
+
+    let ls = run(f.xtask().args(["layer", "ls"]));
+    assert!(
+        tests::stdout(&ls).lines().any(|l| l.starts_with(&layer)),
+        "{}",
+        tests::stdout(&ls)
+    );
+    let rm = run(f.xtask().args(["layer", "rm", &layer]));
+    assert_eq!(code(&rm), 0, "{}", stderr(&rm));
+    assert!(!f.state.join("layers").join(&layer).exists());
+    let gone = run(f.xtask().args(["layer", "rm", &layer]));
+    assert_eq!(code(&gone), 128);
+    assert!(stderr(&gone).contains("no layer"), "{}", stderr(&gone));
+}
+
 #[test]
 fn ctrl_c_ends_the_vm_and_cleans_up() {
     let f = fixture();
@@ -225,4 +313,337 @@ fn a_script_runs_and_a_saved_run_is_judged_again() {
         again(&["--bad-if-console", "xtask-init: fast mode ready"]),
         1
     );
+}
+
+// ---- Verdicts that match reality: the kernel's doing, or not (exit 128) ------------------
+
+/// A check run to its end: its output, how long it took and its run dir.
+fn run_to_end(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
+    eprintln!("$ {cmd:?}");
+    let start = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}--- {} after {took:?}",
+        tests::stdout(&out),
+        stderr(&out),
+        out.status
+    );
+    (out, took, run_dir_of(f, pid))
+}
+
+/// No QEMU or virtiofsd of the run is left, and none of its sockets.
+fn assert_nothing_left(run_dir: &Path) {
+    assert_eq!(
+        processes_mentioning(&run_dir.to_string_lossy()),
+        Vec::<String>::new()
+    );
+    for s in ["qga.sock", "qmp.sock", "virtiofs.sock", "virtiofs.sock.pid"] {
+        assert!(!run_dir.join(s).exists(), "{s} left behind");
+    }
+}
+
+/// Sends `signal` to the run's process whose command line starts with `program`.
+fn kill_run_process(run_dir: &Path, program: &str, signal: i32) {
+    let pid = match program {
+        // virtiofsd writes its pid beside its socket.
+        "virtiofsd" => std::fs::read_to_string(run_dir.join("virtiofs.sock.pid"))
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap(),
+        _ => {
+            let out = Command::new("pgrep")
+                .arg("-f")
+                .arg(format!("^[^ ]*{program}.*{}", run_dir.display()))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .next()
+                .expect("the run's process")
+                .parse()
+                .unwrap()
+        }
+    };
+    eprintln!("killing {program} (pid {pid}) with signal {signal}");
+    // SAFETY: kill(2) on a pid we just looked up.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+#[test]
+fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        &mut check(
+            &f,
+            &["--", "sh", "-c", "sleep 600 & echo out; echo err >&2; true"],
+        ),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    assert!(
+        stderr(&out).contains("the command exited 0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tests::stdout(&out), "out\n");
+    assert!(stderr(&out).contains("err\n"));
+    assert_nothing_left(&run_dir);
+}
+
+#[test]
+fn a_command_the_guest_lacks_is_a_setup_fault() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    assert!(
+        stderr(&out).contains("the guest cannot run `no-such-cmd`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// The script goes to the guest's /run, a tmpfs of half the guest's memory: 70 MB do not
+/// fit in 64.
+#[test]
+fn a_failed_script_upload_is_a_setup_fault() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("big.sh");
+    let mut text = b"#!/bin/sh\nexit 0\n".to_vec();
+    text.resize(70_000_000, b'#');
+    std::fs::write(&script, text).unwrap();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        check(&f, &["--memory", "128M", "--script"]).arg(&script),
+    );
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(180), "{took:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("copying the script into the guest failed") && err.contains("No space left"),
+        "{err}"
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU refuses to start (here: a kernel file that is not a kernel): 128 with QEMU's words,
+/// not 125 (a kernel that did not boot) or 1.
+#[test]
+fn qemu_exiting_at_start_is_a_setup_fault_with_its_words() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bzImage");
+    std::fs::write(&bogus, vec![0x5a; 4096]).unwrap();
+    let mut c = f.xtask();
+    c.arg("check")
+        .arg("--kernel")
+        .arg(&bogus)
+        .args(["--", "true"]);
+    let (out, took, run_dir) = run_to_end(&f, &mut c);
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        stderr(&out).contains("QEMU exited at start (exit 1): qemu: invalid kernel header"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU splits option values at `,`: a state dir named with one must still work.
+#[test]
+fn a_state_dir_with_a_comma_works() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state,1");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::symlink(
+        std::fs::canonicalize(f.state.join("rootfs")).unwrap(),
+        state.join("rootfs"),
+    )
+    .unwrap();
+    let mut c = Command::new(&f.bin);
+    c.arg("--state-dir")
+        .arg(&state)
+        .args(["check", "--kernel"])
+        .arg(&f.kernel)
+        .args(["--", "true"]);
+    let start = Instant::now();
+    let out = run(&mut c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("the command exited 0"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// virtiofsd killed while the command runs: seen at once (not at the command's timeout),
+/// retried once, killed again: 128 naming virtiofsd.
+#[test]
+fn a_virtiofsd_killed_twice_is_an_infrastructure_fault() {
+    let f = fixture();
+    let start = Instant::now();
+    let mut running =
+        tests::start_until_agent_up(&mut check(&f, &["--timeout", "300s", "--", "sleep", "600"]));
+    let run_dir = run_dir_of(&f, running.child.id());
+    kill_run_process(&run_dir, "virtiofsd", libc::SIGKILL);
+    running.wait_for("running it once more");
+    running.wait_for("guest agent up");
+    kill_run_process(&run_dir, "virtiofsd", libc::SIGKILL);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(128));
+    assert!(
+        start.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("verdict: abort (exit 128): virtiofsd (the rootfs share) exited (killed by signal 9) while the VM ran"),
+        "{err}"
+    );
+    assert!(
+        run_dir.join("attempt-1/console.log").exists(),
+        "the first attempt's logs stay"
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU killed once while the command runs: retried, and the retry's verdict stands.
+#[test]
+fn a_qemu_killed_once_is_retried_and_the_retry_judges() {
+    let f = fixture();
+    let running = tests::start_until_agent_up(&mut check(&f, &["--", "sh", "-c", "sleep 3; true"]));
+    let run_dir = run_dir_of(&f, running.child.id());
+    kill_run_process(&run_dir, "qemu-system", libc::SIGKILL);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("not the kernel's fault: QEMU was killed by signal 9 from outside; running it once more"),
+        "{err}"
+    );
+    assert!(err.contains("verdict: good"), "{err}");
+    assert_nothing_left(&run_dir);
+}
+
+/// QEMU told to quit (SIGTERM) exits 0 like a guest that reset itself: its log tells them
+/// apart. Twice: 128.
+#[test]
+fn a_qemu_terminated_twice_is_an_infrastructure_fault() {
+    let f = fixture();
+    let start = Instant::now();
+    let mut running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let run_dir = run_dir_of(&f, running.child.id());
+    kill_run_process(&run_dir, "qemu-system", libc::SIGTERM);
+    running.wait_for("running it once more");
+    running.wait_for("guest agent up");
+    kill_run_process(&run_dir, "qemu-system", libc::SIGTERM);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(128));
+    assert!(
+        start.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("verdict: abort (exit 128): QEMU was told to quit from outside: qemu-system-x86_64: terminating on signal 15"),
+        "{err}"
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// The trimmed config has no MAGIC_SYSRQ: the command makes the kernel panic by running it
+/// out of memory with panic_on_oom set. Bad, found when QEMU goes (not at the timeout), named.
+#[test]
+fn a_panic_after_the_agent_answered_is_bad_and_named() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        &mut check(
+            &f,
+            &[
+                "--memory",
+                "128M",
+                "--timeout",
+                "300s",
+                "--",
+                "sh",
+                "-c",
+                "echo 1 >/proc/sys/vm/panic_on_oom && mount -o remount,size=100% /dev/shm && cat /dev/zero >/dev/shm/fill",
+            ],
+        ),
+    );
+    assert_eq!(code(&out), 1);
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    assert!(
+        stderr(&out).contains("verdict: bad (exit 1): console: panic at line")
+            && stderr(&out).contains("Kernel panic - not syncing: Out of memory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// One deadline for the whole command.
+#[test]
+fn a_command_past_its_timeout_is_bad_at_the_timeout() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        &mut check(&f, &["--timeout", "5s", "--", "sleep", "600"]),
+    );
+    assert_eq!(code(&out), 1);
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    assert!(
+        stderr(&out).contains("the command timed out"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&run_dir);
+}
+
+/// The agent channel breaking mid-command (here the command kills qemu-ga; the one init
+/// restarts knows nothing of the command): an agent fault, retried, then 128, not a timeout.
+#[test]
+fn the_agent_failing_mid_command_is_an_infrastructure_fault() {
+    let f = fixture();
+    let (out, took, run_dir) = run_to_end(
+        &f,
+        &mut check(
+            &f,
+            &[
+                "--timeout",
+                "120s",
+                "--",
+                "sh",
+                "-c",
+                "sleep 1; kill $(pidof qemu-ga); sleep 8",
+            ],
+        ),
+    );
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    let err = stderr(&out);
+    assert!(err.contains("running it once more"), "{err}");
+    assert!(
+        err.contains("verdict: abort (exit 128): the guest agent failed: waiting for the command"),
+        "{err}"
+    );
+    assert_nothing_left(&run_dir);
 }

@@ -152,6 +152,10 @@ fn a_value_out_of_range_is_128_naming_the_option_and_its_limit() {
             "--jobs 5000 is out of range: at most 1024",
         ),
         (
+            &["build", "--build-timeout", "8d"],
+            "--build-timeout 8d is out of range: at most 7d",
+        ),
+        (
             &["build", "--jobs", "0"],
             "--jobs 0 is out of range: at least 1",
         ),
@@ -493,4 +497,38 @@ fn quickstart_returns_the_checks_verdict() {
         Duration::from_secs(300),
     );
     assert!(stderr(&out).contains("panic"), "{}", stderr(&out));
+}
+
+/// quickstart passes every VM option it accepts on to its check: `--init systemd` and
+/// `--cpus 1` reach the boot (they used to be dropped without a word).
+#[test]
+fn quickstart_passes_its_vm_options_on_to_the_check() {
+    expect(
+        &mut xtask(&[
+            "quickstart",
+            "--init",
+            "systemd",
+            "--cpus",
+            "1",
+            "--shutdown-timeout",
+            "20s",
+        ]),
+        0,
+        &["systemd init, 1 vCPUs", "quickstart: good"],
+        Duration::from_secs(600),
+    );
+}
+
+/// `bisect --kernel` would boot one kernel at every step and name a culprit without testing
+/// any: the command line refuses it, saying why.
+#[test]
+fn bisect_refuses_kernel_saying_why() {
+    let f = fixture();
+    let kernel = f.kernel.to_string_lossy().into_owned();
+    expect(
+        &mut xtask(&["bisect", "base", "HEAD", "--kernel", &kernel]),
+        129,
+        &["bisect cannot take --kernel", "each step's own commit"],
+        QUICK,
+    );
 }

@@ -290,3 +290,123 @@ fn libvirt_an_unreadable_kernel_gets_one_clear_error() {
     );
     assert_no_domain_left();
 }
+
+/// Sends `signal` to the QEMU of the domain of the check with this pid.
+fn kill_domain_qemu(check_pid: u32, signal: i32) {
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(format!(
+            "^[^ ]*qemu-system.*guest=xtask-[^,]*-check-{check_pid},"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid: i32 = text
+        .lines()
+        .next()
+        .expect("the domain's QEMU")
+        .parse()
+        .unwrap();
+    eprintln!("killing the domain's QEMU (pid {pid}) with signal {signal}");
+    // SAFETY: kill(2) on a pid we just looked up.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// The domain's QEMU killed while the command runs: libvirt says "crashed"; seen at once,
+/// retried once, killed again: 128 naming it.
+#[test]
+fn libvirt_a_qemu_killed_twice_is_an_infrastructure_fault() {
+    let _one = serial();
+    let f = fixture();
+    let start = Instant::now();
+    let mut running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let pid = running.child.id();
+    kill_domain_qemu(pid, libc::SIGKILL);
+    running.wait_for("running it once more");
+    running.wait_for("guest agent up");
+    kill_domain_qemu(pid, libc::SIGKILL);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(128), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(240),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("verdict: abort (exit 128): the domain's QEMU died (libvirt: crashed)"),
+        "{err}"
+    );
+    assert_no_domain_left();
+}
+
+/// libvirtd restarting while the command runs: seen at once (the connection breaks), the
+/// old domain destroyed once libvirtd is back, the run retried on a new one.
+#[test]
+fn libvirt_a_libvirtd_restart_is_seen_and_retried() {
+    let _one = serial();
+    let f = fixture();
+    let mut running =
+        tests::start_until_agent_up(&mut check(&f, &["--", "sh", "-c", "sleep 5; true"]));
+    let out = Command::new("pgrep")
+        .args(["-x", "libvirtd"])
+        .output()
+        .unwrap();
+    let daemon: i32 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("a running libvirtd")
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on libvirtd's pid.
+    assert_eq!(unsafe { libc::kill(daemon, libc::SIGTERM) }, 0);
+    let gone = Instant::now() + Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{daemon}")).exists() && Instant::now() < gone {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Command::new("libvirtd")
+        .arg("-d")
+        .status()
+        .unwrap()
+        .success());
+    running.wait_for("running it once more");
+    let (status, err) = running.finish(Duration::from_secs(240));
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("not the kernel's fault: libvirt stopped answering about the domain"),
+        "{err}"
+    );
+    assert!(err.contains("verdict: good"), "{err}");
+    assert_no_domain_left();
+}
+
+/// A panic after the agent answered: libvirt ends the reset domain itself (SIGTERM from
+/// libvirtd), which is no fault of ours. Bad, named.
+#[test]
+fn libvirt_a_panic_after_the_agent_answered_is_bad_and_named() {
+    let start = Instant::now();
+    let out = verdict(
+        &[
+            "--memory",
+            "128M",
+            "--timeout",
+            "300s",
+            "--",
+            "sh",
+            "-c",
+            "echo 1 >/proc/sys/vm/panic_on_oom && mount -o remount,size=100% /dev/shm && cat /dev/zero >/dev/shm/fill",
+        ],
+        1,
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(180),
+        "{:?}",
+        start.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("verdict: bad (exit 1): console: panic at line")
+            && err.contains("Kernel panic - not syncing: Out of memory"),
+        "{err}"
+    );
+    assert!(!err.contains("running it once more"), "{err}");
+}

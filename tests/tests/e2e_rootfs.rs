@@ -127,3 +127,64 @@ fn read_only_state_dir_is_one_clear_line() {
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("--state-dir"), "{}", errors[0]);
 }
+
+/// `setup-rootfs --force` while a check runs on the old rootfs: the new generation becomes
+/// current, the old one stays while the check holds it (its toolchain and guest root never
+/// change under it), and the next setup-rootfs removes it once the check has ended.
+#[test]
+fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() {
+    let f = fixture();
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let first = run(xtask_on(&state).arg("setup-rootfs"));
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let old = std::fs::canonicalize(state.join("rootfs")).unwrap();
+    assert!(old.starts_with(state.join("rootfs.d")), "{}", old.display());
+
+    let running = tests::start_until_agent_up(
+        xtask_on(&state)
+            .args(["check", "--kernel"])
+            .arg(&f.kernel)
+            .args(["--", "sleep", "600"]),
+    );
+    let start = Instant::now();
+    let forced = run(xtask_on(&state).args(["setup-rootfs", "--force"]));
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    assert!(start.elapsed() < Duration::from_secs(600));
+    let new = std::fs::canonicalize(state.join("rootfs")).unwrap();
+    assert_ne!(new, old);
+    assert!(
+        old.join("usr/bin/gcc").is_file(),
+        "the old generation went while in use"
+    );
+    assert!(
+        stderr(&forced).contains(&format!("kept the old rootfs generation {}", old.display())),
+        "{}",
+        stderr(&forced)
+    );
+    let (status, took) = running.interrupt(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    assert!(took < Duration::from_secs(30));
+
+    let again = run(xtask_on(&state).arg("setup-rootfs"));
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(stdout(&again).contains("up to date"));
+    assert!(
+        !old.exists(),
+        "the old generation stayed after its user ended"
+    );
+    assert!(
+        stderr(&again).contains(&format!(
+            "removed the old rootfs generation {}",
+            old.display()
+        )),
+        "{}",
+        stderr(&again)
+    );
+    let trees: Vec<_> = std::fs::read_dir(state.join("rootfs.d"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(trees, vec![new], "one generation is left");
+}

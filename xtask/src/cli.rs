@@ -43,6 +43,8 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Inspect and trim the build cache
     Cache(CacheArgs),
+    /// List and remove the persistent layers that `--rw` writes the guest's changes into
+    Layer(LayerArgs),
     /// Measure against baselines run in the same invocation
     Bench(BenchArgs),
     /// Install what the tests need and run the whole test suite
@@ -210,9 +212,13 @@ pub struct VmArgs {
     /// Extra kernel command line arguments
     #[arg(long, value_name = "ARGS")]
     pub append: Option<String>,
-    /// Let the guest write through to the rootfs (default: read-only root with a tmpfs overlay)
+    /// Keep the guest's writes in a persistent layer on the host, never in the rootfs
+    /// (default: read-only root with a tmpfs overlay, nothing kept)
     #[arg(long)]
     pub rw: bool,
+    /// The layer --rw writes into [default: default]
+    #[arg(long, value_name = "NAME", requires = "rw")]
+    pub layer: Option<String>,
     /// Guest init [default: fast for check and bisect, systemd for boot]
     #[arg(long, value_enum)]
     pub init: Option<InitMode>,
@@ -228,6 +234,62 @@ pub struct VmArgs {
     /// Leave the VM running at the end (libvirt backend: for `virsh console`)
     #[arg(long)]
     pub keep: bool,
+}
+
+impl VmArgs {
+    /// The options as a command line that parses back to the same options: how quickstart
+    /// passes every one it was given on to its check.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        use std::ffi::OsString;
+        fn value<T: ValueEnum>(v: &T) -> OsString {
+            v.to_possible_value()
+                .map_or_else(OsString::new, |p| p.get_name().into())
+        }
+        let text = |x: &dyn std::fmt::Display| OsString::from(x.to_string());
+        let given: [(&str, Option<OsString>); 12] = [
+            ("kernel", self.kernel.clone().map(PathBuf::into_os_string)),
+            ("memory", self.memory.as_ref().map(|x| text(x))),
+            ("cpus", self.cpus.as_ref().map(|x| text(x))),
+            ("accel", self.accel.as_ref().map(value)),
+            ("backend", self.backend.as_ref().map(value)),
+            ("connect", self.connect.clone().map(Into::into)),
+            ("append", self.append.clone().map(Into::into)),
+            ("layer", self.layer.clone().map(Into::into)),
+            ("init", self.init.as_ref().map(value)),
+            ("timeout", self.timeout.as_ref().map(|x| text(x))),
+            ("boot-timeout", self.boot_timeout.as_ref().map(|x| text(x))),
+            (
+                "shutdown-timeout",
+                self.shutdown_timeout.as_ref().map(|x| text(x)),
+            ),
+        ];
+        let mut a = Vec::new();
+        for (name, value) in given {
+            if let Some(value) = value {
+                a.push(OsString::from(format!("--{name}")));
+                a.push(value);
+            }
+        }
+        for (name, on) in [("rw", self.rw), ("keep", self.keep)] {
+            if on {
+                a.push(OsString::from(format!("--{name}")));
+            }
+        }
+        a
+    }
+}
+
+/// Options that parse but make no sense together; the line says why (exit 129, as for any
+/// command line that does not parse).
+pub fn refusal(cli: &Cli) -> Option<String> {
+    match &cli.command {
+        Command::Bisect(b) if b.vm.kernel.is_some() => Some(
+            "bisect cannot take --kernel: it builds and boots each step's own commit, and one \
+             kernel booted at every step would name a culprit without testing any"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 #[derive(Args, Debug)]
@@ -356,6 +418,23 @@ pub enum CacheAction {
 }
 
 #[derive(Args, Debug)]
+pub struct LayerArgs {
+    #[command(subcommand)]
+    pub action: LayerAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LayerAction {
+    /// List the layers with their sizes
+    Ls,
+    /// Remove a layer (the guest's writes in it are lost)
+    Rm {
+        /// The layer's name
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub what: BenchWhat,
@@ -386,7 +465,7 @@ pub struct TestArgs {
     /// Skip installing packages and preparing the rootfs, kernel tree and kernel
     #[arg(long)]
     pub no_setup: bool,
-    /// Only run tests whose name contains this
+    /// Only run the tests of this file of tests/tests (e2e_cli), or whose name contains this
     pub filter: Option<String>,
 }
 
@@ -403,6 +482,63 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn vm_of(args: &[&str]) -> VmArgs {
+        let cli = Cli::try_parse_from(["xtask", "quickstart"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Quickstart(q) => q.vm,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_vm_option_is_passed_on() {
+        let all = [
+            "--kernel",
+            "/k",
+            "--memory",
+            "2G",
+            "--cpus",
+            "1",
+            "--accel",
+            "tcg",
+            "--backend",
+            "libvirt",
+            "--connect",
+            "qemu:///session",
+            "--append",
+            "quiet loglevel=1",
+            "--rw",
+            "--layer",
+            "bug",
+            "--init",
+            "systemd",
+            "--timeout",
+            "5m",
+            "--boot-timeout",
+            "90s",
+            "--shutdown-timeout",
+            "3s",
+            "--keep",
+        ];
+        let vm = vm_of(&all);
+        let again: Vec<String> = vm
+            .to_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let again: Vec<&str> = again.iter().map(String::as_str).collect();
+        assert_eq!(format!("{:?}", vm_of(&again)), format!("{vm:?}"));
+        assert!(vm_of(&[]).to_args().is_empty());
+    }
+
+    #[test]
+    fn bisect_refuses_kernel() {
+        let cli = Cli::try_parse_from(["xtask", "bisect", "v1", "v2", "--kernel", "/k"]).unwrap();
+        assert!(refusal(&cli).unwrap().contains("--kernel"));
+        let cli = Cli::try_parse_from(["xtask", "check", "--kernel", "/k"]).unwrap();
+        assert_eq!(refusal(&cli), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::state::StateDir;
 use crate::tools;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,15 +26,11 @@ pub fn host_has_systemd() -> bool {
 
 impl Container {
     /// The container over `rootfs`; fails with the fix when the rootfs is not built.
+    /// The generation is the one this process uses throughout (`generation::in_use`).
     pub fn new(state: &StateDir) -> Result<Container> {
-        let rootfs = state.rootfs();
-        if !rootfs.join("usr/bin").is_dir() {
-            bail!(
-                "no rootfs at {}: run `cargo xtask setup-rootfs`",
-                rootfs.display()
-            );
-        }
-        Ok(Container::at(rootfs))
+        Ok(Container::at(
+            crate::rootfs::generation::in_use(state)?.tree,
+        ))
     }
 
     /// The container over any directory (setup-rootfs uses this on its temporary tree).

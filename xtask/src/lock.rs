@@ -1,5 +1,5 @@
 //! Advisory file locks (flock), the toolkit's one lock: per cache key, per build dir, per
-//! trim scratch dir and per rootfs. The kernel drops a lock when its holder dies, so a killed
+//! trim scratch dir, per rootfs build and (shared) per rootfs generation in use. The kernel drops a lock when its holder dies, so a killed
 //! run never leaves a stale lock; the holder writes who it is into the file, so a waiter can
 //! say whom it waits for, and every wait has a deadline.
 
@@ -35,6 +35,13 @@ impl FileLock {
             file.write_all(holder_line(std::process::id(), now_secs(), &argv()).as_bytes())
         });
         Ok(Some(FileLock { _file: file }))
+    }
+
+    /// Takes the lock shared with other shared holders, without waiting; None while a
+    /// process holds it exclusively. Shared holders write nothing into the file.
+    pub fn try_acquire_shared(path: &Path) -> Result<Option<FileLock>> {
+        let file = open(path)?;
+        Ok(flock(&file, libc::LOCK_SH, path)?.then_some(FileLock { _file: file }))
     }
 
     /// Takes the lock, waiting (interruptibly) while another process holds it, for at most

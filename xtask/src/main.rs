@@ -15,6 +15,7 @@ mod fixture;
 mod history;
 mod kconfig;
 mod kvm;
+mod layer;
 #[cfg(feature = "libvirt")]
 mod libvirt;
 mod lock;
@@ -51,6 +52,10 @@ fn main() -> ExitCode {
             });
         }
     };
+    if let Some(why) = cli::refusal(&cli) {
+        exit::say(&format!("error: {why}"));
+        return ExitCode::from(exit::USAGE);
+    }
     signals::install();
     exit::install_panic_hook();
     ExitCode::from(
@@ -105,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Deps(a) => a.run(&ctx),
         Command::Quickstart(a) => a.run(&ctx),
         Command::Cache(a) => a.run(&ctx),
+        Command::Layer(a) => a.run(&ctx),
         Command::Bench(a) => a.run(&ctx),
         Command::Test(a) => a.run(&ctx),
         Command::MakeHistory(a) => a.run(&ctx),
@@ -124,6 +130,7 @@ fn task_name(c: &Command) -> &'static str {
         Command::Deps(_) => "deps",
         Command::Quickstart(_) => "quickstart",
         Command::Cache(_) => "cache",
+        Command::Layer(_) => "layer",
         Command::Bench(_) => "bench",
         Command::Test(_) => "test",
         Command::Completions(_) => "completions",

@@ -10,6 +10,7 @@
 //! - no fstab line for `/`: the kernel mounts the virtiofs root as the command line says.
 
 mod bootstrap;
+pub mod generation;
 mod overlay;
 mod progress;
 mod recipe;
@@ -56,6 +57,9 @@ impl SetupRootfsArgs {
                     meta.gcc,
                     ctx.state.rootfs().display()
                 );
+                if let Some(_lock) = try_lock(&ctx.state)? {
+                    generation::sweep_and_say(&ctx.state)?;
+                }
                 return Ok(0);
             }
         }
@@ -111,39 +115,41 @@ impl SetupRootfsArgs {
             gcc,
             built: crate::state::timestamp(),
         };
-        let old = staging.install(&ctx.state.rootfs(), &ctx.state.rootfs_meta(), &meta)?;
+        let g = generation::install(&ctx.state, staging, &meta)?;
         println!(
-            "rootfs ready in {:.0}s: {} (recipe {}, {})",
+            "rootfs ready in {:.0}s: {} (generation {}, recipe {}, {})",
             started.elapsed().as_secs_f64(),
             ctx.state.rootfs().display(),
+            g.tree.file_name().unwrap_or_default().to_string_lossy(),
             recipe::short(&meta.digest),
             meta.gcc
         );
-        if let Some(old) = old {
-            let step = Step::start("removing the old rootfs");
-            old.remove()?;
-            step.done();
-        }
+        // Builds, VMs and bisects that started before keep the old one until they end.
+        generation::sweep_and_say(&ctx.state)?;
         Ok(0)
     }
 }
 
 /// What the build cache keys builds by: the rootfs recipe digest and the gcc inside. Read
 /// from `rootfs.json`, so it starts no process.
+/// The generation is the one this process builds with ([`generation::in_use`]).
 pub fn toolchain_identity(state: &StateDir) -> Result<String> {
-    let meta = Meta::read(&state.rootfs_meta())
-        .ok()
-        .filter(|_| state.rootfs().join("usr/bin").is_dir());
-    match meta {
-        Some(m) => Ok(m.toolchain_identity()),
-        None => bail!("no rootfs yet: run `cargo xtask setup-rootfs`"),
+    let g = generation::in_use(state)?;
+    match Meta::read(&g.meta) {
+        Ok(m) => Ok(m.toolchain_identity()),
+        Err(_) => bail!(
+            "the rootfs at {} has no record ({}): run `cargo xtask setup-rootfs --force`",
+            g.tree.display(),
+            g.meta.display()
+        ),
     }
 }
 
-/// The record of the rootfs in place, when it was built from this very recipe.
+/// The record of the current rootfs, when it was built from this very recipe.
 fn up_to_date(state: &StateDir, digest: &str) -> Option<Meta> {
-    let meta = Meta::read(&state.rootfs_meta()).ok()?;
-    (meta.digest == digest && state.rootfs().join("usr/bin").is_dir()).then_some(meta)
+    let (g, _) = generation::current(state).ok()??;
+    let meta = Meta::read(&g.meta).ok()?;
+    (meta.digest == digest && g.tree.join("usr/bin").is_dir()).then_some(meta)
 }
 
 /// Runs one long step with its output in `log`. On failure: the cause in one line when
@@ -240,13 +246,20 @@ fn require_root(what: &str) -> Result<()> {
 
 /// One setup-rootfs at a time per state dir; a second one stops at once, naming the first.
 fn lock(state: &StateDir) -> Result<FileLock> {
-    let path = state.root.join("rootfs.lock");
-    match FileLock::try_acquire(&path)? {
+    match try_lock(state)? {
         Some(lock) => Ok(lock),
         None => bail!(
             "another setup-rootfs is running on {} ({}): wait for it to finish",
             state.root.display(),
-            crate::lock::holder(&path)
+            crate::lock::holder(&rootfs_lock(state))
         ),
     }
+}
+
+fn try_lock(state: &StateDir) -> Result<Option<FileLock>> {
+    FileLock::try_acquire(&rootfs_lock(state))
+}
+
+fn rootfs_lock(state: &StateDir) -> std::path::PathBuf {
+    state.root.join("rootfs.lock")
 }

@@ -165,7 +165,8 @@ pub struct VmOptions {
     pub backend: Backend,
     pub connect: String,
     pub append: Option<String>,
-    pub rw: bool,
+    /// `--rw`: the layer that keeps the guest's writes; None: read-only, nothing kept.
+    pub layer: Option<String>,
     pub init: InitMode,
     pub timeout: Duration,
     pub boot_timeout: Duration,
@@ -310,7 +311,11 @@ impl VmOptions {
                 .or_else(|| file.connect.clone())
                 .unwrap_or(DEFAULT_CONNECT.into()),
             append: args.append.clone().or_else(|| file.append.clone()),
-            rw: args.rw,
+            layer: match (args.rw, &args.layer) {
+                (false, _) => None,
+                (true, Some(name)) => Some(crate::layer::checked_name(name)?.to_string()),
+                (true, None) => Some(crate::layer::DEFAULT.to_string()),
+            },
             init,
             timeout: dur(&args.timeout, &file.timeout, "timeout", DEFAULT_TIMEOUT)?,
             boot_timeout: dur(

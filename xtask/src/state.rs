@@ -14,13 +14,18 @@ impl StateDir {
     pub fn new(root: PathBuf) -> StateDir {
         StateDir { root }
     }
-    /// The finished root filesystem (build container and guest root).
+    /// The current root filesystem (build container and guest root): a link to its
+    /// generation; use `rootfs::generation::in_use` to build or boot with it.
     pub fn rootfs(&self) -> PathBuf {
         self.root.join("rootfs")
     }
-    /// What the rootfs was built from: recipe digest, suite, toolchain identity.
+    /// What the current rootfs was built from: recipe digest, suite, toolchain identity.
     pub fn rootfs_meta(&self) -> PathBuf {
         self.root.join("rootfs.json")
+    }
+    /// Every rootfs generation: `rootfs` and `rootfs.json` link to the current one's.
+    pub fn rootfs_generations(&self) -> PathBuf {
+        self.root.join("rootfs.d")
     }
     /// Kernel configs made by trim-config.
     pub fn config_dir(&self) -> PathBuf {

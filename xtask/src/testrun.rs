@@ -132,8 +132,19 @@ impl TestArgs {
         } else {
             eprintln!("libvirt does not answer at qemu:///system: the libvirt backend is not tested (start libvirtd)");
         }
+        // A filter that names a file of tests/tests (`e2e_cli`) runs that file's tests;
+        // anything else is a substring of test names.
+        let target = self.filter.as_deref().filter(|f| {
+            workspace_root()
+                .join("tests/tests")
+                .join(format!("{f}.rs"))
+                .is_file()
+        });
+        if let Some(t) = target {
+            c.args(["--test", t]);
+        }
         c.args(["--", "--test-threads=1"]);
-        if let Some(f) = &self.filter {
+        if let (Some(f), None) = (&self.filter, target) {
             c.arg(f);
         }
         c.env("XTASK_BIN", &bin)

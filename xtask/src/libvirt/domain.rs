@@ -167,9 +167,11 @@ impl Domain {
     fn domain_end(&self) -> VmEnd {
         let log = std::fs::read(self.log_path()).unwrap_or_default();
         let log = String::from_utf8_lossy(&log);
+        // The log keeps every boot of the name (a retry's too): this one's starts last.
+        let log = log.rsplit_once("starting up").map_or(&*log, |(_, l)| l);
         VmEnd::Domain {
-            reason: stop_reason(&log),
-            log_tail: crate::cmd::tail(&log, 5),
+            reason: stop_reason(log),
+            log_tail: crate::cmd::tail(log, 5),
         }
     }
 
@@ -260,7 +262,10 @@ fn destroy_by_name(uri: &str, name: &str, patience: Duration) {
             }
         }
         if Instant::now() >= until {
-            eprintln!("warning: could not destroy the domain {name}: libvirt did not come back");
+            // Also runs in Drop, where a panic on a closed stderr would abort.
+            crate::exit::say(&format!(
+                "warning: could not destroy the domain {name}: libvirt did not come back"
+            ));
             return;
         }
         std::thread::sleep(Duration::from_millis(200));

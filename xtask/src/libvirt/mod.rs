@@ -39,7 +39,7 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) ->
         cmdline: spec.cmdline.clone(),
         rootfs: spec.rootfs.clone(),
         root_tag: ROOT_TAG.into(),
-        rw: spec.rw,
+        rw: spec.layer.is_some(),
         virtiofsd: tools.virtiofsd.clone(),
         console: match spec.console {
             Console::Log => ConsoleSink::File(paths.console_log()),
@@ -255,7 +255,7 @@ mod tests {
         let mut ok = || Ok(());
         let mut agent = Agent::connect(&mut conn, soon, &mut ok, None).unwrap();
         let argv: Vec<String> = vec!["sh".into(), "-c".into(), "echo hi; exit 3".into()];
-        let pid = agent.exec(&argv, soon, &mut ok).unwrap();
+        let pid = agent.exec(&argv, true, soon, &mut ok).unwrap();
         let st = agent.wait_exec(pid, soon, &mut ok).unwrap();
         assert_eq!(st.end(), Some(CommandEnd::Exited { code: 3 }));
         assert_eq!(st.stdout, b"hi\n");

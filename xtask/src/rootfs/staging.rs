@@ -1,18 +1,15 @@
 //! The temporary tree a rootfs is built in, next to the final one: a guard whose `Drop`
-//! unmounts whatever is left mounted under it and removes it, and the swap into place.
+//! unmounts whatever is left mounted under it and removes it, and the move into place.
 
-use super::recipe::Meta;
 use crate::exit::say;
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// A tree being built. Until [`Staging::install`] it is never where later commands look.
+/// A tree being built. Until [`Staging::finish`] it is never where later commands look.
 pub struct Staging {
     path: PathBuf,
-    /// What the tree at `path` is, for the message when it is removed.
-    what: &'static str,
 }
 
 impl Staging {
@@ -23,56 +20,20 @@ impl Staging {
             eprintln!("removing what an interrupted run left ({})", path.display());
         }
         remove_tree(&path)?;
-        Ok(Staging {
-            path,
-            what: "the unfinished rootfs",
-        })
+        Ok(Staging { path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Puts the finished tree at `target` and records `meta` beside it. The old record goes
-    /// first and the new one is written last, so a crash in between leaves a tree that is
-    /// rebuilt, never one taken as up to date. Returns the old tree, for [`Staging::remove`]
-    /// (or `Drop`, or the next run) to delete.
-    pub fn install(
-        mut self,
-        target: &Path,
-        meta_path: &Path,
-        meta: &Meta,
-    ) -> Result<Option<Staging>> {
+    /// Moves the finished tree to `target` (on the same filesystem), unmounting what its
+    /// build left mounted first.
+    pub fn finish(self, target: &Path) -> Result<()> {
         unmount_under(&self.path)?;
-        match std::fs::remove_file(meta_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", meta_path.display()))
-            }
-            _ => {}
-        }
-        let old = if target.symlink_metadata().is_ok() {
-            exchange(&self.path, target).with_context(|| {
-                format!(
-                    "swapping {} into place at {}",
-                    self.path.display(),
-                    target.display()
-                )
-            })?;
-            self.what = "the old rootfs";
-            Some(self)
-        } else {
-            std::fs::rename(&self.path, target).with_context(|| {
-                format!("moving {} to {}", self.path.display(), target.display())
-            })?;
-            None
-        };
-        meta.write(meta_path)?;
-        Ok(old)
-    }
-
-    /// Deletes the tree now, reporting a failure instead of only warning about it.
-    pub fn remove(self) -> Result<()> {
-        remove_tree(&self.path)
+        std::fs::rename(&self.path, target)
+            .with_context(|| format!("moving {} to {}", self.path.display(), target.display()))
+        // Drop finds nothing left at `path`.
     }
 }
 
@@ -80,41 +41,15 @@ impl Drop for Staging {
     // `say`, not `eprintln!`: a panic on a closed stderr while unwinding would abort.
     fn drop(&mut self) {
         if self.path.symlink_metadata().is_ok() {
-            say(&format!("removing {} ({})", self.what, self.path.display()));
+            say(&format!(
+                "removing the unfinished rootfs ({})",
+                self.path.display()
+            ));
         }
         if let Err(e) = remove_tree(&self.path) {
             say(&format!("warning: {e:#}"));
         }
     }
-}
-
-/// Swaps two paths in one step (renameat2 RENAME_EXCHANGE), so there is always a tree at
-/// `b`; falls back to two renames where the filesystem cannot exchange.
-fn exchange(a: &Path, b: &Path) -> Result<()> {
-    let ca = CString::new(a.as_os_str().as_bytes())?;
-    let cb = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: two NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
-        return Err(err.into());
-    }
-    let aside = a.with_extension("aside");
-    std::fs::rename(b, &aside)?;
-    std::fs::rename(a, b)?;
-    std::fs::rename(&aside, a)?;
-    Ok(())
 }
 
 /// Unmounts everything under `path` and removes it; refuses to remove while anything is
@@ -235,30 +170,5 @@ tmpfs /s/with\\040space/x tmpfs rw 0 0
             std::fs::create_dir_all(s.path().join("usr/bin")).unwrap();
         }
         assert!(!p.exists());
-    }
-
-    #[test]
-    fn install_swaps_and_records() {
-        let t = tempfile::tempdir().unwrap();
-        let target = t.path().join("rootfs");
-        let meta_path = t.path().join("rootfs.json");
-        std::fs::create_dir_all(target.join("old")).unwrap();
-        std::fs::write(&meta_path, "{}").unwrap();
-        let s = Staging::new(t.path().join("rootfs.tmp")).unwrap();
-        std::fs::create_dir_all(s.path().join("new")).unwrap();
-        let meta = Meta {
-            digest: "ab".repeat(32),
-            suite: "bookworm".into(),
-            mirror: "http://deb.debian.org/debian".into(),
-            bootstrapper: "mmdebstrap".into(),
-            gcc: "gcc (Debian 12.2.0-14) 12.2.0".into(),
-            built: "20261127-000000".into(),
-        };
-        let old = s.install(&target, &meta_path, &meta).unwrap().unwrap();
-        assert!(target.join("new").is_dir() && !target.join("old").exists());
-        assert!(old.path().join("old").is_dir());
-        old.remove().unwrap();
-        assert!(!t.path().join("rootfs.tmp").exists());
-        assert_eq!(Meta::read(&meta_path).unwrap(), meta);
     }
 }

@@ -91,7 +91,7 @@ pub fn run(
             return Ok((end_of(e, "copying the script into the guest")?, None));
         }
     }
-    let pid = match a.exec(&wrapped(argv), deadline, watch) {
+    let pid = match a.exec(&wrapped(argv), false, deadline, watch) {
         Ok(pid) => pid,
         Err(e) if qga::is_refusal(&e) => {
             let why = format!("the guest agent could not start the command: {e:#}");
@@ -226,6 +226,44 @@ mod tests {
         let (end, st) = replay("exec_not_found.jsonl", &["/nonexistent"]);
         assert!(matches!(end, CommandEnd::NotStarted { .. }), "{end:?}");
         assert!(st.is_none());
+    }
+
+    /// Recorded: the command killed qemu-ga; its successor does not know the pid. A poll that
+    /// fails is the agent's fault, not a timeout.
+    #[test]
+    fn a_failing_status_poll_is_an_agent_fault() {
+        let (end, _) = replay(
+            "exec_status_after_agent_restart.jsonl",
+            &["sh", "-c", "sleep 1; kill $(pidof qemu-ga); sleep 8"],
+        );
+        let CommandEnd::AgentFailed { why } = end else {
+            panic!("{end:?}")
+        };
+        assert!(why.contains("Invalid parameter 'pid'"), "{why}");
+    }
+
+    /// An agent that stops answering mid-command: the command's one deadline ends the wait
+    /// (plus the grace of an answer asked for), not a per-poll one.
+    #[test]
+    fn an_unanswered_poll_ends_at_the_commands_deadline() {
+        let mut agent = qga::replay::agent("exec_status_unanswered.jsonl");
+        let mut ok = || Ok(());
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(300);
+        let (end, _) = run(
+            &mut agent,
+            &argv(&["sleep", "600"]),
+            None,
+            deadline,
+            &mut ok,
+        )
+        .unwrap();
+        assert_eq!(end, CommandEnd::TimedOut);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < qga::ANSWER_GRACE + Duration::from_secs(1),
+            "{took:?}"
+        );
     }
 
     #[test]

@@ -229,8 +229,212 @@ mod tests {
         assert_eq!(scan(&data("clean_boot_systemd.log"), &[]), vec![]);
     }
 
+    /// Findings as (kind, line, text) for a compact comparison.
+    fn found(name: &str) -> Vec<(FindingKind, usize, String)> {
+        scan(&data(name), &[])
+            .into_iter()
+            .map(|f| (f.kind, f.line, f.text))
+            .collect()
+    }
+
+    fn want(v: &[(FindingKind, usize, &str)]) -> Vec<(FindingKind, usize, String)> {
+        v.iter()
+            .map(|(k, l, t)| (k.clone(), *l, t.to_string()))
+            .collect()
+    }
+
+    // Each of the following is a real kernel's report, provoked with LKDTM on a kernel built
+    // with kconfig/findings.config (each log's header names the trigger).
+
     #[test]
-    fn a_warning_from_kmsg_is_found() {
+    fn a_clean_boot_of_the_debug_kernel_has_no_findings() {
+        // KASAN, KFENCE, UBSAN and the detectors announce themselves; none is a finding.
+        assert_eq!(found("clean_boot_findings_config.log"), vec![]);
+    }
+
+    #[test]
+    fn a_warning() {
+        use FindingKind::*;
+        assert_eq!(
+            found("lkdtm_warning.log"),
+            want(&[(
+                Warning,
+                208,
+                "WARNING: CPU: 1 PID: 54 at drivers/misc/lkdtm/bugs.c:85 lkdtm_WARNING+0x8/0xb"
+            )])
+        );
+    }
+
+    #[test]
+    fn a_bug_its_oops_and_the_panic() {
+        use FindingKind::*;
+        assert_eq!(
+            found("lkdtm_bug.log"),
+            want(&[
+                (Bug, 208, "kernel BUG at drivers/misc/lkdtm/bugs.c:78!"),
+                (Oops, 209, "invalid opcode: 0000 [#1] SMP KASAN"),
+                (Panic, 258, "Kernel panic - not syncing: Fatal exception"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_null_pointer_oops() {
+        use FindingKind::*;
+        assert_eq!(
+            found("lkdtm_exception.log"),
+            want(&[
+                (
+                    Kasan,
+                    207,
+                    "BUG: KASAN: null-ptr-deref in lkdtm_EXCEPTION+0x7/0x11"
+                ),
+                (
+                    Bug,
+                    240,
+                    "BUG: kernel NULL pointer dereference, address: 0000000000000000"
+                ),
+                (Oops, 244, "Oops: 0002 [#1] SMP KASAN"),
+                (Panic, 294, "Kernel panic - not syncing: Fatal exception"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_panic() {
+        assert_eq!(
+            found("lkdtm_panic.log"),
+            want(&[(
+                FindingKind::Panic,
+                207,
+                "Kernel panic - not syncing: dumptest"
+            )])
+        );
+    }
+
+    #[test]
+    fn a_soft_lockup_and_its_rcu_stalls() {
+        use FindingKind::*;
+        assert_eq!(
+            found("lkdtm_softlockup.log"),
+            want(&[
+                (
+                    RcuStall,
+                    207,
+                    "rcu: INFO: rcu_sched self-detected stall on CPU"
+                ),
+                (
+                    SoftLockup,
+                    245,
+                    "watchdog: BUG: soft lockup - CPU#1 stuck for 34s! [sh:54]"
+                ),
+                (
+                    RcuStall,
+                    281,
+                    "rcu: INFO: rcu_sched self-detected stall on CPU"
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_hard_lockup_under_tcg_is_an_rcu_stall() {
+        // TCG has no PMU, so no NMI watchdog: the other CPU reports the stall. The NMI
+        // backtrace's "INFO: NMI handler … took too long" is no finding.
+        use FindingKind::*;
+        let stall = "rcu: INFO: rcu_sched detected stalls on CPUs/tasks:";
+        assert_eq!(
+            found("lkdtm_hardlockup_tcg.log"),
+            want(&[(RcuStall, 206, stall), (RcuStall, 247, stall)])
+        );
+    }
+
+    #[test]
+    fn a_hard_lockup_in_the_kernels_format() {
+        // kernel/watchdog_hld.c: pr_emerg("Watchdog detected hard LOCKUP on cpu %d\n") with
+        // pr_fmt "NMI watchdog: ". Not recordable here: TCG has no PMU, KVM does not run.
+        let log = "[   31.000001] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1\n\
+                   [   31.000002] NMI watchdog: Perf NMI watchdog permanently disabled\n";
+        assert_eq!(
+            kinds(&scan(log, &[])),
+            vec![FindingKind::HardLockup],
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_hung_task() {
+        use FindingKind::*;
+        let f = found("lkdtm_hung_task.log");
+        assert_eq!(
+            f,
+            want(&[
+                (
+                    HungTask,
+                    207,
+                    "INFO: task sh:54 blocked for more than 10 seconds."
+                ),
+                (
+                    HungTask,
+                    235,
+                    "INFO: task sh:54 blocked for more than 20 seconds."
+                ),
+                (
+                    HungTask,
+                    263,
+                    "INFO: task sh:54 blocked for more than 30 seconds."
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_ubsan_report() {
+        assert_eq!(
+            found("lkdtm_array_bounds.log"),
+            want(&[(
+                FindingKind::Ubsan,
+                210,
+                "UBSAN: array-index-out-of-bounds in /src/drivers/misc/lkdtm/bugs.c:349:16"
+            )])
+        );
+    }
+
+    #[test]
+    fn a_kasan_report() {
+        assert_eq!(
+            found("lkdtm_slab_linear_overflow.log"),
+            want(&[(
+                FindingKind::Kasan,
+                209,
+                "BUG: KASAN: slab-out-of-bounds in lkdtm_SLAB_LINEAR_OVERFLOW+0x43/0x58"
+            )])
+        );
+    }
+
+    #[test]
+    fn kfence_reports_and_kasans_first() {
+        use FindingKind::*;
+        let f = found("lkdtm_read_after_free_kfence.log");
+        let uaf = "BUG: KFENCE: use-after-free read in lkdtm_READ_AFTER_FREE+0xcd/0x16c";
+        assert_eq!(f[0], (Kfence, 210, uaf.to_string()));
+        assert_eq!(
+            f[2],
+            (
+                Kasan,
+                292,
+                "BUG: KASAN: use-after-free in lkdtm_READ_AFTER_FREE+0xca/0x16c".to_string()
+            )
+        );
+        // KASAN reports only its first: every other one is KFENCE's.
+        assert_eq!(f.iter().filter(|x| x.0 == Kasan).count(), 1);
+        assert_eq!(f.iter().filter(|x| x.0 == Kfence).count(), 7);
+    }
+
+    /// The console alone cannot tell a /dev/kmsg write from the kernel's line (the kernel
+    /// log's facility does: vm::kmsg).
+    #[test]
+    fn a_warning_from_kmsg_looks_like_one() {
         let f = scan(&data("warning_from_kmsg.log"), &[]);
         assert_eq!(kinds(&f), vec![FindingKind::Warning]);
         assert_eq!(f[0].text, "WARNING: CPU: 0 PID: 1 at test");

@@ -116,16 +116,21 @@ pub fn of_vm_end(end: &VmEnd, kernel_printed: bool, panicked: bool) -> Option<Fa
                 tail(last_line(log_tail))
             }
         ))),
-        // libvirt's reason for a domain whose QEMU went away without the guest asking.
+        // libvirt's reason for a domain whose QEMU went away without the guest asking. libvirt
+        // itself ends QEMU with SIGTERM after a guest reset (on_reboot destroy): only another
+        // sender's signal is a fault.
         VmEnd::Domain { reason, log_tail } if !panicked => match reason.as_deref() {
             Some(r @ ("crashed" | "failed")) => Some(Fault::infra(format!(
-                "the domain's QEMU died (libvirt: {r}){}",
-                tail(log_tail)
+                "the domain's QEMU died (libvirt: {r})"
             ))),
-            _ if log_tail.contains(QEMU_SIGNAL_LINE) => Some(Fault::infra(format!(
-                "the domain's QEMU was told to quit from outside{}",
-                tail(signal_line(log_tail))
-            ))),
+            _ if !signal_line(log_tail).is_empty()
+                && !signal_line(log_tail).contains("(libvirtd)") =>
+            {
+                Some(Fault::infra(format!(
+                    "the domain's QEMU was told to quit from outside{}",
+                    tail(signal_line(log_tail))
+                )))
+            }
             _ => None,
         },
         VmEnd::Domain { .. } => None,
@@ -220,6 +225,23 @@ mod tests {
             FaultKind::Infra
         );
         assert_eq!(of_vm_end(&end("shutdown"), true, false), None);
+        // Recorded: after a guest reset, libvirt ends QEMU itself (on_reboot destroy).
+        let by_libvirt = VmEnd::Domain {
+            reason: Some("shutdown".into()),
+            log_tail: "2026-12-01T09:19:22.169354Z qemu-system-x86_64: terminating on signal 15 \
+                       from pid 8535 (libvirtd)\n2026-12-01 09:19:23.414+0000: shutting down, \
+                       reason=shutdown"
+                .into(),
+        };
+        assert_eq!(of_vm_end(&by_libvirt, true, false), None);
+        let by_someone = VmEnd::Domain {
+            reason: Some("shutdown".into()),
+            log_tail: "qemu-system-x86_64: terminating on signal 15 from pid 42 (bash)".into(),
+        };
+        assert_eq!(
+            of_vm_end(&by_someone, true, false).unwrap().kind,
+            FaultKind::Infra
+        );
         let gone = VmEnd::Libvirt {
             why: "End of file while reading data".into(),
         };

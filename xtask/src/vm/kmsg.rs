@@ -26,25 +26,31 @@ impl Record {
     }
 }
 
-/// The guest command that prints the whole log, one record a line as
+/// Where the guest puts its copy of the log for the agent to read back (a tmpfs in both init
+/// modes, like the command's output).
+const DUMP_PATH: &str = "/run/xtask-kmsg";
+/// As much of the copy as is read back: more than the largest log buffer a config gives
+/// (LOG_BUF_SHIFT is at most 25) in this format.
+const MAX_DUMP: usize = 64 << 20;
+
+/// The guest command that copies the whole log to [`DUMP_PATH`], one record a line as
 /// `prio,seq,usec,flags;text` (Documentation/ABI/testing/dev-kmsg). Each read() returns one
 /// record; non-blocking, the read ends at the newest record instead of waiting for more (dd
-/// then exits 1 on EAGAIN, which is the normal end). Not `dmesg -r`: util-linux 2.38 drops
+/// then fails with EAGAIN, which is the normal end). Not `dmesg -r`: util-linux 2.38 drops
 /// the facility from its raw output.
-pub const READ_ARGV: [&str; 5] = [
-    "dd",
-    "if=/dev/kmsg",
-    "iflag=nonblock",
-    "bs=65536",
-    "status=none",
+pub const READ_ARGV: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "dd if=/dev/kmsg iflag=nonblock bs=65536 status=none >/run/xtask-kmsg 2>/dev/null; exit 0",
 ];
 
-/// Reads the guest's kernel log through the agent (its stdout, whatever dd's exit).
+/// Reads the guest's kernel log through the agent.
 pub fn read(agent: &mut Agent, deadline: Instant, watch: qga::Watch) -> Result<String> {
     let argv: Vec<String> = READ_ARGV.iter().map(|s| s.to_string()).collect();
-    let pid = agent.exec(&argv, deadline, watch)?;
-    let st = agent.wait_exec(pid, deadline, watch)?;
-    Ok(String::from_utf8_lossy(&st.stdout).into_owned())
+    let pid = agent.exec(&argv, false, deadline, watch)?;
+    agent.wait_exec(pid, deadline, watch)?;
+    let (dump, _) = agent.read_file(DUMP_PATH, MAX_DUMP, deadline, watch)?;
+    Ok(String::from_utf8_lossy(&dump).into_owned())
 }
 
 /// The records of a /dev/kmsg dump; continuation lines (` KEY=value`) and lines that are not
@@ -127,6 +133,11 @@ mod tests {
     use crate::vm::console;
 
     #[test]
+    fn the_log_is_copied_where_it_is_read_back() {
+        assert!(READ_ARGV[2].contains(&format!(">{DUMP_PATH} ")));
+    }
+
+    #[test]
     fn records_parse_with_facility_level_and_escapes() {
         let r = parse(
             "6,1,0,-;Linux version 6.1\n SUBSYSTEM=cpu\n12,197,3958734,-;WARNING: CPU: 0 PID: 1 at test\n\
@@ -158,6 +169,22 @@ mod tests {
             ]
         );
         assert_eq!(user[0].line, 188);
+    }
+
+    #[test]
+    fn a_copy_beside_the_real_warning_it_copies() {
+        // Recorded: the findings kernel; userspace writes a copy of LKDTM's warning, then
+        // LKDTM warns for real, with the same text (another CPU) a second later.
+        let console = console::recorded("console/kmsg_copy_and_real_warning.log");
+        let dump = console::recorded("kmsg/kmsg_copy_and_real_warning.txt");
+        let (kernel, user) = split_userspace(console::scan(&console, &[]), &parse(&dump));
+        let lines = |f: &[Finding]| f.iter().map(|f| f.line).collect::<Vec<_>>();
+        assert_eq!(lines(&user), [207]);
+        assert_eq!(lines(&kernel), [210]);
+        assert_eq!(
+            kernel[0].text,
+            "WARNING: CPU: 0 PID: 54 at drivers/misc/lkdtm/bugs.c:85 lkdtm_WARNING+0x8/0xb"
+        );
     }
 
     fn finding(text: &str, usec: Option<u64>) -> Finding {

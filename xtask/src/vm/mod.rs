@@ -68,15 +68,10 @@ pub fn kernel_for(
     }
 }
 
-/// The rootfs to share, checked to hold the guest init.
+/// The rootfs to share (the generation this process uses throughout), checked to hold the
+/// guest init.
 fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
-    let r = ctx.state.rootfs();
-    if !r.is_dir() {
-        bail!(
-            "no rootfs at {}: run `cargo xtask setup-rootfs`",
-            r.display()
-        );
-    }
+    let r = crate::rootfs::generation::in_use(&ctx.state)?.tree;
     if !r.join(spec::GUEST_INIT.trim_start_matches('/')).is_file() {
         bail!(
             "the rootfs at {} has no {}: run `cargo xtask setup-rootfs --force` to add it",
@@ -129,9 +124,16 @@ pub fn prepare(
         Launcher::Libvirt { .. } => Machine::Q35,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let layer = match &opts.layer {
+        Some(_) if tools.launcher != Launcher::Qemu => bail!(
+            "--rw needs the QEMU backend: libvirt starts a virtiofsd of its own, which cannot serve a layer"
+        ),
+        Some(name) => Some(crate::layer::hold(&ctx.state, name)?),
+        None => None,
+    };
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
         init: opts.init,
-        rw: opts.rw,
+        rw: layer.is_some(),
         machine,
         tsc_khz: spec::tsc_khz_from_cpuinfo(&cpuinfo),
         shell: console == Console::Interactive,
@@ -146,7 +148,7 @@ pub fn prepare(
         accel,
         machine,
         rootfs: rootfs(ctx)?,
-        rw: opts.rw,
+        layer,
         init: opts.init,
         console,
         boot_timeout: opts.boot_timeout,
@@ -432,7 +434,12 @@ impl BootCmd {
                             r.judgement.reason,
                             r.console_log.display()
                         );
-                        verdict::Verdict::Skip.exit_code()
+                        // Not the kernel's doing (the guest lacks sh, virtiofsd died): 128.
+                        match r.judgement.verdict {
+                            verdict::Verdict::Abort => verdict::Verdict::Abort,
+                            _ => verdict::Verdict::Skip,
+                        }
+                        .exit_code()
                     }
                 })
             }

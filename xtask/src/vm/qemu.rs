@@ -179,7 +179,7 @@ mod tests {
             accel: Accel::Tcg,
             machine: Machine::Microvm,
             rootfs: "/state/rootfs".into(),
-            rw: false,
+            layer: None,
             init: InitMode::Fast,
             console: Console::Log,
             boot_timeout: Duration::from_secs(60),

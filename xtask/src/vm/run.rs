@@ -141,10 +141,18 @@ impl Vm {
         let root = unsafe { libc::geteuid() } == 0;
         let rootfs = std::fs::canonicalize(&spec.rootfs)
             .with_context(|| format!("rootfs {}", spec.rootfs.display()))?;
+        let merged = paths.dir.join("layer-root");
+        if spec.layer.is_some() {
+            std::fs::create_dir_all(&merged)
+                .with_context(|| format!("creating {}", merged.display()))?;
+        }
         let share = ShareInput {
             shared_dir: &rootfs,
             socket: &paths.virtiofs_socket(),
-            readonly: !spec.rw,
+            layer: spec.layer.as_ref().map(|dirs| virtiofsd::Layered {
+                dirs,
+                merged: &merged,
+            }),
             root,
         };
         let mut vfs = virtiofsd::start(&tools.virtiofsd, &share, &paths.virtiofsd_log())?;
@@ -491,9 +499,10 @@ fn attempt(
     Ok(report)
 }
 
-/// Whether the VM ends within a moment (a QEMU on its way out).
+/// Whether the VM ends within a moment (a QEMU on its way out; libvirt takes a few seconds
+/// to destroy a domain that reset).
 fn ended_soon(vm: &mut dyn Guest) -> Result<bool> {
-    let until = Instant::now() + Duration::from_secs(1);
+    let until = Instant::now() + Duration::from_secs(3);
     loop {
         if vm.ended().is_some() {
             return Ok(true);

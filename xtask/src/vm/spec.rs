@@ -38,8 +38,9 @@ pub struct VmSpec {
     pub machine: Machine,
     /// The directory shared as the guest's root.
     pub rootfs: PathBuf,
-    /// Share the rootfs writable (`--rw`); else read-only on both sides.
-    pub rw: bool,
+    /// `--rw`: the guest writes into this layer, an overlay over the rootfs that virtiofsd
+    /// serves; else the share is read-only on both sides.
+    pub layer: Option<crate::layer::LayerDirs>,
     pub init: InitMode,
     pub console: Console,
     /// Until the guest agent answers.
@@ -120,10 +121,13 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     if let Some(a) = i.append {
         v.extend(a.split_whitespace().map(String::from));
     }
-    // Every message reaches the console whatever `quiet`, `loglevel=` or `dmesg -n` say, so
-    // no finding is hidden from the scan. After --append, so that a `printk.ignore_loglevel=0`
-    // there loses (module parameters are set in command line order).
-    v.push("printk.ignore_loglevel=1".into());
+    if !i.shell {
+        // The console is scanned: every message reaches it whatever `quiet`, `loglevel=` or
+        // `dmesg -n` say, so no finding is hidden. After --append, so that a
+        // `printk.ignore_loglevel=0` there loses (module parameters are set in command line
+        // order). A person at an interactive console gets the levels they asked for.
+        v.push("printk.ignore_loglevel=1".into());
+    }
     v
 }
 
@@ -280,6 +284,12 @@ mod tests {
             });
             assert_eq!(c.last().unwrap(), "printk.ignore_loglevel=1", "{c:?}");
         }
+        let interactive = kernel_cmdline(&CmdlineInput {
+            shell: true,
+            append: Some("quiet"),
+            ..input()
+        });
+        assert_eq!(interactive.last().unwrap(), "quiet");
     }
 
     #[test]

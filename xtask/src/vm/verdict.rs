@@ -129,7 +129,8 @@ pub fn fault(f: &Facts) -> Option<Fault> {
     }
     match &f.command_end {
         Some(CommandEnd::NotStarted { why }) => Some(Fault::setup(why.clone())),
-        Some(CommandEnd::AgentFailed { why }) => {
+        // An agent that died with a panicking kernel: the kernel's doing.
+        Some(CommandEnd::AgentFailed { why }) if !panicked => {
             Some(Fault::infra(format!("the guest agent failed: {why}")))
         }
         _ => None,
@@ -192,9 +193,10 @@ pub fn judge(f: &Facts) -> Judgement {
             Verdict::Bad,
             "the VM ended while the command ran (the guest reset or powered off)".into(),
         ),
-        // fault() took these.
-        Some(CommandEnd::NotStarted { why } | CommandEnd::AgentFailed { why }) => {
-            j(Verdict::Abort, why.clone())
+        // fault() took this one.
+        Some(CommandEnd::NotStarted { why }) => j(Verdict::Abort, why.clone()),
+        Some(CommandEnd::AgentFailed { why }) => {
+            j(Verdict::Bad, format!("the guest agent failed: {why}"))
         }
     }
 }

@@ -2,6 +2,7 @@
 //! its socket accepts connections.
 
 use crate::cmd::{self, CommandExt};
+use crate::layer::LayerDirs;
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::path::Path;
@@ -14,30 +15,83 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(10);
 /// The facts the argv depends on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShareInput<'a> {
+    /// The rootfs generation; with a layer, the overlay's lower dir.
     pub shared_dir: &'a Path,
     pub socket: &'a Path,
-    pub readonly: bool,
+    /// `--rw`: serve an overlay of this layer over `shared_dir`, writable; else read-only.
+    pub layer: Option<Layered<'a>>,
     /// Whether we are root: the namespace sandbox needs it.
     pub root: bool,
 }
 
-pub fn argv(i: &ShareInput) -> Vec<OsString> {
+/// A layer and where its overlay is mounted for virtiofsd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layered<'a> {
+    pub dirs: &'a LayerDirs,
+    /// An empty dir in the run dir: the overlay's mount point, in virtiofsd's namespace only.
+    pub merged: &'a Path,
+}
+
+/// The program and arguments that start virtiofsd. With a layer, virtiofsd runs in a mount
+/// namespace of its own in which the overlay (lower: the rootfs generation, upper: the layer)
+/// is mounted, so the mount lives exactly as long as virtiofsd and the host sees none of it.
+pub fn command(bin: &Path, i: &ShareInput) -> Result<(OsString, Vec<OsString>)> {
+    let Some(l) = &i.layer else {
+        return Ok((bin.into(), argv(i, i.shared_dir)));
+    };
+    // overlayfs splits its options at ',' and lower dirs at ':'.
+    for p in [i.shared_dir, l.dirs.upper.as_path(), l.dirs.work.as_path()] {
+        let text = p.to_string_lossy();
+        if text.contains([',', ':', '\\']) {
+            bail!(
+                "--rw cannot use {} (overlayfs options cannot hold ',', ':' or '\\'): pass a --state-dir without them",
+                p.display()
+            );
+        }
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        i.shared_dir.display(),
+        l.dirs.upper.display(),
+        l.dirs.work.display()
+    );
     let mut v: Vec<OsString> = vec![
-        // The rootfs directory.
+        // A private mount namespace: nothing mounted in it reaches the host.
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        // Mount, then become virtiofsd (same pid, so it dies with us and its pid is its own).
+        r#"mount -t overlay -o "$1" xtask-layer "$2" && shift 2 && exec "$@""#.into(),
+        "sh".into(),
+        options.into(),
+        l.merged.into(),
+        bin.into(),
+    ];
+    v.extend(argv(i, l.merged));
+    Ok(("unshare".into(), v))
+}
+
+/// virtiofsd's own arguments, sharing `dir`.
+pub fn argv(i: &ShareInput, dir: &Path) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        // The rootfs directory (or the overlay of a layer on it).
         "--shared-dir".into(),
-        i.shared_dir.into(),
+        dir.into(),
         // The vhost-user socket QEMU connects to, in the run's private dir.
         "--socket-path".into(),
         i.socket.into(),
     ];
-    if i.readonly {
+    if i.layer.is_none() {
         // The host side refuses writes too: a guest cannot change the shared rootfs even if
         // its overlay were bypassed.
         v.push("--readonly".into());
         // Nothing else changes the rootfs while we run: let the guest cache everything.
         v.push("--cache=always".into());
     } else {
-        // Writable: the guest sees the host's changes, and the host the guest's.
+        // Writable: the guest's writes go to the layer and must be seen at once.
         v.push("--cache=auto".into());
     }
     // Unprivileged: no mount namespace; the sandbox needs root (or user namespaces).
@@ -50,8 +104,9 @@ pub fn argv(i: &ShareInput) -> Vec<OsString> {
 pub fn start(bin: &Path, input: &ShareInput, log: &Path) -> Result<Child> {
     let log_file =
         std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let mut child = Command::new(bin)
-        .args(argv(input))
+    let (program, args) = command(bin, input)?;
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -119,12 +174,14 @@ mod tests {
 
     #[test]
     fn readonly_share() {
-        let a = argv(&ShareInput {
+        let i = ShareInput {
             shared_dir: Path::new("/state/rootfs"),
             socket: Path::new("/run/1/virtiofs.sock"),
-            readonly: true,
+            layer: None,
             root: true,
-        });
+        };
+        let (program, a) = command(Path::new("/bin/virtiofsd"), &i).unwrap();
+        assert_eq!(program, "/bin/virtiofsd");
         assert_eq!(
             a,
             [
@@ -140,15 +197,56 @@ mod tests {
     }
 
     #[test]
-    fn writable_unprivileged_share() {
-        let a = argv(&ShareInput {
-            shared_dir: Path::new("/r"),
+    fn a_layer_is_an_overlay_in_virtiofsds_own_namespace() {
+        let dirs = LayerDirs {
+            upper: "/s/layers/default/upper".into(),
+            work: "/s/layers/default/work".into(),
+        };
+        let i = ShareInput {
+            shared_dir: Path::new("/s/rootfs.d/g1"),
+            socket: Path::new("/run/1/virtiofs.sock"),
+            layer: Some(Layered {
+                dirs: &dirs,
+                merged: Path::new("/run/1/merged"),
+            }),
+            root: true,
+        };
+        let (program, a) = command(Path::new("/bin/virtiofsd"), &i).unwrap();
+        assert_eq!(program, "unshare");
+        let a: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
+        assert_eq!(&a[..4], ["--mount", "--propagation", "private", "--"]);
+        assert!(a.contains(&"lowerdir=/s/rootfs.d/g1,upperdir=/s/layers/default/upper,workdir=/s/layers/default/work".to_string()));
+        let tail = &a[a.iter().position(|x| x == "/bin/virtiofsd").unwrap() + 1..];
+        assert_eq!(
+            tail,
+            [
+                "--shared-dir",
+                "/run/1/merged",
+                "--socket-path",
+                "/run/1/virtiofs.sock",
+                "--cache=auto",
+                "--sandbox=namespace"
+            ]
+        );
+        assert!(!a.contains(&"--readonly".to_string()));
+    }
+
+    #[test]
+    fn a_layer_under_a_path_overlayfs_cannot_parse_is_refused() {
+        let dirs = LayerDirs {
+            upper: "/a,b/layers/x/upper".into(),
+            work: "/a,b/layers/x/work".into(),
+        };
+        let i = ShareInput {
+            shared_dir: Path::new("/a,b/rootfs.d/g"),
             socket: Path::new("/s"),
-            readonly: false,
+            layer: Some(Layered {
+                dirs: &dirs,
+                merged: Path::new("/m"),
+            }),
             root: false,
-        });
-        assert!(!a.contains(&"--readonly".into()));
-        assert!(a.contains(&"--cache=auto".into()));
-        assert!(a.contains(&"--sandbox=none".into()));
+        };
+        let e = command(Path::new("/v"), &i).unwrap_err().to_string();
+        assert!(e.contains("--state-dir"), "{e}");
     }
 }
