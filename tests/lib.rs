@@ -127,10 +127,10 @@ pub fn start_until_agent_up(cmd: &mut Command) -> Running {
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
     loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("xtask ended before the agent was up:\n{seen}"))
-            .unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            let status = child.wait();
+            panic!("xtask ended ({status:?}) before the agent was up:\n{seen}");
+        };
         seen += &line;
         seen.push('\n');
         if line.contains("guest agent up") {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tests::builds::{build, command_log, entry_of, unique, Restore, EDITED};
+use tests::builds::{build, command_log, entry_of, side_commit, unique, Restore, EDITED};
 use tests::{code, fixture, run, stderr, stdout};
 
 /// A working state of the fixture tree that is in no cache entry yet: a one-file change
@@ -476,4 +476,214 @@ fn sigkill_mid_build_leaves_no_make_behind_and_the_next_build_works() {
     assert!(next.took < Duration::from_secs(240), "{:?}", next.took);
     assert_eq!(cache_counts(&f.state).1, 0);
     drop(restore);
+}
+
+#[test]
+fn cache_leftovers_show_in_ls_and_go_with_gc_and_no_key_escapes() {
+    let f = fixture();
+    let cache = f.state.join("cache");
+    let (k1, k2, k3) = ("e1".repeat(32), "e2".repeat(32), "e3".repeat(32));
+    // What killed writers leave, and entries that cannot be read.
+    for d in [
+        format!("tmp/{k1}.Xa1b2c"),
+        format!("tmp/old.{k1}.1"),
+        format!("tmp/gc.{k1}.2"),
+    ] {
+        std::fs::create_dir_all(cache.join(d).join("modules")).unwrap();
+    }
+    std::fs::create_dir_all(cache.join("entries").join(&k2)).unwrap();
+    std::fs::write(cache.join("entries").join(&k2).join("metadata.json"), "{").unwrap();
+    // A metadata file whose key points out of the cache: never used as a path.
+    let outside = f.state.join("xtask-e2e-outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(cache.join("entries").join(&k3)).unwrap();
+    let good = std::fs::read_dir(cache.join("entries"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("metadata.json"))
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"status\": \"ok\"")))
+        .expect("a good entry to copy");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(good).unwrap()).unwrap();
+    meta["key"] = "../../xtask-e2e-outside".into();
+    std::fs::write(
+        cache.join("entries").join(&k3).join("metadata.json"),
+        meta.to_string(),
+    )
+    .unwrap();
+
+    let out = run(f.xtask().args(["cache", "ls"]));
+    assert_eq!(code(&out), 0);
+    let o = stdout(&out);
+    assert!(
+        o.lines()
+            .any(|l| l.starts_with(&k2[..12]) && l.contains("CORRUPT")),
+        "{o}"
+    );
+    assert!(
+        o.lines()
+            .any(|l| l.starts_with(&k3[..12]) && l.contains("names another key")),
+        "{o}"
+    );
+    assert!(o.contains("2 corrupt"), "{o}");
+
+    let start = Instant::now();
+    let out = run(f.xtask().args(["cache", "gc", "--max-size", "1000G"]));
+    assert_eq!(code(&out), 0);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let o = stdout(&out);
+    assert!(o.contains(&format!("removed {}", &k2[..12])), "{o}");
+    assert!(o.contains("left by a killed writer"), "{o}");
+    assert_eq!(cache_counts(&f.state).1, 0);
+    for k in [&k2, &k3] {
+        assert!(!cache.join("entries").join(k).exists());
+    }
+    assert!(outside.is_dir(), "gc followed a key out of the cache");
+    std::fs::remove_dir(&outside).unwrap();
+    let out = run(f.xtask().args(["cache", "ls"]));
+    assert!(!stdout(&out).contains("CORRUPT"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_state_dir_others_can_write_or_someone_elses_is_refused() {
+    let f = fixture();
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let xtask = |state: &Path| {
+        let mut c = std::process::Command::new(&f.bin);
+        c.arg("--state-dir")
+            .arg(state)
+            .arg("--tree")
+            .arg(&f.tree)
+            .args(["cache", "ls"]);
+        c
+    };
+    let start = Instant::now();
+    let out = run(&mut xtask(&state));
+    assert_eq!(code(&out), 128);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the state dir {} is writable by others",
+            state.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("chmod o-w"), "{err}");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // SAFETY: chown(2) on a directory of our own, to nobody.
+    let path = std::ffi::CString::new(state.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+    let out = run(&mut xtask(&state));
+    assert_eq!(code(&out), 128);
+    let err = stderr(&out);
+    assert!(err.contains("belongs to uid 65534, not to you"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // Nothing was made in either.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+}
+
+/// A stand-in `git`, first on PATH: a checkout takes the worktree's index.lock and blocks
+/// (as a checkout of a big tree does, the moment a SIGKILL comes); everything else is git.
+fn blocking_git(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *\" checkout \"*)\n  gd=$({real} -C \"$2\" rev-parse --absolute-git-dir)\n  : > \"$gd/index.lock\"\n  exec sleep 600 ;;\nesac\nexec {real} \"$@\"\n",
+        real = real.trim()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(bin.join("git"), script).unwrap();
+    std::fs::set_permissions(bin.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn sigkill_during_a_checkout_leaves_an_index_lock_that_the_next_build_recovers() {
+    let f = fixture();
+    let before = tests::builds::checkout_state(&f.tree);
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = blocking_git(scratch.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let (rev1, rev2) = (side_commit(&f.tree), side_commit(&f.tree));
+    // Starts `build REV`, waits until `ready`, then signals it; returns its stderr.
+    let run_until = |rev: &str, with_path: &str, ready: &dyn Fn(u32) -> bool, signal| {
+        let mut child = f
+            .xtask()
+            .args(["build", rev])
+            .env("PATH", with_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        wait_until(Duration::from_secs(120), "the build gets there", || {
+            ready(pid)
+        });
+        let below = descendants(pid);
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, signal) };
+        let status = child.wait().unwrap();
+        wait_until(
+            Duration::from_secs(5),
+            "every process of the run ends",
+            || below.iter().all(|p| gone(*p)),
+        );
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        eprintln!("{err}");
+        (status, err)
+    };
+    let make_runs = |pid: u32| command_log(&f.state, pid).contains(" bzImage");
+    // The worktree exists (made once, at rev1); its make is cut short.
+    run_until(&rev1, &path, &make_runs, libc::SIGKILL);
+    let worktree = std::fs::read_dir(f.state.join("worktree"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let git_dir = tests::builds::git(&worktree, &["rev-parse", "--absolute-git-dir"]);
+    let index_lock = Path::new(git_dir.trim()).join("index.lock");
+    // A checkout of rev2, SIGKILLed while git holds index.lock: the stand-in git dies too.
+    run_until(&rev2, &path, &|_| index_lock.exists(), libc::SIGKILL);
+    assert!(index_lock.exists());
+    std::thread::sleep(Duration::from_millis(1500));
+    // The next build, with the real git: recovers, checks out rev2 and gets to make (Ctrl-C
+    // then, so as not to build a whole kernel in a fresh worktree).
+    let start = Instant::now();
+    let (status, err) = run_until(
+        &rev2,
+        &std::env::var("PATH").unwrap(),
+        &make_runs,
+        libc::SIGINT,
+    );
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains(&format!(
+            "removed {}, which an interrupted checkout left",
+            index_lock.display()
+        )),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert!(!index_lock.exists());
+    assert_eq!(
+        tests::builds::git(&worktree, &["rev-parse", "HEAD"]).trim(),
+        rev2
+    );
+    assert_eq!(tests::builds::checkout_state(&f.tree), before);
+    assert_eq!(cache_counts(&f.state).1, 0);
 }

@@ -37,6 +37,7 @@ fn help_lists_every_subcommand() {
             "deps",
             "quickstart",
             "cache",
+            "layer",
             "bench",
             "test",
             "completions",
@@ -254,11 +255,17 @@ fn non_utf8(prefix: &str) -> std::ffi::OsString {
 fn non_utf8_arguments_and_paths_are_refused_with_one_line() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
-    // A text option: the parser's own error.
+    // A text option or argument does not parse: 129, naming it.
     expect(
         xtask(&["check", "--append"]).arg(non_utf8("quiet")),
         129,
-        &["invalid UTF-8"],
+        &["the value of --append is not UTF-8"],
+        QUICK,
+    );
+    expect(
+        xtask(&["check", "--", "echo"]).arg(non_utf8("x")),
+        129,
+        &["is not UTF-8 (\"x\u{fffd}\u{fffd}\")"],
         QUICK,
     );
     // Paths that QEMU, make and systemd-nspawn would get as text.
@@ -497,4 +504,38 @@ fn quickstart_returns_the_checks_verdict() {
         Duration::from_secs(300),
     );
     assert!(stderr(&out).contains("panic"), "{}", stderr(&out));
+}
+
+/// quickstart passes every VM option it accepts on to its check: `--init systemd` and
+/// `--cpus 1` reach the boot (they used to be dropped without a word).
+#[test]
+fn quickstart_passes_its_vm_options_on_to_the_check() {
+    expect(
+        &mut xtask(&[
+            "quickstart",
+            "--init",
+            "systemd",
+            "--cpus",
+            "1",
+            "--shutdown-timeout",
+            "20s",
+        ]),
+        0,
+        &["systemd init, 1 vCPUs", "quickstart: good"],
+        Duration::from_secs(600),
+    );
+}
+
+/// `bisect --kernel` would boot one kernel at every step and name a culprit without testing
+/// any: the command line refuses it, saying why.
+#[test]
+fn bisect_refuses_kernel_saying_why() {
+    let f = fixture();
+    let kernel = f.kernel.to_string_lossy().into_owned();
+    expect(
+        &mut xtask(&["bisect", "base", "HEAD", "--kernel", &kernel]),
+        129,
+        &["bisect cannot take --kernel", "each step's own commit"],
+        QUICK,
+    );
 }

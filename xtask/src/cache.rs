@@ -245,14 +245,20 @@ impl Cache {
     /// of the same key waits at most `limit` (a build's own limit) for it.
     pub fn lock(&self, key: &str, limit: Duration) -> Result<FileLock> {
         FileLock::acquire(
-            &self.root.join("locks").join(format!("{key}.lock")),
+            &self.lock_path(key),
             &format!("another build of cache key {}", short(key)),
             limit,
         )
     }
 
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{key}.lock"))
+    }
+
     /// A private directory in which an entry is assembled; removed when dropped unpublished.
+    /// The writer first sweeps what killed writers left.
     pub fn staging(&self, key: &str) -> Result<tempfile::TempDir> {
+        self.sweep(false);
         std::fs::create_dir_all(self.tmp_dir())?;
         tempfile::Builder::new()
             .prefix(&format!("{key}."))
@@ -308,8 +314,17 @@ impl Cache {
         })
     }
 
-    /// Every published entry.
+    /// Every published entry that can be read.
     pub fn entries(&self) -> Result<Vec<Entry>> {
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter_map(|(_, e)| e.ok())
+            .collect())
+    }
+
+    /// Every directory in `entries/`, by name: the entry, or why it cannot be read.
+    fn scan(&self) -> Result<Vec<(String, std::result::Result<Entry, String>)>> {
         let dir = self.entries_dir();
         if !dir.exists() {
             return Ok(Vec::new());
@@ -317,18 +332,76 @@ impl Cache {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let name = e?.file_name().to_string_lossy().into_owned();
-            if let Some(entry) = self.lookup(&name) {
-                out.push(entry);
-            }
+            let entry = self.read_entry(&name);
+            out.push((name, entry));
         }
         Ok(out)
     }
 
+    /// Removes what no one will use, and returns what it removed and why: staging, `old.*`
+    /// and `gc.*` directories of killed writers (whose key no one holds), and entries that
+    /// cannot be read (a name that is no key, metadata missing or unparsable); with `verify`
+    /// (`gc`), also built entries whose files do not match their record. Best effort: what
+    /// cannot be removed now is tried again next time.
+    pub fn sweep(&self, verify: bool) -> Vec<(String, String)> {
+        let mut removed = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(self.tmp_dir()) {
+            for e in dir.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let key = leftover_key(&name);
+                if self.remove_unheld(&e.path(), key).unwrap_or(false) {
+                    removed.push((name, "left by a killed writer".to_string()));
+                }
+            }
+        }
+        for (name, entry) in self.scan().unwrap_or_default() {
+            let why = match entry {
+                Err(why) => why,
+                Ok(e) if verify => match e.verify() {
+                    Err(why) => why,
+                    Ok(()) => continue,
+                },
+                Ok(_) => continue,
+            };
+            let key = is_key(&name).then_some(name.as_str());
+            if self
+                .remove_unheld(&self.entries_dir().join(&name), key)
+                .unwrap_or(false)
+            {
+                removed.push((name, why));
+            }
+        }
+        removed
+    }
+
+    /// Removes `path` unless a builder holds `key` (a path of no key has no holder): renamed
+    /// into `tmp/` first, so that it vanishes from its place at once.
+    fn remove_unheld(&self, path: &std::path::Path, key: Option<&str>) -> Result<bool> {
+        let _lock = match key {
+            Some(k) => match FileLock::try_acquire(&self.lock_path(k))? {
+                Some(lock) => Some(lock),
+                None => return Ok(false),
+            },
+            None => None,
+        };
+        if path.parent() == Some(self.tmp_dir().as_path()) {
+            remove_any(path)?;
+            return Ok(true);
+        }
+        std::fs::create_dir_all(self.tmp_dir())?;
+        let trash = self.tmp_dir().join(format!(
+            "gc.{}.{}",
+            key.unwrap_or("junk"),
+            std::process::id()
+        ));
+        std::fs::rename(path, &trash)?;
+        remove_any(&trash)?;
+        Ok(true)
+    }
+
     /// Removes an entry unless a builder holds its key: renamed away first, so it vanishes at once.
     fn remove(&self, key: &str) -> Result<bool> {
-        let Some(_lock) =
-            FileLock::try_acquire(&self.root.join("locks").join(format!("{key}.lock")))?
-        else {
+        let Some(_lock) = FileLock::try_acquire(&self.lock_path(key))? else {
             return Ok(false);
         };
         std::fs::create_dir_all(self.tmp_dir())?;
@@ -339,6 +412,28 @@ impl Cache {
         std::fs::remove_dir_all(&trash)?;
         Ok(true)
     }
+}
+
+/// The key of a leftover in `tmp/`: a staging dir `KEY.random`, or `old.KEY.pid` (publish) or
+/// `gc.KEY.pid` (removal); None for a name we never make.
+fn leftover_key(name: &str) -> Option<&str> {
+    let rest = name
+        .strip_prefix("old.")
+        .or_else(|| name.strip_prefix("gc."))
+        .unwrap_or(name);
+    let key = rest.split('.').next()?;
+    is_key(key).then_some(key)
+}
+
+/// Removes a file or a directory tree (never following a symlink).
+fn remove_any(path: &std::path::Path) -> Result<()> {
+    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+    .with_context(|| format!("removing {}", path.display()))
 }
 
 /// The keys `gc` drops: least recently used first, until the rest fits in `max` bytes.
@@ -401,9 +496,16 @@ impl CacheArgs {
 }
 
 fn ls(cache: &Cache) -> Result<u8> {
-    let mut entries = cache.entries()?;
+    let mut entries = Vec::new();
+    let mut corrupt = Vec::new();
+    for (name, entry) in cache.scan()? {
+        match entry.and_then(|e| e.verify().map(|()| e)) {
+            Ok(e) => entries.push(e),
+            Err(why) => corrupt.push((name, why)),
+        }
+    }
     entries.sort_by_key(|e| std::cmp::Reverse(e.meta.created));
-    if entries.is_empty() {
+    if entries.is_empty() && corrupt.is_empty() {
         println!("the cache is empty");
         return Ok(0);
     }
@@ -438,11 +540,20 @@ fn ls(cache: &Cache) -> Result<u8> {
             age(e.last_used())
         );
     }
+    for (name, why) in &corrupt {
+        println!("{:<12}  {:<6}  {why}", short(name), "CORRUPT");
+    }
     println!(
         "{} entries, {} (a commit with + had uncommitted changes)",
         entries.len(),
         human_bytes(total)
     );
+    if !corrupt.is_empty() {
+        println!(
+            "{} corrupt: a build of their key makes them again; `cargo xtask cache gc` removes them",
+            corrupt.len()
+        );
+    }
     Ok(0)
 }
 
@@ -481,6 +592,9 @@ fn show(ctx: &Ctx, cache: &Cache, what: &str) -> Result<u8> {
 }
 
 fn gc(cache: &Cache, max: u64) -> Result<u8> {
+    for (name, why) in cache.sweep(true) {
+        println!("removed {} ({why})", short(&name));
+    }
     let entries = cache.entries()?;
     let list: Vec<(String, SystemTime, u64)> = entries
         .iter()
@@ -646,5 +760,63 @@ mod tests {
         .unwrap();
         assert!(cache.lookup(&key).is_none());
         assert!(cache.lookup("../../x").is_none());
+    }
+
+    #[test]
+    fn leftovers_are_swept_unless_a_writer_holds_their_key() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let (held, free) = ("aa".repeat(32), "bb".repeat(32));
+        let _writer = cache.lock(&held, Duration::from_secs(1)).unwrap();
+        let tmp = cache.tmp_dir();
+        for name in [
+            format!("{held}.abc123"),
+            format!("{free}.abc123"),
+            format!("old.{free}.77"),
+            format!("gc.{free}.78"),
+            "junk".to_string(),
+        ] {
+            std::fs::create_dir_all(tmp.join(name).join("modules")).unwrap();
+        }
+        // Entries: one good, one whose metadata does not parse, one not named by a key, one
+        // whose image is gone (found only with verify).
+        let good = "cc".repeat(32);
+        let s = cache.staging(&good).unwrap();
+        std::fs::write(s.path().join(BZIMAGE), "k").unwrap();
+        cache.publish(s, &meta(&good, Status::Ok)).unwrap();
+        let broken = "dd".repeat(32);
+        let s = cache.staging(&broken).unwrap();
+        std::fs::write(s.path().join(BZIMAGE), "k").unwrap();
+        cache.publish(s, &meta(&broken, Status::Ok)).unwrap();
+        std::fs::remove_file(cache.entry_dir(&broken).join(BZIMAGE)).unwrap();
+        let unparsable = "ee".repeat(32);
+        std::fs::create_dir_all(cache.entry_dir(&unparsable)).unwrap();
+        std::fs::write(cache.entry_dir(&unparsable).join(METADATA), "{").unwrap();
+        std::fs::create_dir_all(cache.entries_dir().join("..x")).unwrap();
+
+        // (staging() swept too, so most are gone already.)
+        cache.sweep(false);
+        let left: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [format!("{held}.abc123")]);
+        let mut names: Vec<String> = cache.scan().unwrap().into_iter().map(|e| e.0).collect();
+        names.sort();
+        assert_eq!(names, [good.clone(), broken.clone()]);
+        // gc's sweep verifies: the entry whose image is gone goes too.
+        let removed = cache.sweep(true);
+        assert_eq!(removed, [(broken.clone(), "bzImage missing".to_string())]);
+        assert_eq!(cache.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn leftover_names() {
+        let k = "ab".repeat(32);
+        assert_eq!(leftover_key(&format!("{k}.x1y2z3")), Some(k.as_str()));
+        assert_eq!(leftover_key(&format!("old.{k}.12")), Some(k.as_str()));
+        assert_eq!(leftover_key(&format!("gc.{k}.12")), Some(k.as_str()));
+        assert_eq!(leftover_key("gc.junk.12"), None);
+        assert_eq!(leftover_key("whatever"), None);
     }
 }

@@ -236,6 +236,62 @@ pub struct VmArgs {
     pub keep: bool,
 }
 
+impl VmArgs {
+    /// The options as a command line that parses back to the same options: how quickstart
+    /// passes every one it was given on to its check.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        use std::ffi::OsString;
+        fn value<T: ValueEnum>(v: &T) -> OsString {
+            v.to_possible_value()
+                .map_or_else(OsString::new, |p| p.get_name().into())
+        }
+        let text = |x: &dyn std::fmt::Display| OsString::from(x.to_string());
+        let given: [(&str, Option<OsString>); 12] = [
+            ("kernel", self.kernel.clone().map(PathBuf::into_os_string)),
+            ("memory", self.memory.as_ref().map(|x| text(x))),
+            ("cpus", self.cpus.as_ref().map(|x| text(x))),
+            ("accel", self.accel.as_ref().map(value)),
+            ("backend", self.backend.as_ref().map(value)),
+            ("connect", self.connect.clone().map(Into::into)),
+            ("append", self.append.clone().map(Into::into)),
+            ("layer", self.layer.clone().map(Into::into)),
+            ("init", self.init.as_ref().map(value)),
+            ("timeout", self.timeout.as_ref().map(|x| text(x))),
+            ("boot-timeout", self.boot_timeout.as_ref().map(|x| text(x))),
+            (
+                "shutdown-timeout",
+                self.shutdown_timeout.as_ref().map(|x| text(x)),
+            ),
+        ];
+        let mut a = Vec::new();
+        for (name, value) in given {
+            if let Some(value) = value {
+                a.push(OsString::from(format!("--{name}")));
+                a.push(value);
+            }
+        }
+        for (name, on) in [("rw", self.rw), ("keep", self.keep)] {
+            if on {
+                a.push(OsString::from(format!("--{name}")));
+            }
+        }
+        a
+    }
+}
+
+/// Options that parse but make no sense together; the line says why (exit 129, as for any
+/// command line that does not parse).
+pub fn refusal(cli: &Cli) -> Option<String> {
+    match &cli.command {
+        Command::Bisect(b) if b.vm.kernel.is_some() => Some(
+            "bisect cannot take --kernel: it builds and boots each step's own commit, and one \
+             kernel booted at every step would name a culprit without testing any"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BootCmd {
     /// Revision to boot [default: the tree's working state]
@@ -418,6 +474,23 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// The line that names the first argument that is not UTF-8, for clap's error that does not:
+/// `the value of --append is not UTF-8 ("quiet\u{fffd}"): …`. Only paths may be any bytes.
+pub fn non_utf8_argument(args: &[std::ffi::OsString]) -> Option<String> {
+    let i = args.iter().position(|a| a.to_str().is_none())?;
+    let lossy = args[i].to_string_lossy();
+    let what = match lossy.split_once('=') {
+        Some((opt, _)) if opt.starts_with("--") => format!("the value of {opt}"),
+        _ => match i.checked_sub(1).and_then(|p| args[p].to_str()) {
+            Some(opt) if opt.starts_with('-') && opt != "--" => format!("the value of {opt}"),
+            _ => format!("argument {i}"),
+        },
+    };
+    Some(format!(
+        "{what} is not UTF-8 ({lossy:?}): only paths may hold other bytes"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +499,63 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn vm_of(args: &[&str]) -> VmArgs {
+        let cli = Cli::try_parse_from(["xtask", "quickstart"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Quickstart(q) => q.vm,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_vm_option_is_passed_on() {
+        let all = [
+            "--kernel",
+            "/k",
+            "--memory",
+            "2G",
+            "--cpus",
+            "1",
+            "--accel",
+            "tcg",
+            "--backend",
+            "libvirt",
+            "--connect",
+            "qemu:///session",
+            "--append",
+            "quiet loglevel=1",
+            "--rw",
+            "--layer",
+            "bug",
+            "--init",
+            "systemd",
+            "--timeout",
+            "5m",
+            "--boot-timeout",
+            "90s",
+            "--shutdown-timeout",
+            "3s",
+            "--keep",
+        ];
+        let vm = vm_of(&all);
+        let again: Vec<String> = vm
+            .to_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let again: Vec<&str> = again.iter().map(String::as_str).collect();
+        assert_eq!(format!("{:?}", vm_of(&again)), format!("{vm:?}"));
+        assert!(vm_of(&[]).to_args().is_empty());
+    }
+
+    #[test]
+    fn bisect_refuses_kernel() {
+        let cli = Cli::try_parse_from(["xtask", "bisect", "v1", "v2", "--kernel", "/k"]).unwrap();
+        assert!(refusal(&cli).unwrap().contains("--kernel"));
+        let cli = Cli::try_parse_from(["xtask", "check", "--kernel", "/k"]).unwrap();
+        assert_eq!(refusal(&cli), None);
     }
 
     #[test]
@@ -439,6 +569,29 @@ mod tests {
         assert_eq!(c.rev.as_deref(), Some("v6.1"));
         assert_eq!(c.check.command, ["uname", "-r"]);
         assert_eq!(c.vm.memory.unwrap().to_string(), "2G");
+    }
+
+    #[test]
+    fn a_non_utf8_argument_is_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || std::ffi::OsString::from_vec(b"quiet\xff".to_vec());
+        let args = |v: Vec<std::ffi::OsString>| {
+            let mut all: Vec<std::ffi::OsString> = vec!["xtask".into(), "check".into()];
+            all.extend(v);
+            non_utf8_argument(&all)
+        };
+        assert_eq!(
+            args(vec!["--append".into(), bad()]).unwrap(),
+            "the value of --append is not UTF-8 (\"quiet\u{fffd}\"): only paths may hold other bytes"
+        );
+        let mut eq = std::ffi::OsString::from("--append=");
+        eq.push(bad());
+        assert!(args(vec![eq])
+            .unwrap()
+            .starts_with("the value of --append is not"));
+        let n = args(vec!["--".into(), "echo".into(), bad()]).unwrap();
+        assert!(n.starts_with("argument 4 is not UTF-8"), "{n}");
+        assert_eq!(args(vec!["--append".into(), "quiet".into()]), None);
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::units::human_duration;
 use crate::{deps, exit, fixture};
 use anyhow::{bail, Result};
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::Instant;
 
 impl QuickstartArgs {
@@ -41,7 +40,7 @@ impl QuickstartArgs {
         run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
         run_self(ctx, "build", Some(&tree), &["build"])?;
         let mut check = vec![OsString::from("check")];
-        check.extend(self.vm_args());
+        check.extend(self.vm.to_args());
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;
         // Its verdict is ours; anything else is check's own error line, and ours is 128.
         let verdict = match code {
@@ -61,29 +60,5 @@ impl QuickstartArgs {
             tree.display()
         );
         Ok(code)
-    }
-
-    /// The VM options given to quickstart, passed on to check as they were written.
-    fn vm_args(&self) -> Vec<OsString> {
-        let v = &self.vm;
-        fn text<T: std::fmt::Display>(x: &Option<T>) -> Option<OsString> {
-            x.as_ref().map(|x| x.to_string().into())
-        }
-        let given = [
-            ("memory", text(&v.memory)),
-            ("cpus", text(&v.cpus)),
-            ("append", text(&v.append)),
-            ("timeout", text(&v.timeout)),
-            ("boot-timeout", text(&v.boot_timeout)),
-            ("kernel", v.kernel.clone().map(PathBuf::into_os_string)),
-        ];
-        let mut a = Vec::new();
-        for (name, value) in given {
-            if let Some(value) = value {
-                a.push(OsString::from(format!("--{name}")));
-                a.push(value);
-            }
-        }
-        a
     }
 }

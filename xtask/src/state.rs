@@ -1,7 +1,7 @@
 //! The state dir's layout: one place that names every path the toolkit keeps.
 
-use anyhow::{Context, Result};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use anyhow::{bail, Context, Result};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 /// `<state>/` holds everything the toolkit makes; nothing is written elsewhere.
@@ -56,21 +56,43 @@ impl StateDir {
         self.root.join("kvm-probe.json")
     }
 
-    /// Creates the state dir, with a clear error for a read-only or unwritable path.
+    /// Creates the state dir (0755), with a clear error for a read-only or unwritable path,
+    /// and refuses one that someone else could change under us: it must belong to this user
+    /// and not be writable by others. The write test makes a file of its own (never one that
+    /// is there, nor through a symlink).
     pub fn ensure(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.root).with_context(|| {
-            format!(
-                "cannot create the state dir {}: pass --state-dir PATH on a writable disk",
-                self.root.display()
-            )
-        })?;
-        let probe = self.root.join(".write-test");
-        std::fs::write(&probe, b"").with_context(|| {
-            format!(
-                "the state dir {} is not writable: pass --state-dir PATH on a writable disk",
-                self.root.display()
-            )
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.root)
+            .with_context(|| {
+                format!(
+                    "cannot create the state dir {}: pass --state-dir PATH on a writable disk",
+                    self.root.display()
+                )
+            })?;
+        let meta = std::fs::metadata(&self.root)
+            .with_context(|| format!("reading the state dir {}", self.root.display()))?;
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        let me = unsafe { libc::geteuid() };
+        if let Some(why) = untrusted(meta.uid(), meta.mode(), me) {
+            bail!("the state dir {} {why}", self.root.display());
+        }
+        let probe = self
+            .root
+            .join(format!(".write-test.{}", std::process::id()));
+        let _ = std::fs::remove_file(&probe);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&probe)
+            .with_context(|| {
+                format!(
+                    "the state dir {} is not writable: pass --state-dir PATH on a writable disk",
+                    self.root.display()
+                )
+            })?;
         let _ = std::fs::remove_file(probe);
         Ok(())
     }
@@ -88,6 +110,25 @@ impl StateDir {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         Ok(dir)
     }
+}
+
+/// Why a state dir owned by `uid` with `mode` cannot be trusted by user `me`, with the fix;
+/// None when it can. Someone else's, or one others can write into, could hold a symlink or a
+/// kernel planted for us.
+fn untrusted(uid: u32, mode: u32, me: u32) -> Option<String> {
+    if uid != me {
+        return Some(format!(
+            "belongs to uid {uid}, not to you (uid {me}): pass --state-dir PATH of your own, or \
+             `chown {me}` it"
+        ));
+    }
+    if mode & 0o002 != 0 {
+        return Some(format!(
+            "is writable by others (mode {:o}): `chmod o-w` it",
+            mode & 0o7777
+        ));
+    }
+    None
 }
 
 /// UTC time as `YYYYMMDD-HHMMSS`, sortable.
@@ -136,5 +177,36 @@ mod tests {
         let d = s.new_run_dir("check").unwrap();
         let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_state_dir_of_someone_else_or_writable_by_others_is_refused() {
+        assert_eq!(untrusted(1000, 0o40755, 1000), None);
+        assert_eq!(untrusted(1000, 0o40775, 1000), None);
+        let why = untrusted(0, 0o40755, 1000).unwrap();
+        assert!(
+            why.contains("belongs to uid 0, not to you (uid 1000)"),
+            "{why}"
+        );
+        let why = untrusted(1000, 0o41777, 1000).unwrap();
+        assert!(why.contains("writable by others (mode 1777)") && why.contains("chmod o-w"));
+
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().join("state"));
+        s.ensure().unwrap();
+        std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = format!("{:#}", s.ensure().unwrap_err());
+        assert!(e.contains("is writable by others"), "{e}");
+        std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The write test never follows a symlink that someone left in its place.
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(
+            &victim,
+            s.root.join(format!(".write-test.{}", std::process::id())),
+        )
+        .unwrap();
+        s.ensure().unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 }

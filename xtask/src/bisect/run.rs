@@ -326,7 +326,7 @@ impl BisectCmd {
                         if want_good { "good" } else { "bad" }
                     );
                 }
-                build::source::checkout_worktree(tree, &worktree, &bad)?;
+                build::source::checkout_worktree(tree, &worktree, &bad, None)?;
                 let mut args = vec![
                     "bisect".to_string(),
                     "start".into(),

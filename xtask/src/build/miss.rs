@@ -64,8 +64,9 @@ pub fn build(
         &format!("another build in the build dir of {}", src_dir.display()),
         opts.timeout,
     )?;
+    let locked_since = std::time::SystemTime::now();
     if req.source.checkout == Checkout::Worktree {
-        source::checkout_worktree(&req.tree, &src_dir, &req.source.commit)?;
+        source::checkout_worktree(&req.tree, &src_dir, &req.source.commit, Some(locked_since))?;
     }
     std::fs::create_dir_all(&build_dir)
         .with_context(|| format!("creating the build dir {}", build_dir.display()))?;

@@ -7,6 +7,7 @@ use crate::state::StateDir;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 /// A resolved revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,20 +160,32 @@ pub fn worktree_dir(state: &StateDir, tree: &Path) -> PathBuf {
 
 /// Detaches the worktree at `commit`, creating it on first use. `checkout --force` also
 /// repairs a worktree that an interrupted checkout left half-way; only changed files get new
-/// mtimes, so the next build stays incremental.
-pub fn checkout_worktree(tree: &Path, worktree: &Path, commit: &str) -> Result<()> {
+/// mtimes, so the next build stays incremental. `locked_since`: when the caller took the
+/// build dir's lock, under which alone we run git here; an `index.lock` older than that is a
+/// killed run's, and is removed.
+pub fn checkout_worktree(
+    tree: &Path,
+    worktree: &Path,
+    commit: &str,
+    locked_since: Option<SystemTime>,
+) -> Result<()> {
     let usable = worktree.join(".git").exists()
         && git(worktree)
             .args(["rev-parse", "--git-dir"])
             .output_unchecked()
             .is_ok_and(|o| o.status.success());
     if usable {
+        if let Some(since) = locked_since {
+            recover_index_lock(worktree, since)?;
+        }
         let at = git(worktree).args(["rev-parse", "HEAD"]).read_logged().ok();
         if at.as_deref() == Some(commit) && is_clean(worktree)? {
             return Ok(());
         }
+        // Dies with us: a checkout that ran on after a killed run would race the next one.
         git(worktree)
             .args(["checkout", "--quiet", "--force", "--detach", commit])
+            .die_with_us()
             .output_logged()
             .with_context(|| format!("checking out {commit} in {}", worktree.display()))?;
         return Ok(());
@@ -191,9 +204,41 @@ pub fn checkout_worktree(tree: &Path, worktree: &Path, commit: &str) -> Result<(
         .args(["worktree", "add", "--quiet", "--force", "--detach"])
         .arg(worktree)
         .arg(commit)
+        .die_with_us()
         .output_logged()
         .with_context(|| format!("creating the worktree {}", worktree.display()))?;
     Ok(())
+}
+
+/// Removes the worktree's `index.lock` when it is older than our hold on the build dir's
+/// lock: git left it when a run of ours was killed mid-checkout, and every later checkout
+/// would fail on it.
+fn recover_index_lock(worktree: &Path, locked_since: SystemTime) -> Result<()> {
+    let Ok(git_dir) = git(worktree)
+        .args(["rev-parse", "--absolute-git-dir"])
+        .read_logged()
+    else {
+        return Ok(());
+    };
+    let lock = Path::new(&git_dir).join("index.lock");
+    let Ok(modified) = std::fs::symlink_metadata(&lock).and_then(|m| m.modified()) else {
+        return Ok(());
+    };
+    if is_stale(modified, locked_since) {
+        std::fs::remove_file(&lock)
+            .with_context(|| format!("removing the stale {}", lock.display()))?;
+        eprintln!(
+            "removed {}, which an interrupted checkout left",
+            lock.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether a lock file made at `made` predates our lock, taken at `locked_since` (a second's
+/// slack for file systems with coarse times).
+fn is_stale(made: SystemTime, locked_since: SystemTime) -> bool {
+    made + std::time::Duration::from_secs(1) < locked_since
 }
 
 fn is_clean(dir: &Path) -> Result<bool> {
@@ -258,17 +303,43 @@ mod tests {
         // The worktree follows revisions and leaves the checkout alone.
         let before = std::fs::read(repo.join("f")).unwrap();
         let wt = t.path().join("state/worktree/x");
-        checkout_worktree(&repo, &wt, &one.commit).unwrap();
+        checkout_worktree(&repo, &wt, &one.commit, None).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
-        checkout_worktree(&repo, &wt, &clean.commit).unwrap();
+        checkout_worktree(&repo, &wt, &clean.commit, None).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "b\n");
         std::fs::write(wt.join("f"), "half-way").unwrap();
-        checkout_worktree(&repo, &wt, &clean.commit).unwrap();
+        checkout_worktree(&repo, &wt, &clean.commit, None).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "b\n");
         assert_eq!(std::fs::read(repo.join("f")).unwrap(), before);
+        // A killed checkout's index.lock: kept while it may be live, removed once it predates
+        // our lock.
+        let git_dir = git(&wt)
+            .args(["rev-parse", "--absolute-git-dir"])
+            .read_logged()
+            .unwrap();
+        let lock = Path::new(&git_dir).join("index.lock");
+        std::fs::write(&lock, "").unwrap();
+        let now = SystemTime::now();
+        assert!(checkout_worktree(
+            &repo,
+            &wt,
+            &one.commit,
+            Some(now - std::time::Duration::from_secs(60))
+        )
+        .is_err());
+        checkout_worktree(
+            &repo,
+            &wt,
+            &one.commit,
+            Some(now + std::time::Duration::from_secs(5)),
+        )
+        .unwrap();
+        assert!(!lock.exists());
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
+        checkout_worktree(&repo, &wt, &clean.commit, None).unwrap();
         // A deleted worktree is made again.
         std::fs::remove_dir_all(&wt).unwrap();
-        checkout_worktree(&repo, &wt, &one.commit).unwrap();
+        checkout_worktree(&repo, &wt, &one.commit, None).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
     }
 
