@@ -647,3 +647,39 @@ fn the_agent_failing_mid_command_is_an_infrastructure_fault() {
     );
     assert_nothing_left(&run_dir);
 }
+
+/// virtiofsd exiting at start (a stand-in that gives the real one an option it refuses, and
+/// passes `--version`/`--help` through so that it is accepted): 128 with its words, on one
+/// line.
+#[test]
+fn virtiofsd_exiting_at_start_is_a_setup_fault_with_its_words() {
+    let f = fixture();
+    let real = std::env::var("XTASK_VIRTIOFSD").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cargo/bin/virtiofsd")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("virtiofsd");
+    std::fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version|--help|-V|-h) exec {real} \"$@\";; esac\n\
+             exec {real} --thread-pool-size=lots \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = check(&f, &["--", "true"]);
+    c.env("XTASK_VIRTIOFSD", &stand_in);
+    let (out, took, run_dir) = run_to_end(&f, &mut c);
+    assert_eq!(code(&out), 128);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.contains("virtiofsd exited at start"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("invalid value 'lots'"), "{err}");
+    assert_nothing_left(&run_dir);
+}

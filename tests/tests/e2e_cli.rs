@@ -37,6 +37,7 @@ fn help_lists_every_subcommand() {
             "deps",
             "quickstart",
             "cache",
+            "layer",
             "bench",
             "test",
             "completions",
@@ -254,11 +255,17 @@ fn non_utf8(prefix: &str) -> std::ffi::OsString {
 fn non_utf8_arguments_and_paths_are_refused_with_one_line() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
-    // A text option: the parser's own error.
+    // A text option or argument does not parse: 129, naming it.
     expect(
         xtask(&["check", "--append"]).arg(non_utf8("quiet")),
         129,
-        &["invalid UTF-8"],
+        &["the value of --append is not UTF-8"],
+        QUICK,
+    );
+    expect(
+        xtask(&["check", "--", "echo"]).arg(non_utf8("x")),
+        129,
+        &["is not UTF-8 (\"x\u{fffd}\u{fffd}\")"],
         QUICK,
     );
     // Paths that QEMU, make and systemd-nspawn would get as text.

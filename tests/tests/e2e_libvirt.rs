@@ -410,3 +410,61 @@ fn libvirt_a_panic_after_the_agent_answered_is_bad_and_named() {
     );
     assert!(!err.contains("running it once more"), "{err}");
 }
+
+/// SIGKILL to the virtiofsd libvirt started for the domain of the check with this pid (by
+/// libvirt's pid file, `<domain id>-<short name>-fs0-fs.pid`).
+fn kill_domain_virtiofsd(check_pid: u32) {
+    let name = our_domains()
+        .into_iter()
+        .find(|d| d.ends_with(&format!("-check-{check_pid}")))
+        .expect("the check's domain");
+    let out = Command::new("virsh")
+        .args(["-c", URI, "domid", &name])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let file = std::fs::read_dir("/run/libvirt/qemu")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&format!("{id}-")) && n.ends_with("-fs.pid")
+        })
+        .expect("libvirt's virtiofsd pid file");
+    let pid: i32 = std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("killing the domain's virtiofsd (pid {pid})");
+    // SAFETY: kill(2) on a pid libvirt's pid file names.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+/// libvirt does not watch the virtiofsd it starts; the run does: seen at once (not at the
+/// timeout, and not as a boot that hung: 125), retried, killed again: 128 naming it.
+#[test]
+fn libvirt_a_virtiofsd_killed_twice_is_an_infrastructure_fault() {
+    let _one = serial();
+    let f = fixture();
+    let start = Instant::now();
+    let mut running = tests::start_until_agent_up(&mut check(&f, &["--", "sleep", "600"]));
+    let pid = running.child.id();
+    kill_domain_virtiofsd(pid);
+    running.wait_for("running it once more");
+    running.wait_for("guest agent up");
+    kill_domain_virtiofsd(pid);
+    let (status, err) = running.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(128), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(240),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("verdict: abort (exit 128): virtiofsd (the rootfs share) exited"),
+        "{err}"
+    );
+    assert_no_domain_left();
+}

@@ -474,6 +474,23 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// The line that names the first argument that is not UTF-8, for clap's error that does not:
+/// `the value of --append is not UTF-8 ("quiet\u{fffd}"): …`. Only paths may be any bytes.
+pub fn non_utf8_argument(args: &[std::ffi::OsString]) -> Option<String> {
+    let i = args.iter().position(|a| a.to_str().is_none())?;
+    let lossy = args[i].to_string_lossy();
+    let what = match lossy.split_once('=') {
+        Some((opt, _)) if opt.starts_with("--") => format!("the value of {opt}"),
+        _ => match i.checked_sub(1).and_then(|p| args[p].to_str()) {
+            Some(opt) if opt.starts_with('-') && opt != "--" => format!("the value of {opt}"),
+            _ => format!("argument {i}"),
+        },
+    };
+    Some(format!(
+        "{what} is not UTF-8 ({lossy:?}): only paths may hold other bytes"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,6 +569,29 @@ mod tests {
         assert_eq!(c.rev.as_deref(), Some("v6.1"));
         assert_eq!(c.check.command, ["uname", "-r"]);
         assert_eq!(c.vm.memory.unwrap().to_string(), "2G");
+    }
+
+    #[test]
+    fn a_non_utf8_argument_is_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || std::ffi::OsString::from_vec(b"quiet\xff".to_vec());
+        let args = |v: Vec<std::ffi::OsString>| {
+            let mut all: Vec<std::ffi::OsString> = vec!["xtask".into(), "check".into()];
+            all.extend(v);
+            non_utf8_argument(&all)
+        };
+        assert_eq!(
+            args(vec!["--append".into(), bad()]).unwrap(),
+            "the value of --append is not UTF-8 (\"quiet\u{fffd}\"): only paths may hold other bytes"
+        );
+        let mut eq = std::ffi::OsString::from("--append=");
+        eq.push(bad());
+        assert!(args(vec![eq])
+            .unwrap()
+            .starts_with("the value of --append is not"));
+        let n = args(vec!["--".into(), "echo".into(), bad()]).unwrap();
+        assert!(n.starts_with("argument 4 is not UTF-8"), "{n}");
+        assert_eq!(args(vec!["--append".into(), "quiet".into()]), None);
     }
 
     #[test]

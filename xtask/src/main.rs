@@ -39,6 +39,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         // A usage error is 129 whether or not it could be printed; help or the version that
         // could not be printed is a closed stdout.
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => {
+            // clap does not say which argument; name it.
+            let args: Vec<_> = std::env::args_os().collect();
+            match cli::non_utf8_argument(&args) {
+                Some(line) => exit::say(&format!("error: {line}")),
+                None => drop(e.print()),
+            }
+            return ExitCode::from(exit::USAGE);
+        }
         Err(e) if e.use_stderr() => {
             let _ = e.print();
             return ExitCode::from(exit::USAGE);

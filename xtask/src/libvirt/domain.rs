@@ -110,6 +110,8 @@ pub struct Domain {
     /// Leave the domain running when the guard goes (`--keep`).
     pub keep: bool,
     pub started: Instant,
+    /// libvirt's id of the running domain.
+    pub id: Option<u32>,
     end: Option<VmEnd>,
     destroyed: bool,
 }
@@ -131,6 +133,7 @@ impl Domain {
                 )
             })?;
         Ok(Domain {
+            id: dom.get_id(),
             conn,
             dom,
             name: name.to_string(),

@@ -5,8 +5,10 @@
 pub mod access;
 pub mod agent;
 pub mod domain;
+pub mod virtiofsd;
 pub mod xml;
 
+use crate::vm::fault::VmEnd;
 use crate::vm::qga::{self, Agent};
 use crate::vm::run::{Guest, Tools};
 use crate::vm::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG};
@@ -75,6 +77,9 @@ fn absolute(spec: &VmSpec) -> Result<VmSpec> {
 pub struct LibvirtVm {
     domain: domain::Domain,
     paths: RunPaths,
+    /// The pid of the domain's virtiofsd, when libvirt's pid file gave it.
+    virtiofsd: Option<u32>,
+    end: Option<VmEnd>,
 }
 
 impl LibvirtVm {
@@ -99,9 +104,12 @@ impl LibvirtVm {
         let xml = xml::domain_xml(&def)?;
         std::fs::write(paths.dir.join("domain.xml"), &xml)?;
         let domain = domain::Domain::create(uri, &def.name, &xml, keep)?;
+        let virtiofsd = domain.id.and_then(virtiofsd::find);
         Ok(LibvirtVm {
             domain,
             paths: paths.clone(),
+            virtiofsd,
+            end: None,
         })
     }
 }
@@ -111,8 +119,26 @@ impl Guest for LibvirtVm {
         self.domain.started
     }
 
-    fn ended(&mut self) -> Option<crate::vm::fault::VmEnd> {
-        self.domain.ended()
+    /// The domain's end, or its virtiofsd's (the domain's own end wins: virtiofsd exits
+    /// when QEMU does, so a domain on its way out gets a moment).
+    fn ended(&mut self) -> Option<VmEnd> {
+        if self.end.is_none() {
+            self.end = self.domain.ended().or_else(|| {
+                let pid = self.virtiofsd.filter(|&p| !virtiofsd::alive(p))?;
+                let until = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < until {
+                    if let Some(e) = self.domain.ended() {
+                        return Some(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Some(VmEnd::Virtiofsd {
+                    status: format!("pid {pid} gone"),
+                    log_tail: String::new(),
+                })
+            });
+        }
+        self.end.clone()
     }
 
     fn agent(&self) -> Box<dyn qga::Connect> {

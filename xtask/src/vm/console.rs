@@ -79,20 +79,17 @@ impl Finding {
 const CUT_HERE: &str = "------------[ cut here ]------------";
 
 /// A kernel message, with the printk prefix (`[    1.234567]`, maybe `[    T1]`) split off,
-/// and its timestamp in microseconds. The console is shared, so a kernel line may start
-/// mid-line, after a shell prompt or other userspace output: the first timestamp found
-/// starts the message. Lines without one are kept whole: a kernel without PRINTK_TIME
-/// prints none.
-fn message(line: &str) -> (Option<u64>, &str) {
+/// and its timestamp in microseconds; `None` for a line without a timestamp. The console is
+/// shared, so a kernel line may start mid-line, after a shell prompt or other userspace
+/// output: the first timestamp found starts the message.
+fn message(line: &str) -> Option<(Option<u64>, &str)> {
     static STAMP: OnceLock<Regex> = OnceLock::new();
     static MORE: OnceLock<Regex> = OnceLock::new();
     let stamp = STAMP.get_or_init(|| Regex::new(r"\[\s*(\d+)\.(\d+)\]\s*").unwrap());
     // A caller id (`[    T1]`, `[    C0]`) may follow the timestamp.
     let more = MORE.get_or_init(|| Regex::new(r"^(?:\[\s*[TC]\d+\]\s*)+").unwrap());
     let line = line.trim_end_matches('\r');
-    let Some(c) = stamp.captures(line) else {
-        return (None, line);
-    };
+    let c = stamp.captures(line)?;
     // printk prints seconds and microseconds (`%5lu.%06lu`); anything else is no stamp.
     let usec = (c[2].len() == 6)
         .then(|| {
@@ -103,10 +100,25 @@ fn message(line: &str) -> (Option<u64>, &str) {
         })
         .flatten();
     let rest = &line[c.get(0).map_or(0, |m| m.end())..];
-    match more.find(rest) {
+    Some(match more.find(rest) {
         Some(m) => (usec, &rest[m.end()..]),
         None => (usec, rest),
-    }
+    })
+}
+
+/// The kernel's messages of a console, line by line (`None` for a line that is not one).
+/// Where the kernel stamps its lines (PRINTK_TIME, or `printk.time=1`, which a check's
+/// command line has), a line without a stamp is userspace's, written straight to the
+/// console; where it stamps none, every line may be the kernel's.
+fn kernel_messages<'a>(lines: &[&'a str]) -> Vec<Option<(Option<u64>, &'a str)>> {
+    let stamped = lines.iter().any(|l| message(l).is_some());
+    lines
+        .iter()
+        .map(|l| match message(l) {
+            None if !stamped => Some((None, l.trim_end_matches('\r'))),
+            m => m,
+        })
+        .collect()
 }
 
 /// The kind of the kernel report a message starts, if any. The more specific patterns come
@@ -166,22 +178,21 @@ pub fn compile(regexes: &[String]) -> Result<Vec<Regex>> {
 /// WARNING/BUG/Oops line follows it closely (those are reported instead).
 pub fn scan(console: &str, extra: &[Regex]) -> Vec<Finding> {
     let lines: Vec<&str> = console.lines().collect();
+    let kernel = kernel_messages(&lines);
+    let kind_at = |i: usize| kernel[i].and_then(|(_, msg)| classify(msg));
     let mut out = Vec::new();
     for (i, raw) in lines.iter().enumerate() {
-        let (usec, msg) = message(raw);
+        let (usec, msg) = kernel[i].unwrap_or((None, raw.trim_end_matches('\r')));
         let finding = |kind| Finding {
             kind,
             line: i + 1,
             text: msg.trim().to_string(),
             usec,
         };
-        if let Some(kind) = classify(msg) {
+        if let Some(kind) = kind_at(i) {
             out.push(finding(kind));
-        } else if msg.trim() == CUT_HERE {
-            let followed = lines[i + 1..]
-                .iter()
-                .take(4)
-                .any(|l| classify(message(l).1).is_some());
+        } else if kernel[i].is_some() && msg.trim() == CUT_HERE {
+            let followed = (i + 1..lines.len()).take(4).any(|j| kind_at(j).is_some());
             if !followed {
                 out.push(finding(FindingKind::Warning));
             }
@@ -466,6 +477,22 @@ mod tests {
             kinds(&scan(log, &[])),
             vec![FindingKind::Bug, FindingKind::Oops]
         );
+    }
+
+    #[test]
+    fn an_unstamped_line_beside_stamped_ones_is_userspace() {
+        // Written straight to /dev/console (a unit's output), not through printk.
+        let log = "[    1.000000] Linux version 6.1\nBUG: a test prints this\n\
+                   [    2.000000] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x0/0x1\n";
+        let f = scan(log, &[]);
+        assert_eq!(kinds(&f), vec![FindingKind::Warning]);
+        assert_eq!((f[0].line, f[0].usec), (3, Some(2_000_000)));
+        // A console with no stamps at all (printk.time=0): every line may be the kernel's.
+        let log = "Linux version 6.1\nBUG: unable to handle page fault for address: 0\n";
+        assert_eq!(kinds(&scan(log, &[])), vec![FindingKind::Bug]);
+        // --bad-if-console still sees every line.
+        let re = compile(&["a test prints".into()]).unwrap();
+        assert_eq!(scan("[ 1.0] x\nBUG: a test prints this\n", &re).len(), 1);
     }
 
     #[test]

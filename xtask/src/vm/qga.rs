@@ -335,13 +335,7 @@ impl Agent {
             match self.stream.write(bytes) {
                 Ok(0) => bail!("the guest agent connection closed"),
                 Ok(n) => bytes = &bytes[n..],
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if slice_ended(&e) => {}
                 Err(e) => return Err(e).context("writing to the guest agent"),
             }
         }
@@ -461,13 +455,7 @@ impl Agent {
             match self.stream.read(&mut chunk) {
                 Ok(0) => bail!("the guest agent connection closed"),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if slice_ended(&e) => {}
                 Err(e) => return Err(e).context("reading from the guest agent"),
             }
         }
@@ -482,6 +470,14 @@ impl Agent {
 }
 
 /// A random id for guest-sync, from the kernel's random pool.
+/// Whether a read or write only ran out its time slice (or met a signal): try again.
+fn slice_ended(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 fn random_id() -> u64 {
     let mut b = [0u8; 8];
     if std::fs::File::open("/dev/urandom")

@@ -123,9 +123,11 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     }
     if !i.shell {
         // The console is scanned: every message reaches it whatever `quiet`, `loglevel=` or
-        // `dmesg -n` say, so no finding is hidden. After --append, so that a
+        // `dmesg -n` say, so no finding is hidden; and every kernel line has its timestamp,
+        // which tells it from userspace's lines (console.rs). After --append, so that a
         // `printk.ignore_loglevel=0` there loses (module parameters are set in command line
-        // order). A person at an interactive console gets the levels they asked for.
+        // order). A person at an interactive console gets what they asked for.
+        v.push("printk.time=1".into());
         v.push("printk.ignore_loglevel=1".into());
     }
     v
@@ -255,7 +257,7 @@ mod tests {
             c,
             "console=ttyS0 root=rootfs rootfstype=virtiofs ro init=/usr/local/sbin/xtask-init \
              panic=-1 oops=panic reboot=t 8250.nr_uarts=1 xtask.init=fast tsc_early_khz=2445406 \
-             printk.ignore_loglevel=1"
+             printk.time=1 printk.ignore_loglevel=1"
         );
     }
 
@@ -272,17 +274,25 @@ mod tests {
         assert!(c.contains(&"xtask.init=systemd".to_string()));
         assert!(!c.iter().any(|a| a.starts_with("tsc_early_khz")));
         // --append comes after ours, so its init= wins.
-        assert_eq!(&c[c.len() - 3..c.len() - 1], ["init=/bin/sleep", "quiet"]);
+        assert_eq!(&c[c.len() - 4..c.len() - 2], ["init=/bin/sleep", "quiet"]);
     }
 
     #[test]
     fn the_users_loglevel_cannot_hide_a_finding() {
-        for append in ["quiet", "loglevel=1", "printk.ignore_loglevel=0 quiet"] {
+        for append in [
+            "quiet",
+            "loglevel=1",
+            "printk.ignore_loglevel=0 printk.time=0 quiet",
+        ] {
             let c = kernel_cmdline(&CmdlineInput {
                 append: Some(append),
                 ..input()
             });
-            assert_eq!(c.last().unwrap(), "printk.ignore_loglevel=1", "{c:?}");
+            assert_eq!(
+                c[c.len() - 2..],
+                ["printk.time=1", "printk.ignore_loglevel=1"],
+                "{c:?}"
+            );
         }
         let interactive = kernel_cmdline(&CmdlineInput {
             shell: true,

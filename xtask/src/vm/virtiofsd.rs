@@ -117,8 +117,9 @@ pub fn start(bin: &Path, input: &ShareInput, log: &Path) -> Result<Child> {
         if let Some(st) = child.try_wait()? {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             bail!(
-                "virtiofsd exited at start ({st}):\n{}",
-                cmd::tail(&text, 10)
+                "virtiofsd exited at start ({}): {}",
+                cmd::describe(&st),
+                one_line(&cmd::tail(&text, 5))
             );
         }
         // Connectable means listening. A probe connection would not do: virtiofsd serves
@@ -140,6 +141,16 @@ pub fn start(bin: &Path, input: &ShareInput, log: &Path) -> Result<Child> {
             cmd::terminate(&mut child, Duration::from_secs(1));
         })?;
     }
+}
+
+/// A log's lines as one, for an error line.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" | ")
 }
 
 /// Whether /proc/net/unix shows a socket listening at `path` (state 01, SO_ACCEPTCON set).
