@@ -109,10 +109,17 @@ impl Entry {
     }
 
     /// Checks a built entry against what publish recorded; `Err` says what is wrong (a file
-    /// missing, truncated or changed). A recorded failure has nothing to check.
+    /// missing, truncated or changed). A recorded failure must be the source's: one that an
+    /// older version recorded for a host's fault (a full disk, a killed compiler) is no answer.
     pub fn verify(&self) -> std::result::Result<(), String> {
         if self.meta.status == Status::Failed {
-            return Ok(());
+            let log = std::fs::read_to_string(self.path(BUILD_LOG)).unwrap_or_default();
+            return match crate::build::failure::classify(&log, "recorded") {
+                crate::build::failure::Failure::Source => Ok(()),
+                crate::build::failure::Failure::Host(why) => Err(format!(
+                    "a recorded failure that was not the source's: {why}"
+                )),
+            };
         }
         if self.meta.files.is_empty() {
             // An entry from before digests were recorded: its bzImage's size.
@@ -808,6 +815,26 @@ mod tests {
         let removed = cache.sweep(true);
         assert_eq!(removed, [(broken.clone(), "bzImage missing".to_string())]);
         assert_eq!(cache.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_recorded_failure_must_be_the_sources() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let data = |name: &str| {
+            std::fs::read_to_string(format!(
+                "{}/test_data/build/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        for (log, ok) in [("syntax_error.log", true), ("enospc_make.log", false)] {
+            let key = if ok { "a1" } else { "a2" }.repeat(32);
+            let s = cache.staging(&key).unwrap();
+            std::fs::write(s.path().join(BUILD_LOG), data(log)).unwrap();
+            let e = cache.publish(s, &meta(&key, Status::Failed)).unwrap();
+            assert_eq!(e.verify().is_ok(), ok, "{log}: {:?}", e.verify());
+        }
     }
 
     #[test]

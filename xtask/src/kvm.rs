@@ -132,6 +132,10 @@ pub fn judge_probe_log(log: &str, method: &str) -> bool {
 /// under KVM: a trimmed kernel reaches its panic in about 5 s here.
 const TCG_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How long a kernel gets to print its banner under TCG (about 2 s here): a file that is no
+/// kernel prints nothing, and need not be given all of [`TCG_DEADLINE`].
+const BANNER_DEADLINE: Duration = Duration::from_secs(15);
+
 /// What the guest code is.
 #[derive(Clone, Copy)]
 enum Guest<'a> {
@@ -284,6 +288,18 @@ fn boot(qemu: &Path, dir: &Path, accel: &str, guest: Guest, deadline: Duration) 
     while start.elapsed() < deadline {
         if reached() {
             return Ok(Boot::Reached(start.elapsed()));
+        }
+        if matches!(guest, Guest::Kernel(_))
+            && start.elapsed() > BANNER_DEADLINE
+            && !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Linux version")
+        {
+            return Ok(Boot::Failed(format!(
+                "no kernel banner under {} within {}s",
+                accel.to_uppercase(),
+                BANNER_DEADLINE.as_secs()
+            )));
         }
         if let Ok(Some(st)) = vm.0.try_wait() {
             if reached() {
