@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::builds::{build, command_log, entry_of, side_commit, unique, Restore, EDITED};
-use tests::{code, fixture, run, stderr, stdout};
+use tests::{code, descendants, fixture, gone, run, stderr, stdout, wait_until};
 
 /// A working state of the fixture tree that is in no cache entry yet: a one-file change
 /// (an incremental build of a few files).
@@ -245,24 +245,6 @@ fn children_with(parent: u32, words: &[&str]) -> Vec<u32> {
     out
 }
 
-/// Whether a process is gone (or a zombie that nobody needs to end).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Moves the state's KVM answer away so that the next run probes, and puts it back after.
 struct NoKvmAnswer {
     path: PathBuf,
@@ -379,38 +361,6 @@ fn the_kvm_probe_ends_with_its_run_on_ctrl_c_and_on_sigkill() {
         .args(["--", "true"]));
     assert_eq!(code(&out), 0);
     assert_eq!(probe_dirs(&f.state), 0);
-}
-
-/// Every process below `pid`.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        if let Some(pp) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parents.push((p, pp));
-        }
-    }
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        out.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    out.remove(0);
-    out
 }
 
 fn cmdline(pid: u32) -> String {

@@ -127,7 +127,9 @@ fn holder_line(pid: u32, since: u64, argv: &str) -> String {
 
 /// Who holds the lock at `path`, as a waiter says it: `held by pid 4242 (…) for 1m05s`.
 pub fn holder(path: &Path) -> String {
-    describe_holder(&read_holder(path), now_secs())
+    describe_holder(&read_holder(path), now_secs(), |pid| {
+        Path::new(&format!("/proc/{pid}")).exists()
+    })
 }
 
 fn read_holder(path: &Path) -> String {
@@ -138,14 +140,16 @@ fn read_holder(path: &Path) -> String {
     text
 }
 
-/// `held by pid 4242 (xtask build v6.1) for 1m05s`, from what the holder wrote.
-fn describe_holder(text: &str, now: u64) -> String {
+/// `held by pid 4242 (xtask build v6.1) for 1m05s`, from what the holder wrote. A line whose
+/// pid is gone is an earlier holder's (the lock is held by someone who wrote nothing, such as
+/// `flock(1)`), so it names no one.
+fn describe_holder(text: &str, now: u64, alive: impl Fn(u32) -> bool) -> String {
     let mut parts = text.trim().splitn(3, ' ');
     let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
     let since = parts.next().and_then(|s| s.parse::<u64>().ok());
     let argv = parts.next().unwrap_or("").trim();
     match (pid, since) {
-        (Some(pid), Some(since)) => format!(
+        (Some(pid), Some(since)) if alive(pid) => format!(
             "held by pid {pid} ({argv}) for {}",
             human_duration(Duration::from_secs(now.saturating_sub(since)))
         ),
@@ -187,11 +191,19 @@ mod tests {
     #[test]
     fn the_holder_reads_as_who_and_how_long() {
         let line = holder_line(4242, 1000, "xtask build v6.1");
+        let alive = |_| true;
         assert_eq!(
-            describe_holder(&line, 1065),
+            describe_holder(&line, 1065, alive),
             "held by pid 4242 (xtask build v6.1) for 1m05s"
         );
-        assert_eq!(describe_holder("", 5), "held by another process");
-        assert_eq!(describe_holder("garbage", 5), "held by another process");
+        assert_eq!(
+            describe_holder(&line, 1065, |_| false),
+            "held by another process"
+        );
+        assert_eq!(describe_holder("", 5, alive), "held by another process");
+        assert_eq!(
+            describe_holder("garbage", 5, alive),
+            "held by another process"
+        );
     }
 }
