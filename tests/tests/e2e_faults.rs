@@ -77,12 +77,12 @@ fn spawn_build(f: &Fixture, args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// The lock file of the cache key whose short form `build` printed (`…, key 0123456789ab`).
+/// The lock file of the cache key that a waiter named (`… cache key 0123456789ab, held …`).
 fn key_lock_of(state: &Path, err: &str) -> PathBuf {
     let short = err
-        .split(", key ")
+        .split("cache key ")
         .nth(1)
-        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.split(',').next())
         .unwrap_or_else(|| panic!("no key in {err}"));
     std::fs::read_dir(state.join("cache/locks"))
         .unwrap()
@@ -277,7 +277,12 @@ fn a_garbage_kernel_is_125_and_doctor_still_says_what_it_said() {
     let took = start.elapsed();
     let err = stderr(&out);
     assert_eq!(code(&out), 125, "{err}");
-    assert!(err.contains("the guest agent never answered"), "{err}");
+    // Random bytes either hang (the agent never answers) or end the VM at once.
+    assert!(
+        err.contains("verdict: untestable (exit 125): ")
+            && err.contains("before the command could run"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(60), "{took:?}");
     assert!(processes_mentioning(&garbage.path().display().to_string()).is_empty());
     assert_eq!(doctor_kvm(&f), before);

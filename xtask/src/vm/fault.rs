@@ -103,6 +103,20 @@ pub fn of_vm_end(end: &VmEnd, kernel_printed: bool, panicked: bool) -> Option<Fa
             "QEMU exited with {c} while the guest ran{}",
             tail(log_tail)
         ))),
+        // A signal of its own making (an assertion's abort, a crash): its last words say why,
+        // and nobody outside sent it.
+        VmEnd::Qemu {
+            signal:
+                Some(
+                    s
+                    @ (libc::SIGABRT | libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE),
+                ),
+            log_tail,
+            ..
+        } => Some(Fault::infra(format!(
+            "QEMU crashed (signal {s}){}",
+            tail(log_tail)
+        ))),
         // Killed: whatever it logged before says nothing about why.
         VmEnd::Qemu { signal, .. } => Some(Fault::infra(format!(
             "QEMU was killed by signal {} from outside",
@@ -187,6 +201,23 @@ mod tests {
         let f = of_vm_end(&qemu(None, Some(9), ""), true, false).unwrap();
         assert_eq!(f.kind, FaultKind::Infra);
         assert_eq!(f.what, "QEMU was killed by signal 9 from outside");
+    }
+
+    /// Recorded: a garbage kernel booted under a KVM that cannot run guests here.
+    #[test]
+    fn qemu_aborting_itself_is_a_crash_with_its_words_not_a_kill_from_outside() {
+        let log = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n\
+                   qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: \
+                   Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.";
+        let f = of_vm_end(&qemu(None, Some(6), log), false, false).unwrap();
+        assert_eq!(f.kind, FaultKind::Infra);
+        assert!(
+            f.what.starts_with(
+                "QEMU crashed (signal 6): qemu-system-x86_64: error: failed to set MSR"
+            ) && f.what.contains("Assertion"),
+            "{}",
+            f.what
+        );
     }
 
     #[test]
