@@ -287,3 +287,37 @@ fn a_garbage_kernel_is_125_and_doctor_still_says_what_it_said() {
     assert!(processes_mentioning(&garbage.path().display().to_string()).is_empty());
     assert_eq!(doctor_kvm(&f), before);
 }
+
+/// A big `--script` takes a while to go through the agent; Ctrl-C in the middle of it ends the
+/// upload, the VM and virtiofsd at once.
+#[test]
+fn ctrl_c_during_a_script_upload_is_130_and_leaves_nothing() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("big.sh");
+    let mut text = b"#!/bin/sh\nexit 0\n".to_vec();
+    text.resize(60_000_000, b'#');
+    std::fs::write(&script, text).unwrap();
+    let running = tests::start_until_agent_up(
+        f.xtask()
+            .arg("check")
+            .arg("--kernel")
+            .arg(&f.kernel)
+            .arg("--script")
+            .arg(&script),
+    );
+    let run_dir = tests::run_dir_of(&f, running.child.id());
+    let (status, took) = running.interrupt(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130));
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    wait_until(Duration::from_secs(3), "the run's processes end", || {
+        processes_mentioning(&run_dir.display().to_string()).is_empty()
+    });
+    for s in ["qga.sock", "qmp.sock", "virtiofs.sock"] {
+        assert!(!run_dir.join(s).exists(), "{s} left behind");
+    }
+    // Cut short in the upload: writes went out, the script never ran.
+    let agent = std::fs::read_to_string(run_dir.join("agent.jsonl")).unwrap();
+    assert!(agent.contains("\"guest-file-write\""), "{agent}");
+    assert!(!agent.contains("\"guest-exec\""), "{agent}");
+}
