@@ -321,3 +321,41 @@ fn ctrl_c_during_a_script_upload_is_130_and_leaves_nothing() {
     assert!(agent.contains("\"guest-file-write\""), "{agent}");
     assert!(!agent.contains("\"guest-exec\""), "{agent}");
 }
+
+/// A git that hangs (a stand-in first on PATH: `--version` answers, anything else blocks, as
+/// git on a dead NFS mount does) is ended at its limit, git's default of 2 minutes, with the
+/// command named; nothing of it is left.
+#[test]
+fn a_hung_git_is_ended_at_its_limit_and_named() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = stdout(&run(Command::new("sh").args(["-c", "command -v git"])));
+    std::fs::write(
+        bin.join("git"),
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *--version*) exec {} \"$@\" ;; esac\nsleep 6007\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let start = Instant::now();
+    let out = run(f.xtask().arg("build").env("PATH", &path));
+    let took = start.elapsed();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 128, "{err}");
+    assert!(
+        err.contains("git ") && err.contains("` did not finish within 2m00s and was ended"),
+        "{err}"
+    );
+    assert!(took >= Duration::from_secs(120), "{took:?}");
+    assert!(took < Duration::from_secs(150), "{took:?}");
+    wait_until(Duration::from_secs(5), "the stand-in git ends", || {
+        processes_mentioning(&bin.display().to_string()).is_empty()
+            && processes_mentioning("sleep 6007").is_empty()
+    });
+}
