@@ -94,6 +94,25 @@ fn a_copy_of_a_warning_written_to_kmsg_is_good() {
     );
 }
 
+/// Straight to the console, not through printk: no timestamp, so not the kernel's.
+#[test]
+fn a_kernel_looking_line_written_to_the_console_is_good() {
+    let f = fixture();
+    let line = "BUG: kernel NULL pointer dereference, address: 0000000000000000";
+    let echo = format!("echo '{line}' > /dev/console");
+    let out = within(
+        &mut check(&f, &["--json", "--", "sh", "-c", &echo]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(j["verdict"], "good");
+    // It did reach the console.
+    let run_dir = j["runs"][0]["run_dir"].as_str().unwrap();
+    let console = std::fs::read_to_string(Path::new(run_dir).join("console.log")).unwrap();
+    assert!(console.contains(line), "{console}");
+}
+
 #[test]
 fn a_panic_at_boot_is_untestable_with_a_command_and_bad_without() {
     let f = fixture();

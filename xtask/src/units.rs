@@ -191,15 +191,17 @@ fn within<T: PartialOrd>(
     }
 }
 
-/// Formats a duration for people: `850ms`, `12.3s`, `4m05s`.
+/// Formats a duration for people: `850ms`, `12.3s`, `4m05s`, `3h02m`.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 1.0 {
         format!("{}ms", d.as_millis())
     } else if s < 60.0 {
         format!("{s:.1}s")
-    } else {
+    } else if s < 3600.0 {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else {
+        format!("{}h{:02}m", d.as_secs() / 3600, d.as_secs() / 60 % 60)
     }
 }
 
@@ -346,6 +348,7 @@ mod tests {
     fn human() {
         assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(human_duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 125)), "3h02m");
         assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
         assert_eq!(human_secs(1.25), "1.2s");
         assert_eq!(human_secs(-1.0), "?");

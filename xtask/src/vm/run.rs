@@ -587,12 +587,6 @@ mod tests {
     use super::*;
     use crate::vm::verdict::Verdict;
 
-    fn data(p: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/vm/test_data")
-            .join(p)
-    }
-
     /// A saved run: result.json as `check` wrote it, the console log and the output.
     fn saved_run(console: &str, end: CommandEnd) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
@@ -617,7 +611,7 @@ mod tests {
             retried_after: None,
         };
         std::fs::write(paths.result(), serde_json::to_string(&r).unwrap()).unwrap();
-        std::fs::copy(data(console), paths.console_log()).unwrap();
+        std::fs::write(paths.console_log(), console::recorded(console)).unwrap();
         std::fs::write(paths.stdout(), "out\n").unwrap();
         t
     }
@@ -655,6 +649,27 @@ mod tests {
             rejudge(t.path(), &re).unwrap().judgement.verdict,
             Verdict::Bad
         );
+    }
+
+    #[test]
+    fn rejudging_reads_the_saved_kernel_log() {
+        let t = saved_run(
+            "console/kmsg_copy_and_real_warning.log",
+            CommandEnd::Exited { code: 0 },
+        );
+        let kmsg = console::recorded("kmsg/kmsg_copy_and_real_warning.txt");
+        std::fs::write(RunPaths::new(t.path()).kernel_log(), kmsg).unwrap();
+        let r = rejudge(t.path(), &[]).unwrap();
+        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert!(
+            r.judgement.reason.starts_with(
+                "console: warning at line 210: WARNING: CPU: 0 PID: 54 at drivers/misc/lkdtm"
+            ),
+            "{}",
+            r.judgement.reason
+        );
+        let lines: Vec<usize> = r.facts.from_userspace.iter().map(|f| f.line).collect();
+        assert_eq!(lines, [207]);
     }
 
     #[test]

@@ -118,9 +118,17 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
         // No "Welcome" colours and status noise over the slow serial port.
         v.push("systemd.show_status=error".into());
     }
-    if let Some(a) = i.append {
-        v.extend(a.split_whitespace().map(String::from));
-    }
+    // Words after a `--` in --append are init's arguments, not the kernel's: ours go before.
+    let append: Vec<String> = i
+        .append
+        .map(|a| a.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let split = append
+        .iter()
+        .position(|w| w == "--")
+        .unwrap_or(append.len());
+    let (kernel_part, init_args) = append.split_at(split);
+    v.extend(kernel_part.iter().cloned());
     if !i.shell {
         // The console is scanned: every message reaches it whatever `quiet`, `loglevel=` or
         // `dmesg -n` say, so no finding is hidden; and every kernel line has its timestamp,
@@ -130,6 +138,7 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
         v.push("printk.time=1".into());
         v.push("printk.ignore_loglevel=1".into());
     }
+    v.extend(init_args.iter().cloned());
     v
 }
 
@@ -308,5 +317,21 @@ mod tests {
             "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2445.406\ncache size\t: 512 KB\n";
         assert_eq!(tsc_khz_from_cpuinfo(cpuinfo), Some(2_445_406));
         assert_eq!(tsc_khz_from_cpuinfo("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn init_arguments_after_dashes_stay_last() {
+        let c = kernel_cmdline(&CmdlineInput {
+            init: InitMode::Fast,
+            rw: false,
+            machine: Machine::Microvm,
+            tsc_khz: None,
+            shell: false,
+            append: Some("init=/bin/sleep -- infinity"),
+        });
+        let dashes = c.iter().position(|w| w == "--").unwrap();
+        assert_eq!(&c[dashes..], ["--", "infinity"]);
+        assert!(c[..dashes].contains(&"printk.ignore_loglevel=1".to_string()));
+        assert!(c[..dashes].contains(&"init=/bin/sleep".to_string()));
     }
 }
