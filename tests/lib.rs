@@ -51,12 +51,14 @@ impl Fixture {
 /// Runs a command and returns its output, echoing both streams so a failing test shows them.
 pub fn run(cmd: &mut Command) -> Output {
     eprintln!("$ {cmd:?}");
+    let start = std::time::Instant::now();
     let out = cmd.output().expect("spawn");
     eprintln!(
-        "--- stdout\n{}--- stderr\n{}--- {}",
+        "--- stdout\n{}--- stderr\n{}--- {} after {:.2}s",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        out.status
+        out.status,
+        start.elapsed().as_secs_f64()
     );
     out
 }

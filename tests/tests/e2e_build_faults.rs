@@ -536,6 +536,16 @@ fn a_state_dir_others_can_write_or_someone_elses_is_refused() {
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }
 
+/// A child that is killed if the test fails before it ends.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A stand-in `git`, first on PATH: a checkout takes the worktree's index.lock and blocks
 /// (as a checkout of a big tree does, the moment a SIGKILL comes); everything else is git.
 fn blocking_git(dir: &Path) -> PathBuf {
@@ -569,14 +579,16 @@ fn sigkill_during_a_checkout_leaves_an_index_lock_that_the_next_build_recovers()
     let (rev1, rev2) = (side_commit(&f.tree), side_commit(&f.tree));
     // Starts `build REV`, waits until `ready`, then signals it; returns its stderr.
     let run_until = |rev: &str, with_path: &str, ready: &dyn Fn(u32) -> bool, signal| {
-        let mut child = f
-            .xtask()
-            .args(["build", rev])
-            .env("PATH", with_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reap(
+            f.xtask()
+                .args(["build", rev])
+                .env("PATH", with_path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let child = &mut child.0;
         let pid = child.id();
         wait_until(Duration::from_secs(120), "the build gets there", || {
             ready(pid)
@@ -597,8 +609,14 @@ fn sigkill_during_a_checkout_leaves_an_index_lock_that_the_next_build_recovers()
         (status, err)
     };
     let make_runs = |pid: u32| command_log(&f.state, pid).contains(" bzImage");
-    // The worktree exists (made once, at rev1); its make is cut short.
-    run_until(&rev1, &path, &make_runs, libc::SIGKILL);
+    // The worktree exists (made once, or checked out at rev1 with the real git); its make is
+    // cut short.
+    run_until(
+        &rev1,
+        &std::env::var("PATH").unwrap(),
+        &make_runs,
+        libc::SIGKILL,
+    );
     let worktree = std::fs::read_dir(f.state.join("worktree"))
         .unwrap()
         .next()

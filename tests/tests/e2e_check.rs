@@ -268,6 +268,41 @@ fn a_guest_that_writes_gcc_with_rw_changes_only_its_layer() {
     assert!(stderr(&gone).contains("no layer"), "{}", stderr(&gone));
 }
 
+/// `--share DIR` is the one read-write place both sides see: the guest reads what the host put
+/// there and the host finds what the guest wrote (the article's coredumps).
+#[test]
+fn a_share_dir_is_read_write_on_both_sides() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("from-host"), "host\n").unwrap();
+    let share = dir.path().to_string_lossy().into_owned();
+    let start = Instant::now();
+    let out = run(&mut check(
+        &f,
+        &[
+            "--share",
+            &share,
+            "--",
+            "sh",
+            "-c",
+            "cat /mnt/share/from-host && echo guest > /mnt/share/from-guest",
+        ],
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(tests::stdout(&out).trim(), "host");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("from-guest")).unwrap(),
+        "guest\n"
+    );
+    let gone = processes_mentioning(&share);
+    assert!(gone.is_empty(), "the share's virtiofsd is left: {gone:?}");
+}
+
 #[test]
 fn ctrl_c_ends_the_vm_and_cleans_up() {
     let f = fixture();

@@ -170,6 +170,35 @@ fn libvirt_the_rootfs_is_read_only_by_default() {
     assert!(!marker.exists(), "the guest wrote to the shared rootfs");
 }
 
+/// libvirt 9 cannot make a virtiofs share read-only, so the toolkit's wrapper gives libvirt's
+/// virtiofsd `--readonly`: a guest that remounts its root read-write (`xtask.rw=1` asks
+/// xtask-init to) still cannot write the rootfs the build container uses.
+#[test]
+fn libvirt_a_root_remounted_rw_still_cannot_write_the_rootfs() {
+    let f = fixture();
+    let marker = f.state.join("rootfs/xtask-libvirt-rw-test");
+    let _ = std::fs::remove_file(&marker);
+    let start = std::time::Instant::now();
+    let out = verdict(
+        &[
+            "--append",
+            "xtask.rw=1",
+            "--",
+            "sh",
+            "-c",
+            "echo x > /xtask-libvirt-rw-test",
+        ],
+        1,
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(240));
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!marker.exists(), "the guest wrote to the shared rootfs");
+}
+
 #[test]
 fn libvirt_ctrl_c_destroys_the_domain() {
     let _one = serial();

@@ -219,6 +219,9 @@ pub struct VmArgs {
     /// The layer --rw writes into [default: default]
     #[arg(long, value_name = "NAME", requires = "rw")]
     pub layer: Option<String>,
+    /// Share this host dir read-write with the guest, at /mnt/share (coredumps, results)
+    #[arg(long, value_name = "DIR")]
+    pub share: Option<PathBuf>,
     /// Guest init [default: fast for check and bisect, systemd for boot]
     #[arg(long, value_enum)]
     pub init: Option<InitMode>,
@@ -246,8 +249,9 @@ impl VmArgs {
                 .map_or_else(OsString::new, |p| p.get_name().into())
         }
         let text = |x: &dyn std::fmt::Display| OsString::from(x.to_string());
-        let given: [(&str, Option<OsString>); 12] = [
+        let given: [(&str, Option<OsString>); 13] = [
             ("kernel", self.kernel.clone().map(PathBuf::into_os_string)),
+            ("share", self.share.clone().map(PathBuf::into_os_string)),
             ("memory", self.memory.as_ref().map(|x| text(x))),
             ("cpus", self.cpus.as_ref().map(|x| text(x))),
             ("accel", self.accel.as_ref().map(value)),
@@ -529,6 +533,8 @@ mod tests {
             "--rw",
             "--layer",
             "bug",
+            "--share",
+            "/tmp",
             "--init",
             "systemd",
             "--timeout",

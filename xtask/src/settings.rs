@@ -167,6 +167,8 @@ pub struct VmOptions {
     pub append: Option<String>,
     /// `--rw`: the layer that keeps the guest's writes; None: read-only, nothing kept.
     pub layer: Option<String>,
+    /// `--share DIR`, absolute.
+    pub share: Option<PathBuf>,
     pub init: InitMode,
     pub timeout: Duration,
     pub boot_timeout: Duration,
@@ -311,6 +313,15 @@ impl VmOptions {
                 .or_else(|| file.connect.clone())
                 .unwrap_or(DEFAULT_CONNECT.into()),
             append: args.append.clone().or_else(|| file.append.clone()),
+            share: match &args.share {
+                Some(d) if !d.is_dir() => bail!("--share {}: no such directory", d.display()),
+                Some(d) => {
+                    let d = std::fs::canonicalize(d)?;
+                    require_utf8(&d, "--share")?;
+                    Some(d)
+                }
+                None => None,
+            },
             layer: match (args.rw, &args.layer) {
                 (false, _) => None,
                 (true, Some(name)) => Some(crate::layer::checked_name(name)?.to_string()),

@@ -114,6 +114,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     let append = kernel_cmdline(&CmdlineInput {
         init: crate::cli::InitMode::Fast,
         rw: false,
+        share: false,
         machine: Machine::Microvm,
         tsc_khz: tsc_khz_from_cpuinfo(&cpuinfo),
         shell: false,

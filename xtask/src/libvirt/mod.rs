@@ -42,7 +42,8 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) ->
         rootfs: spec.rootfs.clone(),
         root_tag: ROOT_TAG.into(),
         rw: spec.layer.is_some(),
-        virtiofsd: tools.virtiofsd.clone(),
+        // Read-only on the host side too, through the wrapper [`LibvirtVm::start`] writes.
+        virtiofsd: paths.dir.join(virtiofsd::READONLY_WRAPPER),
         console: match spec.console {
             Console::Log => ConsoleSink::File(paths.console_log()),
             Console::Interactive => ConsoleSink::Pty {
@@ -56,6 +57,7 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) ->
 /// `boot --backend libvirt --print-xml`.
 pub fn xml_for(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<String> {
     let spec = absolute(spec)?;
+    virtiofsd::write_readonly_wrapper(&paths.dir, &tools.virtiofsd)?;
     xml::domain_xml(&domain_def(&spec, paths, tools, false))
 }
 
@@ -100,6 +102,7 @@ impl LibvirtVm {
         if let Some(w) = access::kvm_warning(uri) {
             eprintln!("warning: {w}");
         }
+        virtiofsd::write_readonly_wrapper(&paths.dir, &tools.virtiofsd)?;
         let def = domain_def(&spec, paths, tools, keep);
         let xml = xml::domain_xml(&def)?;
         std::fs::write(paths.dir.join("domain.xml"), &xml)?;

@@ -1,8 +1,32 @@
-//! The virtiofsd libvirt starts for a domain's root share: found by libvirt's pid file and
-//! watched through /proc, so that a run sees it die as it sees QEMU die (libvirt itself does
-//! not, and the guest would hang on its root until the timeout).
+//! The virtiofsd libvirt starts for a domain's root share: made read-only on the host side
+//! (a wrapper adds `--readonly`, which libvirt 9 cannot ask for), found by libvirt's pid file
+//! and watched through /proc, so that a run sees it die as it sees QEMU die (libvirt itself
+//! does not, and the guest would hang on its root until the timeout).
 
-use std::path::Path;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The wrapper's name in the run dir (libvirtd runs it as root, so the private dir is fine).
+pub const READONLY_WRAPPER: &str = "virtiofsd-readonly";
+
+/// A script that runs `real` with libvirt's arguments and `--readonly`: libvirt 9 refuses
+/// `<readonly/>` for virtiofs, and without it a guest that remounts its root read-write (say
+/// `--append xtask.rw=1`) would write into the rootfs the build container uses. `exec`, so
+/// the pid libvirt records is virtiofsd's own.
+pub fn readonly_wrapper(real: &Path) -> String {
+    let quoted = real.to_string_lossy().replace('\'', r"'\''");
+    format!("#!/bin/sh\nexec '{quoted}' \"$@\" --readonly\n")
+}
+
+/// Writes the wrapper into `run_dir`; returns its path.
+pub fn write_readonly_wrapper(run_dir: &Path, real: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = run_dir.join(READONLY_WRAPPER);
+    std::fs::write(&p, readonly_wrapper(real))
+        .with_context(|| format!("writing {}", p.display()))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
+    Ok(p)
+}
 
 /// Where the system daemon keeps its pid files.
 const RUN_DIR: &str = "/run/libvirt/qemu";
@@ -85,5 +109,14 @@ mod tests {
         assert!(is_alive("7 (a) b) R 1"));
         assert!(!is_alive(""));
         assert!(alive(std::process::id()));
+    }
+
+    #[test]
+    fn the_wrapper_adds_readonly_to_whatever_libvirt_passes() {
+        assert_eq!(
+            readonly_wrapper(Path::new("/root/.cargo/bin/virtiofsd")),
+            "#!/bin/sh\nexec '/root/.cargo/bin/virtiofsd' \"$@\" --readonly\n"
+        );
+        assert!(readonly_wrapper(Path::new("/o'x/v")).contains(r"'/o'\''x/v'"));
     }
 }

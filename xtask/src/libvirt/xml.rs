@@ -164,8 +164,9 @@ fn root_share(d: &DomainDef) -> Result<String> {
         path("virtiofsd", &d.virtiofsd)?
     );
     // Read-only use: nothing changes the rootfs while we run, the guest may cache it all.
-    // libvirt 9 has no read-only virtiofs (`<readonly/>` is refused): the kernel mounts the
-    // root `ro` and xtask-init puts a tmpfs overlay over it.
+    // libvirt 9 has no read-only virtiofs (`<readonly/>` is refused): the binary is a wrapper
+    // that adds virtiofsd's `--readonly` (libvirt/virtiofsd.rs), the kernel mounts the root
+    // `ro` and xtask-init puts a tmpfs overlay over it.
     let cache = if d.rw { "auto" } else { "always" };
     let _ = writeln!(x, "        <cache mode='{cache}'/>");
     x.push_str("      </binary>\n");

@@ -89,7 +89,7 @@ fn baseline_once(
         &virtiofsd::ShareInput {
             shared_dir: &rootfs,
             socket: &paths.virtiofs_socket(),
-            layer: None,
+            access: virtiofsd::Access::ReadOnly,
             root: unsafe { libc::geteuid() } == 0,
         },
         &paths.virtiofsd_log(),

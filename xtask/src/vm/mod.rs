@@ -131,9 +131,13 @@ pub fn prepare(
         Some(name) => Some(crate::layer::hold(&ctx.state, name)?),
         None => None,
     };
+    if opts.share.is_some() && tools.launcher != Launcher::Qemu {
+        bail!("--share needs the QEMU backend for now");
+    }
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
         init: opts.init,
         rw: layer.is_some(),
+        share: opts.share.is_some(),
         machine,
         tsc_khz: spec::tsc_khz_from_cpuinfo(&cpuinfo),
         shell: console == Console::Interactive,
@@ -149,6 +153,7 @@ pub fn prepare(
         machine,
         rootfs: rootfs(ctx)?,
         layer,
+        share: opts.share.clone(),
         init: opts.init,
         console,
         boot_timeout: opts.boot_timeout,

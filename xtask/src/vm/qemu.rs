@@ -1,7 +1,7 @@
 //! QEMU's command line for a [`VmSpec`]: small pure functions, one per concern, each flag
 //! with the reason it is there.
 
-use super::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG};
+use super::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG, SHARE_TAG};
 use crate::cli::Accel;
 use std::ffi::OsString;
 use std::path::Path;
@@ -16,6 +16,9 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<OsString> {
     v.extend(kernel(spec));
     v.extend(console(spec.console, &paths.console_log()));
     v.extend(root_share(&paths.virtiofs_socket()));
+    if spec.share.is_some() {
+        v.extend(extra_share(&paths.share_socket()));
+    }
     v.extend(agent_port(&paths.agent_socket()));
     v.extend(qmp(&paths.qmp_socket()));
     v.extend(rng());
@@ -131,6 +134,16 @@ fn root_share(socket: &Path) -> Vec<OsString> {
     ]
 }
 
+/// The `--share` dir: a second virtiofs device, tag "share", which xtask-init mounts.
+fn extra_share(socket: &Path) -> Vec<OsString> {
+    vec![
+        "-chardev".into(),
+        with_path("socket,id=share,path=", socket, ""),
+        "-device".into(),
+        format!("vhost-user-fs-pci,chardev=share,tag={SHARE_TAG},queue-size=1024").into(),
+    ]
+}
+
 fn agent_port(socket: &Path) -> Vec<OsString> {
     vec![
         // The guest agent's channel: a virtio-serial port named as qemu-ga expects...
@@ -180,6 +193,7 @@ mod tests {
             machine: Machine::Microvm,
             rootfs: "/state/rootfs".into(),
             layer: None,
+            share: None,
             init: InitMode::Fast,
             console: Console::Log,
             boot_timeout: Duration::from_secs(60),

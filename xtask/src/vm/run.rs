@@ -123,7 +123,8 @@ pub struct Report {
 /// A started VM. Dropping it ends QEMU and virtiofsd and removes the sockets.
 pub struct Vm {
     qemu: Child,
-    virtiofsd: Option<Child>,
+    /// The rootfs's virtiofsd, then the `--share` dir's.
+    virtiofsd: Vec<Child>,
     paths: RunPaths,
     pub started: Instant,
     exited: Option<ExitStatus>,
@@ -149,13 +150,35 @@ impl Vm {
         let share = ShareInput {
             shared_dir: &rootfs,
             socket: &paths.virtiofs_socket(),
-            layer: spec.layer.as_ref().map(|dirs| virtiofsd::Layered {
-                dirs,
-                merged: &merged,
-            }),
+            access: match &spec.layer {
+                Some(dirs) => virtiofsd::Access::Layered(virtiofsd::Layered {
+                    dirs,
+                    merged: &merged,
+                }),
+                None => virtiofsd::Access::ReadOnly,
+            },
             root,
         };
-        let mut vfs = virtiofsd::start(&tools.virtiofsd, &share, &paths.virtiofsd_log())?;
+        let mut daemons = vec![virtiofsd::start(
+            &tools.virtiofsd,
+            &share,
+            &paths.virtiofsd_log(),
+        )?];
+        if let Some(dir) = &spec.share {
+            let extra = ShareInput {
+                shared_dir: dir,
+                socket: &paths.share_socket(),
+                access: virtiofsd::Access::Writable,
+                root,
+            };
+            match virtiofsd::start(&tools.virtiofsd, &extra, &paths.share_log()) {
+                Ok(c) => daemons.push(c),
+                Err(e) => {
+                    cmd::terminate(&mut daemons[0], Duration::from_secs(1));
+                    return Err(e.context("the --share dir's virtiofsd"));
+                }
+            }
+        }
         let mut c = Command::new(&tools.qemu);
         c.args(qemu::argv(spec, paths))
             .stdin(Stdio::null())
@@ -177,13 +200,15 @@ impl Vm {
         let qemu = match spawned {
             Ok(q) => q,
             Err(e) => {
-                cmd::terminate(&mut vfs, Duration::from_secs(1));
+                for d in &mut daemons {
+                    cmd::terminate(d, Duration::from_secs(1));
+                }
                 return Err(e);
             }
         };
         Ok(Vm {
             qemu,
-            virtiofsd: Some(vfs),
+            virtiofsd: daemons,
             paths: paths.clone(),
             started: Instant::now(),
             exited: None,
@@ -197,7 +222,11 @@ impl Vm {
         if let Some(st) = self.exited() {
             return Some(self.qemu_end(st));
         }
-        let st = self.virtiofsd.as_mut()?.try_wait().ok().flatten()?;
+        let (which, st) = self
+            .virtiofsd
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, c)| Some((i, c.try_wait().ok().flatten()?)))?;
         let until = Instant::now() + Duration::from_secs(1);
         while Instant::now() < until {
             if let Some(q) = self.exited() {
@@ -207,7 +236,14 @@ impl Vm {
         }
         Some(VmEnd::Virtiofsd {
             status: cmd::describe(&st),
-            log_tail: cmd::tail(&read_lossy(&self.paths.virtiofsd_log()), 5),
+            log_tail: cmd::tail(
+                &read_lossy(&if which == 0 {
+                    self.paths.virtiofsd_log()
+                } else {
+                    self.paths.share_log()
+                }),
+                5,
+            ),
         })
     }
 
@@ -318,7 +354,7 @@ impl Guest for Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         cmd::terminate(&mut self.qemu, Duration::from_secs(2));
-        if let Some(mut v) = self.virtiofsd.take() {
+        for mut v in self.virtiofsd.drain(..) {
             cmd::terminate(&mut v, Duration::from_secs(1));
         }
         for s in self.paths.sockets() {

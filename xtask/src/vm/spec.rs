@@ -41,6 +41,8 @@ pub struct VmSpec {
     /// `--rw`: the guest writes into this layer, an overlay over the rootfs that virtiofsd
     /// serves; else the share is read-only on both sides.
     pub layer: Option<crate::layer::LayerDirs>,
+    /// `--share DIR`: a host dir shared read-write, mounted at [`GUEST_SHARE`].
+    pub share: Option<PathBuf>,
     pub init: InitMode,
     pub console: Console,
     /// Until the guest agent answers.
@@ -56,6 +58,8 @@ pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The virtiofs tag of the root share; the kernel mounts it with `root=rootfs`.
 pub const ROOT_TAG: &str = "rootfs";
+/// The virtiofs tag of the `--share` dir; xtask-init mounts it at /mnt/share.
+pub const SHARE_TAG: &str = "share";
 /// The guest's first process (rootfs/overlay/usr/local/sbin/xtask-init).
 pub const GUEST_INIT: &str = "/usr/local/sbin/xtask-init";
 /// The virtio-serial port name the guest agent looks for.
@@ -66,6 +70,8 @@ pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
 pub struct CmdlineInput<'a> {
     pub init: InitMode,
     pub rw: bool,
+    /// Whether a `--share` dir is there to mount.
+    pub share: bool,
     pub machine: Machine,
     /// The host's TSC rate in kHz, when known.
     pub tsc_khz: Option<u64>,
@@ -108,6 +114,9 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     }
     if i.shell {
         v.push("xtask.shell=1".into());
+    }
+    if i.share {
+        v.push("xtask.share=1".into());
     }
     if let (Machine::Microvm, Some(khz)) = (i.machine, i.tsc_khz) {
         // microvm has no PIT/HPET to calibrate the TSC against; under TCG the calibration
@@ -181,6 +190,13 @@ impl RunPaths {
     pub fn qemu_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
     }
+    /// The `--share` dir's virtiofsd socket, and its log.
+    pub fn share_socket(&self) -> PathBuf {
+        self.dir.join("share.sock")
+    }
+    pub fn share_log(&self) -> PathBuf {
+        self.dir.join("share-virtiofsd.log")
+    }
     pub fn virtiofsd_log(&self) -> PathBuf {
         self.dir.join("virtiofsd.log")
     }
@@ -227,6 +243,8 @@ impl RunPaths {
             self.virtiofs_socket(),
             // virtiofsd's pid file sits beside its socket.
             self.dir.join("virtiofs.sock.pid"),
+            self.share_socket(),
+            self.dir.join("share.sock.pid"),
         ]
     }
 }
@@ -252,6 +270,7 @@ mod tests {
         CmdlineInput {
             init: InitMode::Fast,
             rw: false,
+            share: false,
             machine: Machine::Microvm,
             tsc_khz: Some(2_445_406),
             shell: false,
@@ -275,6 +294,7 @@ mod tests {
         let c = kernel_cmdline(&CmdlineInput {
             init: InitMode::Systemd,
             rw: true,
+            share: false,
             machine: Machine::Q35,
             append: Some(" init=/bin/sleep  quiet"),
             ..input()
@@ -324,6 +344,7 @@ mod tests {
         let c = kernel_cmdline(&CmdlineInput {
             init: InitMode::Fast,
             rw: false,
+            share: false,
             machine: Machine::Microvm,
             tsc_khz: None,
             shell: false,

@@ -18,10 +18,20 @@ pub struct ShareInput<'a> {
     /// The rootfs generation; with a layer, the overlay's lower dir.
     pub shared_dir: &'a Path,
     pub socket: &'a Path,
-    /// `--rw`: serve an overlay of this layer over `shared_dir`, writable; else read-only.
-    pub layer: Option<Layered<'a>>,
+    pub access: Access<'a>,
     /// Whether we are root: the namespace sandbox needs it.
     pub root: bool,
+}
+
+/// What the guest may do with a share.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Access<'a> {
+    /// The rootfs as it is: refused writes on the host side too.
+    ReadOnly,
+    /// `--rw`: an overlay of a layer over the rootfs, writable.
+    Layered(Layered<'a>),
+    /// `--share DIR`: the dir itself, writable.
+    Writable,
 }
 
 /// A layer and where its overlay is mounted for virtiofsd.
@@ -36,7 +46,7 @@ pub struct Layered<'a> {
 /// namespace of its own in which the overlay (lower: the rootfs generation, upper: the layer)
 /// is mounted, so the mount lives exactly as long as virtiofsd and the host sees none of it.
 pub fn command(bin: &Path, i: &ShareInput) -> Result<(OsString, Vec<OsString>)> {
-    let Some(l) = &i.layer else {
+    let Access::Layered(l) = &i.access else {
         return Ok((bin.into(), argv(i, i.shared_dir)));
     };
     // overlayfs splits its options at ',' and lower dirs at ':'.
@@ -84,14 +94,14 @@ pub fn argv(i: &ShareInput, dir: &Path) -> Vec<OsString> {
         "--socket-path".into(),
         i.socket.into(),
     ];
-    if i.layer.is_none() {
+    if i.access == Access::ReadOnly {
         // The host side refuses writes too: a guest cannot change the shared rootfs even if
         // its overlay were bypassed.
         v.push("--readonly".into());
         // Nothing else changes the rootfs while we run: let the guest cache everything.
         v.push("--cache=always".into());
     } else {
-        // Writable: the guest's writes go to the layer and must be seen at once.
+        // Writable: what either side writes must be seen by the other at once.
         v.push("--cache=auto".into());
     }
     // Unprivileged: no mount namespace; the sandbox needs root (or user namespaces).
@@ -188,7 +198,7 @@ mod tests {
         let i = ShareInput {
             shared_dir: Path::new("/state/rootfs"),
             socket: Path::new("/run/1/virtiofs.sock"),
-            layer: None,
+            access: Access::ReadOnly,
             root: true,
         };
         let (program, a) = command(Path::new("/bin/virtiofsd"), &i).unwrap();
@@ -216,7 +226,7 @@ mod tests {
         let i = ShareInput {
             shared_dir: Path::new("/s/rootfs.d/g1"),
             socket: Path::new("/run/1/virtiofs.sock"),
-            layer: Some(Layered {
+            access: Access::Layered(Layered {
                 dirs: &dirs,
                 merged: Path::new("/run/1/merged"),
             }),
@@ -251,7 +261,7 @@ mod tests {
         let i = ShareInput {
             shared_dir: Path::new("/a,b/rootfs.d/g"),
             socket: Path::new("/s"),
-            layer: Some(Layered {
+            access: Access::Layered(Layered {
                 dirs: &dirs,
                 merged: Path::new("/m"),
             }),
