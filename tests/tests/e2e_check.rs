@@ -339,6 +339,20 @@ fn a_killed_run_takes_its_vm_along() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(processes_mentioning(&needle), Vec::<String>::new());
+    // Nothing ran its cleanup: the next run removes the sockets it left (the logs stay).
+    let next = run(f.xtask().args(["cache", "ls"]));
+    assert_eq!(code(&next), 0);
+    let left: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".sock"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "sockets left in {}: {left:?}",
+        run_dir.display()
+    );
+    assert!(run_dir.join("console.log").exists());
 }
 
 #[test]

@@ -108,8 +108,42 @@ impl StateDir {
             .create(&dir)
             .with_context(|| format!("creating run dir {}", dir.display()))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        self.sweep_dead_runs_sockets();
         Ok(dir)
     }
+
+    /// Removes the sockets (and virtiofsd's pid files beside them) that runs killed by
+    /// SIGKILL left in their run dirs: nothing ran their cleanup. A run is dead when the pid
+    /// in its dir's name is; the logs stay.
+    fn sweep_dead_runs_sockets(&self) {
+        let Ok(runs) = std::fs::read_dir(self.runs()) else {
+            return;
+        };
+        for run in runs.flatten() {
+            let name = run.file_name().to_string_lossy().into_owned();
+            let Some(pid) = run_pid(&name) else { continue };
+            // SAFETY: kill(pid, 0) only asks whether the process exists.
+            let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            if alive {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(run.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let n = f.file_name().to_string_lossy().into_owned();
+                if n.ends_with(".sock") || n.ends_with(".sock.pid") {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+    }
+}
+
+/// The pid a run dir's name (`<time>-<task>-<pid>`) ends with.
+fn run_pid(name: &str) -> Option<u32> {
+    name.rsplit_once('-')?.1.parse().ok().filter(|&p| p > 1)
 }
 
 /// Why a state dir owned by `uid` with `mode` cannot be trusted by user `me`, with the fix;
@@ -208,5 +242,28 @@ mod tests {
         .unwrap();
         s.ensure().unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    }
+
+    #[test]
+    fn a_dead_runs_sockets_go_and_a_live_runs_stay() {
+        assert_eq!(run_pid("20261201-100711-check-19352"), Some(19352));
+        assert_eq!(run_pid("notes"), None);
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::new(t.path().to_path_buf());
+        // A pid far above any pid_max: dead. Ours: alive.
+        let dead = state.runs().join("20261201-000000-check-999999999");
+        let live = state
+            .runs()
+            .join(format!("20261201-000000-check-{}", std::process::id()));
+        for d in [&dead, &live] {
+            std::fs::create_dir_all(d).unwrap();
+            for f in ["qga.sock", "virtiofs.sock.pid", "console.log"] {
+                std::fs::write(d.join(f), "").unwrap();
+            }
+        }
+        state.new_run_dir("test").unwrap();
+        assert!(!dead.join("qga.sock").exists() && !dead.join("virtiofs.sock.pid").exists());
+        assert!(dead.join("console.log").exists(), "the logs stay");
+        assert!(live.join("qga.sock").exists());
     }
 }
