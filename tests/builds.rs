@@ -4,7 +4,7 @@
 use crate::{code, stderr, stdout, Fixture};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A file of the tree that every config compiles.
 pub const EDITED: &str = "init/version.c";
@@ -64,24 +64,7 @@ impl Run {
 }
 
 pub fn build(f: &Fixture, args: &[&str]) -> Run {
-    let mut cmd = f.xtask();
-    cmd.arg("build").args(args);
-    eprintln!("$ {cmd:?}");
-    let start = Instant::now();
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let took = start.elapsed();
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}--- {} after {took:?}",
-        stdout(&out),
-        stderr(&out),
-        out.status
-    );
+    let (out, took, pid) = crate::run_with_pid(f.xtask().arg("build").args(args));
     Run {
         commands: command_log(&f.state, pid),
         out,

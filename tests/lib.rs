@@ -63,6 +63,28 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// As [`run`], also giving how long it took and the pid xtask ran as (its run dir is named
+/// after it).
+pub fn run_with_pid(cmd: &mut Command) -> (Output, std::time::Duration, u32) {
+    eprintln!("$ {cmd:?}");
+    let start = std::time::Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}--- {} after {took:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    );
+    (out, took, pid)
+}
+
 /// The exit code, with a signal death as a failure of the test.
 pub fn code(out: &Output) -> i32 {
     out.status

@@ -387,22 +387,7 @@ fn a_script_runs_and_a_saved_run_is_judged_again() {
 
 /// A check run to its end: its output, how long it took and its run dir.
 fn run_to_end(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration, PathBuf) {
-    eprintln!("$ {cmd:?}");
-    let start = Instant::now();
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let took = start.elapsed();
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}--- {} after {took:?}",
-        tests::stdout(&out),
-        stderr(&out),
-        out.status
-    );
+    let (out, took, pid) = tests::run_with_pid(cmd);
     (out, took, run_dir_of(f, pid))
 }
 
