@@ -289,8 +289,8 @@ pub fn default_limit(cmd: &Command) -> Duration {
             15
         }
         "git" => 2,
-        // A kernel build outside the build runner (which applies --build-timeout).
-        "make" => 180,
+        // A kernel build outside the build runner (which applies --build-timeout): its default.
+        "make" => crate::settings::DEFAULT_BUILD_TIMEOUT.as_secs() / MINUTE,
         _ => 10,
     };
     Duration::from_secs(minutes * MINUTE)
