@@ -370,6 +370,10 @@ pub struct BisectCmd {
     /// End the bisect and clean up its state
     #[arg(long)]
     pub reset: bool,
+    /// Do not confirm the culprit (by default it is tested again, with its parent, and the
+    /// bad end with the culprit reverted)
+    #[arg(long)]
+    pub no_confirm: bool,
     #[command(flatten)]
     pub check: CheckArgs,
     #[command(flatten)]
