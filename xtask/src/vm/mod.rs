@@ -8,7 +8,6 @@
 //! [`verdict`].
 
 mod b64;
-pub mod bench;
 pub mod command;
 pub mod console;
 pub mod fault;

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: dispatches to one measurement per module.
 
+mod bisect;
 mod trim;
+mod vm;
 
 use crate::cli::{BenchArgs, BenchWhat};
 use crate::ctx::Ctx;
@@ -12,11 +14,11 @@ impl BenchArgs {
             BenchWhat::Trim => trim::run(ctx),
             BenchWhat::Boot { runs, vm } => {
                 let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
-                crate::vm::bench::bench_boot(ctx, u32::try_from(runs)?, &vm)
+                vm::bench_boot(ctx, u32::try_from(runs)?, &vm)
             }
             BenchWhat::Bisect { commits } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
-                crate::bisect::bench::run(ctx, u32::try_from(commits)?)
+                bisect::run(ctx, u32::try_from(commits)?)
             }
         }
     }

@@ -2,14 +2,14 @@
 //! minimal QEMU + virtiofsd command line that boots the same kernel and rootfs to the same
 //! command and powers off. Medians of N runs each, and the ratio to the baseline.
 
-use super::run::{self, Plan};
-use super::spec::{Console, RunPaths, VmSpec};
-use super::virtiofsd;
-use super::{find_tools, kernel_for, prepare};
 use crate::cli::{Accel, BuildArgs, InitMode, VmArgs};
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
 use crate::settings::VmOptions;
+use crate::vm::run::{self, Plan};
+use crate::vm::spec::{Console, RunPaths, VmSpec};
+use crate::vm::virtiofsd;
+use crate::vm::{find_tools, init_name, kernel_for, prepare};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,12 +149,12 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
         eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
         times[0].push(took);
         for (v, (init, (spec, tools))) in variants.iter().enumerate() {
-            let dir = ctx.run_dir.join(format!("{}-{i}", super::init_name(*init)));
+            let dir = ctx.run_dir.join(format!("{}-{i}", init_name(*init)));
             std::fs::create_dir_all(&dir)?;
             let t = Instant::now();
             let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
             let took = t.elapsed();
-            if r.judgement.verdict != super::verdict::Verdict::Good {
+            if r.judgement.verdict != crate::vm::verdict::Verdict::Good {
                 bail!(
                     "check -- true was not good ({}); see {}",
                     r.judgement.reason,
@@ -163,7 +163,7 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
             }
             eprintln!(
                 "{} init #{i}: {:.2}s ({})",
-                super::init_name(*init),
+                init_name(*init),
                 took.as_secs_f64(),
                 r.timings.line()
             );
@@ -177,7 +177,7 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
     )];
     for ((init, _), t) in variants.iter().zip(&times[1..]) {
         rows.push((
-            format!("check -- true, {} init", super::init_name(*init)),
+            format!("check -- true, {} init", init_name(*init)),
             median(t.clone()).expect("runs > 0"),
         ));
     }
