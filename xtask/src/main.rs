@@ -12,6 +12,7 @@ mod deps;
 mod doctor;
 mod exit;
 mod fixture;
+mod git;
 mod history;
 mod kconfig;
 mod kvm;

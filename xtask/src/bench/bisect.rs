@@ -5,7 +5,7 @@
 
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
-use crate::fixture::git;
+use crate::git::git;
 use crate::state::StateDir;
 use crate::testrun::self_exe;
 use crate::units::human_duration;

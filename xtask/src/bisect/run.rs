@@ -41,7 +41,7 @@ fn saved_path(ctx: &Ctx, tree: &Path) -> PathBuf {
 }
 
 fn git(dir: &Path) -> Command {
-    crate::fixture::git(dir)
+    crate::git::git(dir)
 }
 
 fn rev_parse(dir: &Path, rev: &str) -> Result<String> {
