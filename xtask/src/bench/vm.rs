@@ -2,14 +2,14 @@
 //! minimal QEMU + virtiofsd command line that boots the same kernel and rootfs to the same
 //! command and powers off. Medians of N runs each, and the ratio to the baseline.
 
+use crate::cmd::{self, CommandExt};
+use crate::ctx::Ctx;
+use crate::settings::VmRequest;
 use crate::vm::run::{self, Plan};
 use crate::vm::spec::{Console, RunPaths, VmSpec};
 use crate::vm::virtiofsd;
 use crate::vm::KernelSource;
 use crate::vm::{find_tools, kernel_for, prepare};
-use crate::cmd::{self, CommandExt};
-use crate::ctx::Ctx;
-use crate::settings::VmRequest;
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -114,7 +114,7 @@ fn test_commit(
     let (build_secs, image) = match build::ensure_kernel(&sctx, Some(commit), bopts)? {
         BuildOutcome::Built(a) => (
             (!a.cache_hit).then(|| t.elapsed().as_secs_f64()),
-            sha256_file(&a.bzimage),
+            sha256_file(&a.image),
         ),
         BuildOutcome::Failed {
             summary, cached, ..

@@ -27,7 +27,7 @@ use crate::{exit, kvm, tools};
 use anyhow::{bail, Result};
 use run::{Event, Launcher, Plan, Report, Tools};
 use serde::{Deserialize, Serialize};
-use spec::{Backend, CmdlineInput, Console, Machine, RunPaths, VmSpec};
+use spec::{Backend, CmdlineInput, Console, RunPaths, VmSpec};
 use std::io::Write;
 use std::path::PathBuf;
 use verdict::{Judgement, Verdict};
@@ -35,7 +35,7 @@ use verdict::{Judgement, Verdict};
 /// A kernel to boot.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
-    pub bzimage: PathBuf,
+    pub image: PathBuf,
     pub initramfs: Option<PathBuf>,
 }
 
@@ -93,7 +93,7 @@ pub fn kernel_for(
     let (rev, build) = match kernel {
         KernelSource::Image(k) => {
             return Ok(Ok(KernelImage {
-                bzimage: k.clone(),
+                image: k.clone(),
                 initramfs: None,
             }))
         }
@@ -101,7 +101,7 @@ pub fn kernel_for(
     };
     match build::ensure_kernel(ctx, rev, build)? {
         BuildOutcome::Built(a) => Ok(Ok(KernelImage {
-            bzimage: a.bzimage,
+            image: a.image,
             initramfs: a.initramfs,
         })),
         BuildOutcome::Failed { log, summary, .. } => Ok(Err(Judgement {
@@ -160,11 +160,12 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
+    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
+    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
-        Launcher::Qemu => Machine::Microvm,
-        Launcher::Libvirt { .. } => Machine::Q35,
+        Launcher::Qemu => arch.machine,
+        Launcher::Libvirt { .. } => arch.full_machine,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let layer = match &opts.layer {
@@ -178,6 +179,7 @@ pub fn prepare(
         bail!("--share needs the QEMU backend for now");
     }
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
+        arch,
         init: opts.init,
         rw: layer.is_some(),
         share: opts.share.is_some(),
@@ -187,7 +189,8 @@ pub fn prepare(
         append: opts.append.as_deref(),
     });
     let spec = VmSpec {
-        kernel: kernel.bzimage.clone(),
+        arch,
+        kernel: kernel.image.clone(),
         initramfs: kernel.initramfs.clone(),
         cmdline,
         memory_mib: opts.memory_mib,
