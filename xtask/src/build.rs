@@ -61,7 +61,16 @@ pub enum BuildOutcome {
         summary: String,
         /// Whether the cache answered with a recorded failure (no make ran).
         cached: bool,
+        /// Whether it was the config step (`make olddefconfig`) that failed, not the build.
+        config: bool,
     },
+}
+
+/// Whether a failed build's last command, the one that failed, made the config.
+pub fn failed_at_config(commands: &[Vec<String>]) -> bool {
+    commands
+        .last()
+        .is_some_and(|argv| argv.last().is_some_and(|t| t == "olddefconfig"))
 }
 
 /// Builds `rev` (None: the tree's working state, uncommitted changes included) through the
@@ -150,6 +159,7 @@ fn answer_from_cache(
             log: entry.path(cache::BUILD_LOG),
             summary: entry.meta.summary.clone().unwrap_or_default(),
             cached: true,
+            config: failed_at_config(&entry.meta.commands),
         }),
     }
 }
@@ -218,5 +228,22 @@ impl BuildCmd {
                 Ok(exit::FAILED)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_at_olddefconfig_is_the_config_step() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let config = argv(&["make", "-C", "/src", "O=/build", "-j2", "olddefconfig"]);
+        let make = argv(&[
+            "make", "-C", "/src", "O=/build", "-j2", "bzImage", "modules",
+        ]);
+        assert!(failed_at_config(std::slice::from_ref(&config)));
+        assert!(!failed_at_config(&[config, make]));
+        assert!(!failed_at_config(&[]));
     }
 }

@@ -259,6 +259,7 @@ fn failed(
         log: entry.path(cache::BUILD_LOG),
         summary,
         cached: false,
+        config: super::failed_at_config(&meta.commands),
     })
 }
 
