@@ -11,7 +11,6 @@ mod ctx;
 mod deps;
 mod doctor;
 mod exit;
-mod fixture;
 mod git;
 mod history;
 mod kconfig;
@@ -19,7 +18,9 @@ mod kvm;
 mod layer;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+mod linux_source;
 mod lock;
+mod phase;
 mod quickstart;
 mod rootfs;
 mod settings;
