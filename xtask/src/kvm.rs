@@ -2,10 +2,10 @@
 //! so the probe runs real guest code under `-accel kvm` with a short deadline. The answer is
 //! cached per boot of the host.
 
-use crate::cli::Accel;
 use crate::cmd::{self, CommandExt};
 use crate::lock::FileLock;
 use crate::state::StateDir;
+use crate::vm::spec::{Accel, AccelAsked};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -322,10 +322,15 @@ static SAID: AtomicBool = AtomicBool::new(false);
 
 /// Turns `--accel` into the accelerator to use, probing with the kernel about to boot; says
 /// once per invocation when it falls back.
-pub fn choose(accel: Accel, state: &StateDir, qemu: &Path, kernel: Option<&Path>) -> Result<Accel> {
-    match accel {
-        Accel::Tcg => Ok(Accel::Tcg),
-        Accel::Kvm => {
+pub fn choose(
+    asked: AccelAsked,
+    state: &StateDir,
+    qemu: &Path,
+    kernel: Option<&Path>,
+) -> Result<Accel> {
+    match asked {
+        AccelAsked::Tcg => Ok(Accel::Tcg),
+        AccelAsked::Kvm => {
             let p = probe(state, qemu, kernel, false)?;
             if !p.usable {
                 bail!(
@@ -335,7 +340,7 @@ pub fn choose(accel: Accel, state: &StateDir, qemu: &Path, kernel: Option<&Path>
             }
             Ok(Accel::Kvm)
         }
-        Accel::Auto => {
+        AccelAsked::Auto => {
             let p = probe(state, qemu, kernel, false)?;
             if p.usable {
                 Ok(Accel::Kvm)

@@ -6,7 +6,7 @@ use crate::cli::TestArgs;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::phase::{run_self, self_exe};
-use crate::settings::{workspace_root, BuildOptions};
+use crate::settings::workspace_root;
 use crate::units::human_duration;
 use crate::{build, deps, exit, linux_source};
 use anyhow::{bail, Context, Result};
@@ -119,7 +119,7 @@ impl TestArgs {
             run_dir: ctx.run_dir.clone(),
             verbose: ctx.verbose,
         };
-        let opts = BuildOptions::resolve(&Default::default(), &Default::default())?;
+        let opts = crate::cli::BuildArgs::default().resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
             build::BuildOutcome::Built(a) => Ok(a.bzimage),
             build::BuildOutcome::Failed { log, summary, .. } => {

@@ -1,8 +1,8 @@
 //! QEMU's command line for a [`VmSpec`]: small pure functions, one per concern, each flag
 //! with the reason it is there.
 
+use super::spec::Accel;
 use super::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG, SHARE_TAG};
-use crate::cli::Accel;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -76,7 +76,7 @@ fn cpu(spec: &VmSpec) -> Vec<OsString> {
         // KVM: the host's CPU as it is.
         Accel::Kvm => ("kvm", "host"),
         // TCG: every feature TCG can emulate; one host thread per vCPU.
-        Accel::Tcg | Accel::Auto => ("tcg,thread=multi", "max"),
+        Accel::Tcg => ("tcg,thread=multi", "max"),
     };
     os(&["-accel", accel, "-cpu", model, "-smp", &cpus])
 }
@@ -178,7 +178,7 @@ fn rng() -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::InitMode;
+    use crate::vm::spec::InitMode;
     use std::path::PathBuf;
     use std::time::Duration;
 
