@@ -1,6 +1,7 @@
 //! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod cache;
 pub mod failure;
 pub mod key;
 mod miss;
@@ -12,13 +13,13 @@ pub use runner::spinner;
 pub mod source;
 mod toolchain;
 
-use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::settings::BuildRequest;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
+use cache::{short, Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -74,7 +74,7 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
 fn baseline_once(
     ctx: &Ctx,
     spec: &VmSpec,
-    tools: &run::Tools,
+    tools: &crate::vm::guest::Tools,
     dir: &std::path::Path,
 ) -> Result<Duration> {
     let paths = RunPaths::new(dir);
