@@ -14,6 +14,9 @@ mod exit;
 mod fixture;
 mod history;
 mod kconfig;
+mod kselftest;
+mod ktap;
+mod kunit;
 mod kvm;
 mod layer;
 #[cfg(feature = "libvirt")]

@@ -217,6 +217,9 @@ pub fn check_rev(
     check: &CheckArgs,
     quiet: bool,
 ) -> Result<CheckOutcome> {
+    // `--kunit`, `--kselftest`: the suites' config and KUnit's command line, the selftests
+    // built and shared (kunit/run.rs).
+    let (vm, build, check) = &crate::kunit::run::prepare(ctx, vm, build, check)?;
     let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
     let plan = plan(check)?;
     let repeat = repeats(check)?;
@@ -262,6 +265,7 @@ pub fn check_rev(
             }
         };
         let r = run::check(&spec, &RunPaths::new(&dir), &tools, &plan, &mut print)?;
+        let r = crate::kunit::run::judge_run(r, &check.tests)?;
         let bad = r.judgement.verdict == Verdict::Bad;
         runs.push(r);
         if bad {
@@ -374,7 +378,7 @@ impl CheckCmd {
         let outcome = match &self.from_run {
             Some(dir) => {
                 let re = console::compile(&self.check.bad_if_console)?;
-                let r = run::rejudge(dir, &re)?;
+                let r = crate::kunit::run::judge_run(run::rejudge(dir, &re)?, &self.check.tests)?;
                 CheckOutcome {
                     verdict: r.judgement.verdict,
                     reason: r.judgement.reason.clone(),
@@ -393,6 +397,7 @@ impl CheckCmd {
         if self.json {
             println!("{}", json(&outcome)?);
         }
+        crate::kunit::run::show(&outcome, &self.check.tests)?;
         print_outcome(&outcome, !self.json);
         Ok(outcome.verdict.exit_code())
     }

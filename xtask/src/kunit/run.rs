@@ -1,0 +1,218 @@
+//! `check --kunit` and `check --ktap`, the executing side: the config with the suites built
+//! in (made and verified as trim-config makes any `--set`), the command line that filters
+//! and ends KUnit, the results read back from a run's recordings.
+
+use super::{judge, report, suite};
+use crate::cli::{BuildArgs, CheckArgs, ResultArgs, VmArgs};
+use crate::ctx::Ctx;
+use crate::kselftest;
+use crate::ktap::{self, Source};
+use crate::settings::BuildOptions;
+use crate::trim::{self, Base, TrimOptions};
+use crate::vm::run::{self, read_lossy, Report};
+use crate::vm::spec::RunPaths;
+use crate::vm::verdict::Verdict;
+use crate::vm::CheckOutcome;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+fn source(t: &ResultArgs) -> Option<Source> {
+    if t.kunit.is_some() || !t.kunitconfig.is_empty() {
+        Some(Source::Console)
+    } else if t.ktap || !t.kselftest.is_empty() {
+        Some(Source::Stdout)
+    } else {
+        None
+    }
+}
+
+/// The options of a check that reads tests. `--kunit`: the config with the suites built in,
+/// and the command line that selects them and ends the VM when they are done.
+/// `--kselftest`: the selftests built, shared with the guest, and the command that runs
+/// them. Other checks' options come back as they are.
+pub fn prepare(
+    ctx: &Ctx,
+    vm: &VmArgs,
+    build: &BuildArgs,
+    check: &CheckArgs,
+) -> Result<(VmArgs, BuildArgs, CheckArgs)> {
+    let (mut vm, mut build, mut check) = (vm.clone(), build.clone(), check.clone());
+    let t = &check.tests;
+    if !t.kselftest.is_empty() {
+        if !check.command.is_empty() || check.script.is_some() {
+            bail!("--kselftest runs the selftests' own runner: give no command or --script");
+        }
+        if vm.share.is_some() {
+            bail!("--kselftest shares the selftests with the guest: it cannot take --share too");
+        }
+        vm.share = Some(kselftest::build(ctx, &t.kselftest)?);
+        check.command = kselftest::command();
+        return Ok((vm, build, check));
+    }
+    if source(t) != Some(Source::Console) {
+        return Ok((vm, build, check));
+    }
+    let words = cmdline(t);
+    vm.append = Some(match vm.append.take() {
+        // Before a `--`: the words after it are init's.
+        Some(a) => format!("{words} {a}"),
+        None => words,
+    });
+    if vm.kernel.is_none() {
+        let sets = options(ctx, t)?;
+        build.config = Some(config(ctx, build_base(ctx, &build)?, &sets)?);
+    }
+    Ok((vm, build, check))
+}
+
+/// `kunit.filter_glob` (from `--kunit-filter`, else the one SUITE_GLOB given) and
+/// `kunit_shutdown=reboot`: the kernel resets when KUnit is done, which `reboot=t` and
+/// QEMU's `-no-reboot` turn into QEMU's exit, so the VM ends without booting userspace.
+pub fn cmdline(t: &ResultArgs) -> String {
+    let globs = t.kunit.as_deref().unwrap_or_default();
+    let filter = match (&t.kunit_filter, globs) {
+        (Some(f), _) => Some(f.as_str()),
+        (None, [one]) => Some(one.as_str()),
+        _ => None,
+    };
+    let mut w = Vec::new();
+    if let Some(f) = filter {
+        w.push(format!("kunit.filter_glob={f}"));
+    }
+    w.push("kunit_shutdown=reboot".to_string());
+    w.join(" ")
+}
+
+/// `(origin, CONFIG_X=VALUE)` for every option the suites need: from `--kunitconfig`, else
+/// from each suite's own `.kunitconfig` or Makefile line; `CONFIG_KUNIT=y` always.
+fn options(ctx: &Ctx, t: &ResultArgs) -> Result<Vec<(String, String)>> {
+    let mut sets = vec![("--kunit".to_string(), suite::KUNIT.to_string())];
+    let mut add = |origin: String, options: Vec<String>| {
+        for o in options {
+            if !sets.iter().any(|(_, s)| *s == o) {
+                sets.push((origin.clone(), o));
+            }
+        }
+    };
+    if !t.kunitconfig.is_empty() {
+        for k in &t.kunitconfig {
+            let text = std::fs::read_to_string(k)
+                .with_context(|| format!("reading --kunitconfig {}", k.display()))?;
+            add(k.display().to_string(), suite::kunitconfig_options(&text));
+        }
+        return Ok(sets);
+    }
+    let globs = t.kunit.clone().unwrap_or_default();
+    if globs.is_empty() {
+        return Ok(sets);
+    }
+    let tree = ctx.require_tree()?;
+    for s in suite::locate(&tree, &globs)? {
+        crate::cmd::log_line(&format!(
+            "kunit: suite {} in {}, options from {}",
+            s.name,
+            s.file.display(),
+            s.origin.display()
+        ));
+        add(s.origin.display().to_string(), s.options);
+    }
+    Ok(sets)
+}
+
+/// The config the KUnit build starts from: `--config` (or xtask.toml's), else the trimmed one.
+fn build_base(ctx: &Ctx, build: &BuildArgs) -> Result<PathBuf> {
+    let opts = BuildOptions::resolve(build, &ctx.file.build)?;
+    Ok(opts.config.unwrap_or_else(|| ctx.state.trimmed_config()))
+}
+
+/// The base config with `sets` merged in, through olddefconfig, each option verified as
+/// trim-config verifies a `--set` (a dropped one fails with its explanation). Kept by its
+/// inputs in the config dir, so the next check with the same suites reuses it.
+fn config(ctx: &Ctx, base: PathBuf, sets: &[(String, String)]) -> Result<PathBuf> {
+    let base_text = std::fs::read(&base).with_context(|| {
+        format!(
+            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+            base.display()
+        )
+    })?;
+    let mut opts = TrimOptions::defaults(ctx);
+    let fragments: Vec<Vec<u8>> = opts
+        .fragments
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
+    let asked: Vec<&str> = sets.iter().map(|(_, s)| s.as_str()).collect();
+    let joined = asked.join("\n");
+    let mut parts: Vec<&[u8]> = vec![&base_text, joined.as_bytes()];
+    parts.extend(fragments.iter().map(Vec::as_slice));
+    let key = crate::build::key::sha256_hex(parts);
+    let out = ctx
+        .state
+        .config_dir()
+        .join(format!("kunit-{}.config", &key[..12]));
+    if out.is_file() {
+        return Ok(out);
+    }
+    eprintln!("kunit: adding {} to {}", asked.join(" "), base.display());
+    opts.base = Base::File(base);
+    opts.sets = sets.to_vec();
+    opts.output = out;
+    opts.quiet = true;
+    trim::trim(ctx, &opts).context("making the KUnit config")
+}
+
+/// The run judged by its tests: the KTAP of its console (`--kunit`) or of its command's
+/// stdout (`--ktap`; as the run was made, for a saved one) read, the tests kept in the report
+/// and result.json. A fault of the infrastructure keeps its verdict (abort), and so does a
+/// `--ktap` command that never ran (untestable).
+pub fn judge_run(mut r: Report, t: &ResultArgs) -> Result<Report> {
+    let Some(source) = source(t).or(r.ktap) else {
+        return Ok(r);
+    };
+    let paths = RunPaths::new(&r.run_dir);
+    let text = match source {
+        Source::Console => read_lossy(&paths.console_log()),
+        Source::Stdout => match &r.exec {
+            Some(e) => String::from_utf8_lossy(&e.stdout).into_owned(),
+            None => read_lossy(&paths.stdout()),
+        },
+    };
+    let results = ktap::parse(&text);
+    r.ktap = Some(source);
+    let keep = r.judgement.verdict == Verdict::Abort
+        || (source == Source::Stdout && r.facts.command_end.is_none());
+    if !keep {
+        r.judgement = judge::judge(&results, t.test.as_deref());
+    }
+    r.test_counts = Some(results.counts);
+    r.tests = results.tests;
+    run::save(&paths, &r)?;
+    Ok(r)
+}
+
+/// After a check: the table of the last run's tests on stderr, and `--junit FILE`.
+pub fn show(o: &CheckOutcome, t: &ResultArgs) -> Result<()> {
+    let Some(last) = o.runs.last() else {
+        return Ok(());
+    };
+    if last.ktap.is_none() {
+        return Ok(());
+    }
+    let results = ktap::Results {
+        version: Some(String::new()),
+        tests: last.tests.clone(),
+        counts: last.test_counts.unwrap_or_default(),
+        ..ktap::Results::default()
+    };
+    eprint!("{}", report::table(&results));
+    if let Some(f) = &t.junit {
+        let name = match () {
+            _ if !t.kselftest.is_empty() => "kselftest",
+            _ if t.ktap => "ktap",
+            _ => "kunit",
+        };
+        std::fs::write(f, report::junit(&results, name))
+            .with_context(|| format!("writing --junit {}", f.display()))?;
+    }
+    Ok(())
+}
