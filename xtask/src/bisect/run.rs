@@ -73,6 +73,7 @@ fn describe_check(cmd: &BisectCmd) -> String {
     for r in &cmd.check.bad_if_console {
         parts.push(format!("--bad-if-console {r:?}"));
     }
+    parts.extend(crate::kunit::run::describe(&cmd.check.tests));
     if !cmd.check.command.is_empty() {
         parts.push(format!("-- {}", cmd.check.command.join(" ")));
     }
@@ -109,7 +110,9 @@ fn test_commit(
     dir: PathBuf,
 ) -> Result<Step> {
     let sctx = step_ctx(ctx, tree, dir.clone())?;
-    let bopts = BuildOptions::resolve(&cmd.build, &ctx.file.build)?;
+    // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
+    let build_args = crate::kunit::run::build_for(&sctx, &cmd.build, &cmd.check.tests)?;
+    let bopts = BuildOptions::resolve(&build_args, &ctx.file.build)?;
     let t = Instant::now();
     let (build_secs, image) = match build::ensure_kernel(&sctx, Some(commit), &bopts)? {
         BuildOutcome::Built(a) => (

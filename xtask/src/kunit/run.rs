@@ -59,10 +59,43 @@ pub fn prepare(
         None => words,
     });
     if vm.kernel.is_none() {
+        build = build_for(ctx, &build, t)?;
+    }
+    Ok((vm, build, check))
+}
+
+/// The build options of a check: with `--kunit`, the config with the suites built in (a
+/// bisect step builds with these before it checks).
+pub fn build_for(ctx: &Ctx, build: &BuildArgs, t: &ResultArgs) -> Result<BuildArgs> {
+    let mut build = build.clone();
+    if source(t) == Some(Source::Console) {
         let sets = options(ctx, t)?;
         build.config = Some(config(ctx, build_base(ctx, &build)?, &sets)?);
     }
-    Ok((vm, build, check))
+    Ok(build)
+}
+
+/// The tests a check judges, as its options say, for a bisect's report line.
+pub fn describe(t: &ResultArgs) -> Option<String> {
+    let what = match source(t)? {
+        Source::Console if !t.kunitconfig.is_empty() => format!(
+            "--kunitconfig {}",
+            t.kunitconfig
+                .iter()
+                .map(|k| k.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Source::Console => format!("--kunit {}", t.kunit.clone().unwrap_or_default().join(" ")),
+        Source::Stdout if !t.kselftest.is_empty() => {
+            format!("--kselftest {}", t.kselftest.join(" "))
+        }
+        Source::Stdout => "--ktap".into(),
+    };
+    Some(match &t.test {
+        Some(name) => format!("{} --test {name}", what.trim_end()),
+        None => what.trim_end().to_string(),
+    })
 }
 
 /// `kunit.filter_glob` (from `--kunit-filter`, else the one SUITE_GLOB given) and
@@ -215,4 +248,51 @@ pub fn show(o: &CheckOutcome, t: &ResultArgs) -> Result<()> {
             .with_context(|| format!("writing --junit {}", f.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kunit(globs: &[&str]) -> ResultArgs {
+        ResultArgs {
+            kunit: Some(globs.iter().map(|g| g.to_string()).collect()),
+            ..ResultArgs::default()
+        }
+    }
+
+    #[test]
+    fn one_suite_is_kunits_filter_and_the_vm_ends_with_kunit() {
+        assert_eq!(
+            cmdline(&kunit(&["example"])),
+            "kunit.filter_glob=example kunit_shutdown=reboot"
+        );
+        // Two suites: each built in, all that are built in run.
+        assert_eq!(
+            cmdline(&kunit(&["example", "kunit*"])),
+            "kunit_shutdown=reboot"
+        );
+        let mut t = kunit(&["example"]);
+        t.kunit_filter = Some("example.example_simple*".into());
+        assert_eq!(
+            cmdline(&t),
+            "kunit.filter_glob=example.example_simple* kunit_shutdown=reboot"
+        );
+    }
+
+    #[test]
+    fn a_bisect_names_the_tests_it_judges() {
+        let mut t = kunit(&["example"]);
+        t.test = Some("example_simple_test".into());
+        assert_eq!(
+            describe(&t).as_deref(),
+            Some("--kunit example --test example_simple_test")
+        );
+        assert_eq!(describe(&ResultArgs::default()), None);
+        let k = ResultArgs {
+            kselftest: vec!["size".into()],
+            ..ResultArgs::default()
+        };
+        assert_eq!(describe(&k).as_deref(), Some("--kselftest size"));
+    }
 }
