@@ -12,7 +12,7 @@ use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
-use crate::settings::BuildOptions;
+use crate::settings::BuildRequest;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ pub fn build(
     ctx: &Ctx,
     cache: &Cache,
     req: &Request,
-    opts: &BuildOptions,
+    opts: &BuildRequest,
     start: Instant,
 ) -> Result<BuildOutcome> {
     let container = if opts.host {
@@ -99,6 +99,7 @@ pub fn build(
         ),
     };
     let plan = Plan {
+        arch: crate::arch::HOST,
         paths,
         jobs: opts.jobs,
         ccache_dir: opts.ccache.then_some(ccache_dir),
@@ -178,7 +179,7 @@ pub fn build(
     let mut sizes = BTreeMap::new();
     sizes.insert(
         cache::BZIMAGE.to_string(),
-        copy(build_dir.join("arch/x86/boot/bzImage"), cache::BZIMAGE)?,
+        copy(build_dir.join(plan.arch.image_path), cache::BZIMAGE)?,
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;

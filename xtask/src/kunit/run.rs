@@ -2,21 +2,19 @@
 //! in (made and verified as trim-config makes any `--set`), the command line that filters
 //! and ends KUnit, the results read back from a run's recordings.
 
-use super::{judge, report, suite};
-use crate::cli::{BuildArgs, CheckArgs, ResultArgs, VmArgs};
+use super::{judge, report, suite, TestRequest};
 use crate::ctx::Ctx;
 use crate::kselftest;
 use crate::ktap::{self, Source};
-use crate::settings::BuildOptions;
 use crate::trim::{self, Base, TrimOptions};
 use crate::vm::run::{self, read_lossy, Report};
 use crate::vm::spec::RunPaths;
 use crate::vm::verdict::Verdict;
-use crate::vm::CheckOutcome;
+use crate::vm::{CheckOutcome, CheckRequest, KernelSource};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-fn source(t: &ResultArgs) -> Option<Source> {
+fn source(t: &TestRequest) -> Option<Source> {
     if t.kunit.is_some() || !t.kunitconfig.is_empty() {
         Some(Source::Console)
     } else if t.ktap || !t.kselftest.is_empty() {
@@ -26,57 +24,57 @@ fn source(t: &ResultArgs) -> Option<Source> {
     }
 }
 
-/// The options of a check that reads tests. `--kunit`: the config with the suites built in,
-/// and the command line that selects them and ends the VM when they are done.
-/// `--kselftest`: the selftests built, shared with the guest, and the command that runs
-/// them. Other checks' options come back as they are.
-pub fn prepare(
-    ctx: &Ctx,
-    vm: &VmArgs,
-    build: &BuildArgs,
-    check: &CheckArgs,
-) -> Result<(VmArgs, BuildArgs, CheckArgs)> {
-    let (mut vm, mut build, mut check) = (vm.clone(), build.clone(), check.clone());
-    let t = &check.tests;
+/// The request of a check that reads tests. `--kunit`: the config with the suites built in
+/// ([`with_kunit_config`]), and the command line that selects them and ends the VM when
+/// they are done. `--kselftest`: the selftests built, shared with the guest, and the command
+/// that runs them. Other checks come back as they are.
+pub fn prepare(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
+    let mut req = with_kunit_config(ctx, req)?;
+    let t = &req.tests;
     if !t.kselftest.is_empty() {
-        if !check.command.is_empty() || check.script.is_some() {
+        if !req.plan.command.is_empty() {
             bail!("--kselftest runs the selftests' own runner: give no command or --script");
         }
-        if vm.share.is_some() {
+        if req.vm.share.is_some() {
             bail!("--kselftest shares the selftests with the guest: it cannot take --share too");
         }
-        vm.share = Some(kselftest::build(ctx, &t.kselftest)?);
-        check.command = kselftest::command();
-        return Ok((vm, build, check));
+        req.vm.share = Some(kselftest::build(ctx, &t.kselftest)?);
+        req.plan.command = kselftest::command();
+        return Ok(req);
     }
-    if source(t) != Some(Source::Console) {
-        return Ok((vm, build, check));
+    if source(t) == Some(Source::Console) {
+        let words = cmdline(t);
+        req.vm.append = Some(match req.vm.append.take() {
+            // Before a `--`: the words after it are init's.
+            Some(a) => format!("{words} {a}"),
+            None => words,
+        });
     }
-    let words = cmdline(t);
-    vm.append = Some(match vm.append.take() {
-        // Before a `--`: the words after it are init's.
-        Some(a) => format!("{words} {a}"),
-        None => words,
-    });
-    if vm.kernel.is_none() {
-        build = build_for(ctx, &build, t)?;
-    }
-    Ok((vm, build, check))
+    Ok(req)
 }
 
-/// The build options of a check: with `--kunit`, the config with the suites built in (a
-/// bisect step builds with these before it checks).
-pub fn build_for(ctx: &Ctx, build: &BuildArgs, t: &ResultArgs) -> Result<BuildArgs> {
-    let mut build = build.clone();
-    if source(t) == Some(Source::Console) {
-        let sets = options(ctx, t)?;
-        build.config = Some(config(ctx, build_base(ctx, &build)?, &sets)?);
+/// With `--kunit`, the request's build made with the suites built in (a bisect step builds
+/// with it before it checks); made once, so a second call changes nothing.
+pub fn with_kunit_config(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
+    let mut req = req.clone();
+    if source(&req.tests) != Some(Source::Console) || req.tests.kunit_config.is_some() {
+        return Ok(req);
     }
-    Ok(build)
+    if let KernelSource::Build { build, .. } = &mut req.kernel {
+        let sets = options(ctx, &req.tests)?;
+        let base = build
+            .config
+            .clone()
+            .unwrap_or_else(|| ctx.state.trimmed_config());
+        let made = config(ctx, base, &sets)?;
+        build.config = Some(made.clone());
+        req.tests.kunit_config = Some(made);
+    }
+    Ok(req)
 }
 
 /// The tests a check judges, as its options say, for a bisect's report line.
-pub fn describe(t: &ResultArgs) -> Option<String> {
+pub fn describe(t: &TestRequest) -> Option<String> {
     let what = match source(t)? {
         Source::Console if !t.kunitconfig.is_empty() => format!(
             "--kunitconfig {}",
@@ -101,7 +99,7 @@ pub fn describe(t: &ResultArgs) -> Option<String> {
 /// `kunit.filter_glob` (from `--kunit-filter`, else the one SUITE_GLOB given) and
 /// `kunit_shutdown=reboot`: the kernel resets when KUnit is done, which `reboot=t` and
 /// QEMU's `-no-reboot` turn into QEMU's exit, so the VM ends without booting userspace.
-pub fn cmdline(t: &ResultArgs) -> String {
+pub fn cmdline(t: &TestRequest) -> String {
     let globs = t.kunit.as_deref().unwrap_or_default();
     let filter = match (&t.kunit_filter, globs) {
         (Some(f), _) => Some(f.as_str()),
@@ -118,7 +116,7 @@ pub fn cmdline(t: &ResultArgs) -> String {
 
 /// `(origin, CONFIG_X=VALUE)` for every option the suites need: from `--kunitconfig`, else
 /// from each suite's own `.kunitconfig` or Makefile line; `CONFIG_KUNIT=y` always.
-fn options(ctx: &Ctx, t: &ResultArgs) -> Result<Vec<(String, String)>> {
+fn options(ctx: &Ctx, t: &TestRequest) -> Result<Vec<(String, String)>> {
     let mut sets = vec![("--kunit".to_string(), suite::KUNIT.to_string())];
     let mut add = |origin: String, options: Vec<String>| {
         for o in options {
@@ -150,12 +148,6 @@ fn options(ctx: &Ctx, t: &ResultArgs) -> Result<Vec<(String, String)>> {
         add(s.origin.display().to_string(), s.options);
     }
     Ok(sets)
-}
-
-/// The config the KUnit build starts from: `--config` (or xtask.toml's), else the trimmed one.
-fn build_base(ctx: &Ctx, build: &BuildArgs) -> Result<PathBuf> {
-    let opts = BuildOptions::resolve(build, &ctx.file.build)?;
-    Ok(opts.config.unwrap_or_else(|| ctx.state.trimmed_config()))
 }
 
 /// The base config with `sets` merged in, through olddefconfig, each option verified as
@@ -198,7 +190,7 @@ fn config(ctx: &Ctx, base: PathBuf, sets: &[(String, String)]) -> Result<PathBuf
 /// stdout (`--ktap`; as the run was made, for a saved one) read, the tests kept in the report
 /// and result.json. A fault of the infrastructure keeps its verdict (abort), and so does a
 /// `--ktap` command that never ran (untestable).
-pub fn judge_run(mut r: Report, t: &ResultArgs) -> Result<Report> {
+pub fn judge_run(mut r: Report, t: &TestRequest) -> Result<Report> {
     let Some(source) = source(t).or(r.ktap) else {
         return Ok(r);
     };
@@ -224,7 +216,7 @@ pub fn judge_run(mut r: Report, t: &ResultArgs) -> Result<Report> {
 }
 
 /// After a check: the table of the last run's tests on stderr, and `--junit FILE`.
-pub fn show(o: &CheckOutcome, t: &ResultArgs) -> Result<()> {
+pub fn show(o: &CheckOutcome, t: &TestRequest) -> Result<()> {
     let Some(last) = o.runs.last() else {
         return Ok(());
     };
@@ -254,10 +246,10 @@ pub fn show(o: &CheckOutcome, t: &ResultArgs) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn kunit(globs: &[&str]) -> ResultArgs {
-        ResultArgs {
+    fn kunit(globs: &[&str]) -> TestRequest {
+        TestRequest {
             kunit: Some(globs.iter().map(|g| g.to_string()).collect()),
-            ..ResultArgs::default()
+            ..TestRequest::default()
         }
     }
 
@@ -288,10 +280,10 @@ mod tests {
             describe(&t).as_deref(),
             Some("--kunit example --test example_simple_test")
         );
-        assert_eq!(describe(&ResultArgs::default()), None);
-        let k = ResultArgs {
+        assert_eq!(describe(&TestRequest::default()), None);
+        let k = TestRequest {
             kselftest: vec!["size".into()],
-            ..ResultArgs::default()
+            ..TestRequest::default()
         };
         assert_eq!(describe(&k).as_deref(), Some("--kselftest size"));
     }
