@@ -15,6 +15,9 @@ mod exit;
 mod git;
 mod history;
 mod kconfig;
+mod kselftest;
+mod ktap;
+mod kunit;
 mod kvm;
 mod layer;
 #[cfg(feature = "libvirt")]

@@ -69,6 +69,8 @@ pub struct TrimOptions {
     pub host: bool,
     /// Default: `<state>/config/trimmed.config`.
     pub output: PathBuf,
+    /// Say what was written on stderr, not stdout (a check's stdout is its result).
+    pub quiet: bool,
 }
 
 impl TrimOptions {
@@ -119,6 +121,7 @@ impl TrimOptions {
                 .as_ref()
                 .map(|o| cwd.join(o))
                 .unwrap_or(default_output),
+            quiet: false,
         }
     }
 
@@ -221,21 +224,28 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
 
     // 5. Write it and say what it is.
     write_atomically(&opts.output, &final_text)?;
+    let say = |line: String| {
+        if opts.quiet {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     let fragments: Vec<String> = opts.fragments.iter().map(|f| short_path(f)).collect();
-    println!("base:      {}", opts.base.describe());
-    println!("fragments: {}", fragments.join(", "));
+    say(format!("base:      {}", opts.base.describe()));
+    say(format!("fragments: {}", fragments.join(", ")));
     if !opts.sets.is_empty() {
         let sets: Vec<&str> = opts.sets.iter().map(|(_, s)| s.as_str()).collect();
-        println!("set:       {}", sets.join(" "));
+        say(format!("set:       {}", sets.join(" ")));
     }
-    println!(
+    say(format!(
         "options:   {} =y, {} =m ({} asked for, {} dropped)",
         final_config.count("y"),
         final_config.count("m"),
         merged.asked.len(),
         dropped.len()
-    );
-    println!("wrote:     {}", opts.output.display());
+    ));
+    say(format!("wrote:     {}", opts.output.display()));
     Ok(opts.output.clone())
 }
 

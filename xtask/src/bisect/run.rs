@@ -72,6 +72,9 @@ fn describe_check(cmd: &BisectCmd) -> String {
     for r in &cmd.check.bad_if_console {
         parts.push(format!("--bad-if-console {r:?}"));
     }
+    if let Ok(t) = cmd.check.tests.resolve() {
+        parts.extend(crate::kunit::run::describe(&t));
+    }
     if !cmd.check.command.is_empty() {
         parts.push(format!("-- {}", cmd.check.command.join(" ")));
     }
@@ -108,6 +111,8 @@ fn test_commit(
     dir: PathBuf,
 ) -> Result<Step> {
     let sctx = step_ctx(ctx, tree, dir.clone())?;
+    // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
+    let req = &crate::kunit::run::with_kunit_config(&sctx, req)?;
     let KernelSource::Build { build: bopts, .. } = &req.kernel else {
         bail!("a bisect builds each step's commit: it cannot boot one image")
     };

@@ -62,6 +62,9 @@ pub struct CheckRequest {
     pub plan: Plan,
     /// `--repeat`: up to this many runs, stopping at the first bad one.
     pub repeat: u32,
+    /// `--kunit`, `--ktap`, `--kselftest`: the tests read and judged (kunit/).
+    #[serde(default)]
+    pub tests: crate::kunit::TestRequest,
 }
 
 impl CheckRequest {
@@ -236,6 +239,9 @@ pub struct CheckOutcome {
 /// Judges one kernel (a revision, or `--kernel`): build if needed, then up to `--repeat`
 /// checks, stopping at the first bad one. Prints progress on stderr unless `quiet`.
 pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
+    // `--kunit`, `--kselftest`: the suites' config and KUnit's command line, the selftests
+    // built and shared (kunit/run.rs).
+    let req = &crate::kunit::run::prepare(ctx, req)?;
     let (opts, plan, repeat) = (&req.vm, &req.plan, req.repeat);
     let tools = find_tools(opts)?;
     let kernel = match kernel_for(ctx, &req.kernel)? {
@@ -283,6 +289,7 @@ pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome>
             }
         };
         let r = run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
+        let r = crate::kunit::run::judge_run(r, &req.tests)?;
         let bad = r.judgement.verdict() == Verdict::Bad;
         runs.push(r);
         if bad {
@@ -420,6 +427,7 @@ impl CheckCmd {
                     );
                 }
                 let r = run::rejudge(dir, &re)?;
+                let r = crate::kunit::run::judge_run(r, &self.check.tests.resolve()?)?;
                 CheckOutcome {
                     judgement: r.judgement.clone(),
                     runs: vec![r],
@@ -430,6 +438,7 @@ impl CheckCmd {
         if self.json {
             println!("{}", json(&outcome, &ctx.run_dir)?);
         }
+        crate::kunit::run::show(&outcome, &self.check.tests.resolve()?)?;
         print_outcome(&outcome, !self.json);
         Ok(outcome.verdict().exit_code())
     }
