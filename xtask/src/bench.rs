@@ -10,9 +10,10 @@ impl BenchArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         match self.what {
             BenchWhat::Trim => trim::run(ctx),
-            BenchWhat::Boot { runs, vm } => {
+            BenchWhat::Boot { runs, vm, arch } => {
                 let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
-                crate::vm::bench::bench_boot(ctx, u32::try_from(runs)?, &vm)
+                let arch = arch.unwrap_or(crate::arch::HOST);
+                crate::vm::bench::bench_boot(ctx, u32::try_from(runs)?, &vm, arch)
             }
             BenchWhat::Bisect { commits } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;

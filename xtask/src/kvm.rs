@@ -2,6 +2,7 @@
 //! so the probe runs real guest code under `-accel kvm` with a short deadline. The answer is
 //! cached per boot of the host.
 
+use crate::arch::Arch;
 use crate::cli::Accel;
 use crate::cmd::{self, CommandExt};
 use crate::lock::FileLock;
@@ -321,9 +322,27 @@ fn boot(qemu: &Path, dir: &Path, accel: &str, guest: Guest, deadline: Duration) 
 
 static SAID: AtomicBool = AtomicBool::new(false);
 
-/// Turns `--accel` into the accelerator to use, probing with the kernel about to boot; says
-/// once per invocation when it falls back.
-pub fn choose(accel: Accel, state: &StateDir, qemu: &Path, kernel: Option<&Path>) -> Result<Accel> {
+/// Turns `--accel` into the accelerator to use for a guest of `arch`, probing with the kernel
+/// about to boot; says once per invocation when it falls back. A guest of another
+/// architecture than the host's runs under TCG: KVM runs the host's own.
+pub fn choose(
+    arch: &Arch,
+    accel: Accel,
+    state: &StateDir,
+    qemu: &Path,
+    kernel: Option<&Path>,
+) -> Result<Accel> {
+    if !arch.is_host() {
+        if accel == Accel::Kvm {
+            bail!(
+                "--accel kvm: an {} guest cannot use KVM on this {} host (KVM runs guests of \
+                 the host's own architecture): use --accel tcg or auto",
+                arch.name,
+                crate::arch::HOST.name
+            );
+        }
+        return Ok(Accel::Tcg);
+    }
     match accel {
         Accel::Tcg => Ok(Accel::Tcg),
         Accel::Kvm => {

@@ -352,7 +352,9 @@ pub const MAX_JOBS: Bound<'static, u64> = (1024, "1024");
 /// Build settings, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildOptions {
-    /// The config to build; None means the trimmed config in the state dir.
+    /// The kernel's architecture; default: the host's.
+    pub arch: &'static crate::arch::Arch,
+    /// The config to build; None means the arch's trimmed config in the state dir.
     pub config: Option<PathBuf>,
     pub jobs: u32,
     pub host: bool,
@@ -387,6 +389,7 @@ impl BuildOptions {
             }
         }
         Ok(BuildOptions {
+            arch: args.arch.unwrap_or(crate::arch::HOST),
             config,
             jobs,
             host: args.host || file.host.unwrap_or(false),

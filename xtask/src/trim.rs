@@ -67,7 +67,9 @@ pub struct TrimOptions {
     pub allow_dropped: bool,
     /// Run make on the host instead of in the rootfs container.
     pub host: bool,
-    /// Default: `<state>/config/trimmed.config`.
+    /// Default: the arch's trimmed config in the state dir ([`StateDir::trimmed_config_for`]).
+    ///
+    /// [`StateDir::trimmed_config_for`]: crate::state::StateDir::trimmed_config_for
     pub output: PathBuf,
 }
 
@@ -80,7 +82,8 @@ impl TrimOptions {
             &ctx.file.trim,
             &std::env::current_dir().unwrap_or_default(),
             &workspace_root(),
-            ctx.state.trimmed_config(),
+            ctx.state
+                .trimmed_config_for(args.arch.unwrap_or(crate::arch::HOST)),
         )
     }
 
@@ -97,7 +100,7 @@ impl TrimOptions {
             (None, Some(b)) => Base::parse(b, workspace),
             (None, None) => Base::Target("tinyconfig".into()),
         };
-        let arch = crate::arch::HOST;
+        let arch = args.arch.unwrap_or(crate::arch::HOST);
         let mut fragments = vec![workspace.join(VM_FRAGMENT), workspace.join(arch.fragment)];
         fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
         fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
@@ -125,6 +128,7 @@ impl TrimOptions {
     /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
     pub fn defaults(ctx: &Ctx) -> TrimOptions {
         let args = TrimConfigArgs {
+            arch: None,
             base: None,
             fragments: Vec::new(),
             sets: Vec::new(),
@@ -222,6 +226,7 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
     // 5. Write it and say what it is.
     write_atomically(&opts.output, &final_text)?;
     let fragments: Vec<String> = opts.fragments.iter().map(|f| short_path(f)).collect();
+    println!("arch:      {}", opts.arch.name);
     println!("base:      {}", opts.base.describe());
     println!("fragments: {}", fragments.join(", "));
     if !opts.sets.is_empty() {
@@ -481,6 +486,7 @@ mod tests {
     #[test]
     fn options_merge_command_line_over_xtask_toml() {
         let args = TrimConfigArgs {
+            arch: None,
             base: None,
             fragments: vec!["mine.config".into()],
             sets: vec!["CONFIG_KASAN=y".into()],

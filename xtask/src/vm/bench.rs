@@ -38,13 +38,16 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
         .find(|a| a.starts_with("tsc_early_khz="))
         .cloned()
         .unwrap_or_default();
-    vec![
-        "-M".into(),
-        "microvm,pcie=on,memory-backend=mem".into(),
+    let machine = super::qemu::machine(spec);
+    let mut v: Vec<String> = machine
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    v.extend([
         "-accel".into(),
         accel.into(),
         "-cpu".into(),
-        "max".into(),
+        spec.arch.tcg_cpu.into(),
         "-smp".into(),
         spec.cpus.to_string(),
         "-m".into(),
@@ -68,10 +71,12 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
         spec.kernel.display().to_string(),
         "-append".into(),
         format!(
-            "console=ttyS0 root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
-             init=/bin/sh -- -c \"true; busybox poweroff -f\""
+            "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
+             init=/bin/sh -- -c \"true; busybox poweroff -f\"",
+            spec.arch.console
         ),
-    ]
+    ]);
+    v
 }
 
 /// One baseline boot: wall time from starting virtiofsd to QEMU's exit.
@@ -114,10 +119,19 @@ fn baseline_once(
 }
 
 /// Runs the benchmark, `runs` (at least 1) boots per variant.
-pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
+pub fn bench_boot(
+    ctx: &Ctx,
+    runs: u32,
+    vm: &VmArgs,
+    arch: &'static crate::arch::Arch,
+) -> Result<u8> {
     let base_opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
-    let tools = find_tools(&base_opts)?;
-    let kernel = match kernel_for(ctx, None, &base_opts, &BuildArgs::default())? {
+    let tools = find_tools(&base_opts, arch)?;
+    let build = BuildArgs {
+        arch: Some(arch),
+        ..BuildArgs::default()
+    };
+    let kernel = match kernel_for(ctx, None, &base_opts, &build)? {
         Ok(k) => k,
         Err(j) => bail!("cannot bench: {}", j.reason),
     };

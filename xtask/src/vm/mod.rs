@@ -37,6 +37,8 @@ use verdict::{Judgement, Verdict};
 /// A kernel to boot.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
+    /// What it was built for (`--arch`): the guest's architecture.
+    pub arch: &'static crate::arch::Arch,
     pub image: PathBuf,
     pub initramfs: Option<PathBuf>,
 }
@@ -49,15 +51,17 @@ pub fn kernel_for(
     opts: &VmOptions,
     build: &BuildArgs,
 ) -> Result<std::result::Result<KernelImage, Judgement>> {
+    let bopts = BuildOptions::resolve(build, &ctx.file.build)?;
     if let Some(k) = &opts.kernel {
         return Ok(Ok(KernelImage {
+            arch: bopts.arch,
             image: k.clone(),
             initramfs: None,
         }));
     }
-    let bopts = BuildOptions::resolve(build, &ctx.file.build)?;
     match build::ensure_kernel(ctx, rev, &bopts)? {
         BuildOutcome::Built(a) => Ok(Ok(KernelImage {
+            arch: bopts.arch,
             image: a.image,
             initramfs: a.initramfs,
         })),
@@ -68,10 +72,10 @@ pub fn kernel_for(
     }
 }
 
-/// The rootfs to share (the generation this process uses throughout), checked to hold the
-/// guest init.
-fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
-    let r = crate::rootfs::generation::in_use(&ctx.state)?.tree;
+/// The rootfs of `arch` to share (the generation this process uses throughout), checked to
+/// hold the guest init.
+fn rootfs(ctx: &Ctx, arch: &crate::arch::Arch) -> Result<PathBuf> {
+    let r = crate::rootfs::generation::in_use_for(&ctx.state, arch)?.tree;
     if !r.join(spec::GUEST_INIT.trim_start_matches('/')).is_file() {
         bail!(
             "the rootfs at {} has no {}: run `cargo xtask setup-rootfs --force` to add it",
@@ -101,9 +105,9 @@ fn launcher(opts: &VmOptions) -> Result<Launcher> {
 
 /// The programs a VM run needs: found before anything is built, so that a missing or
 /// unusable tool ends the run at once.
-pub fn find_tools(opts: &VmOptions) -> Result<Tools> {
+pub fn find_tools(opts: &VmOptions, arch: &'static crate::arch::Arch) -> Result<Tools> {
     Ok(Tools {
-        qemu: tools::find(&tools::QEMU)?,
+        qemu: tools::find(&tools::qemu(arch))?,
         virtiofsd: tools::find(&tools::VIRTIOFSD)?,
         launcher: launcher(opts)?,
     })
@@ -117,9 +121,15 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
+    let arch = kernel.arch;
+    let accel = kvm::choose(
+        arch,
+        opts.accel,
+        &ctx.state,
+        &tools.qemu,
+        Some(&kernel.image),
+    )?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
-    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
         Launcher::Qemu => arch.machine,
         Launcher::Libvirt { .. } => arch.full_machine,
@@ -154,7 +164,7 @@ pub fn prepare(
         cpus: opts.cpus,
         accel,
         machine,
-        rootfs: rootfs(ctx)?,
+        rootfs: rootfs(ctx, arch)?,
         layer,
         share: opts.share.clone(),
         init: opts.init,
@@ -223,7 +233,7 @@ pub fn check_rev(
     let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
     let plan = plan(check)?;
     let repeat = repeats(check)?;
-    let tools = find_tools(&opts)?;
+    let tools = find_tools(&opts, build.arch.unwrap_or(crate::arch::HOST))?;
     let kernel = match kernel_for(ctx, rev, &opts, build)? {
         Ok(k) => k,
         Err(j) => {
@@ -407,7 +417,7 @@ impl BootCmd {
         if self.print_xml && opts.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
-        let tools = find_tools(&opts)?;
+        let tools = find_tools(&opts, self.build.arch.unwrap_or(crate::arch::HOST))?;
         let kernel = match kernel_for(ctx, self.rev.as_deref(), &opts, &self.build)? {
             Ok(k) => k,
             Err(j) => {
