@@ -10,7 +10,7 @@
 //! - root without a password, auto-logged-in on serial consoles; journald to the console;
 //! - no fstab line for `/`: the kernel mounts the virtiofs root as the command line says.
 
-mod binfmt;
+pub mod binfmt;
 mod bootstrap;
 pub mod generation;
 mod overlay;

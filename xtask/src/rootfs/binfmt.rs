@@ -34,20 +34,35 @@ pub fn usable(entry: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Whether binaries of `arch` run here now (through qemu-user-static), or why not.
+pub fn status(arch: &Arch) -> std::result::Result<(), String> {
+    let entry = Path::new(BINFMT_DIR).join(handler(arch));
+    match std::fs::read_to_string(&entry) {
+        Ok(text) => usable(&text),
+        Err(_) if !Path::new(BINFMT_DIR).join("register").exists() => {
+            Err(format!("binfmt_misc is not mounted at {BINFMT_DIR}"))
+        }
+        Err(_) => Err(format!("{} is not registered", handler(arch))),
+    }
+}
+
+/// qemu-user-static's binary for `arch`, when installed.
+pub fn qemu_user_installed(arch: &Arch) -> Option<PathBuf> {
+    Some(qemu_user(arch)).filter(|p| p.exists())
+}
+
 /// Makes sure binaries of `arch` run here; registers qemu-user-static's handler (a
 /// privileged, host-wide setting, said on stderr) when it is not. Fails with the fix.
 pub fn ensure(arch: &Arch) -> Result<()> {
-    let entry = Path::new(BINFMT_DIR).join(handler(arch));
-    if let Ok(text) = std::fs::read_to_string(&entry) {
-        if usable(&text).is_ok() {
-            return Ok(());
-        }
+    if status(arch).is_ok() {
+        return Ok(());
     }
+    let entry = Path::new(BINFMT_DIR).join(handler(arch));
     let fix = format!(
         "apt-get install qemu-user-static binfmt-support, then `update-binfmts --enable {}`",
         handler(arch)
     );
-    if !Path::new("/usr/libexec/qemu-binfmt").is_dir() && !qemu_user(arch).exists() {
+    if qemu_user_installed(arch).is_none() {
         bail!(
             "an {} root runs its package scripts under qemu-user-static, which is not installed: {fix}",
             arch.name
