@@ -166,6 +166,21 @@ impl Arch {
     }
 }
 
+/// An `&'static Arch` in a request (`bisect --resume` stores them) as its name.
+pub mod by_name {
+    use super::Arch;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &&'static Arch, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(a.name)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'static Arch, D::Error> {
+        let name = String::deserialize(d)?;
+        Arch::by_name(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

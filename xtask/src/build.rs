@@ -5,6 +5,7 @@ pub mod failure;
 pub mod key;
 mod miss;
 mod plan;
+pub use plan::InitramfsMode;
 mod progress;
 mod runner;
 pub use runner::spinner;
@@ -15,7 +16,7 @@ use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
-use crate::settings::BuildOptions;
+use crate::settings::BuildRequest;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
 use key::{sha256_hex, KeyInputs};
@@ -68,7 +69,7 @@ pub enum BuildOutcome {
 /// without locking or running anything; otherwise one builder per key builds it and
 /// publishes the entry atomically. The user's checkout is never changed: a revision builds
 /// in the toolkit's worktree.
-pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Result<BuildOutcome> {
+pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Result<BuildOutcome> {
     let start = Instant::now();
     let tree = ctx.require_tree()?;
     let config_path = input_config(ctx, opts)?;
@@ -104,7 +105,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Resul
 }
 
 /// The config to build: --config, or the one trim-config made.
-fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
+fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
     let path = opts
         .config
         .clone()
@@ -129,7 +130,7 @@ fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
 fn answer_from_cache(
     cache: &Cache,
     key: &str,
-    opts: &BuildOptions,
+    opts: &BuildRequest,
     start: Instant,
     say: bool,
 ) -> Option<BuildOutcome> {
@@ -177,7 +178,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
 
 impl BuildCmd {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let opts = BuildOptions::resolve(&self.build, &ctx.file.build)?;
+        let opts = self.build.resolve(&ctx.file.build)?;
         match ensure_kernel(ctx, self.rev.as_deref(), &opts)? {
             BuildOutcome::Built(a) => {
                 let what = a.commit.as_deref().map_or("working state", short);

@@ -2,11 +2,10 @@
 //! so the probe runs real guest code under `-accel kvm` with a short deadline. The answer is
 //! cached per boot of the host.
 
-use crate::arch::Arch;
-use crate::cli::Accel;
 use crate::cmd::{self, CommandExt};
 use crate::lock::FileLock;
 use crate::state::StateDir;
+use crate::vm::spec::{Accel, AccelAsked};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -326,14 +325,14 @@ static SAID: AtomicBool = AtomicBool::new(false);
 /// about to boot; says once per invocation when it falls back. A guest of another
 /// architecture than the host's runs under TCG: KVM runs the host's own.
 pub fn choose(
-    arch: &Arch,
-    accel: Accel,
+    arch: &crate::arch::Arch,
+    asked: AccelAsked,
     state: &StateDir,
     qemu: &Path,
     kernel: Option<&Path>,
 ) -> Result<Accel> {
     if !arch.is_host() {
-        if accel == Accel::Kvm {
+        if asked == AccelAsked::Kvm {
             bail!(
                 "--accel kvm: an {} guest cannot use KVM on this {} host (KVM runs guests of \
                  the host's own architecture): use --accel tcg or auto",
@@ -343,9 +342,9 @@ pub fn choose(
         }
         return Ok(Accel::Tcg);
     }
-    match accel {
-        Accel::Tcg => Ok(Accel::Tcg),
-        Accel::Kvm => {
+    match asked {
+        AccelAsked::Tcg => Ok(Accel::Tcg),
+        AccelAsked::Kvm => {
             let p = probe(state, qemu, kernel, false)?;
             if !p.usable {
                 bail!(
@@ -355,7 +354,7 @@ pub fn choose(
             }
             Ok(Accel::Kvm)
         }
-        Accel::Auto => {
+        AccelAsked::Auto => {
             let p = probe(state, qemu, kernel, false)?;
             if p.usable {
                 Ok(Accel::Kvm)

@@ -13,6 +13,7 @@ mod deps;
 mod doctor;
 mod exit;
 mod fixture;
+mod git;
 mod history;
 mod kconfig;
 mod kvm;

@@ -5,7 +5,7 @@
 use crate::cli::TestArgs;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
-use crate::settings::{workspace_root, BuildOptions};
+use crate::settings::workspace_root;
 use crate::units::human_duration;
 use crate::{build, deps, exit, fixture};
 use anyhow::{bail, Context, Result};
@@ -214,7 +214,7 @@ impl TestArgs {
             arch: Some(arch),
             ..Default::default()
         };
-        let opts = BuildOptions::resolve(&args, &Default::default())?;
+        let opts = args.resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
             build::BuildOutcome::Built(a) => Ok(a.image),
             build::BuildOutcome::Failed { log, summary, .. } => {

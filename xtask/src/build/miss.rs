@@ -12,7 +12,7 @@ use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
-use crate::settings::BuildOptions;
+use crate::settings::BuildRequest;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ pub fn build(
     ctx: &Ctx,
     cache: &Cache,
     req: &Request,
-    opts: &BuildOptions,
+    opts: &BuildRequest,
     start: Instant,
 ) -> Result<BuildOutcome> {
     let container = if opts.host {

@@ -1,8 +1,21 @@
 //! What a build runs, as data: make's and dracut's argv, the environment that makes the image
 //! reproducible, and the facts read from a .config. Pure; [`super::runner`] executes it.
 
+use serde::{Deserialize, Serialize};
+
+/// When a build makes an initramfs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitramfsMode {
+    /// An initramfs only when booting needs modules
+    Auto,
+    /// Always make one with dracut
+    Dracut,
+    /// Never make one
+    None,
+}
+
 use crate::arch::Arch;
-use crate::cli::InitramfsMode;
 
 /// Where the sources and the build dir are, as the build commands see them.
 #[derive(Debug, Clone, PartialEq, Eq)]

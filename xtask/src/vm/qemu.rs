@@ -1,8 +1,8 @@
 //! QEMU's command line for a [`VmSpec`]: small pure functions, one per concern, each flag
 //! with the reason it is there.
 
+use super::spec::Accel;
 use super::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG, SHARE_TAG};
-use crate::cli::Accel;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -81,7 +81,7 @@ fn cpu(spec: &VmSpec) -> Vec<OsString> {
         Accel::Kvm => ("kvm", "host"),
         // TCG: the architecture's model (every feature TCG can emulate, see its record); one
         // host thread per vCPU.
-        Accel::Tcg | Accel::Auto => ("tcg,thread=multi", spec.arch.tcg_cpu),
+        Accel::Tcg => ("tcg,thread=multi", spec.arch.tcg_cpu),
     };
     os(&["-accel", accel, "-cpu", model, "-smp", &cpus])
 }
@@ -183,7 +183,7 @@ fn rng() -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::InitMode;
+    use crate::vm::spec::InitMode;
     use std::path::PathBuf;
     use std::time::Duration;
 

@@ -1,9 +1,68 @@
 //! A VM as plain data (what to boot, with what, for how long) and the run dir's file names;
 //! every backend starts from these. Building the kernel command line is here too: pure code.
 
-use crate::cli::{Accel, InitMode};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The accelerator asked for (`--accel`, `vm.accel`); [`crate::kvm::choose`] turns it into
+/// an [`Accel`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelAsked {
+    /// KVM when the probe says it works, else TCG
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// The accelerator a VM runs under, once chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's name for it (`-accel kvm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Who starts the VM.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// QEMU started directly; no daemon
+    Qemu,
+    /// A transient libvirt domain (needs the `libvirt` cargo feature)
+    Libvirt,
+}
+
+/// The guest's userspace.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitMode {
+    /// Full systemd userspace, qemu-guest-agent as a service
+    Systemd,
+    /// The rootfs's small init: overlay root, guest agent, nothing else
+    Fast,
+}
+
+impl InitMode {
+    /// Its name, as `xtask.init=` and the progress lines say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InitMode::Fast => "fast",
+            InitMode::Systemd => "systemd",
+        }
+    }
+}
 
 pub use crate::arch::Machine;
 
@@ -28,7 +87,6 @@ pub struct VmSpec {
     pub cmdline: Vec<String>,
     pub memory_mib: u64,
     pub cpus: u32,
-    /// Kvm or Tcg, already chosen (never Auto).
     pub accel: Accel,
     pub machine: Machine,
     /// The directory shared as the guest's root.
@@ -97,13 +155,7 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     // The architecture's own (its record says why each is there).
     v.extend(i.arch.cmdline.iter().map(|a| a.to_string()));
     // Tell xtask-init which userspace to bring up.
-    v.push(format!(
-        "xtask.init={}",
-        match i.init {
-            InitMode::Fast => "fast",
-            InitMode::Systemd => "systemd",
-        }
-    ));
+    v.push(format!("xtask.init={}", i.init.name()));
     if i.rw {
         v.push("xtask.rw=1".into());
     }

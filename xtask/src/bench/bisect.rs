@@ -5,7 +5,7 @@
 
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
-use crate::fixture::git;
+use crate::git::git;
 use crate::state::StateDir;
 use crate::testrun::self_exe;
 use crate::units::human_duration;
@@ -111,7 +111,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     let virtiofsd = tools::find(&tools::VIRTIOFSD)?;
     let accel = kvm::choose(
         crate::arch::HOST,
-        crate::cli::Accel::Auto,
+        crate::vm::spec::AccelAsked::Auto,
         &ctx.state,
         &qemu,
         None,
@@ -120,7 +120,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     let append = kernel_cmdline(&CmdlineInput {
         // The article's script boots x86_64 microvm.
         arch: &crate::arch::X86_64,
-        init: crate::cli::InitMode::Fast,
+        init: crate::vm::spec::InitMode::Fast,
         rw: false,
         share: false,
         machine: Machine::Microvm,
@@ -146,14 +146,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
         .env("XTASK_RUN", bench.join("article-run"))
         .env("XTASK_QEMU", &qemu)
         .env("XTASK_VIRTIOFSD", &virtiofsd)
-        .env(
-            "XTASK_ACCEL",
-            if accel == crate::cli::Accel::Kvm {
-                "kvm"
-            } else {
-                "tcg"
-            },
-        )
+        .env("XTASK_ACCEL", accel.name())
         .env("XTASK_APPEND", &append)
         .env("XTASK_JOBS", jobs.to_string())
         .output_logged();
