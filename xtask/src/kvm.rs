@@ -111,7 +111,7 @@ fn newest_cached_kernel(state: &StateDir) -> Option<std::path::PathBuf> {
         .max_depth(3)
         .into_iter()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() == crate::cache::BZIMAGE)
+        .filter(|e| e.file_name() == crate::build::cache::BZIMAGE)
         .max_by_key(|e| e.metadata().ok().and_then(|m| m.modified().ok()))
         .map(|e| e.into_path())
 }

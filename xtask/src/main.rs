@@ -12,7 +12,6 @@ mod ctx;
 mod deps;
 mod doctor;
 mod exit;
-mod fixture;
 mod git;
 mod history;
 mod kconfig;
@@ -20,7 +19,9 @@ mod kvm;
 mod layer;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+mod linux_source;
 mod lock;
+mod phase;
 mod quickstart;
 mod rootfs;
 mod settings;

@@ -6,8 +6,8 @@
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
 use crate::git::git;
+use crate::phase::self_exe;
 use crate::state::StateDir;
-use crate::testrun::self_exe;
 use crate::units::human_duration;
 use crate::vm::spec::{kernel_cmdline, tsc_khz_from_cpuinfo, CmdlineInput, Machine};
 use crate::{history, kvm, tools};

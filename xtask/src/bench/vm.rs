@@ -79,7 +79,7 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
 fn baseline_once(
     ctx: &Ctx,
     spec: &VmSpec,
-    tools: &run::Tools,
+    tools: &crate::vm::guest::Tools,
     dir: &std::path::Path,
 ) -> Result<Duration> {
     let paths = RunPaths::new(dir);
@@ -157,7 +157,7 @@ pub fn bench_boot(
             let t = Instant::now();
             let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
             let took = t.elapsed();
-            if r.judgement.verdict != crate::vm::verdict::Verdict::Good {
+            if r.judgement.verdict() != crate::vm::verdict::Verdict::Good {
                 bail!(
                     "check -- true was not good ({}); see {}",
                     r.judgement.reason,

@@ -1,6 +1,7 @@
 //! A cache miss: lock the source dir, check out the revision, run the steps in the build
 //! dir, and publish the entry (or the recorded failure) into the cache.
 
+use super::cache::{self, Cache, Metadata, Status};
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
 use super::plan::{self, ConfigFacts, Paths, Plan};
@@ -8,7 +9,6 @@ use super::progress;
 use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::{artifacts, BuildOutcome};
-use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
@@ -205,7 +205,7 @@ pub fn build(
                 std::fs::rename(&modules, out.join(cache::MODULES))?;
                 sizes.insert(
                     cache::MODULES.into(),
-                    cache::dir_size(&out.join(cache::MODULES)),
+                    crate::state::dir_size(&out.join(cache::MODULES)),
                 );
             }
         }
@@ -274,6 +274,7 @@ fn failed(
         log: entry.path(cache::BUILD_LOG),
         summary,
         cached: false,
+        config: super::failed_at_config(&meta.commands),
     })
 }
 
