@@ -2,6 +2,7 @@
 
 mod resolve;
 
+use crate::arch::Arch;
 use crate::build::InitramfsMode;
 use crate::units::{Count, Size, Span};
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
@@ -81,6 +82,9 @@ pub struct MakeHistoryArgs {
 
 #[derive(Args, Debug)]
 pub struct SetupRootfsArgs {
+    /// The guest root's architecture (the build container is always the host's) [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
     /// Debian suite [default: bookworm]
     #[arg(long)]
     pub suite: Option<String>,
@@ -100,10 +104,13 @@ pub struct SetupRootfsArgs {
 
 #[derive(Args, Debug)]
 pub struct TrimConfigArgs {
+    /// The architecture to configure for: x86_64 or arm64 [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
     /// tinyconfig, defconfig, localmodconfig, olddefconfig or a config file [default: tinyconfig]
     #[arg(long, value_name = "BASE")]
     pub base: Option<String>,
-    /// A config fragment merged after the base (repeatable; kconfig/vm.config is always first)
+    /// A config fragment merged after the base (repeatable; kconfig/vm.config and the arch's come first)
     #[arg(long = "fragment", value_name = "FILE")]
     pub fragments: Vec<PathBuf>,
     /// One option merged last: CONFIG_X=y|m|n|VALUE (repeatable)
@@ -115,7 +122,7 @@ pub struct TrimConfigArgs {
     /// Run make with the host's tools instead of inside the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Where to write the config [default: <state-dir>/config/trimmed.config]
+    /// Where to write the config [default: <state-dir>/config/trimmed.config, trimmed-ARCH.config for another arch]
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -123,7 +130,10 @@ pub struct TrimConfigArgs {
 /// Options of every command that may build a kernel.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BuildArgs {
-    /// Kernel config to build with [default: <state-dir>/config/trimmed.config]
+    /// The kernel's architecture (and the guest's): x86_64 or arm64 [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
+    /// Kernel config to build with [default: the arch's trimmed config in <state-dir>/config/]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Parallel make jobs, 1 to 1024 [default: number of CPUs]
@@ -476,6 +486,9 @@ pub enum BenchWhat {
         /// Boots per variant, 1 to 1000; medians are reported
         #[arg(long, default_value = "5", value_parser = Count::parse)]
         runs: Count,
+        /// The guest's architecture [default: the host's]
+        #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+        arch: Option<&'static Arch>,
         #[command(flatten)]
         vm: Box<VmArgs>,
     },

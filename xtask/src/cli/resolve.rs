@@ -53,6 +53,8 @@ impl VmArgs {
             span_or(given(cli, file, "vm", option), default)
         };
         Ok(VmRequest {
+            // The guest is the kernel's architecture: `with_arch` sets it from `--arch`.
+            arch: crate::arch::HOST,
             memory_mib,
             cpus,
             accel: self.accel.or(file.accel).unwrap_or(AccelAsked::Auto),
@@ -137,6 +139,11 @@ fn span_or(given: Option<(&Span, String)>, default: Duration) -> Result<Duration
 }
 
 impl BuildArgs {
+    /// `--arch`, or the host's.
+    pub fn arch(&self) -> &'static crate::arch::Arch {
+        self.arch.unwrap_or(crate::arch::HOST)
+    }
+
     /// Merges the build options over xtask.toml's `[build]` over the defaults.
     pub fn resolve(&self, file: &FileBuild) -> Result<BuildRequest> {
         let jobs = match given(&self.jobs, &file.jobs, "build", "jobs") {
@@ -164,6 +171,7 @@ impl BuildArgs {
             "build-timeout",
         );
         Ok(BuildRequest {
+            arch: self.arch(),
             config,
             jobs,
             host: self.host || file.host.unwrap_or(false),
@@ -236,7 +244,10 @@ impl CheckCmd {
     /// The check's request: fast init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
         Ok(CheckRequest {
-            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
+            vm: self
+                .vm
+                .resolve(&file.vm, InitMode::Fast)?
+                .with_arch(self.build.arch()),
             kernel: self
                 .kernel
                 .source(self.rev.as_deref(), &self.build, &file.build)?,
@@ -253,7 +264,10 @@ impl BisectCmd {
     /// line before this.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
         Ok(CheckRequest {
-            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
+            vm: self
+                .vm
+                .resolve(&file.vm, InitMode::Fast)?
+                .with_arch(self.build.arch()),
             kernel: KernelSource::Build {
                 rev: None,
                 build: self.build.resolve(&file.build)?,
@@ -268,7 +282,10 @@ impl BisectCmd {
 impl BootCmd {
     /// The boot's request: systemd init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
-        let vm = self.vm.resolve(&file.vm, InitMode::Systemd)?;
+        let vm = self
+            .vm
+            .resolve(&file.vm, InitMode::Systemd)?
+            .with_arch(self.build.arch());
         if self.print_xml && vm.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }

@@ -131,8 +131,8 @@ pub fn kernel_for(
 
 /// The rootfs to share (the generation this process uses throughout), checked to hold the
 /// guest init.
-fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
-    let r = crate::rootfs::generation::in_use(&ctx.state)?.tree;
+fn rootfs(ctx: &Ctx, arch: &crate::arch::Arch) -> Result<PathBuf> {
+    let r = crate::rootfs::generation::in_use_for(&ctx.state, arch)?.tree;
     if !r.join(spec::GUEST_INIT.trim_start_matches('/')).is_file() {
         bail!(
             "the rootfs at {} has no {}: run `cargo xtask setup-rootfs --force` to add it",
@@ -164,7 +164,7 @@ fn launcher(opts: &VmRequest) -> Result<Launcher> {
 /// unusable tool ends the run at once.
 pub fn find_tools(opts: &VmRequest) -> Result<Tools> {
     Ok(Tools {
-        qemu: tools::find(&tools::QEMU)?,
+        qemu: tools::find(&tools::qemu(opts.arch))?,
         virtiofsd: tools::find(&tools::VIRTIOFSD)?,
         launcher: launcher(opts)?,
     })
@@ -178,9 +178,24 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
+    let arch = opts.arch;
+    if !arch.is_host() && tools.launcher != Launcher::Qemu {
+        // Not tried: libvirt's aarch64 domains want UEFI for ACPI, and -cpu max's
+        // pauth-impdef has no libvirt spelling.
+        bail!(
+            "--backend libvirt boots {} guests only for now: use --backend qemu for {}",
+            crate::arch::HOST.name,
+            arch.name
+        );
+    }
+    let accel = kvm::choose(
+        arch,
+        opts.accel,
+        &ctx.state,
+        &tools.qemu,
+        Some(&kernel.image),
+    )?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
-    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
         Launcher::Qemu => arch.machine,
         Launcher::Libvirt { .. } => arch.full_machine,
@@ -215,7 +230,7 @@ pub fn prepare(
         cpus: opts.cpus,
         accel,
         machine,
-        rootfs: rootfs(ctx)?,
+        rootfs: rootfs(ctx, arch)?,
         layer,
         share: opts.share.clone(),
         init: opts.init,
