@@ -1,23 +1,25 @@
 //! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod cache;
 pub mod failure;
 pub mod key;
 mod miss;
 mod plan;
+pub use plan::InitramfsMode;
 mod progress;
 mod runner;
 pub use runner::spinner;
 pub mod source;
 mod toolchain;
 
-use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
-use crate::settings::BuildOptions;
+use crate::settings::BuildRequest;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
+use cache::{short, Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,7 +31,8 @@ pub struct Artifacts {
     pub key: String,
     /// The cache entry's directory.
     pub dir: PathBuf,
-    pub bzimage: PathBuf,
+    /// The kernel image ([`cache::BZIMAGE`] in the entry, whatever the architecture).
+    pub image: PathBuf,
     /// Present only when booting needs modules (or `--initramfs dracut`).
     pub initramfs: Option<PathBuf>,
     /// The final .config.
@@ -59,7 +62,16 @@ pub enum BuildOutcome {
         summary: String,
         /// Whether the cache answered with a recorded failure (no make ran).
         cached: bool,
+        /// Whether it was the config step (`make olddefconfig`) that failed, not the build.
+        config: bool,
     },
+}
+
+/// Whether a failed build's last command, the one that failed, made the config.
+pub fn failed_at_config(commands: &[Vec<String>]) -> bool {
+    commands
+        .last()
+        .is_some_and(|argv| argv.last().is_some_and(|t| t == "olddefconfig"))
 }
 
 /// Builds `rev` (None: the tree's working state, uncommitted changes included) through the
@@ -67,7 +79,7 @@ pub enum BuildOutcome {
 /// without locking or running anything; otherwise one builder per key builds it and
 /// publishes the entry atomically. The user's checkout is never changed: a revision builds
 /// in the toolkit's worktree.
-pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Result<BuildOutcome> {
+pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Result<BuildOutcome> {
     let start = Instant::now();
     let tree = ctx.require_tree()?;
     let config_path = input_config(ctx, opts)?;
@@ -79,7 +91,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Resul
         dirty: source.dirty.clone(),
         config: sha256_hex([config.as_slice()]),
         toolchain: toolchain::identity(&ctx.state, opts.host)?,
-        make_args: plan::key_args(&source.date, opts.initramfs),
+        make_args: plan::key_args(opts.arch, &source.date, opts.initramfs),
     };
     let key = inputs.key();
     let cache = Cache::new(&ctx.state);
@@ -103,14 +115,19 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Resul
 }
 
 /// The config to build: --config, or the one trim-config made.
-fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
+fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
     let path = opts
         .config
         .clone()
-        .unwrap_or_else(|| ctx.state.trimmed_config());
+        .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
     if !path.is_file() {
+        let arch = if opts.arch.is_host() {
+            String::new()
+        } else {
+            format!(" --arch {}", opts.arch.name)
+        };
         bail!(
-            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+            "no kernel config at {}: run `cargo xtask trim-config{arch}` or pass --config PATH",
             path.display()
         );
     }
@@ -123,7 +140,7 @@ fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
 fn answer_from_cache(
     cache: &Cache,
     key: &str,
-    opts: &BuildOptions,
+    opts: &BuildRequest,
     start: Instant,
     say: bool,
 ) -> Option<BuildOutcome> {
@@ -148,6 +165,7 @@ fn answer_from_cache(
             log: entry.path(cache::BUILD_LOG),
             summary: entry.meta.summary.clone().unwrap_or_default(),
             cached: true,
+            config: failed_at_config(&entry.meta.commands),
         }),
     }
 }
@@ -157,7 +175,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
     Artifacts {
         key: entry.meta.key.clone(),
         dir: entry.dir.clone(),
-        bzimage: entry.path(cache::BZIMAGE),
+        image: entry.path(cache::BZIMAGE),
         initramfs: present(cache::INITRAMFS),
         config: entry.path(cache::CONFIG),
         commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),
@@ -171,7 +189,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
 
 impl BuildCmd {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let opts = BuildOptions::resolve(&self.build, &ctx.file.build)?;
+        let opts = self.build.resolve(&ctx.file.build)?;
         match ensure_kernel(ctx, self.rev.as_deref(), &opts)? {
             BuildOutcome::Built(a) => {
                 let what = a.commit.as_deref().map_or("working state", short);
@@ -190,9 +208,10 @@ impl BuildCmd {
                     );
                 }
                 println!(
-                    "bzImage:   {} ({})",
-                    a.bzimage.display(),
-                    human_bytes(std::fs::metadata(&a.bzimage).map_or(0, |m| m.len()))
+                    "{:<11}{} ({})",
+                    format!("{}:", opts.arch.image_target),
+                    a.image.display(),
+                    human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
                 );
                 if let Some(i) = &a.initramfs {
                     println!("initramfs: {}", i.display());
@@ -215,5 +234,22 @@ impl BuildCmd {
                 Ok(exit::FAILED)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_at_olddefconfig_is_the_config_step() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let config = argv(&["make", "-C", "/src", "O=/build", "-j2", "olddefconfig"]);
+        let make = argv(&[
+            "make", "-C", "/src", "O=/build", "-j2", "bzImage", "modules",
+        ]);
+        assert!(failed_at_config(std::slice::from_ref(&config)));
+        assert!(!failed_at_config(&[config, make]));
+        assert!(!failed_at_config(&[]));
     }
 }

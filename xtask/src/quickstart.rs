@@ -2,14 +2,13 @@
 //! rootfs, a kernel tree (the configured one, or one made from linux-source-6.1), a trimmed
 //! config, a build and the clean-boot check — printing each phase's time.
 
-use crate::cli::InitMode;
 use crate::cli::QuickstartArgs;
 use crate::ctx::Ctx;
+use crate::phase::{run_self, run_self_code};
 use crate::settings::workspace_root;
-use crate::settings::VmOptions;
-use crate::testrun::{run_self, run_self_code};
 use crate::units::human_duration;
-use crate::{deps, exit, fixture};
+use crate::vm::spec::InitMode;
+use crate::{deps, exit, linux_source};
 use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::time::Instant;
@@ -18,7 +17,8 @@ impl QuickstartArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let start = Instant::now();
         // The options the check gets are checked before anything is installed or built.
-        VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Fast)?;
+        self.vm.resolve(&ctx.file.vm, InitMode::Fast)?;
+        self.kernel.image()?;
         let t = Instant::now();
         eprintln!("==> deps");
         deps::install()?;
@@ -31,7 +31,7 @@ impl QuickstartArgs {
                 "==> kernel tree: none configured, making {} from linux-source-6.1",
                 default_tree.display()
             );
-            fixture::linux_source_tree(&default_tree)?;
+            linux_source::ensure_tree(&default_tree)?;
             eprintln!("==> kernel tree: done in {}", human_duration(t.elapsed()));
             default_tree
         } else {
@@ -40,7 +40,7 @@ impl QuickstartArgs {
         run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
         run_self(ctx, "build", Some(&tree), &["build"])?;
         let mut check = vec![OsString::from("check")];
-        check.extend(self.vm.to_args());
+        check.extend(self.check_args());
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;
         // Its verdict is ours; anything else is check's own error line, and ours is 128.
         let verdict = match code {

@@ -78,14 +78,25 @@ pub const DEBOOTSTRAP: Tool = Tool {
     purpose: "building the rootfs (fallback)",
     accept: None,
 };
-pub const QEMU: Tool = Tool {
-    name: "qemu-system-x86_64",
-    package: "qemu-system-x86",
-    extra_dirs: &[],
-    version_args: &["--version"],
-    required: true,
-    purpose: "the VM",
-    accept: None,
+/// QEMU for guests of `arch`.
+pub const fn qemu(arch: &'static crate::arch::Arch) -> Tool {
+    Tool {
+        name: arch.qemu,
+        package: arch.qemu_package,
+        extra_dirs: &[],
+        version_args: &["--version"],
+        required: true,
+        purpose: "the VM",
+        accept: None,
+    }
+}
+/// QEMU for guests of the host's architecture (and the KVM probe).
+pub const QEMU: Tool = qemu(crate::arch::HOST);
+/// QEMU for arm64 guests (`--arch arm64`): only those need it.
+pub const QEMU_ARM64: Tool = Tool {
+    required: false,
+    purpose: "arm64 guests (--arch arm64)",
+    ..qemu(&crate::arch::ARM64)
 };
 pub const VIRTIOFSD: Tool = Tool {
     name: "virtiofsd",
@@ -128,6 +139,7 @@ pub const ALL: &[Tool] = &[
     MMDEBSTRAP,
     DEBOOTSTRAP,
     QEMU,
+    QEMU_ARM64,
     VIRTIOFSD,
     LIBVIRTD,
     VIRSH,

@@ -4,9 +4,9 @@
 use super::progress::{self, Progress};
 use super::suspect::CulpritFacts;
 use crate::cmd::CommandExt;
+use crate::git::git;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The identity and date the revert is committed with: the same revert of the same commit on
 /// the same end is the same commit, so its cache key is stable.
@@ -16,12 +16,6 @@ const IDENTITY: [(&str, &str); 4] = [
     ("GIT_COMMITTER_NAME", "xtask bisect"),
     ("GIT_COMMITTER_EMAIL", "xtask@localhost"),
 ];
-
-fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C").arg(dir);
-    c
-}
 
 /// The commit `rev` names in `dir`.
 pub fn rev_parse(dir: &Path, rev: &str) -> Result<String> {

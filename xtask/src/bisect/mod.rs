@@ -1,7 +1,6 @@
 //! `cargo xtask bisect GOOD BAD`: git bisect in the bisect's own worktree, each step a check,
 //! driven by a pure engine; the culprit confirmed and examined.
 
-pub mod bench;
 mod engine;
 mod git;
 mod progress;

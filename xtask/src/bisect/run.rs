@@ -9,22 +9,18 @@ use super::progress::estimate_steps;
 use super::report::{short, Culprit, Inputs, Report, Run, Step, StepVerdict};
 use super::suspect;
 use crate::build::{self, BuildOutcome};
-use crate::cli::{BisectCmd, Cli, Command as CliCommand, InitMode};
+use crate::cli::BisectCmd;
 use crate::ctx::Ctx;
 use crate::lock::{self, FileLock};
-use crate::settings::{BuildOptions, VmOptions};
 use crate::units::human_secs;
-use crate::vm::{self, verdict::Verdict};
+use crate::vm::{self, verdict::Verdict, CheckRequest, KernelSource};
 use crate::{rootfs, signals};
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Parser;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The `arch/` directory of the kernels built (x86_64 today).
-const ARCH_DIR: &str = "x86";
 /// The saved state's format; `--resume` refuses another.
 const SAVED_VERSION: u32 = 2;
 
@@ -61,6 +57,9 @@ impl Place {
 struct Saved {
     version: u32,
     run_dir: PathBuf,
+    /// The check every step runs, resolved once at the start (its build takes the frozen
+    /// config); `--resume` takes it from here, not from the command line.
+    request: CheckRequest,
     engine: Engine<String>,
 }
 
@@ -113,6 +112,9 @@ fn describe_check(cmd: &BisectCmd) -> String {
     if let Some(n) = &cmd.check.repeat {
         parts.push(format!("--repeat {n:?}"));
     }
+    if let Ok(t) = cmd.check.tests.resolve() {
+        parts.extend(crate::kunit::run::describe(&t));
+    }
     if !cmd.check.command.is_empty() {
         parts.push(format!("-- {}", cmd.check.command.join(" ")));
     }
@@ -153,27 +155,24 @@ impl BisectCmd {
         result
     }
 
-    /// Checks every option the steps use, before the first side effect.
-    fn validate(&self, ctx: &Ctx) -> Result<()> {
-        VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Fast)?;
-        BuildOptions::resolve(&self.build, &ctx.file.build)?;
-        vm::plan(&self.check)?;
-        vm::repeats(&self.check)?;
-        Ok(())
-    }
-
-    fn start(mut self, ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
+    fn start(self, ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
         let start = Instant::now();
         let argv = saved_argv()?;
-        self.validate(ctx)?;
+        // Every option the steps use is resolved before the first side effect.
+        let mut req = self.request(&ctx.file)?;
         let good = git::rev_parse(tree, self.good.as_deref().unwrap_or_default())?;
         let bad = git::rev_parse(tree, self.bad.as_deref().unwrap_or_default())?;
         if place.saved.exists() {
             bail!("a bisect of {} is already under way: `cargo xtask bisect --resume` continues it, `--reset` ends it", tree.display());
         }
         // The inputs, frozen: the config's content, the rootfs generation, the check.
-        let opts = BuildOptions::resolve(&self.build, &ctx.file.build)?;
-        let config_from = opts.config.unwrap_or_else(|| ctx.state.trimmed_config());
+        let KernelSource::Build { build: opts, .. } = &mut req.kernel else {
+            bail!("a bisect builds each step's commit: it cannot boot one image")
+        };
+        let config_from = opts
+            .config
+            .clone()
+            .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
         let config = std::fs::read(&config_from).with_context(|| {
             format!(
                 "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
@@ -182,7 +181,7 @@ impl BisectCmd {
         })?;
         std::fs::create_dir_all(place.config.parent().unwrap_or(Path::new(".")))?;
         std::fs::write(&place.config, &config)?;
-        self.build.config = Some(place.config.clone());
+        opts.config = Some(place.config.clone());
         let rootfs = rootfs::generation::in_use(&ctx.state)?.tree;
         let inputs = Inputs {
             good: good.clone(),
@@ -211,7 +210,7 @@ impl BisectCmd {
             let dir = ctx
                 .run_dir
                 .join(format!("endpoint-{}", which.to_lowercase()));
-            let step = test_commit(ctx, &self, tree, commit, Role::Endpoint(end), dir)?;
+            let step = test_commit(ctx, &req, tree, commit, Role::Endpoint(end), dir)?;
             if let Err(is) = engine.endpoint(end, step.verdict) {
                 bail!(
                     "{which} {} is {is} ({}): pick other endpoints or another check (logs: {})",
@@ -242,11 +241,10 @@ impl BisectCmd {
         let saved = Saved {
             version: SAVED_VERSION,
             run_dir: ctx.run_dir.clone(),
+            request: req,
             engine,
         };
-        drive(
-            ctx, &self, tree, place, &bisect, saved, report, answer, start,
-        )
+        drive(ctx, tree, place, &bisect, saved, report, answer, start)
     }
 }
 
@@ -259,13 +257,6 @@ fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
             tree.display()
         );
     };
-    let cli = Cli::try_parse_from(
-        std::iter::once("xtask".to_string()).chain(report.inputs.argv.iter().cloned()),
-    )?;
-    let CliCommand::Bisect(mut cmd) = cli.command else {
-        bail!("{} does not hold a bisect", place.saved.display())
-    };
-    cmd.validate(ctx)?;
     // The same inputs as at the start, or no resume.
     let rootfs = rootfs::generation::in_use(&ctx.state)?.tree;
     if rootfs.display().to_string() != report.inputs.rootfs {
@@ -283,7 +274,6 @@ fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
             place.config.display()
         );
     }
-    cmd.build.config = Some(place.config.clone());
     eprintln!(
         "bisect: resuming {}..{} (logs in {})",
         short(&report.inputs.good),
@@ -315,21 +305,16 @@ fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
     };
     if answer.is_none() {
         let outcome = saved.engine.outcome.clone().expect("checked");
-        return finish(
-            ctx, &cmd, tree, place, &bisect, saved, report, outcome, start,
-        );
+        return finish(ctx, tree, place, &bisect, saved, report, outcome, start);
     }
     saved.engine.next = None;
-    drive(
-        ctx, &cmd, tree, place, &bisect, saved, report, answer, start,
-    )
+    drive(ctx, tree, place, &bisect, saved, report, answer, start)
 }
 
 /// Steps until git names the end, then [`finish`].
 #[allow(clippy::too_many_arguments)]
 fn drive(
     ctx: &Ctx,
-    cmd: &BisectCmd,
     tree: &Path,
     place: &Place,
     bisect: &Bisect,
@@ -353,7 +338,7 @@ fn drive(
         let dir = saved
             .run_dir
             .join(format!("step-{n:02}-{}", short(&commit)));
-        let mut step = test_commit(ctx, cmd, tree, &commit, Role::Step, dir)?;
+        let mut step = test_commit(ctx, &saved.request, tree, &commit, Role::Step, dir)?;
         let term = saved
             .engine
             .mark(&commit, step.verdict)
@@ -366,14 +351,13 @@ fn drive(
         next = saved.engine.on_git(answer).map_err(unexpected)?;
         save(place, &saved, &report)?;
     };
-    finish(ctx, cmd, tree, place, bisect, saved, report, outcome, start)
+    finish(ctx, tree, place, bisect, saved, report, outcome, start)
 }
 
 /// The end: git's bisect reset, the culprit's examination and confirmation, the report.
 #[allow(clippy::too_many_arguments)]
 fn finish(
     ctx: &Ctx,
-    cmd: &BisectCmd,
     tree: &Path,
     place: &Place,
     bisect: &Bisect,
@@ -391,10 +375,13 @@ fn finish(
             author,
             stat,
         });
-        let facts = git::culprit_facts(tree, culprit, ARCH_DIR)?;
+        let KernelSource::Build { build, .. } = &saved.request.kernel else {
+            bail!("a bisect builds each step's commit: it cannot boot one image")
+        };
+        let facts = git::culprit_facts(tree, culprit, build.arch.srcarch)?;
         report.suspicions = suspect::suspicions(&facts);
         if report.inputs.confirm {
-            report.confirmation = confirm(ctx, cmd, tree, bisect, &saved, &mut report, culprit)?;
+            report.confirmation = confirm(ctx, tree, bisect, &saved, &mut report, culprit)?;
         }
     }
     report.outcome = Some(outcome);
@@ -415,7 +402,6 @@ fn finish(
 /// the bisect's worktree, see [`Bisect::revert`]).
 fn confirm(
     ctx: &Ctx,
-    cmd: &BisectCmd,
     tree: &Path,
     bisect: &Bisect,
     saved: &Saved,
@@ -449,7 +435,7 @@ fn confirm(
             git::subject(tree, &t.candidate)
         );
         let dir = saved.run_dir.join(format!("confirm-{name}"));
-        let mut step = test_commit(ctx, cmd, tree, &t.candidate, t.role, dir)?;
+        let mut step = test_commit(ctx, &saved.request, tree, &t.candidate, t.role, dir)?;
         step.term = terms.term(step.verdict).into();
         eprintln!(
             "bisect: the {name} is {} (expected {}): {}",
@@ -479,18 +465,23 @@ fn step_ctx(ctx: &Ctx, tree: &Path, dir: PathBuf) -> Result<Ctx> {
     })
 }
 
-/// Builds and checks one commit by id, with the frozen inputs (`cmd.build.config` is the
-/// bisect's copy). Setup problems are `Err` (the bisect stops, its state kept for --resume).
+/// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
+/// copy of the config). Setup problems are `Err` (the bisect stops, its state kept for
+/// --resume).
 fn test_commit(
     ctx: &Ctx,
-    cmd: &BisectCmd,
+    req: &CheckRequest,
     tree: &Path,
     commit: &str,
     role: Role,
     dir: PathBuf,
 ) -> Result<Step> {
     let sctx = step_ctx(ctx, tree, dir.clone())?;
-    let bopts = BuildOptions::resolve(&cmd.build, &ctx.file.build)?;
+    // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
+    let req = &crate::kunit::run::with_kunit_config(&sctx, req)?;
+    let KernelSource::Build { build: bopts, .. } = &req.kernel else {
+        bail!("a bisect builds each step's commit: it cannot boot one image")
+    };
     let t = Instant::now();
     let mut step = Step {
         role,
@@ -503,7 +494,7 @@ fn test_commit(
         runs: Vec::new(),
         run_dir: dir.display().to_string(),
     };
-    match build::ensure_kernel(&sctx, Some(commit), &bopts)? {
+    match build::ensure_kernel(&sctx, Some(commit), bopts)? {
         BuildOutcome::Built(a) => {
             step.build_secs = (!a.cache_hit).then(|| t.elapsed().as_secs_f64())
         }
@@ -518,30 +509,30 @@ fn test_commit(
             return Ok(step);
         }
     }
-    // The build is in the cache now: check_rev finds it there.
-    let out = vm::check_rev(&sctx, Some(commit), &cmd.vm, &cmd.build, &cmd.check, true)?;
-    if out.verdict == Verdict::Abort {
+    // The build is in the cache now: the check finds it there.
+    let out = vm::check(&sctx, &req.at(commit), true)?;
+    if out.verdict() == Verdict::Abort {
         bail!(
             "the check could not run at {}: {} (logs: {})",
             short(commit),
-            out.reason,
+            out.judgement.reason,
             dir.display()
         );
     }
     for r in &out.runs {
         step.runs.push(Run {
-            verdict: step_verdict(r.judgement.verdict),
+            verdict: step_verdict(r.judgement.verdict()),
             reason: r.judgement.reason.clone(),
             boot_secs: r.timings.boot.map(|d| d.as_secs_f64()),
             check_secs: r.timings.command.map(|d| d.as_secs_f64()),
         });
     }
     let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
-    step.verdict = Repeat(vm::repeats(&cmd.check)?)
+    step.verdict = Repeat(req.repeat)
         .decide(&verdicts)
-        .unwrap_or(step_verdict(out.verdict));
+        .unwrap_or(step_verdict(out.verdict()));
     step.term = super::report::verdict_word(step.verdict).into();
-    step.reason = out.reason;
+    step.reason = out.judgement.reason;
     Ok(step)
 }
 
