@@ -7,3 +7,5 @@ mod progress;
 mod report;
 mod run;
 mod suspect;
+
+pub use run::worktree_dir;

@@ -36,10 +36,14 @@ struct Place {
     config: PathBuf,
 }
 
+/// The bisect's own worktree of `tree`.
+pub fn worktree_dir(state: &crate::state::StateDir, tree: &Path) -> PathBuf {
+    Place::of(state, tree).worktree
+}
+
 impl Place {
-    fn of(ctx: &Ctx, tree: &Path) -> Place {
-        let dir = ctx
-            .state
+    fn of(state: &crate::state::StateDir, tree: &Path) -> Place {
+        let dir = state
             .root
             .join("bisect")
             .join(build::source::path_tag(tree));
@@ -128,7 +132,7 @@ fn describe_check(cmd: &BisectCmd) -> String {
 impl BisectCmd {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let tree = ctx.require_tree()?;
-        let place = Place::of(ctx, &tree);
+        let place = Place::of(&ctx.state, &tree);
         if self.status {
             return status(&place);
         }
