@@ -167,13 +167,7 @@ impl TestArgs {
 
     /// The kernel the VM tests boot: the test tree's HEAD, from the cache.
     fn fixture_kernel(&self, ctx: &Ctx, tree: &Path) -> Result<PathBuf> {
-        let tctx = Ctx {
-            tree: tree.to_path_buf(),
-            state: ctx.state.clone(),
-            file: ctx.file.clone(),
-            run_dir: ctx.run_dir.clone(),
-            verbose: ctx.verbose,
-        };
+        let tctx = ctx.with_tree(tree);
         let opts = crate::cli::BuildArgs::default().resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
             build::BuildOutcome::Built(a) => Ok(a.bzimage),
