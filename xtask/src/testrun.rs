@@ -143,15 +143,18 @@ impl TestArgs {
         if let Some(t) = target {
             c.args(["--test", t]);
         }
-        c.args(["--", "--test-threads=1"]);
+        // --include-ignored: the unit tests that need a real tree and config (trim.rs's
+        // `real_tree`) run on the ones the suite made.
+        c.args(["--", "--test-threads=1", "--include-ignored"]);
         if let (Some(f), None) = (&self.filter, target) {
             c.arg(f);
         }
         c.env("XTASK_BIN", &bin)
             .env("XTASK_TEST_STATE", &ctx.state.root)
             .env("XTASK_TEST_TREE", &tree)
-            .env("XTASK_TEST_KERNEL", &kernel);
-        eprintln!("==> cargo test (kernel {})", kernel.display());
+            .env("XTASK_TEST_KERNEL", &kernel.bzimage)
+            .env("XTASK_TEST_CONFIG", &kernel.config);
+        eprintln!("==> cargo test (kernel {})", kernel.bzimage.display());
         // The whole suite: far longer than cargo's default limit, well inside CI's.
         let limit = Duration::from_secs(3 * 3600);
         let mut child = c.spawn_logged().context("starting cargo test")?;
@@ -165,12 +168,13 @@ impl TestArgs {
         }
     }
 
-    /// The kernel the VM tests boot: the test tree's HEAD, from the cache.
-    fn fixture_kernel(&self, ctx: &Ctx, tree: &Path) -> Result<PathBuf> {
+    /// The kernel the VM tests boot (and its final .config): the test tree's HEAD, from the
+    /// cache.
+    fn fixture_kernel(&self, ctx: &Ctx, tree: &Path) -> Result<build::Artifacts> {
         let tctx = ctx.with_tree(tree);
         let opts = crate::cli::BuildArgs::default().resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
-            build::BuildOutcome::Built(a) => Ok(a.bzimage),
+            build::BuildOutcome::Built(a) => Ok(a),
             build::BuildOutcome::Failed { log, summary, .. } => {
                 bail!(
                     "the test kernel does not build ({summary}); log: {}",
