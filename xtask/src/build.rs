@@ -1,6 +1,7 @@
 //! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod cache;
 pub mod failure;
 pub mod key;
 mod miss;
@@ -12,13 +13,13 @@ pub use runner::spinner;
 pub mod source;
 mod toolchain;
 
-use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::settings::BuildRequest;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
+use cache::{short, Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,7 +31,8 @@ pub struct Artifacts {
     pub key: String,
     /// The cache entry's directory.
     pub dir: PathBuf,
-    pub bzimage: PathBuf,
+    /// The kernel image ([`cache::BZIMAGE`] in the entry, whatever the architecture).
+    pub image: PathBuf,
     /// Present only when booting needs modules (or `--initramfs dracut`).
     pub initramfs: Option<PathBuf>,
     /// The final .config.
@@ -89,7 +91,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
         dirty: source.dirty.clone(),
         config: sha256_hex([config.as_slice()]),
         toolchain: toolchain::identity(&ctx.state, opts.host)?,
-        make_args: plan::key_args(&source.date, opts.initramfs),
+        make_args: plan::key_args(crate::arch::HOST, &source.date, opts.initramfs),
     };
     let key = inputs.key();
     let cache = Cache::new(&ctx.state);
@@ -168,7 +170,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
     Artifacts {
         key: entry.meta.key.clone(),
         dir: entry.dir.clone(),
-        bzimage: entry.path(cache::BZIMAGE),
+        image: entry.path(cache::BZIMAGE),
         initramfs: present(cache::INITRAMFS),
         config: entry.path(cache::CONFIG),
         commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),
@@ -201,9 +203,10 @@ impl BuildCmd {
                     );
                 }
                 println!(
-                    "bzImage:   {} ({})",
-                    a.bzimage.display(),
-                    human_bytes(std::fs::metadata(&a.bzimage).map_or(0, |m| m.len()))
+                    "{:<11}{} ({})",
+                    format!("{}:", crate::arch::HOST.image_target),
+                    a.image.display(),
+                    human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
                 );
                 if let Some(i) = &a.initramfs {
                     println!("initramfs: {}", i.display());

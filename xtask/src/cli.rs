@@ -299,6 +299,36 @@ pub struct CheckArgs {
     /// The command to run in the guest [default: none, the check is a clean boot]
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub tests: ResultArgs,
+}
+
+/// How a check reads test results (KTAP) instead of an exit code.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ResultArgs {
+    /// Run these KUnit suites (named as their KTAP names them; globs) built into the kernel
+    /// [default with no SUITE: every suite the config builds]
+    #[arg(long, num_args = 0.., value_name = "SUITE_GLOB")]
+    pub kunit: Option<Vec<String>>,
+    /// KUnit's filter glob (`kunit.filter_glob`, SUITE[.TEST]) [default: the one SUITE_GLOB]
+    #[arg(long, value_name = "GLOB")]
+    pub kunit_filter: Option<String>,
+    /// A .kunitconfig to build with, instead of the suites' own (repeatable; implies --kunit)
+    #[arg(long, value_name = "PATH")]
+    pub kunitconfig: Vec<PathBuf>,
+    /// The command's stdout is KTAP: judge its tests
+    #[arg(long, conflicts_with = "kunit")]
+    pub ktap: bool,
+    /// Build these selftests of the tree (tools/testing/selftests/TARGET), run them in the
+    /// guest with run_kselftest.sh and judge its TAP
+    #[arg(long, num_args = 1.., value_name = "TARGET", conflicts_with_all = ["kunit", "ktap"])]
+    pub kselftest: Vec<String>,
+    /// Judge only this test's result (full name `suite.test`, or a unique last part)
+    #[arg(long, value_name = "NAME")]
+    pub test: Option<String>,
+    /// Write the test results as JUnit XML to FILE
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -1,5 +1,6 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
 
+mod arch;
 mod bench;
 mod bisect;
 mod build;
@@ -11,14 +12,19 @@ mod ctx;
 mod deps;
 mod doctor;
 mod exit;
-mod fixture;
+mod git;
 mod history;
 mod kconfig;
+mod kselftest;
+mod ktap;
+mod kunit;
 mod kvm;
 mod layer;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+mod linux_source;
 mod lock;
+mod phase;
 mod quickstart;
 mod rootfs;
 mod settings;

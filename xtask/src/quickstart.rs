@@ -4,11 +4,11 @@
 
 use crate::cli::QuickstartArgs;
 use crate::ctx::Ctx;
+use crate::phase::{run_self, run_self_code};
 use crate::settings::workspace_root;
-use crate::testrun::{run_self, run_self_code};
 use crate::units::human_duration;
 use crate::vm::spec::InitMode;
-use crate::{deps, exit, fixture};
+use crate::{deps, exit, linux_source};
 use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::time::Instant;
@@ -31,7 +31,7 @@ impl QuickstartArgs {
                 "==> kernel tree: none configured, making {} from linux-source-6.1",
                 default_tree.display()
             );
-            fixture::linux_source_tree(&default_tree)?;
+            linux_source::ensure_tree(&default_tree)?;
             eprintln!("==> kernel tree: done in {}", human_duration(t.elapsed()));
             default_tree
         } else {

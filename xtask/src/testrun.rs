@@ -5,12 +5,11 @@
 use crate::cli::TestArgs;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
+use crate::phase::{run_self, self_exe};
 use crate::settings::workspace_root;
 use crate::units::human_duration;
-use crate::{build, deps, exit, fixture};
+use crate::{build, deps, exit, linux_source};
 use anyhow::{bail, Context, Result};
-use std::ffi::OsStr;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,60 +17,6 @@ use std::time::{Duration, Instant};
 /// The kernel tree the tests use, inside the state dir.
 pub fn test_tree(ctx: &Ctx) -> PathBuf {
     ctx.state.root.join("fixtures/linux-6.1")
-}
-
-/// Runs this same binary with `args` (and the context's state dir and verbosity), as one
-/// timed phase whose output goes to the terminal; fails unless it exits 0.
-pub fn run_self<S: AsRef<OsStr>>(
-    ctx: &Ctx,
-    phase: &str,
-    tree: Option<&Path>,
-    args: &[S],
-) -> Result<()> {
-    match run_self_code(ctx, phase, tree, args)? {
-        0 => Ok(()),
-        c => bail!("phase {phase} failed (exit {c})"),
-    }
-}
-
-/// As [`run_self`], returning the exit code (see [`exit::passed_on`]).
-pub fn run_self_code<S: AsRef<OsStr>>(
-    ctx: &Ctx,
-    phase: &str,
-    tree: Option<&Path>,
-    args: &[S],
-) -> Result<u8> {
-    let start = Instant::now();
-    eprintln!("==> {phase}");
-    let mut c = Command::new(self_exe()?);
-    c.arg("--state-dir").arg(&ctx.state.root);
-    if let Some(t) = tree {
-        c.arg("--tree").arg(t);
-    }
-    if ctx.verbose {
-        c.arg("-v");
-    }
-    c.args(args);
-    let mut child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
-    // No limit here: the phase is this binary, whose every command has its own.
-    let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
-    let code = exit::passed_on(status.code(), status.signal());
-    eprintln!(
-        "==> {phase}: exit {code} after {}",
-        human_duration(start.elapsed())
-    );
-    Ok(code)
-}
-
-/// This binary's path. When it was rebuilt while running, Linux names the old one
-/// "… (deleted)"; the path then holds the new build, which is what the next phase wants.
-pub fn self_exe() -> Result<PathBuf> {
-    let p = std::env::current_exe()?;
-    let s = p.to_string_lossy();
-    Ok(match s.strip_suffix(" (deleted)") {
-        Some(stripped) => PathBuf::from(stripped),
-        None => p,
-    })
 }
 
 /// Whether the libvirt daemon answers, so the libvirt feature can be built and tested.
@@ -114,7 +59,7 @@ impl TestArgs {
             deps::install()?;
             run_self(ctx, "setup-rootfs", None, &["setup-rootfs"])?;
             eprintln!("==> kernel tree");
-            fixture::linux_source_tree(&tree)?;
+            linux_source::ensure_tree(&tree)?;
             run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
             run_self(ctx, "build", Some(&tree), &["build"])?;
         }
@@ -152,9 +97,9 @@ impl TestArgs {
         c.env("XTASK_BIN", &bin)
             .env("XTASK_TEST_STATE", &ctx.state.root)
             .env("XTASK_TEST_TREE", &tree)
-            .env("XTASK_TEST_KERNEL", &kernel.bzimage)
+            .env("XTASK_TEST_KERNEL", &kernel.image)
             .env("XTASK_TEST_CONFIG", &kernel.config);
-        eprintln!("==> cargo test (kernel {})", kernel.bzimage.display());
+        eprintln!("==> cargo test (kernel {})", kernel.image.display());
         // The whole suite: far longer than cargo's default limit, well inside CI's.
         let limit = Duration::from_secs(3 * 3600);
         let mut child = c.spawn_logged().context("starting cargo test")?;

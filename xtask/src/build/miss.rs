@@ -1,6 +1,7 @@
 //! A cache miss: lock the source dir, check out the revision, run the steps in the build
 //! dir, and publish the entry (or the recorded failure) into the cache.
 
+use super::cache::{self, Cache, Metadata, Status};
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
 use super::plan::{self, ConfigFacts, Paths, Plan};
@@ -8,7 +9,6 @@ use super::progress;
 use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::{artifacts, BuildOutcome};
-use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
@@ -99,6 +99,7 @@ pub fn build(
         ),
     };
     let plan = Plan {
+        arch: crate::arch::HOST,
         paths,
         jobs: opts.jobs,
         ccache_dir: opts.ccache.then_some(ccache_dir),
@@ -178,7 +179,7 @@ pub fn build(
     let mut sizes = BTreeMap::new();
     sizes.insert(
         cache::BZIMAGE.to_string(),
-        copy(build_dir.join("arch/x86/boot/bzImage"), cache::BZIMAGE)?,
+        copy(build_dir.join(plan.arch.image_path), cache::BZIMAGE)?,
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;
@@ -189,7 +190,7 @@ pub fn build(
                 std::fs::rename(&modules, out.join(cache::MODULES))?;
                 sizes.insert(
                     cache::MODULES.into(),
-                    cache::dir_size(&out.join(cache::MODULES)),
+                    crate::state::dir_size(&out.join(cache::MODULES)),
                 );
             }
         }

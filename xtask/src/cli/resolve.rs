@@ -1,7 +1,7 @@
 //! The command line resolved into each task's request: an option given here wins over
 //! `xtask.toml`, which wins over the defaults in settings.rs; every value checked once.
 
-use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, VmArgs};
+use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, ResultArgs, VmArgs};
 use crate::build::InitramfsMode;
 use crate::settings::{
     default_boot_timeout, from_workspace, given, require_utf8, BuildRequest, FileBuild, FileConfig,
@@ -215,6 +215,23 @@ impl CheckArgs {
     }
 }
 
+impl ResultArgs {
+    /// The tests a check reads; paths made absolute.
+    pub fn resolve(&self) -> Result<crate::kunit::TestRequest> {
+        let cwd = std::env::current_dir()?;
+        Ok(crate::kunit::TestRequest {
+            kunit: self.kunit.clone(),
+            kunit_filter: self.kunit_filter.clone(),
+            kunitconfig: self.kunitconfig.iter().map(|k| cwd.join(k)).collect(),
+            ktap: self.ktap,
+            kselftest: self.kselftest.clone(),
+            test: self.test.clone(),
+            junit: self.junit.as_ref().map(|j| cwd.join(j)),
+            kunit_config: None,
+        })
+    }
+}
+
 impl CheckCmd {
     /// The check's request: fast init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
@@ -225,6 +242,7 @@ impl CheckCmd {
                 .source(self.rev.as_deref(), &self.build, &file.build)?,
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
+            tests: self.check.tests.resolve()?,
         })
     }
 }
@@ -242,6 +260,7 @@ impl BisectCmd {
             },
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
+            tests: self.check.tests.resolve()?,
         })
     }
 }

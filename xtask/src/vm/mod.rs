@@ -8,10 +8,10 @@
 //! [`verdict`].
 
 mod b64;
-pub mod bench;
 pub mod command;
 pub mod console;
 pub mod fault;
+pub mod guest;
 pub mod kmsg;
 pub mod qemu;
 pub mod qga;
@@ -26,9 +26,10 @@ use crate::ctx::Ctx;
 use crate::settings::{BuildRequest, VmRequest};
 use crate::{exit, kvm, tools};
 use anyhow::{bail, Context, Result};
-use run::{Event, Launcher, Plan, Report, Tools};
+use guest::{Launcher, Tools};
+use run::{Event, Plan, Report};
 use serde::{Deserialize, Serialize};
-use spec::{Backend, CmdlineInput, Console, Machine, RunPaths, VmSpec};
+use spec::{Backend, CmdlineInput, Console, RunPaths, VmSpec};
 use std::io::Write;
 use std::path::PathBuf;
 use verdict::{Failure, Judgement, Verdict};
@@ -36,7 +37,7 @@ use verdict::{Failure, Judgement, Verdict};
 /// A kernel to boot.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
-    pub bzimage: PathBuf,
+    pub image: PathBuf,
     pub initramfs: Option<PathBuf>,
 }
 
@@ -61,6 +62,9 @@ pub struct CheckRequest {
     pub plan: Plan,
     /// `--repeat`: up to this many runs, stopping at the first bad one.
     pub repeat: u32,
+    /// `--kunit`, `--ktap`, `--kselftest`: the tests read and judged (kunit/).
+    #[serde(default)]
+    pub tests: crate::kunit::TestRequest,
 }
 
 impl CheckRequest {
@@ -94,7 +98,7 @@ pub fn kernel_for(
     let (rev, build) = match kernel {
         KernelSource::Image(k) => {
             return Ok(Ok(KernelImage {
-                bzimage: k.clone(),
+                image: k.clone(),
                 initramfs: None,
             }))
         }
@@ -102,7 +106,7 @@ pub fn kernel_for(
     };
     match build::ensure_kernel(ctx, rev, build)? {
         BuildOutcome::Built(a) => Ok(Ok(KernelImage {
-            bzimage: a.bzimage,
+            image: a.image,
             initramfs: a.initramfs,
         })),
         BuildOutcome::Failed {
@@ -174,11 +178,12 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
+    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
+    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
-        Launcher::Qemu => Machine::Microvm,
-        Launcher::Libvirt { .. } => Machine::Q35,
+        Launcher::Qemu => arch.machine,
+        Launcher::Libvirt { .. } => arch.full_machine,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let layer = match &opts.layer {
@@ -192,6 +197,7 @@ pub fn prepare(
         bail!("--share needs the QEMU backend for now");
     }
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
+        arch,
         init: opts.init,
         rw: layer.is_some(),
         share: opts.share.is_some(),
@@ -201,7 +207,8 @@ pub fn prepare(
         append: opts.append.as_deref(),
     });
     let spec = VmSpec {
-        kernel: kernel.bzimage.clone(),
+        arch,
+        kernel: kernel.image.clone(),
         initramfs: kernel.initramfs.clone(),
         cmdline,
         memory_mib: opts.memory_mib,
@@ -232,6 +239,9 @@ pub struct CheckOutcome {
 /// Judges one kernel (a revision, or `--kernel`): build if needed, then up to `--repeat`
 /// checks, stopping at the first bad one. Prints progress on stderr unless `quiet`.
 pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
+    // `--kunit`, `--kselftest`: the suites' config and KUnit's command line, the selftests
+    // built and shared (kunit/run.rs).
+    let req = &crate::kunit::run::prepare(ctx, req)?;
     let (opts, plan, repeat) = (&req.vm, &req.plan, req.repeat);
     let tools = find_tools(opts)?;
     let kernel = match kernel_for(ctx, &req.kernel)? {
@@ -279,6 +289,7 @@ pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome>
             }
         };
         let r = run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
+        let r = crate::kunit::run::judge_run(r, &req.tests)?;
         let bad = r.judgement.verdict() == Verdict::Bad;
         runs.push(r);
         if bad {
@@ -416,6 +427,7 @@ impl CheckCmd {
                     );
                 }
                 let r = run::rejudge(dir, &re)?;
+                let r = crate::kunit::run::judge_run(r, &self.check.tests.resolve()?)?;
                 CheckOutcome {
                     judgement: r.judgement.clone(),
                     runs: vec![r],
@@ -426,6 +438,7 @@ impl CheckCmd {
         if self.json {
             println!("{}", json(&outcome, &ctx.run_dir)?);
         }
+        crate::kunit::run::show(&outcome, &self.check.tests.resolve()?)?;
         print_outcome(&outcome, !self.json);
         Ok(outcome.verdict().exit_code())
     }

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: dispatches to one measurement per module.
 
+mod bisect;
 mod trim;
+mod vm;
 
 use crate::cli::{BenchArgs, BenchWhat, BuildArgs, VmArgs};
 use crate::ctx::Ctx;
@@ -30,11 +32,11 @@ impl BenchArgs {
                     build: BuildArgs::default().resolve(&ctx.file.build)?,
                 };
                 let runs = u32::try_from(runs)?;
-                crate::vm::bench::bench_boot(ctx, runs, &kernel, &base, &variants)
+                vm::bench_boot(ctx, runs, &kernel, &base, &variants)
             }
             BenchWhat::Bisect { commits } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
-                crate::bisect::bench::run(ctx, u32::try_from(commits)?)
+                bisect::run(ctx, u32::try_from(commits)?)
             }
         }
     }

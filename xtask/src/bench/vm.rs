@@ -2,14 +2,14 @@
 //! minimal QEMU + virtiofsd command line that boots the same kernel and rootfs to the same
 //! command and powers off. Medians of N runs each, and the ratio to the baseline.
 
-use super::run::{self, Plan};
-use super::spec::{Console, RunPaths, VmSpec};
-use super::virtiofsd;
-use super::KernelSource;
-use super::{find_tools, kernel_for, prepare};
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
 use crate::settings::VmRequest;
+use crate::vm::run::{self, Plan};
+use crate::vm::spec::{Console, RunPaths, VmSpec};
+use crate::vm::virtiofsd;
+use crate::vm::KernelSource;
+use crate::vm::{find_tools, kernel_for, prepare};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
 fn baseline_once(
     ctx: &Ctx,
     spec: &VmSpec,
-    tools: &run::Tools,
+    tools: &crate::vm::guest::Tools,
     dir: &std::path::Path,
 ) -> Result<Duration> {
     let paths = RunPaths::new(dir);
@@ -152,7 +152,7 @@ pub fn bench_boot(
             let t = Instant::now();
             let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
             let took = t.elapsed();
-            if r.judgement.verdict() != super::verdict::Verdict::Good {
+            if r.judgement.verdict() != crate::vm::verdict::Verdict::Good {
                 bail!(
                     "check -- true was not good ({}); see {}",
                     r.judgement.reason,
