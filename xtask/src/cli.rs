@@ -477,6 +477,8 @@ pub enum BenchWhat {
         #[arg(long, default_value = "5", value_parser = Count::parse)]
         runs: Count,
         #[command(flatten)]
+        kernel: KernelArg,
+        #[command(flatten)]
         vm: Box<VmArgs>,
     },
     /// `bisect` against a plain `git bisect run` of the article's script

@@ -6,14 +6,14 @@ mod vm;
 
 use crate::cli::{BenchArgs, BenchWhat, BuildArgs, VmArgs};
 use crate::ctx::Ctx;
-use crate::vm::{spec::InitMode, KernelSource};
+use crate::vm::spec::InitMode;
 use anyhow::Result;
 
 impl BenchArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         match self.what {
             BenchWhat::Trim => trim::run(ctx),
-            BenchWhat::Boot { runs, vm } => {
+            BenchWhat::Boot { runs, kernel, vm } => {
                 let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
                 let base = vm.resolve(&ctx.file.vm, InitMode::Fast)?;
                 let variants = [InitMode::Fast, InitMode::Systemd]
@@ -26,11 +26,8 @@ impl BenchArgs {
                         args.resolve(&ctx.file.vm, InitMode::Fast)
                     })
                     .collect::<Result<Vec<_>>>()?;
-                // The tree's working state, built as xtask.toml says.
-                let kernel = KernelSource::Build {
-                    rev: None,
-                    build: BuildArgs::default().resolve(&ctx.file.build)?,
-                };
+                // --kernel, else the tree's working state built as xtask.toml says.
+                let kernel = kernel.source(None, &BuildArgs::default(), &ctx.file.build)?;
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants)
             }
