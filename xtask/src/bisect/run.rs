@@ -85,18 +85,6 @@ fn describe_check(cmd: &BisectCmd) -> String {
     }
 }
 
-/// A context for one step: its own run dir inside the bisect's.
-fn step_ctx(ctx: &Ctx, tree: &Path, dir: PathBuf) -> Result<Ctx> {
-    std::fs::create_dir_all(&dir)?;
-    Ok(Ctx {
-        tree: tree.to_path_buf(),
-        state: ctx.state.clone(),
-        file: ctx.file.clone(),
-        run_dir: dir,
-        verbose: ctx.verbose,
-    })
-}
-
 fn sha256_file(p: &Path) -> Option<String> {
     let data = std::fs::read(p).ok()?;
     Some(format!("{:x}", Sha256::digest(&data)))
@@ -110,7 +98,7 @@ fn test_commit(
     commit: &str,
     dir: PathBuf,
 ) -> Result<Step> {
-    let sctx = step_ctx(ctx, tree, dir.clone())?;
+    let sctx = ctx.for_step(dir.clone())?;
     // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
     let req = &crate::kunit::run::with_kunit_config(&sctx, req)?;
     let KernelSource::Build { build: bopts, .. } = &req.kernel else {
