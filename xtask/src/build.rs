@@ -17,9 +17,9 @@ use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::settings::BuildRequest;
-use crate::units::{human_bytes, human_duration};
+use crate::units::{human_bytes, human_duration, short};
 use anyhow::{bail, Context, Result};
-use cache::{short, Cache, Entry, Status};
+use cache::{Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ fn answer_from_cache(
         if say {
             eprintln!(
                 "the cache entry {} is broken ({why}): building it again",
-                &key[..12]
+                short(key)
             );
         }
         return None;

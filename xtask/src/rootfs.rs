@@ -53,7 +53,7 @@ impl SetupRootfsArgs {
             if let Some(meta) = up_to_date(&ctx.state, &digest) {
                 println!(
                     "rootfs is up to date (recipe {}, {}): {}",
-                    recipe::short(&digest),
+                    crate::units::short(&digest),
                     meta.gcc,
                     ctx.state.rootfs().display()
                 );
@@ -76,7 +76,7 @@ impl SetupRootfsArgs {
             source.suite,
             source.mirror,
             bootstrapper.name(),
-            recipe::short(&digest)
+            crate::units::short(&digest)
         );
 
         let mut c = std::process::Command::new(&tool_path);
@@ -121,7 +121,7 @@ impl SetupRootfsArgs {
             started.elapsed().as_secs_f64(),
             ctx.state.rootfs().display(),
             g.tree.file_name().unwrap_or_default().to_string_lossy(),
-            recipe::short(&meta.digest),
+            crate::units::short(&meta.digest),
             meta.gcc
         );
         // Builds, VMs and bisects that started before keep the old one until they end.

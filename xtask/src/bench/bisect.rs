@@ -8,7 +8,7 @@ use crate::ctx::Ctx;
 use crate::git::git;
 use crate::phase::self_exe;
 use crate::state::StateDir;
-use crate::units::human_duration;
+use crate::units::{human_duration, short};
 use crate::vm::spec::{kernel_cmdline, tsc_khz_from_cpuinfo, CmdlineInput, Machine};
 use crate::{history, kvm, tools};
 use anyhow::{bail, Context, Result};
@@ -180,7 +180,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
 
     println!(
         "bisect of {n} commits (first bad: #{culprit} {})",
-        &culprit_id[..12]
+        short(&culprit_id)
     );
     println!("{:<48} {:>10} {:>8}", "variant", "wall", "ratio");
     let row = |name: &str, d: Duration| {
