@@ -31,7 +31,8 @@ pub struct Artifacts {
     pub key: String,
     /// The cache entry's directory.
     pub dir: PathBuf,
-    pub bzimage: PathBuf,
+    /// The kernel image ([`cache::BZIMAGE`] in the entry, whatever the architecture).
+    pub image: PathBuf,
     /// Present only when booting needs modules (or `--initramfs dracut`).
     pub initramfs: Option<PathBuf>,
     /// The final .config.
@@ -61,7 +62,16 @@ pub enum BuildOutcome {
         summary: String,
         /// Whether the cache answered with a recorded failure (no make ran).
         cached: bool,
+        /// Whether it was the config step (`make olddefconfig`) that failed, not the build.
+        config: bool,
     },
+}
+
+/// Whether a failed build's last command, the one that failed, made the config.
+pub fn failed_at_config(commands: &[Vec<String>]) -> bool {
+    commands
+        .last()
+        .is_some_and(|argv| argv.last().is_some_and(|t| t == "olddefconfig"))
 }
 
 /// Builds `rev` (None: the tree's working state, uncommitted changes included) through the
@@ -81,7 +91,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
         dirty: source.dirty.clone(),
         config: sha256_hex([config.as_slice()]),
         toolchain: toolchain::identity(&ctx.state, opts.host)?,
-        make_args: plan::key_args(&source.date, opts.initramfs),
+        make_args: plan::key_args(crate::arch::HOST, &source.date, opts.initramfs),
     };
     let key = inputs.key();
     let cache = Cache::new(&ctx.state);
@@ -150,6 +160,7 @@ fn answer_from_cache(
             log: entry.path(cache::BUILD_LOG),
             summary: entry.meta.summary.clone().unwrap_or_default(),
             cached: true,
+            config: failed_at_config(&entry.meta.commands),
         }),
     }
 }
@@ -159,7 +170,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
     Artifacts {
         key: entry.meta.key.clone(),
         dir: entry.dir.clone(),
-        bzimage: entry.path(cache::BZIMAGE),
+        image: entry.path(cache::BZIMAGE),
         initramfs: present(cache::INITRAMFS),
         config: entry.path(cache::CONFIG),
         commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),
@@ -192,9 +203,10 @@ impl BuildCmd {
                     );
                 }
                 println!(
-                    "bzImage:   {} ({})",
-                    a.bzimage.display(),
-                    human_bytes(std::fs::metadata(&a.bzimage).map_or(0, |m| m.len()))
+                    "{:<11}{} ({})",
+                    format!("{}:", crate::arch::HOST.image_target),
+                    a.image.display(),
+                    human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
                 );
                 if let Some(i) = &a.initramfs {
                     println!("initramfs: {}", i.display());
@@ -217,5 +229,22 @@ impl BuildCmd {
                 Ok(exit::FAILED)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_at_olddefconfig_is_the_config_step() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let config = argv(&["make", "-C", "/src", "O=/build", "-j2", "olddefconfig"]);
+        let make = argv(&[
+            "make", "-C", "/src", "O=/build", "-j2", "bzImage", "modules",
+        ]);
+        assert!(failed_at_config(std::slice::from_ref(&config)));
+        assert!(!failed_at_config(&[config, make]));
+        assert!(!failed_at_config(&[]));
     }
 }

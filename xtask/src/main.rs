@@ -1,5 +1,6 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
 
+mod arch;
 mod bench;
 mod bisect;
 mod build;

@@ -18,7 +18,7 @@ impl QuickstartArgs {
         let start = Instant::now();
         // The options the check gets are checked before anything is installed or built.
         self.vm.resolve(&ctx.file.vm, InitMode::Fast)?;
-        self.vm.image()?;
+        self.kernel.image()?;
         let t = Instant::now();
         eprintln!("==> deps");
         deps::install()?;
@@ -40,7 +40,7 @@ impl QuickstartArgs {
         run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
         run_self(ctx, "build", Some(&tree), &["build"])?;
         let mut check = vec![OsString::from("check")];
-        check.extend(self.vm.to_args());
+        check.extend(self.check_args());
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;
         // Its verdict is ours; anything else is check's own error line, and ours is 128.
         let verdict = match code {

@@ -121,7 +121,7 @@ impl TestArgs {
         };
         let opts = crate::cli::BuildArgs::default().resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
-            build::BuildOutcome::Built(a) => Ok(a.bzimage),
+            build::BuildOutcome::Built(a) => Ok(a.image),
             build::BuildOutcome::Failed { log, summary, .. } => {
                 bail!(
                     "the test kernel does not build ({summary}); log: {}",

@@ -2,6 +2,7 @@
 //! command line's fragments and `--set`s, then `make olddefconfig`, then a check that every
 //! asked-for option kept its value. Deciding is in `kconfig`; this file executes.
 
+use crate::arch::Arch;
 use crate::cli::TrimConfigArgs;
 use crate::cmd::{self, CommandExt};
 use crate::container::Container;
@@ -15,10 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The toolkit boots x86-64 guests only; Kconfig's `$(SRCARCH)`.
-pub const ARCH: &str = "x86";
-
-/// The fragment every trimmed config gets first, relative to the workspace root.
+/// The fragment every trimmed config gets first, relative to the workspace root; the
+/// architecture's own ([`Arch::fragment`]) follows it.
 pub const VM_FRAGMENT: &str = "kconfig/vm.config";
 
 /// Where the base config comes from.
@@ -55,9 +54,12 @@ impl Base {
 /// Everything trim-config needs, resolved from the command line over xtask.toml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrimOptions {
+    /// The architecture the config is for; its fragment follows `kconfig/vm.config`.
+    pub arch: &'static Arch,
     /// Default: tinyconfig.
     pub base: Base,
-    /// Fragment files in merge order: `kconfig/vm.config`, xtask.toml's, the command line's.
+    /// Fragment files in merge order: `kconfig/vm.config`, the arch's, xtask.toml's, the
+    /// command line's.
     pub fragments: Vec<PathBuf>,
     /// `(origin, CONFIG_X=VALUE)` in merge order: xtask.toml's, then the command line's.
     pub sets: Vec<(String, String)>,
@@ -95,7 +97,8 @@ impl TrimOptions {
             (None, Some(b)) => Base::parse(b, workspace),
             (None, None) => Base::Target("tinyconfig".into()),
         };
-        let mut fragments = vec![workspace.join(VM_FRAGMENT)];
+        let arch = crate::arch::HOST;
+        let mut fragments = vec![workspace.join(VM_FRAGMENT), workspace.join(arch.fragment)];
         fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
         fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
         let mut sets: Vec<(String, String)> = file
@@ -105,6 +108,7 @@ impl TrimOptions {
             .collect();
         sets.extend(args.sets.iter().map(|s| ("--set".to_string(), s.clone())));
         TrimOptions {
+            arch,
             base,
             fragments,
             sets,
@@ -148,7 +152,7 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
 
     // 1. What is asked, and that every symbol exists: checked before any make.
     let mut layers = read_layers(opts)?;
-    let index = read_kconfig(&tree)?;
+    let index = read_kconfig(&tree, opts.arch)?;
     let names = layers
         .iter()
         .flat_map(|l| l.settings.iter().map(|s| &s.name));
@@ -178,7 +182,7 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
         "another trim-config",
         Duration::from_secs(10 * 60),
     )?;
-    let make = KernelMake::new(ctx, &tree, &scratch, opts.host)?;
+    let make = KernelMake::new(ctx, &tree, &scratch, opts.arch, opts.host)?;
     let log = ctx.run_dir.join("make.log");
     let dot_config = scratch.join(".config");
     let base = make_base(&opts.base, &make, &tree, &log)?;
@@ -309,9 +313,9 @@ fn print_overrides(merged: &kconfig::merge::Merged, verbose: bool) {
     }
 }
 
-/// The tree's Kconfig files for [`ARCH`], followed from the top `Kconfig` like make does.
-pub fn read_kconfig(tree: &Path) -> Result<SymbolIndex> {
-    let index = kconfig::symbols::parse_tree(ARCH, &mut |rel: &str| {
+/// The tree's Kconfig files for `arch`, followed from the top `Kconfig` like make does.
+pub fn read_kconfig(tree: &Path, arch: &Arch) -> Result<SymbolIndex> {
+    let index = kconfig::symbols::parse_tree(arch.srcarch, &mut |rel: &str| {
         match std::fs::read(tree.join(rel)) {
             // A few Kconfig help texts are not UTF-8; they do not matter here.
             Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
@@ -370,13 +374,15 @@ pub struct KernelMake {
     out: String,
     /// The output dir on the host.
     out_dir: PathBuf,
+    /// make's `ARCH=` and `CROSS_COMPILE=` (none for the host's architecture).
+    arch_vars: Vec<String>,
     container: Option<Container>,
 }
 
 impl KernelMake {
-    pub fn new(ctx: &Ctx, tree: &Path, out: &Path, host: bool) -> Result<KernelMake> {
+    pub fn new(ctx: &Ctx, tree: &Path, out: &Path, arch: &Arch, host: bool) -> Result<KernelMake> {
         if host {
-            return Ok(KernelMake::on_host(tree, out));
+            return Ok(KernelMake::on_host(tree, out, arch));
         }
         let container = Container::new(&ctx.state)?
             .bind_ro(tree, "/src")
@@ -386,15 +392,17 @@ impl KernelMake {
             src: "/src".into(),
             out: "/build".into(),
             out_dir: out.to_path_buf(),
+            arch_vars: arch.make_vars(),
             container: Some(container),
         })
     }
 
-    pub fn on_host(tree: &Path, out: &Path) -> KernelMake {
+    pub fn on_host(tree: &Path, out: &Path, arch: &Arch) -> KernelMake {
         KernelMake {
             src: tree.display().to_string(),
             out: out.display().to_string(),
             out_dir: out.to_path_buf(),
+            arch_vars: arch.make_vars(),
             container: None,
         }
     }
@@ -412,6 +420,7 @@ impl KernelMake {
             self.src.clone(),
             format!("O={}", self.out),
         ];
+        v.extend(self.arch_vars.iter().cloned());
         v.extend(args.iter().map(|a| a.to_string()));
         v
     }
@@ -497,6 +506,7 @@ mod tests {
             f,
             [
                 "/ws/kconfig/vm.config",
+                "/ws/kconfig/x86_64.config",
                 "/ws/kconfig/debug.config",
                 "/cwd/mine.config"
             ]
@@ -528,12 +538,12 @@ mod tests {
         );
         assert_eq!(o.base, Base::File("/cwd/old.config".into()));
         assert_eq!(o.output, Path::new("/cwd/out.config"));
-        assert_eq!(o.fragments.len(), 2);
+        assert_eq!(o.fragments.len(), 3);
     }
 
     #[test]
     fn make_argv_in_the_container_and_on_the_host() {
-        let m = KernelMake::on_host(Path::new("/l"), Path::new("/o"));
+        let m = KernelMake::on_host(Path::new("/l"), Path::new("/o"), crate::arch::HOST);
         assert_eq!(
             m.argv(&["tinyconfig"]),
             ["make", "-C", "/l", "O=/o", "tinyconfig"]
@@ -542,6 +552,7 @@ mod tests {
             src: "/src".into(),
             out: "/build".into(),
             out_dir: "/state/build/x".into(),
+            arch_vars: Vec::new(),
             container: Some(Container::at("/r".into())),
         };
         assert_eq!(
@@ -598,7 +609,7 @@ mod real_tree {
     fn every_symbol_of_a_real_config_is_known() {
         let tree = PathBuf::from(std::env::var_os("XTASK_TEST_TREE").unwrap());
         let config = PathBuf::from(std::env::var_os("XTASK_TEST_CONFIG").unwrap());
-        let index = read_kconfig(&tree).unwrap();
+        let index = read_kconfig(&tree, crate::arch::HOST).unwrap();
         assert!(index.warnings.is_empty(), "{:?}", index.warnings);
         let c = read_config(&config).unwrap();
         let unknown: Vec<&str> = c

@@ -112,6 +112,8 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     let accel = kvm::choose(crate::vm::spec::AccelAsked::Auto, &ctx.state, &qemu, None)?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let append = kernel_cmdline(&CmdlineInput {
+        // The article's script boots x86_64 microvm.
+        arch: &crate::arch::X86_64,
         init: crate::vm::spec::InitMode::Fast,
         rw: false,
         share: false,

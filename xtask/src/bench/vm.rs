@@ -152,7 +152,7 @@ pub fn bench_boot(
             let t = Instant::now();
             let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
             let took = t.elapsed();
-            if r.judgement.verdict != crate::vm::verdict::Verdict::Good {
+            if r.judgement.verdict() != crate::vm::verdict::Verdict::Good {
                 bail!(
                     "check -- true was not good ({}); see {}",
                     r.judgement.reason,

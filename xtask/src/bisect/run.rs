@@ -114,7 +114,7 @@ fn test_commit(
     let (build_secs, image) = match build::ensure_kernel(&sctx, Some(commit), bopts)? {
         BuildOutcome::Built(a) => (
             (!a.cache_hit).then(|| t.elapsed().as_secs_f64()),
-            sha256_file(&a.bzimage),
+            sha256_file(&a.image),
         ),
         BuildOutcome::Failed {
             summary, cached, ..
@@ -137,14 +137,14 @@ fn test_commit(
         }
     };
     let out = vm::check(&sctx, &req.at(commit), true)?;
-    let verdict = match out.verdict {
+    let verdict = match out.verdict() {
         Verdict::Good => StepVerdict::Good,
         Verdict::Bad => StepVerdict::Bad,
         Verdict::Skip => StepVerdict::Skip,
         Verdict::Abort => bail!(
             "the check could not run at {}: {} (logs: {})",
             short(commit),
-            out.reason,
+            out.judgement.reason,
             dir.display()
         ),
     };
@@ -165,7 +165,7 @@ fn test_commit(
         subject: subject(tree, commit),
         verdict,
         term: String::new(),
-        reason: out.reason,
+        reason: out.judgement.reason,
         build_secs,
         boot_secs: (boot > 0.0).then_some(boot),
         check_secs: (check > 0.0).then_some(check),

@@ -100,6 +100,7 @@ pub fn build(
         ),
     };
     let plan = Plan {
+        arch: crate::arch::HOST,
         paths,
         jobs: opts.jobs,
         ccache_dir: opts.ccache.then_some(ccache_dir),
@@ -179,7 +180,7 @@ pub fn build(
     let mut sizes = BTreeMap::new();
     sizes.insert(
         cache::BZIMAGE.to_string(),
-        copy(build_dir.join("arch/x86/boot/bzImage"), cache::BZIMAGE)?,
+        copy(build_dir.join(plan.arch.image_path), cache::BZIMAGE)?,
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;
@@ -259,6 +260,7 @@ fn failed(
         log: entry.path(cache::BUILD_LOG),
         summary,
         cached: false,
+        config: super::failed_at_config(&meta.commands),
     })
 }
 

@@ -15,6 +15,8 @@ pub enum InitramfsMode {
     None,
 }
 
+use crate::arch::Arch;
+
 /// Where the sources and the build dir are, as the build commands see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
@@ -56,6 +58,9 @@ pub const BUILD_HOST: &str = "xtask";
 /// What one build makes, decided before it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The architecture built for: its image target, and `ARCH=`/`CROSS_COMPILE=` when it is
+    /// not the host's.
+    pub arch: &'static Arch,
     pub paths: Paths,
     pub jobs: u32,
     /// The ccache directory as the build sees it; None builds without ccache.
@@ -75,8 +80,9 @@ impl Plan {
             format!("O={}", self.paths.build),
             format!("-j{}", self.jobs),
         ];
+        a.extend(self.arch.make_vars());
         if self.ccache_dir.is_some() {
-            a.push("CC=ccache gcc".into());
+            a.push(format!("CC=ccache {}gcc", self.arch.toolchain_prefix()));
         }
         a.extend(targets.iter().map(|t| t.to_string()));
         a
@@ -90,9 +96,9 @@ impl Plan {
     /// The image, plus the modules when the config has any.
     pub fn build(&self, modules: bool) -> Vec<String> {
         if modules {
-            self.make(&["bzImage", "modules"])
+            self.make(&[self.arch.image_target, "modules"])
         } else {
-            self.make(&["bzImage"])
+            self.make(&[self.arch.image_target])
         }
     }
 
@@ -156,11 +162,11 @@ impl Plan {
 
 /// The make arguments and environment that change the image, for the cache key: targets,
 /// the reproducibility settings, and the initramfs choice. `-j` and ccache are left out.
-pub fn key_args(timestamp: &str, initramfs: InitramfsMode) -> Vec<String> {
+pub fn key_args(arch: &Arch, timestamp: &str, initramfs: InitramfsMode) -> Vec<String> {
     vec![
-        "ARCH=x86_64".into(),
+        format!("ARCH={}", arch.name),
         "olddefconfig".into(),
-        "bzImage".into(),
+        arch.image_target.into(),
         "modules".into(),
         format!("KBUILD_BUILD_TIMESTAMP={timestamp}"),
         format!("KBUILD_BUILD_USER={BUILD_USER}"),
@@ -228,6 +234,7 @@ mod tests {
 
     fn plan() -> Plan {
         Plan {
+            arch: crate::arch::HOST,
             paths: Paths::container(),
             jobs: 2,
             ccache_dir: None,
@@ -284,12 +291,15 @@ mod tests {
 
     #[test]
     fn key_args_ignore_jobs_and_ccache_but_not_initramfs() {
-        let a = key_args("t", InitramfsMode::Auto);
+        let a = key_args(&crate::arch::X86_64, "t", InitramfsMode::Auto);
         assert!(!a
             .iter()
             .any(|x| x.starts_with("-j") || x.contains("ccache")));
-        assert_ne!(a, key_args("t", InitramfsMode::Dracut));
-        assert_ne!(a, key_args("t2", InitramfsMode::Auto));
+        assert_ne!(
+            a,
+            key_args(&crate::arch::X86_64, "t", InitramfsMode::Dracut)
+        );
+        assert_ne!(a, key_args(&crate::arch::X86_64, "t2", InitramfsMode::Auto));
     }
 
     #[test]

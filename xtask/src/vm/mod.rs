@@ -25,19 +25,19 @@ use crate::cli::{BootCmd, CheckCmd};
 use crate::ctx::Ctx;
 use crate::settings::{BuildRequest, VmRequest};
 use crate::{exit, kvm, tools};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use guest::{Launcher, Tools};
 use run::{Event, Plan, Report};
 use serde::{Deserialize, Serialize};
-use spec::{Backend, CmdlineInput, Console, Machine, RunPaths, VmSpec};
+use spec::{Backend, CmdlineInput, Console, RunPaths, VmSpec};
 use std::io::Write;
 use std::path::PathBuf;
-use verdict::{Judgement, Verdict};
+use verdict::{Failure, Judgement, Verdict};
 
 /// A kernel to boot.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
-    pub bzimage: PathBuf,
+    pub image: PathBuf,
     pub initramfs: Option<PathBuf>,
 }
 
@@ -95,7 +95,7 @@ pub fn kernel_for(
     let (rev, build) = match kernel {
         KernelSource::Image(k) => {
             return Ok(Ok(KernelImage {
-                bzimage: k.clone(),
+                image: k.clone(),
                 initramfs: None,
             }))
         }
@@ -103,13 +103,26 @@ pub fn kernel_for(
     };
     match build::ensure_kernel(ctx, rev, build)? {
         BuildOutcome::Built(a) => Ok(Ok(KernelImage {
-            bzimage: a.bzimage,
+            image: a.image,
             initramfs: a.initramfs,
         })),
-        BuildOutcome::Failed { log, summary, .. } => Ok(Err(Judgement {
-            verdict: Verdict::Skip,
-            reason: format!("the build failed: {summary} (log: {})", log.display()),
-        })),
+        BuildOutcome::Failed {
+            log,
+            summary,
+            config,
+            ..
+        } => {
+            let what = match config {
+                true => "the config step of the build",
+                false => "the build",
+            };
+            let reason = format!("{what} failed: {summary} (log: {})", log.display());
+            let failure = match config {
+                true => Failure::Config { log },
+                false => Failure::Build { log },
+            };
+            Ok(Err(Judgement::failed(failure, reason)))
+        }
     }
 }
 
@@ -162,11 +175,12 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
+    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
+    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
-        Launcher::Qemu => Machine::Microvm,
-        Launcher::Libvirt { .. } => Machine::Q35,
+        Launcher::Qemu => arch.machine,
+        Launcher::Libvirt { .. } => arch.full_machine,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let layer = match &opts.layer {
@@ -180,6 +194,7 @@ pub fn prepare(
         bail!("--share needs the QEMU backend for now");
     }
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
+        arch,
         init: opts.init,
         rw: layer.is_some(),
         share: opts.share.is_some(),
@@ -189,7 +204,8 @@ pub fn prepare(
         append: opts.append.as_deref(),
     });
     let spec = VmSpec {
-        kernel: kernel.bzimage.clone(),
+        arch,
+        kernel: kernel.image.clone(),
         initramfs: kernel.initramfs.clone(),
         cmdline,
         memory_mib: opts.memory_mib,
@@ -211,8 +227,8 @@ pub fn prepare(
 /// What [`check`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
-    pub verdict: Verdict,
-    pub reason: String,
+    /// The runs' judgement combined (bad if any run is bad), or the build's failure.
+    pub judgement: Judgement,
     /// One report per boot (`--repeat`); empty when the build failed.
     pub runs: Vec<Report>,
 }
@@ -225,11 +241,15 @@ pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome>
     let kernel = match kernel_for(ctx, &req.kernel)? {
         Ok(k) => k,
         Err(j) => {
+            // The run's result.json says which stage failed, as a boot's does.
+            let saved = serde_json::json!({ "judgement": &j });
+            let path = RunPaths::new(&ctx.run_dir).result();
+            std::fs::write(&path, format!("{saved:#}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
             return Ok(CheckOutcome {
-                verdict: j.verdict,
-                reason: j.reason,
+                judgement: j,
                 runs: vec![],
-            })
+            });
         }
     };
     let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
@@ -263,24 +283,20 @@ pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome>
             }
         };
         let r = run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
-        let bad = r.judgement.verdict == Verdict::Bad;
+        let bad = r.judgement.verdict() == Verdict::Bad;
         runs.push(r);
         if bad {
             break;
         }
     }
-    let verdicts: Vec<Verdict> = runs.iter().map(|r| r.judgement.verdict).collect();
+    let verdicts: Vec<Verdict> = runs.iter().map(|r| r.judgement.verdict()).collect();
     let verdict = Verdict::combine(&verdicts);
-    let reason = runs
+    let judgement = runs
         .iter()
-        .find(|r| r.judgement.verdict == verdict)
-        .map(|r| r.judgement.reason.clone())
-        .unwrap_or_default();
-    Ok(CheckOutcome {
-        verdict,
-        reason,
-        runs,
-    })
+        .find(|r| r.judgement.verdict() == verdict)
+        .map(|r| r.judgement.clone())
+        .expect("at least one run, and the combined verdict is one of theirs");
+    Ok(CheckOutcome { judgement, runs })
 }
 
 fn print_event(e: &Event) {
@@ -311,14 +327,36 @@ fn print_outcome(o: &CheckOutcome, print_output: bool) {
     }
     eprintln!(
         "verdict: {} (exit {}): {}",
-        o.verdict.word(),
-        o.verdict.exit_code(),
-        o.reason
+        o.verdict().word(),
+        o.verdict().exit_code(),
+        o.judgement.reason
     );
-    if o.verdict != Verdict::Good {
+    if o.verdict() != Verdict::Good {
         if let Some(last) = o.runs.last() {
             eprintln!("console log: {}", last.console_log.display());
         }
+    }
+}
+
+/// The judgement saved in a run dir whose kernel did not build (so nothing booted).
+fn unbuilt(dir: &std::path::Path) -> Option<Judgement> {
+    #[derive(Deserialize)]
+    struct Saved {
+        judgement: Judgement,
+        facts: Option<serde::de::IgnoredAny>,
+    }
+    let text = std::fs::read_to_string(RunPaths::new(dir).result()).ok()?;
+    let saved: Saved = serde_json::from_str(&text).ok()?;
+    let unbuilt = matches!(
+        saved.judgement.failure,
+        Some(Failure::Config { .. } | Failure::Build { .. })
+    );
+    (unbuilt && saved.facts.is_none()).then_some(saved.judgement)
+}
+
+impl CheckOutcome {
+    pub fn verdict(&self) -> Verdict {
+        self.judgement.verdict()
     }
 }
 
@@ -327,7 +365,11 @@ fn print_outcome(o: &CheckOutcome, print_output: bool) {
 struct JsonOutcome<'a> {
     verdict: Verdict,
     exit_code: u8,
+    /// The stage that failed; null when good.
+    failure: &'a Option<Failure>,
     reason: &'a str,
+    /// The check's run dir: its command log, build log, and each run's logs.
+    run_dir: &'a std::path::Path,
     runs: Vec<JsonRun<'a>>,
 }
 
@@ -339,7 +381,7 @@ struct JsonRun<'a> {
     stderr: Option<String>,
 }
 
-fn json(o: &CheckOutcome) -> Result<String> {
+fn json(o: &CheckOutcome, run_dir: &std::path::Path) -> Result<String> {
     let runs = o
         .runs
         .iter()
@@ -356,9 +398,11 @@ fn json(o: &CheckOutcome) -> Result<String> {
         })
         .collect();
     Ok(serde_json::to_string_pretty(&JsonOutcome {
-        verdict: o.verdict,
-        exit_code: o.verdict.exit_code(),
-        reason: &o.reason,
+        verdict: o.verdict(),
+        exit_code: o.verdict().exit_code(),
+        failure: &o.judgement.failure,
+        reason: &o.judgement.reason,
+        run_dir,
         runs,
     })?)
 }
@@ -368,20 +412,26 @@ impl CheckCmd {
         let outcome = match &self.from_run {
             Some(dir) => {
                 let re = console::compile(&self.check.bad_if_console)?;
+                if let Some(j) = unbuilt(dir) {
+                    bail!(
+                        "{} holds no boot to judge again: {}",
+                        dir.display(),
+                        j.reason
+                    );
+                }
                 let r = run::rejudge(dir, &re)?;
                 CheckOutcome {
-                    verdict: r.judgement.verdict,
-                    reason: r.judgement.reason.clone(),
+                    judgement: r.judgement.clone(),
                     runs: vec![r],
                 }
             }
             None => check(ctx, &self.request(&ctx.file)?, false)?,
         };
         if self.json {
-            println!("{}", json(&outcome)?);
+            println!("{}", json(&outcome, &ctx.run_dir)?);
         }
         print_outcome(&outcome, !self.json);
-        Ok(outcome.verdict.exit_code())
+        Ok(outcome.verdict().exit_code())
     }
 }
 
@@ -394,7 +444,7 @@ impl BootCmd {
             Ok(k) => k,
             Err(j) => {
                 eprintln!("{}", j.reason);
-                return Ok(j.verdict.exit_code());
+                return Ok(j.verdict().exit_code());
             }
         };
         let paths = RunPaths::new(&ctx.run_dir);
@@ -425,7 +475,7 @@ impl BootCmd {
                             r.console_log.display()
                         );
                         // Not the kernel's doing (the guest lacks sh, virtiofsd died): 128.
-                        match r.judgement.verdict {
+                        match r.judgement.verdict() {
                             verdict::Verdict::Abort => verdict::Verdict::Abort,
                             _ => verdict::Verdict::Skip,
                         }

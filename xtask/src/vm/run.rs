@@ -658,7 +658,7 @@ mod tests {
         );
         let r = rejudge(t.path(), &[]).unwrap();
         assert_eq!(r.facts.command_end, Some(CommandEnd::Exited { code: 3 }));
-        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert_eq!(r.judgement.verdict(), Verdict::Bad);
         assert_eq!(r.exec.unwrap().stdout, b"out\n");
         assert_eq!(r.run_dir, t.path());
     }
@@ -668,19 +668,19 @@ mod tests {
         let ok = CommandEnd::Exited { code: 0 };
         let t = saved_run("console/warning_from_kmsg.log", ok.clone());
         let r = rejudge(t.path(), &[]).unwrap();
-        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert_eq!(r.judgement.verdict(), Verdict::Bad);
         assert!(r
             .judgement
             .reason
             .contains("WARNING: CPU: 0 PID: 1 at test"));
         let t = saved_run("console/clean_boot_fast.log", ok);
         assert_eq!(
-            rejudge(t.path(), &[]).unwrap().judgement.verdict,
+            rejudge(t.path(), &[]).unwrap().judgement.verdict(),
             Verdict::Good
         );
         let re = crate::vm::console::compile(&["virtio-pci".into()]).unwrap();
         assert_eq!(
-            rejudge(t.path(), &re).unwrap().judgement.verdict,
+            rejudge(t.path(), &re).unwrap().judgement.verdict(),
             Verdict::Bad
         );
     }
@@ -694,7 +694,7 @@ mod tests {
         let kmsg = console::recorded("kmsg/kmsg_copy_and_real_warning.txt");
         std::fs::write(RunPaths::new(t.path()).kernel_log(), kmsg).unwrap();
         let r = rejudge(t.path(), &[]).unwrap();
-        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert_eq!(r.judgement.verdict(), Verdict::Bad);
         assert!(
             r.judgement.reason.starts_with(
                 "console: warning at line 210: WARNING: CPU: 0 PID: 54 at drivers/misc/lkdtm"

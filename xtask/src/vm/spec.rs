@@ -64,14 +64,7 @@ impl InitMode {
     }
 }
 
-/// The QEMU machine type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Machine {
-    /// `microvm,pcie=on`: no firmware, no legacy devices; ~1.4 s to a command under TCG.
-    Microvm,
-    /// `q35`: the full PC; ~2.3 s under TCG. For kernels that need a real PC.
-    Q35,
-}
+pub use crate::arch::Machine;
 
 /// Where the console goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +78,8 @@ pub enum Console {
 /// One VM to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmSpec {
+    /// The guest's architecture: QEMU's binary, machine and CPU.
+    pub arch: &'static crate::arch::Arch,
     pub kernel: PathBuf,
     /// Only when the build made one.
     pub initramfs: Option<PathBuf>,
@@ -126,6 +121,8 @@ pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
 /// Inputs of the kernel command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CmdlineInput<'a> {
+    /// The console device and the architecture's own arguments.
+    pub arch: &'static crate::arch::Arch,
     pub init: InitMode,
     pub rw: bool,
     /// Whether a `--share` dir is there to mount.
@@ -143,7 +140,7 @@ pub struct CmdlineInput<'a> {
 pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     let mut v: Vec<String> = vec![
         // The serial port is the console the run's log records.
-        "console=ttyS0".into(),
+        format!("console={}", i.arch.console),
         // The root is the virtiofs share tagged "rootfs", mounted read-only: xtask-init puts
         // a tmpfs overlay on it (or remounts it rw with xtask.rw=1).
         format!("root={ROOT_TAG}"),
@@ -154,13 +151,11 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
         "panic=-1".into(),
         // Oopses are fatal too: a guest that oopsed is not worth waiting for.
         "oops=panic".into(),
-        // Triple-fault reboot: works on every machine type, microvm included.
-        "reboot=t".into(),
-        // The one serial port we have; probing the other three costs time.
-        "8250.nr_uarts=1".into(),
-        // Tell xtask-init which userspace to bring up.
-        format!("xtask.init={}", i.init.name()),
     ];
+    // The architecture's own (its record says why each is there).
+    v.extend(i.arch.cmdline.iter().map(|a| a.to_string()));
+    // Tell xtask-init which userspace to bring up.
+    v.push(format!("xtask.init={}", i.init.name()));
     if i.rw {
         v.push("xtask.rw=1".into());
     }
@@ -320,6 +315,7 @@ mod tests {
 
     fn input() -> CmdlineInput<'static> {
         CmdlineInput {
+            arch: &crate::arch::X86_64,
             init: InitMode::Fast,
             rw: false,
             share: false,
@@ -394,6 +390,7 @@ mod tests {
     #[test]
     fn init_arguments_after_dashes_stay_last() {
         let c = kernel_cmdline(&CmdlineInput {
+            arch: &crate::arch::X86_64,
             init: InitMode::Fast,
             rw: false,
             share: false,
