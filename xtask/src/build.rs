@@ -9,7 +9,6 @@ mod plan;
 pub use plan::InitramfsMode;
 mod progress;
 mod runner;
-pub use runner::spinner;
 pub mod source;
 mod toolchain;
 

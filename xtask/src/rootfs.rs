@@ -21,11 +21,11 @@ use crate::cmd::{self, CommandExt};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
+use crate::progress::Progress;
 use crate::state::StateDir;
 use crate::{signals, tools};
 use anyhow::{bail, Context, Result};
 use bootstrap::Bootstrapper;
-use progress::Step;
 use recipe::{Meta, Source};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -160,7 +160,7 @@ fn run_step(
     log: &Path,
     explain: impl Fn(&str) -> Option<String>,
 ) -> Result<()> {
-    let step = Step::start(name);
+    let step = Progress::start(name);
     let status = progress::run_logged_to(cmd, log, &step)?;
     if status.success() {
         step.done();
