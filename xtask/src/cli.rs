@@ -494,6 +494,8 @@ pub enum BenchWhat {
         #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
         arch: Option<&'static Arch>,
         #[command(flatten)]
+        kernel: KernelArg,
+        #[command(flatten)]
         vm: Box<VmArgs>,
     },
     /// `bisect` against a plain `git bisect run` of the article's script

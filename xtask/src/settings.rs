@@ -1,4 +1,4 @@
-//! Settings: command-line options over `xtask.toml` over defaults, resolved into plain values.
+//! Settings: `xtask.toml`, each option's default and bounds, the resolved VM and build requests.
 
 use crate::build::InitramfsMode;
 use crate::units::{Bound, Count, Size, Span};

@@ -116,18 +116,21 @@ impl TestArgs {
         if let Some(t) = target {
             c.args(["--test", t]);
         }
-        c.args(["--", "--test-threads=1"]);
+        // --include-ignored: the unit tests that need a real tree and config (trim.rs's
+        // `real_tree`) run on the ones the suite made.
+        c.args(["--", "--test-threads=1", "--include-ignored"]);
         if let (Some(f), None) = (&self.filter, target) {
             c.arg(f);
         }
         c.env("XTASK_BIN", &bin)
             .env("XTASK_TEST_STATE", &ctx.state.root)
             .env("XTASK_TEST_TREE", &tree)
-            .env("XTASK_TEST_KERNEL", &kernel);
+            .env("XTASK_TEST_KERNEL", &kernel.image)
+            .env("XTASK_TEST_CONFIG", &kernel.config);
         if let Some(k) = &kernel_arm64 {
-            c.env("XTASK_TEST_KERNEL_ARM64", k);
+            c.env("XTASK_TEST_KERNEL_ARM64", &k.image);
         }
-        eprintln!("==> cargo test (kernel {})", kernel.display());
+        eprintln!("==> cargo test (kernel {})", kernel.image.display());
         // The whole suite: far longer than cargo's default limit, well inside CI's.
         let limit = Duration::from_secs(3 * 3600);
         let mut child = c.spawn_logged().context("starting cargo test")?;
@@ -141,27 +144,22 @@ impl TestArgs {
         }
     }
 
-    /// The kernel of `arch` the VM tests boot: the test tree's HEAD, from the cache.
+    /// The kernel of `arch` the VM tests boot (and its final .config): the test tree's HEAD,
+    /// from the cache.
     fn fixture_kernel(
         &self,
         ctx: &Ctx,
         tree: &Path,
         arch: &'static crate::arch::Arch,
-    ) -> Result<PathBuf> {
-        let tctx = Ctx {
-            tree: tree.to_path_buf(),
-            state: ctx.state.clone(),
-            file: ctx.file.clone(),
-            run_dir: ctx.run_dir.clone(),
-            verbose: ctx.verbose,
-        };
+    ) -> Result<build::Artifacts> {
+        let tctx = ctx.with_tree(tree);
         let args = crate::cli::BuildArgs {
             arch: Some(arch),
             ..Default::default()
         };
         let opts = args.resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
-            build::BuildOutcome::Built(a) => Ok(a.image),
+            build::BuildOutcome::Built(a) => Ok(a),
             build::BuildOutcome::Failed { log, summary, .. } => {
                 bail!(
                     "the test kernel does not build ({summary}); log: {}",

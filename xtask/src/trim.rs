@@ -615,7 +615,8 @@ mod tests {
     }
 }
 
-/// Against a real tree: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`.
+/// Against a real tree: `cargo xtask test` runs these on its tree and its kernel's final
+/// .config (by hand: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`).
 #[cfg(test)]
 mod real_tree {
     use super::*;

@@ -246,10 +246,7 @@ pub fn verdict_word(v: StepVerdict) -> &'static str {
     }
 }
 
-pub fn short(commit: &str) -> &str {
-    // A saved report may hold anything: no slicing inside a character.
-    commit.get(..12).unwrap_or(commit)
-}
+pub use crate::units::short;
 
 #[cfg(test)]
 mod tests {

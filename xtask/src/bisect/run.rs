@@ -457,18 +457,6 @@ fn confirm(
     ))
 }
 
-/// A context for one step: its own run dir inside the bisect's.
-fn step_ctx(ctx: &Ctx, tree: &Path, dir: PathBuf) -> Result<Ctx> {
-    std::fs::create_dir_all(&dir)?;
-    Ok(Ctx {
-        tree: tree.to_path_buf(),
-        state: ctx.state.clone(),
-        file: ctx.file.clone(),
-        run_dir: dir,
-        verbose: ctx.verbose,
-    })
-}
-
 /// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
 /// copy of the config). Setup problems are `Err` (the bisect stops, its state kept for
 /// --resume).
@@ -480,7 +468,7 @@ fn test_commit(
     role: Role,
     dir: PathBuf,
 ) -> Result<Step> {
-    let sctx = step_ctx(ctx, tree, dir.clone())?;
+    let sctx = ctx.for_step(dir.clone())?;
     // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
     let req = &crate::kunit::run::with_kunit_config(&sctx, req)?;
     let KernelSource::Build { build: bopts, .. } = &req.kernel else {

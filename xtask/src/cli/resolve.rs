@@ -113,7 +113,7 @@ impl KernelArg {
     }
 
     /// What to boot: `--kernel` as it is, else `rev` built with these build options.
-    fn source(
+    pub fn source(
         &self,
         rev: Option<&str>,
         build: &BuildArgs,
