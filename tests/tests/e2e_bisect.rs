@@ -299,7 +299,7 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     let ids = history(&f);
     let config = f.state.join("config/trimmed.config");
     let _restore = Restore(config.clone(), std::fs::read(&config).unwrap());
-    let mut bisect = start_until(
+    let bisect = start_until(
         f.xtask()
             .args(["bisect", "--no-confirm", "base", "bisect-e2e"]),
         "bisect: step 1 ",
