@@ -285,6 +285,14 @@ fn repeat_runs_a_good_step_n_times() {
     assert_eq!((runs(0), runs(1)), (2, 1), "{json:#}");
 }
 
+/// Ends any bisect a failing test left, so the next test starts clean.
+struct Reset<'a>(&'a Fixture);
+impl Drop for Reset<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.xtask().args(["bisect", "--reset"]).output();
+    }
+}
+
 /// Puts the state's trimmed config back when dropped.
 struct Restore(PathBuf, Vec<u8>);
 impl Drop for Restore {
@@ -299,6 +307,7 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     let ids = history(&f);
     let config = f.state.join("config/trimmed.config");
     let _restore = Restore(config.clone(), std::fs::read(&config).unwrap());
+    let _reset = Reset(&f);
     let bisect = start_until(
         f.xtask()
             .args(["bisect", "--no-confirm", "base", "bisect-e2e"]),
@@ -334,7 +343,7 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     assert_eq!(status.code(), Some(130));
     assert!(took < Duration::from_secs(30));
     let wt = bisect_worktree(&f);
-    read(git(&wt).args(["checkout", "--quiet", "--detach", &ids[1]]));
+    read(git(&wt).args(["checkout", "--quiet", "--force", "--detach", &ids[1]]));
     let out = run(f.xtask().args(["bisect", "--status"]));
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("HEAD has moved"), "{}", stdout(&out));
@@ -358,6 +367,7 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
 fn reset_ends_an_interrupted_bisect() {
     let f = fixture();
     history(&f);
+    let _reset = Reset(&f);
     let bisect = start_until(
         f.xtask()
             .args(["bisect", "--no-confirm", "base", "bisect-e2e"]),

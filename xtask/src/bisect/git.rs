@@ -147,6 +147,11 @@ impl Bisect {
     /// `git bisect reset` (to the worktree's HEAD before the start); quiet when not bisecting.
     pub fn reset(&self) -> Result<()> {
         if self.is_bisecting() {
+            // The worktree is the bisect's own: a checkout that Ctrl-C ended half-way leaves
+            // files that would stop git from going back.
+            git(&self.wt)
+                .args(["reset", "--hard", "--quiet"])
+                .output_logged()?;
             git(&self.wt).args(["bisect", "reset"]).output_logged()?;
         }
         Ok(())

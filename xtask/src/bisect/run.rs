@@ -299,8 +299,9 @@ fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
                 short(&head),
                 short(&expected)
             );
-            bisect.restore(&expected)?;
         }
+        // Forced always: a checkout that Ctrl-C ended half-way leaves files of two commits.
+        bisect.restore(&expected)?;
         Some(super::progress::Progress::Next {
             candidate: expected,
             revisions_left: 0,
