@@ -1,6 +1,7 @@
 //! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod cache;
 pub mod failure;
 pub mod key;
 mod miss;
@@ -8,17 +9,16 @@ mod plan;
 pub use plan::InitramfsMode;
 mod progress;
 mod runner;
-pub use runner::spinner;
 pub mod source;
 mod toolchain;
 
-use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::settings::BuildRequest;
-use crate::units::{human_bytes, human_duration};
+use crate::units::{human_bytes, human_duration, short};
 use anyhow::{bail, Context, Result};
+use cache::{Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,7 +61,16 @@ pub enum BuildOutcome {
         summary: String,
         /// Whether the cache answered with a recorded failure (no make ran).
         cached: bool,
+        /// Whether it was the config step (`make olddefconfig`) that failed, not the build.
+        config: bool,
     },
+}
+
+/// Whether a failed build's last command, the one that failed, made the config.
+pub fn failed_at_config(commands: &[Vec<String>]) -> bool {
+    commands
+        .last()
+        .is_some_and(|argv| argv.last().is_some_and(|t| t == "olddefconfig"))
 }
 
 /// Builds `rev` (None: the tree's working state, uncommitted changes included) through the
@@ -81,7 +90,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
         dirty: source.dirty.clone(),
         config: sha256_hex([config.as_slice()]),
         toolchain: toolchain::identity(&ctx.state, opts.host)?,
-        make_args: plan::key_args(crate::arch::HOST, &source.date, opts.initramfs),
+        make_args: plan::key_args(opts.arch, &source.date, opts.initramfs),
     };
     let key = inputs.key();
     let cache = Cache::new(&ctx.state);
@@ -109,10 +118,15 @@ fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
     let path = opts
         .config
         .clone()
-        .unwrap_or_else(|| ctx.state.trimmed_config());
+        .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
     if !path.is_file() {
+        let arch = if opts.arch.is_host() {
+            String::new()
+        } else {
+            format!(" --arch {}", opts.arch.name)
+        };
         bail!(
-            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+            "no kernel config at {}: run `cargo xtask trim-config{arch}` or pass --config PATH",
             path.display()
         );
     }
@@ -134,7 +148,7 @@ fn answer_from_cache(
         if say {
             eprintln!(
                 "the cache entry {} is broken ({why}): building it again",
-                &key[..12]
+                short(key)
             );
         }
         return None;
@@ -150,6 +164,7 @@ fn answer_from_cache(
             log: entry.path(cache::BUILD_LOG),
             summary: entry.meta.summary.clone().unwrap_or_default(),
             cached: true,
+            config: failed_at_config(&entry.meta.commands),
         }),
     }
 }
@@ -193,7 +208,7 @@ impl BuildCmd {
                 }
                 println!(
                     "{:<11}{} ({})",
-                    format!("{}:", crate::arch::HOST.image_target),
+                    format!("{}:", opts.arch.image_target),
                     a.image.display(),
                     human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
                 );
@@ -218,5 +233,22 @@ impl BuildCmd {
                 Ok(exit::FAILED)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_at_olddefconfig_is_the_config_step() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let config = argv(&["make", "-C", "/src", "O=/build", "-j2", "olddefconfig"]);
+        let make = argv(&[
+            "make", "-C", "/src", "O=/build", "-j2", "bzImage", "modules",
+        ]);
+        assert!(failed_at_config(std::slice::from_ref(&config)));
+        assert!(!failed_at_config(&[config, make]));
+        assert!(!failed_at_config(&[]));
     }
 }

@@ -67,7 +67,9 @@ pub struct TrimOptions {
     pub allow_dropped: bool,
     /// Run make on the host instead of in the rootfs container.
     pub host: bool,
-    /// Default: `<state>/config/trimmed.config`.
+    /// Default: the arch's trimmed config in the state dir ([`StateDir::trimmed_config_for`]).
+    ///
+    /// [`StateDir::trimmed_config_for`]: crate::state::StateDir::trimmed_config_for
     pub output: PathBuf,
     /// Say what was written on stderr, not stdout (a check's stdout is its result).
     pub quiet: bool,
@@ -82,7 +84,8 @@ impl TrimOptions {
             &ctx.file.trim,
             &std::env::current_dir().unwrap_or_default(),
             &workspace_root(),
-            ctx.state.trimmed_config(),
+            ctx.state
+                .trimmed_config_for(args.arch.unwrap_or(crate::arch::HOST)),
         )
     }
 
@@ -99,7 +102,7 @@ impl TrimOptions {
             (None, Some(b)) => Base::parse(b, workspace),
             (None, None) => Base::Target("tinyconfig".into()),
         };
-        let arch = crate::arch::HOST;
+        let arch = args.arch.unwrap_or(crate::arch::HOST);
         let mut fragments = vec![workspace.join(VM_FRAGMENT), workspace.join(arch.fragment)];
         fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
         fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
@@ -128,6 +131,7 @@ impl TrimOptions {
     /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
     pub fn defaults(ctx: &Ctx) -> TrimOptions {
         let args = TrimConfigArgs {
+            arch: None,
             base: None,
             fragments: Vec::new(),
             sets: Vec::new(),
@@ -232,6 +236,7 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
         }
     };
     let fragments: Vec<String> = opts.fragments.iter().map(|f| short_path(f)).collect();
+    say(format!("arch:      {}", opts.arch.name));
     say(format!("base:      {}", opts.base.describe()));
     say(format!("fragments: {}", fragments.join(", ")));
     if !opts.sets.is_empty() {
@@ -491,6 +496,7 @@ mod tests {
     #[test]
     fn options_merge_command_line_over_xtask_toml() {
         let args = TrimConfigArgs {
+            arch: None,
             base: None,
             fragments: vec!["mine.config".into()],
             sets: vec!["CONFIG_KASAN=y".into()],
@@ -609,7 +615,8 @@ mod tests {
     }
 }
 
-/// Against a real tree: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`.
+/// Against a real tree: `cargo xtask test` runs these on its tree and its kernel's final
+/// .config (by hand: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`).
 #[cfg(test)]
 mod real_tree {
     use super::*;

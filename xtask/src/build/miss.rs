@@ -1,6 +1,7 @@
 //! A cache miss: lock the source dir, check out the revision, run the steps in the build
 //! dir, and publish the entry (or the recorded failure) into the cache.
 
+use super::cache::{self, Cache, Metadata, Status};
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
 use super::plan::{self, ConfigFacts, Paths, Plan};
@@ -8,11 +9,11 @@ use super::progress;
 use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::{artifacts, BuildOutcome};
-use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
 use crate::settings::BuildRequest;
+use crate::units::short;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,10 +55,16 @@ pub fn build(
     let tag = source::path_tag(&src_dir);
     // Host and container builds record different paths and compilers in kbuild's .cmd
     // files: in one build dir, each would rebuild everything after the other.
-    let build_dir = ctx.state.build_dir(&if opts.host {
-        format!("{tag}-host")
+    // Another architecture has its own build dir too (the host's keeps the plain name).
+    let arch = if opts.arch.is_host() {
+        String::new()
     } else {
-        tag.clone()
+        format!("-{}", opts.arch.name)
+    };
+    let build_dir = ctx.state.build_dir(&if opts.host {
+        format!("{tag}{arch}-host")
+    } else {
+        format!("{tag}{arch}")
     });
     let _src_lock = FileLock::acquire(
         &ctx.state.build_dir(&format!("{tag}.lock")),
@@ -99,7 +106,7 @@ pub fn build(
         ),
     };
     let plan = Plan {
-        arch: crate::arch::HOST,
+        arch: opts.arch,
         paths,
         jobs: opts.jobs,
         ccache_dir: opts.ccache.then_some(ccache_dir),
@@ -110,11 +117,11 @@ pub fn build(
         .with_context(|| format!("copying {} into the build dir", req.config_path.display()))?;
 
     let what = match (&req.rev, &req.source.dirty) {
-        (Some(rev), _) => format!("{rev} ({})", &req.source.commit[..12]),
-        (None, Some(_)) => format!("the working state ({}+changes)", &req.source.commit[..12]),
-        (None, None) => format!("the working state ({})", &req.source.commit[..12]),
+        (Some(rev), _) => format!("{rev} ({})", short(&req.source.commit)),
+        (None, Some(_)) => format!("the working state ({}+changes)", short(&req.source.commit)),
+        (None, None) => format!("the working state ({})", short(&req.source.commit)),
     };
-    eprintln!("building {what}, key {}", &req.key[..12]);
+    eprintln!("building {what}, key {}", short(&req.key));
     let log_path = ctx.run_dir.join("build.log");
     let mut runner = Runner::new(place, &plan, log_path, "build", opts.timeout)?;
     let mut record = Record {
@@ -131,6 +138,15 @@ pub fn build(
     }
     let final_config = std::fs::read_to_string(build_dir.join(".config"))?;
     let facts = ConfigFacts::parse(&final_config);
+    if facts.wants_initramfs(opts.initramfs) && !opts.arch.is_host() {
+        // dracut in the build container would pack the host's binaries.
+        bail!(
+            "an initramfs for {} cannot be made here (dracut packs the build container's own, \
+             {}, binaries): build virtio, virtiofs and fuse in (=y) and pass --initramfs none",
+            opts.arch.name,
+            crate::arch::HOST.name
+        );
+    }
     let step = runner.step("make", &plan.build(facts.modules))?;
     record
         .durations
@@ -190,7 +206,7 @@ pub fn build(
                 std::fs::rename(&modules, out.join(cache::MODULES))?;
                 sizes.insert(
                     cache::MODULES.into(),
-                    cache::dir_size(&out.join(cache::MODULES)),
+                    crate::state::dir_size(&out.join(cache::MODULES)),
                 );
             }
         }
@@ -259,6 +275,7 @@ fn failed(
         log: entry.path(cache::BUILD_LOG),
         summary,
         cached: false,
+        config: super::failed_at_config(&meta.commands),
     })
 }
 

@@ -2,7 +2,7 @@
 //! result). Pure code, the function a bisect step calls.
 
 use crate::ktap::{Results, Status, Test};
-use crate::vm::verdict::{Judgement, Verdict};
+use crate::vm::verdict::{Failure, Judgement, Verdict};
 
 /// How many failing names a reason lists before `and N more`.
 const NAMED: usize = 3;
@@ -12,7 +12,12 @@ const NAMED: usize = 3;
 /// kernel lacks it) or no test ran. With `only`, that one test decides ([`find`] says how a
 /// name is looked up); the others are shown, not judged.
 pub fn judge(results: &Results, only: Option<&str>) -> Judgement {
-    let j = |verdict, reason: String| Judgement { verdict, reason };
+    // KTAP that says no test ran is a boot that never reached the tests: untestable.
+    let j = |verdict, reason: String| match verdict {
+        Verdict::Good => Judgement::good(reason),
+        Verdict::Bad => Judgement::failed(Failure::Test, reason),
+        _ => Judgement::failed(Failure::Boot, reason),
+    };
     if !results.found() {
         return j(
             Verdict::Skip,
@@ -130,7 +135,7 @@ mod tests {
     #[test]
     fn no_ktap_is_untestable() {
         let j = judge(&parse("[    0.1] Linux version 6.1\n"), None);
-        assert_eq!(j.verdict, Verdict::Skip);
+        assert_eq!(j.verdict(), Verdict::Skip);
         assert!(j.reason.contains("never ran"), "{}", j.reason);
     }
 
@@ -138,7 +143,7 @@ mod tests {
     fn all_passing_or_skipped_is_good() {
         let r = parse(&recorded("kselftest/proc_one_document.txt"));
         let j = judge(&r, None);
-        assert_eq!(j.verdict, Verdict::Good, "{}", j.reason);
+        assert_eq!(j.verdict(), Verdict::Good, "{}", j.reason);
         assert_eq!(j.reason, "21 tests: 20 passed, 1 skipped");
         // One test decides, by its full name or its unique last part.
         assert_eq!(
@@ -146,7 +151,7 @@ mod tests {
             "selftests: proc: proc-self-wchan was skipped"
         );
         let j = judge(&r, Some("no_such_test"));
-        assert_eq!(j.verdict, Verdict::Skip);
+        assert_eq!(j.verdict(), Verdict::Skip);
         assert!(j.reason.contains("did not run"), "{}", j.reason);
     }
 

@@ -204,7 +204,7 @@ pub fn judge_run(mut r: Report, t: &TestRequest) -> Result<Report> {
     };
     let results = ktap::parse(&text);
     r.ktap = Some(source);
-    let keep = r.judgement.verdict == Verdict::Abort
+    let keep = r.judgement.verdict() == Verdict::Abort
         || (source == Source::Stdout && r.facts.command_end.is_none());
     if !keep {
         r.judgement = judge::judge(&results, t.test.as_deref());

@@ -2,7 +2,7 @@
 //! the benchmarks: unpacked once, committed once (tagged `base`), then reused.
 
 use crate::cmd::CommandExt;
-use crate::git::git;
+use crate::git::owned;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +13,7 @@ pub const LINUX_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 /// The tree at `dest`, made from linux-source-6.1 when it is not there yet. Made in a
 /// temporary dir beside `dest` and renamed into place, so an interrupted run leaves nothing
 /// that looks ready.
-pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
+pub fn ensure_tree(dest: &Path) -> Result<PathBuf> {
     if dest.join(".git").is_dir() && dest.join("Kconfig").is_file() {
         return Ok(dest.to_path_buf());
     }
@@ -36,19 +36,19 @@ pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
         .output_logged()
         .context("unpacking linux-source")?;
     strip_debian_ignore(&tmp.path().join(".gitignore"))?;
-    git(tmp.path())
+    owned(tmp.path())
         .args(["init", "-q", "-b", "master"])
         .output_logged()?;
     // The tree is big: keep git from spending time on things we do not need.
-    git(tmp.path())
+    owned(tmp.path())
         .args(["config", "gc.auto", "0"])
         .output_logged()?;
-    git(tmp.path()).args(["add", "-A"]).output_logged()?;
-    git(tmp.path())
+    owned(tmp.path()).args(["add", "-A"]).output_logged()?;
+    owned(tmp.path())
         .args(["commit", "-q", "-m", "linux-source-6.1 (Debian)"])
         .output_logged()?;
-    git(tmp.path()).args(["tag", "base"]).output_logged()?;
-    let files = git(tmp.path())
+    owned(tmp.path()).args(["tag", "base"]).output_logged()?;
+    let files = owned(tmp.path())
         .args(["ls-files"])
         .read_logged()?
         .lines()
