@@ -159,25 +159,28 @@ mod tests {
     fn a_failing_case_is_bad_and_named() {
         let r = parse(&recorded("kunit/one_case_fails.log"));
         let j = judge(&r, None);
-        assert_eq!(j.verdict, Verdict::Bad);
+        assert_eq!(j.verdict(), Verdict::Bad);
         assert_eq!(
             j.reason,
             "1 of 7 tests failed: example.example_simple_test (fail)"
         );
         // One test decides: the failing one, or another that passed.
-        assert_eq!(judge(&r, Some("example_simple_test")).verdict, Verdict::Bad);
         assert_eq!(
-            judge(&r, Some("example.example_all_expect_macros_test")).verdict,
+            judge(&r, Some("example_simple_test")).verdict(),
+            Verdict::Bad
+        );
+        assert_eq!(
+            judge(&r, Some("example.example_all_expect_macros_test")).verdict(),
             Verdict::Good
         );
         // A suite is a test too: it failed with its case.
-        assert_eq!(judge(&r, Some("example")).verdict, Verdict::Bad);
+        assert_eq!(judge(&r, Some("example")).verdict(), Verdict::Bad);
     }
 
     #[test]
     fn a_crash_mid_suite_is_bad_with_the_kernels_words() {
         let j = judge(&parse(&recorded("kunit/crash_mid_suite.log")), None);
-        assert_eq!(j.verdict, Verdict::Bad);
+        assert_eq!(j.verdict(), Verdict::Bad);
         assert_eq!(
             j.reason,
             "5 of 5 tests failed: example.<missing test 1> (crash), example.<missing test 2> \
@@ -189,7 +192,7 @@ mod tests {
     #[test]
     fn a_hang_that_cut_the_log_is_bad() {
         let j = judge(&parse(&recorded("kunit/truncated_by_a_hang.log")), None);
-        assert_eq!(j.verdict, Verdict::Bad);
+        assert_eq!(j.verdict(), Verdict::Bad);
         assert!(
             j.reason.ends_with("; the output ends there"),
             "{}",
