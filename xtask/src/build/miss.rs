@@ -13,6 +13,7 @@ use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
 use crate::settings::BuildRequest;
+use crate::units::short;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,11 +117,11 @@ pub fn build(
         .with_context(|| format!("copying {} into the build dir", req.config_path.display()))?;
 
     let what = match (&req.rev, &req.source.dirty) {
-        (Some(rev), _) => format!("{rev} ({})", &req.source.commit[..12]),
-        (None, Some(_)) => format!("the working state ({}+changes)", &req.source.commit[..12]),
-        (None, None) => format!("the working state ({})", &req.source.commit[..12]),
+        (Some(rev), _) => format!("{rev} ({})", short(&req.source.commit)),
+        (None, Some(_)) => format!("the working state ({}+changes)", short(&req.source.commit)),
+        (None, None) => format!("the working state ({})", short(&req.source.commit)),
     };
-    eprintln!("building {what}, key {}", &req.key[..12]);
+    eprintln!("building {what}, key {}", short(&req.key));
     let log_path = ctx.run_dir.join("build.log");
     let mut runner = Runner::new(place, &plan, log_path, "build", opts.timeout)?;
     let mut record = Record {

@@ -5,8 +5,8 @@ use super::plan::Plan;
 use super::progress::step_of;
 use crate::cmd::{self, CommandExt};
 use crate::container::Container;
+use crate::progress::Progress;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ pub struct Runner {
     env: Vec<(String, String)>,
     log: Arc<Mutex<File>>,
     pub log_path: PathBuf,
-    bar: ProgressBar,
+    bar: Progress,
     /// The commands run, in order, for the metadata.
     pub commands: Vec<Vec<String>>,
     /// How many `make` runs this build made.
@@ -58,19 +58,6 @@ pub struct Step {
     pub output: String,
 }
 
-/// The status line of a build: `⠋ [00:01:23] PREFIX: message`, ticking on its own. Hidden when
-/// stderr is not a terminal (CI, tests), so logs stay clean.
-pub fn spinner(prefix: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
-            .expect("a valid template"),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 impl Runner {
     pub fn new(
         place: Place,
@@ -81,7 +68,7 @@ impl Runner {
     ) -> Result<Runner> {
         let log = File::create(&log_path)
             .with_context(|| format!("creating the build log {}", log_path.display()))?;
-        let bar = spinner(title);
+        let bar = Progress::start(title);
         Ok(Runner {
             place,
             env: plan.env(),
@@ -122,7 +109,7 @@ impl Runner {
         if argv.first().is_some_and(|p| p == "make") {
             self.make_runs += 1;
         }
-        self.bar.set_message(label.to_string());
+        self.bar.set_message(label);
         let offset = {
             let mut log = self.log.lock().unwrap();
             writeln!(log, "### {label}: {}", argv.join(" "))?;
@@ -183,18 +170,18 @@ impl Runner {
 
     /// Clears the status line.
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        self.bar.finish();
     }
 }
 
 /// Copies a stream into the log line by line, showing each kbuild step on the status line.
-fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &ProgressBar) {
+fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &Progress) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
         let text = String::from_utf8_lossy(&line);
         if let Some(step) = step_of(text.trim_end()) {
-            bar.set_message(step);
+            bar.set_message(&step);
         }
         let _ = log.lock().unwrap().write_all(&line);
         line.clear();
@@ -203,6 +190,6 @@ fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &ProgressBar) {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        self.bar.finish_and_clear();
+        self.bar.finish();
     }
 }
