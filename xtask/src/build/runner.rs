@@ -1,7 +1,8 @@
-//! Runs a build's commands, in the container or on the host: each through `CommandExt`, its
-//! output teed into the build log, a status line with the current target and elapsed time.
+//! Runs make (and a build's other commands) in the container or on the host: each through
+//! `CommandExt`, its output teed into a log, a status line with the current target and
+//! elapsed time. The one make runner: builds and trim-config both run make here.
 
-use super::plan::Plan;
+use super::plan::Invocation;
 use super::progress::step_of;
 use crate::cmd::{self, CommandExt};
 use crate::container::Container;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where a build's commands run.
+#[derive(Clone)]
 pub enum Place {
     /// The rootfs container, with the sources at /src (read-only) and the build dir at /build.
     Container(Container),
@@ -36,7 +38,6 @@ impl Place {
 
 pub struct Runner {
     place: Place,
-    env: Vec<(String, String)>,
     log: Arc<Mutex<File>>,
     pub log_path: PathBuf,
     bar: ProgressBar,
@@ -72,19 +73,20 @@ pub fn spinner(prefix: &str) -> ProgressBar {
 }
 
 impl Runner {
+    /// A runner whose steps append to `log_path`, shown on `bar`.
     pub fn new(
         place: Place,
-        plan: &Plan,
         log_path: PathBuf,
-        title: &str,
+        bar: ProgressBar,
         limit: Duration,
     ) -> Result<Runner> {
-        let log = File::create(&log_path)
-            .with_context(|| format!("creating the build log {}", log_path.display()))?;
-        let bar = spinner(title);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening the log {}", log_path.display()))?;
         Ok(Runner {
             place,
-            env: plan.env(),
             log: Arc::new(Mutex::new(log)),
             log_path,
             bar,
@@ -94,11 +96,16 @@ impl Runner {
         })
     }
 
-    fn command(&self, argv: &[String]) -> Result<Command> {
+    /// The command with exactly the invocation's environment: the container starts from an
+    /// empty one; on the host ours is cleared but `PATH` (whose compiler the toolchain
+    /// identity names) and `HOME` (ccache's config), so a user's `ARCH`, `KCFLAGS` or `TZ`
+    /// cannot reach make without being in the key.
+    fn command(&self, run: &Invocation) -> Result<Command> {
+        let argv = &run.argv;
         Ok(match &self.place {
             Place::Container(c) => {
                 let mut c = c.clone();
-                for (k, v) in &self.env {
+                for (k, v) in &run.env {
                     c = c.env(k, v);
                 }
                 // Tied: a make that outlived a killed run would race the next build.
@@ -106,8 +113,13 @@ impl Runner {
             }
             Place::Host { build_dir } => {
                 let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..])
-                    .envs(self.env.iter().map(|(k, v)| (k, v)));
+                c.args(&argv[1..]).env_clear();
+                for name in ["PATH", "HOME"] {
+                    if let Some(v) = std::env::var_os(name) {
+                        c.env(name, v);
+                    }
+                }
+                c.envs(run.env.iter().map(|(k, v)| (k, v)));
                 c.current_dir(build_dir).stdin(Stdio::null());
                 c
             }
@@ -116,8 +128,9 @@ impl Runner {
 
     /// Runs one step; a non-zero exit is `ok: false` (the kernel's failure), while a command
     /// that cannot start, one still running at the limit, or Ctrl-C, is an error.
-    pub fn step(&mut self, label: &str, argv: &[String]) -> Result<Step> {
-        let mut cmd = self.command(argv)?;
+    pub fn step(&mut self, label: &str, run: &Invocation) -> Result<Step> {
+        let argv = &run.argv;
+        let mut cmd = self.command(run)?;
         self.commands.push(argv.to_vec());
         if argv.first().is_some_and(|p| p == "make") {
             self.make_runs += 1;
