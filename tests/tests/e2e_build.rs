@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::process::Output;
 use std::time::{Duration, Instant};
 use tests::builds::{
-    build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, EDITED,
+    build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, Run,
+    EDITED,
 };
-use tests::{code, fixture, run, stderr, stdout};
+use tests::{code, fixture, run_with_pid, stderr, stdout};
 
 #[test]
 fn a_second_build_is_a_cache_hit_that_runs_no_make() {
@@ -47,37 +47,83 @@ fn a_second_build_is_a_cache_hit_that_runs_no_make() {
 }
 
 /// Which git runs and the time zone change neither the key nor the image: git 2.39 (Debian's
-/// /usr/bin/git) and 2.47 write `%cI` differently, and the date goes into the version banner.
+/// /usr/bin/git) writes the committer date `%cI` as `+00:00`, git 2.47 (/usr/local/bin/git)
+/// as `Z`, and the date goes into the version banner. A new revision built with one git and
+/// `TZ` is, with the other git and another `TZ`, one entry and no make run.
 #[test]
 fn the_key_ignores_which_git_runs_and_the_time_zone() {
     let f = fixture();
-    let with = |path: &str, tz: &str| {
-        let mut cmd = f.xtask();
-        cmd.env("PATH", path).env("TZ", tz).arg("build");
-        let start = Instant::now();
-        let out = run(&mut cmd);
-        (out, start.elapsed())
-    };
-    let plain = "/usr/sbin:/usr/bin:/sbin:/bin";
-    let (first, _) = with(plain, "America/New_York");
-    assert_eq!(code(&first), 0, "{}", stderr(&first));
-    // Another git first on PATH when the machine has one, and another time zone.
+    let rev = side_commit(&f.tree);
+    let plain = "/usr/sbin:/usr/bin:/sbin:/bin".to_string();
     let other = format!("/usr/local/bin:{plain}");
-    let (second, took) = with(&other, "Asia/Kolkata");
-    assert_eq!(code(&second), 0, "{}", stderr(&second));
-    assert!(
-        stdout(&second).contains("no make run"),
-        "the second build ran make: {}",
-        stdout(&second)
-    );
-    let entry = |o: &Output| {
-        stdout(o)
-            .lines()
-            .find_map(|l| l.strip_prefix("entry:").map(|s| s.trim().to_string()))
-            .expect("an entry line")
+    // The two gits must write the date differently, or this test proves nothing.
+    let iso = |path: &str| {
+        let out = Command::new("git")
+            .env("PATH", path)
+            .arg("-C")
+            .arg(&f.tree)
+            .args(["log", "-1", "--format=%cI", &rev])
+            .output()
+            .unwrap();
+        stdout(&out).trim().to_string()
     };
-    assert_eq!(entry(&first), entry(&second));
-    assert!(took < Duration::from_secs(30), "a cache hit took {took:?}");
+    assert_eq!(iso(&plain), "2024-01-01T00:00:00+00:00");
+    assert_eq!(
+        iso(&other),
+        "2024-01-01T00:00:00Z",
+        "this test needs git 2.47 at /usr/local/bin/git"
+    );
+    let with = |path: &str, tz: &str| {
+        let (out, took, pid) = run_with_pid(
+            f.xtask()
+                .env("PATH", path)
+                .env("TZ", tz)
+                .args(["build", &rev]),
+        );
+        Run {
+            commands: command_log(&f.state, pid),
+            out,
+            took,
+        }
+    };
+    let first = with(&plain, "America/New_York");
+    assert_eq!(code(&first.out), 0, "{}", stderr(&first.out));
+    assert!(
+        stdout(&first.out).contains("built:"),
+        "{}",
+        stdout(&first.out)
+    );
+    assert!(first.make_runs() > 0, "{}", first.commands);
+    let second = with(&other, "Asia/Kolkata");
+    assert_eq!(code(&second.out), 0, "{}", stderr(&second.out));
+    assert!(
+        stdout(&second.out).contains("cache hit"),
+        "the second build missed the cache: {}",
+        stdout(&second.out)
+    );
+    assert_eq!(second.make_runs(), 0, "{}", second.commands);
+    assert_eq!(entry_of(&first), entry_of(&second));
+    // A cache hit reads git and the cache: seconds, not a build's minutes.
+    assert!(second.took < Duration::from_secs(30), "{:?}", second.took);
+    // make was given the date in the one UTC form.
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(&entry_of(&first)).join("metadata.json")).unwrap(),
+    )
+    .unwrap();
+    let make = meta["inputs"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == "make")
+        .expect("a make step in the key");
+    assert!(
+        make["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "KBUILD_BUILD_TIMESTAMP=2024-01-01T00:00:00Z"),
+        "{make}"
+    );
 }
 
 #[test]
