@@ -5,6 +5,7 @@ pub mod failure;
 pub mod key;
 mod miss;
 pub mod plan;
+pub use plan::InitramfsMode;
 mod progress;
 pub mod runner;
 pub use runner::spinner;
@@ -15,7 +16,7 @@ use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
-use crate::settings::BuildOptions;
+use crate::settings::BuildRequest;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
 use key::{sha256_hex, KeyInputs};
@@ -29,7 +30,8 @@ pub struct Artifacts {
     pub key: String,
     /// The cache entry's directory.
     pub dir: PathBuf,
-    pub bzimage: PathBuf,
+    /// The kernel image ([`cache::BZIMAGE`] in the entry, whatever the architecture).
+    pub image: PathBuf,
     /// Present only when booting needs modules (or `--initramfs dracut`).
     pub initramfs: Option<PathBuf>,
     /// The final .config.
@@ -67,7 +69,7 @@ pub enum BuildOutcome {
 /// without locking or running anything; otherwise one builder per key builds it and
 /// publishes the entry atomically. The user's checkout is never changed: a revision builds
 /// in the toolkit's worktree.
-pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Result<BuildOutcome> {
+pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Result<BuildOutcome> {
     let start = Instant::now();
     let tree = ctx.require_tree()?;
     let config_path = input_config(ctx, opts)?;
@@ -108,7 +110,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildOptions) -> Resul
 }
 
 /// The config to build: --config, or the one trim-config made.
-fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
+fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
     let path = opts
         .config
         .clone()
@@ -128,7 +130,7 @@ fn input_config(ctx: &Ctx, opts: &BuildOptions) -> Result<PathBuf> {
 fn answer_from_cache(
     cache: &Cache,
     key: &str,
-    opts: &BuildOptions,
+    opts: &BuildRequest,
     start: Instant,
     say: bool,
 ) -> Option<BuildOutcome> {
@@ -162,7 +164,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
     Artifacts {
         key: entry.meta.key.clone(),
         dir: entry.dir.clone(),
-        bzimage: entry.path(cache::BZIMAGE),
+        image: entry.path(cache::BZIMAGE),
         initramfs: present(cache::INITRAMFS),
         config: entry.path(cache::CONFIG),
         commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),
@@ -176,7 +178,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
 
 impl BuildCmd {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let opts = BuildOptions::resolve(&self.build, &ctx.file.build)?;
+        let opts = self.build.resolve(&ctx.file.build)?;
         match ensure_kernel(ctx, self.rev.as_deref(), &opts)? {
             BuildOutcome::Built(a) => {
                 let what = a.commit.as_deref().map_or("working state", short);
@@ -195,9 +197,10 @@ impl BuildCmd {
                     );
                 }
                 println!(
-                    "bzImage:   {} ({})",
-                    a.bzimage.display(),
-                    human_bytes(std::fs::metadata(&a.bzimage).map_or(0, |m| m.len()))
+                    "{:<11}{} ({})",
+                    format!("{}:", crate::arch::HOST.image_target),
+                    a.image.display(),
+                    human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
                 );
                 if let Some(i) = &a.initramfs {
                     println!("initramfs: {}", i.display());

@@ -1,6 +1,10 @@
 //! The command-line surface: every subcommand and option, parsed by clap.
 
+mod resolve;
+
+use crate::build::InitramfsMode;
 use crate::units::{Count, Size, Span};
+use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -116,17 +120,6 @@ pub struct TrimConfigArgs {
     pub output: Option<PathBuf>,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InitramfsMode {
-    /// An initramfs only when booting needs modules
-    Auto,
-    /// Always make one with dracut
-    Dracut,
-    /// Never make one
-    None,
-}
-
 /// Options of every command that may build a kernel.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BuildArgs {
@@ -161,33 +154,6 @@ pub struct BuildCmd {
     pub build: BuildArgs,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// KVM when the probe says it works, else TCG
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// QEMU started directly; no daemon
-    Qemu,
-    /// A transient libvirt domain (needs the `libvirt` cargo feature)
-    Libvirt,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InitMode {
-    /// Full systemd userspace, qemu-guest-agent as a service
-    Systemd,
-    /// The rootfs's small init: overlay root, guest agent, nothing else
-    Fast,
-}
-
 /// Options of every command that boots a VM.
 #[derive(Args, Debug, Clone, Default)]
 pub struct VmArgs {
@@ -202,7 +168,7 @@ pub struct VmArgs {
     pub cpus: Option<Count>,
     /// Accelerator [default: auto]
     #[arg(long, value_enum)]
-    pub accel: Option<Accel>,
+    pub accel: Option<AccelAsked>,
     /// VM backend [default: qemu]
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,

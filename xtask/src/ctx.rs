@@ -33,10 +33,10 @@ pub fn check_kernel_tree(tree: &Path) -> Result<()> {
         );
     }
     if !tree.join("Kconfig").is_file()
-        || !tree.join("arch/x86").is_dir()
+        || !tree.join("arch").join(crate::arch::HOST.srcarch).is_dir()
         || !tree.join("scripts/kconfig").is_dir()
     {
-        bail!("{} is not a kernel tree (no Kconfig, arch/x86 or scripts/kconfig): pass --tree PATH to a Linux source tree", tree.display());
+        bail!("{} is not a kernel tree (no Kconfig, arch/{} or scripts/kconfig): pass --tree PATH to a Linux source tree", tree.display(), crate::arch::HOST.srcarch);
     }
     if !tree.join(".git").exists() {
         bail!("{} is a kernel tree but not a git repository: run `git init && git add -A && git commit -m base` in it", tree.display());

@@ -14,7 +14,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("systemd-container", "systemd-nspawn, the build container"),
     ("mmdebstrap", "building the rootfs"),
     ("debootstrap", "building the rootfs (fallback)"),
-    ("qemu-system-x86", "the VM"),
+    (crate::arch::HOST.qemu_package, "the VM"),
     (
         "libseccomp-dev",
         "building virtiofsd (not packaged in Debian 12)",

@@ -2,30 +2,13 @@
 //! the benchmarks: unpacked once, committed once (tagged `base`), then reused.
 
 use crate::cmd::CommandExt;
+use crate::git::git;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Where Debian's linux-source package puts the tarball.
 pub const LINUX_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
-
-/// Identity used for commits the toolkit makes in trees it owns.
-pub const GIT_IDENTITY: [(&str, &str); 4] = [
-    ("GIT_AUTHOR_NAME", "xtask"),
-    ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
-    ("GIT_COMMITTER_NAME", "xtask"),
-    ("GIT_COMMITTER_EMAIL", "xtask@localhost"),
-];
-
-/// A git command in `dir` with a fixed identity.
-pub fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C").arg(dir);
-    for (k, v) in GIT_IDENTITY {
-        c.env(k, v);
-    }
-    c
-}
 
 /// The tree at `dest`, made from linux-source-6.1 when it is not there yet. Made in a
 /// temporary dir beside `dest` and renamed into place, so an interrupted run leaves nothing

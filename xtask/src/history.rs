@@ -4,7 +4,7 @@
 //! plumbing into a private index, so no checkout is touched.
 
 use crate::cmd::CommandExt;
-use crate::fixture::git;
+use crate::git::git;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;

@@ -2,10 +2,10 @@
 //! so the probe runs real guest code under `-accel kvm` with a short deadline. The answer is
 //! cached per boot of the host.
 
-use crate::cli::Accel;
 use crate::cmd::{self, CommandExt};
 use crate::lock::FileLock;
 use crate::state::StateDir;
+use crate::vm::spec::{Accel, AccelAsked};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -111,7 +111,7 @@ fn newest_cached_kernel(state: &StateDir) -> Option<std::path::PathBuf> {
         .max_depth(3)
         .into_iter()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() == "bzImage")
+        .filter(|e| e.file_name() == crate::cache::BZIMAGE)
         .max_by_key(|e| e.metadata().ok().and_then(|m| m.modified().ok()))
         .map(|e| e.into_path())
 }
@@ -251,7 +251,7 @@ fn boot(qemu: &Path, dir: &Path, accel: &str, guest: Guest, deadline: Duration) 
         "-accel",
         accel,
         "-M",
-        "q35",
+        crate::arch::HOST.full_machine.name(),
         "-m",
         "256",
         "-nodefaults",
@@ -265,10 +265,11 @@ fn boot(qemu: &Path, dir: &Path, accel: &str, guest: Guest, deadline: Duration) 
             // The serial console shows how far the kernel got; panic=-1 with -no-reboot
             // ends QEMU at the panic that a missing root device causes.
             c.arg("-serial").arg(format!("file:{}", log.display()));
-            c.arg("-kernel").arg(k).args([
-                "-append",
-                "console=ttyS0 panic=-1 root=/dev/xtask-probe-none",
-            ]);
+            let append = format!(
+                "console={} panic=-1 root=/dev/xtask-probe-none",
+                crate::arch::HOST.console
+            );
+            c.arg("-kernel").arg(k).arg("-append").arg(append);
         }
         Guest::Firmware => {
             // SeaBIOS writes its log to I/O port 0x402; the debugcon device makes it a file.
@@ -322,10 +323,15 @@ static SAID: AtomicBool = AtomicBool::new(false);
 
 /// Turns `--accel` into the accelerator to use, probing with the kernel about to boot; says
 /// once per invocation when it falls back.
-pub fn choose(accel: Accel, state: &StateDir, qemu: &Path, kernel: Option<&Path>) -> Result<Accel> {
-    match accel {
-        Accel::Tcg => Ok(Accel::Tcg),
-        Accel::Kvm => {
+pub fn choose(
+    asked: AccelAsked,
+    state: &StateDir,
+    qemu: &Path,
+    kernel: Option<&Path>,
+) -> Result<Accel> {
+    match asked {
+        AccelAsked::Tcg => Ok(Accel::Tcg),
+        AccelAsked::Kvm => {
             let p = probe(state, qemu, kernel, false)?;
             if !p.usable {
                 bail!(
@@ -335,7 +341,7 @@ pub fn choose(accel: Accel, state: &StateDir, qemu: &Path, kernel: Option<&Path>
             }
             Ok(Accel::Kvm)
         }
-        Accel::Auto => {
+        AccelAsked::Auto => {
             let p = probe(state, qemu, kernel, false)?;
             if p.usable {
                 Ok(Accel::Kvm)

@@ -1,5 +1,6 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
 
+mod arch;
 mod bench;
 mod bisect;
 mod build;
@@ -12,6 +13,7 @@ mod deps;
 mod doctor;
 mod exit;
 mod fixture;
+mod git;
 mod history;
 mod kconfig;
 mod kvm;

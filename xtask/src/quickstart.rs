@@ -2,13 +2,12 @@
 //! rootfs, a kernel tree (the configured one, or one made from linux-source-6.1), a trimmed
 //! config, a build and the clean-boot check — printing each phase's time.
 
-use crate::cli::InitMode;
 use crate::cli::QuickstartArgs;
 use crate::ctx::Ctx;
 use crate::settings::workspace_root;
-use crate::settings::VmOptions;
 use crate::testrun::{run_self, run_self_code};
 use crate::units::human_duration;
+use crate::vm::spec::InitMode;
 use crate::{deps, exit, fixture};
 use anyhow::{bail, Result};
 use std::ffi::OsString;
@@ -18,7 +17,8 @@ impl QuickstartArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let start = Instant::now();
         // The options the check gets are checked before anything is installed or built.
-        VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Fast)?;
+        self.vm.resolve(&ctx.file.vm, InitMode::Fast)?;
+        self.vm.image()?;
         let t = Instant::now();
         eprintln!("==> deps");
         deps::install()?;

@@ -1,9 +1,10 @@
 //! Settings: command-line options over `xtask.toml` over defaults, resolved into plain values.
 
-use crate::cli::{Accel, Backend, BuildArgs, InitMode, InitramfsMode, VmArgs};
-use crate::units::{human_bytes, Bound, Count, Size, Span};
+use crate::build::InitramfsMode;
+use crate::units::{Bound, Count, Size, Span};
+use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub struct FileConfig {
 pub struct FileVm {
     pub memory: Option<Size>,
     pub cpus: Option<Count>,
-    pub accel: Option<Accel>,
+    pub accel: Option<AccelAsked>,
     pub backend: Option<Backend>,
     pub connect: Option<String>,
     pub append: Option<String>,
@@ -121,7 +122,7 @@ pub fn require_utf8(path: &Path, what: &str) -> Result<()> {
 }
 
 /// Resolves a path from xtask.toml: relative paths are relative to the workspace root.
-fn from_workspace(p: &Path) -> PathBuf {
+pub fn from_workspace(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -155,14 +156,17 @@ pub fn resolve_state_dir(cli: Option<&Path>, file: &FileConfig) -> PathBuf {
     }
 }
 
-/// Everything a VM run needs to know, resolved and validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VmOptions {
-    pub kernel: Option<PathBuf>,
+/// How to run a VM, resolved: every option has its value (command line over xtask.toml
+/// over the defaults below), checked against this host. The kernel is not here: what to boot
+/// is the task's (a build, or `--kernel`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRequest {
     pub memory_mib: u64,
     pub cpus: u32,
-    pub accel: Accel,
+    /// As asked; [`crate::kvm::choose`] picks the one the VM runs under.
+    pub accel: AccelAsked,
     pub backend: Backend,
+    /// The libvirt URI, for [`Backend::Libvirt`].
     pub connect: String,
     pub append: Option<String>,
     /// `--rw`: the layer that keeps the guest's writes; None: read-only, nothing kept.
@@ -189,7 +193,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest time limit of any VM phase: longer than any real test, short of forever.
 pub const MAX_TIMEOUT: Bound<'static, Duration> = (Duration::from_secs(7 * 86400), "7d");
 /// The shortest: a limit of zero could never be met.
-const MIN_TIMEOUT: Bound<'static, Duration> = (Duration::from_millis(1), "1ms");
+pub const MIN_TIMEOUT: Bound<'static, Duration> = (Duration::from_millis(1), "1ms");
 /// libvirt's system instance, where the qemu driver runs guests as a service.
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
 
@@ -236,7 +240,7 @@ fn mem_total_bytes(meminfo: &str) -> Option<u64> {
 
 /// The value from the command line, else from xtask.toml, with the name an error blames:
 /// `--boot-timeout`, or `vm.boot_timeout in xtask.toml`.
-fn given<'a, T>(
+pub fn given<'a, T>(
     cli: &'a Option<T>,
     file: &'a Option<T>,
     section: &str,
@@ -252,106 +256,13 @@ fn given<'a, T>(
     }
 }
 
-impl VmOptions {
-    /// Merges options over xtask.toml over defaults, checked against this host; see
-    /// [`VmOptions::resolve_for`].
-    pub fn resolve(args: &VmArgs, file: &FileVm, default_init: InitMode) -> Result<VmOptions> {
-        Self::resolve_for(args, file, default_init, &Host::probe())
-    }
-
-    /// Merges options over xtask.toml over defaults; `default_init` differs between
-    /// `boot` (systemd, for people) and `check` (fast, for verdicts). Every value is checked
-    /// against its bounds (the host's RAM and CPUs, [`MAX_TIMEOUT`]).
-    pub fn resolve_for(
-        args: &VmArgs,
-        file: &FileVm,
-        default_init: InitMode,
-        host: &Host,
-    ) -> Result<VmOptions> {
-        let ram = format!("{} (this host's RAM)", human_bytes(host.mem_bytes));
-        let memory_mib = match given(&args.memory, &file.memory, "vm", "memory") {
-            Some((size, name)) => {
-                let min = (MIN_MEMORY_MIB << 20, "128M (what a guest needs)");
-                size.bytes_within(&name, min, (host.mem_bytes, &ram))? >> 20
-            }
-            None => DEFAULT_MEMORY_MIB,
-        };
-        let cpus = match given(&args.cpus, &file.cpus, "vm", "cpus") {
-            Some((n, name)) => {
-                let max = format!("{} (this host's CPUs)", host.cpus);
-                let n = n.within(&name, (1, "1"), (host.cpus.min(u32::MAX.into()), &max))?;
-                u32::try_from(n)?
-            }
-            None => DEFAULT_CPUS.min(u32::try_from(host.cpus).unwrap_or(u32::MAX)),
-        };
-        let init = args.init.or(file.init).unwrap_or(default_init);
-        let dur =
-            |cli: &Option<Span>, file: &Option<Span>, option: &str, default: Duration| match given(
-                cli, file, "vm", option,
-            ) {
-                Some((span, name)) => span.within(&name, MIN_TIMEOUT, MAX_TIMEOUT),
-                None => Ok(default),
-            };
-        let kernel = match &args.kernel {
-            Some(k) if !k.is_file() => bail!("--kernel {}: no such file", k.display()),
-            Some(k) => {
-                let k = std::fs::canonicalize(k)?;
-                require_utf8(&k, "--kernel")?;
-                Some(k)
-            }
-            None => None,
-        };
-        Ok(VmOptions {
-            kernel,
-            memory_mib,
-            cpus,
-            accel: args.accel.or(file.accel).unwrap_or(Accel::Auto),
-            backend: args.backend.or(file.backend).unwrap_or(Backend::Qemu),
-            connect: args
-                .connect
-                .clone()
-                .or_else(|| file.connect.clone())
-                .unwrap_or(DEFAULT_CONNECT.into()),
-            append: args.append.clone().or_else(|| file.append.clone()),
-            share: match &args.share {
-                Some(d) if !d.is_dir() => bail!("--share {}: no such directory", d.display()),
-                Some(d) => {
-                    let d = std::fs::canonicalize(d)?;
-                    require_utf8(&d, "--share")?;
-                    Some(d)
-                }
-                None => None,
-            },
-            layer: match (args.rw, &args.layer) {
-                (false, _) => None,
-                (true, Some(name)) => Some(crate::layer::checked_name(name)?.to_string()),
-                (true, None) => Some(crate::layer::DEFAULT.to_string()),
-            },
-            init,
-            timeout: dur(&args.timeout, &file.timeout, "timeout", DEFAULT_TIMEOUT)?,
-            boot_timeout: dur(
-                &args.boot_timeout,
-                &file.boot_timeout,
-                "boot-timeout",
-                default_boot_timeout(init),
-            )?,
-            shutdown_timeout: dur(
-                &args.shutdown_timeout,
-                &file.shutdown_timeout,
-                "shutdown-timeout",
-                DEFAULT_SHUTDOWN_TIMEOUT,
-            )?,
-            keep: args.keep,
-        })
-    }
-}
-
 /// The most parallel make jobs: far past any machine's CPUs, short of make's own limits.
 pub const MAX_JOBS: Bound<'static, u64> = (1024, "1024");
 
-/// Build settings, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BuildOptions {
+/// How to build a kernel (any revision), resolved: command line over xtask.toml over the
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRequest {
     /// The config to build; None means the trimmed config in the state dir.
     pub config: Option<PathBuf>,
     pub jobs: u32,
@@ -366,49 +277,6 @@ pub struct BuildOptions {
 /// A cold build of a large config takes an hour or two on two cores; three hours is a hang.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 
-impl BuildOptions {
-    pub fn resolve(args: &BuildArgs, file: &FileBuild) -> Result<BuildOptions> {
-        let jobs = match given(&args.jobs, &file.jobs, "build", "jobs") {
-            Some((n, name)) => u32::try_from(n.within(&name, (1, "1"), MAX_JOBS)?)?,
-            None => std::thread::available_parallelism()
-                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
-        };
-        let config = match (&args.config, &file.config) {
-            (Some(c), _) => Some(std::env::current_dir()?.join(c)),
-            (None, Some(c)) => Some(from_workspace(c)),
-            (None, None) => None,
-        };
-        if let Some(c) = &config {
-            if !c.is_file() {
-                bail!(
-                    "config {} does not exist: run `cargo xtask trim-config` or pass --config PATH",
-                    c.display()
-                );
-            }
-        }
-        Ok(BuildOptions {
-            config,
-            jobs,
-            host: args.host || file.host.unwrap_or(false),
-            ccache: args.ccache || file.ccache.unwrap_or(false),
-            initramfs: args
-                .initramfs
-                .or(file.initramfs)
-                .unwrap_or(InitramfsMode::Auto),
-            retry_failed: args.retry_failed,
-            timeout: match given(
-                &args.build_timeout,
-                &file.build_timeout,
-                "build",
-                "build-timeout",
-            ) {
-                Some((span, name)) => span.within(&name, MIN_TIMEOUT, MAX_TIMEOUT)?,
-                None => DEFAULT_BUILD_TIMEOUT,
-            },
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,158 +287,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("memroy"), "{e}");
-    }
-
-    /// A host with 4 GiB and 4 CPUs.
-    const HOST: Host = Host {
-        mem_bytes: 4 << 30,
-        cpus: 4,
-    };
-
-    fn resolve(args: &VmArgs, file: &FileVm) -> Result<VmOptions> {
-        VmOptions::resolve_for(args, file, InitMode::Fast, &HOST)
-    }
-
-    fn cli(line: &[&str]) -> VmArgs {
-        use clap::Parser;
-        let argv = ["x", "check"].iter().chain(line);
-        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Check(c) => c.vm,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn options_override_file_and_file_overrides_defaults() {
-        let file = FileConfig::parse("[vm]\nmemory = \"2G\"\ncpus = 4\n").unwrap();
-        let o = resolve(&cli(&["--cpus", "1"]), &file.vm).unwrap();
-        assert_eq!(o.memory_mib, 2048);
-        assert_eq!(o.cpus, 1);
-        assert_eq!(o.init, InitMode::Fast);
-        assert_eq!(o.boot_timeout, Duration::from_secs(60));
-        let o = VmOptions::resolve_for(
-            &VmArgs::default(),
-            &FileVm::default(),
-            InitMode::Systemd,
-            &HOST,
-        )
-        .unwrap();
-        assert_eq!(o.memory_mib, 1024);
-        assert_eq!(o.cpus, DEFAULT_CPUS);
-        assert_eq!(o.boot_timeout, Duration::from_secs(300));
-        assert_eq!(o.timeout, Duration::from_secs(600));
-        // A host with one CPU gets one by default.
-        let one = Host { cpus: 1, ..HOST };
-        let o =
-            VmOptions::resolve_for(&VmArgs::default(), &FileVm::default(), InitMode::Fast, &one);
-        assert_eq!(o.unwrap().cpus, 1);
-    }
-
-    #[test]
-    fn values_out_of_range_name_the_option_and_the_limit() {
-        let bad = |line: &[&str]| {
-            resolve(&cli(line), &FileVm::default())
-                .unwrap_err()
-                .to_string()
-        };
-        assert_eq!(
-            bad(&["--memory", "99999G"]),
-            "--memory 99999G is out of range: at most 4.0 GiB (this host's RAM)"
-        );
-        assert_eq!(
-            bad(&["--memory", "99999999999999T"]),
-            "--memory 99999999999999T is out of range: at most 4.0 GiB (this host's RAM)"
-        );
-        assert_eq!(
-            bad(&["--memory", "64M"]),
-            "--memory 64M is out of range: at least 128M (what a guest needs)"
-        );
-        assert_eq!(
-            bad(&["--cpus", "5"]),
-            "--cpus 5 is out of range: at most 4 (this host's CPUs)"
-        );
-        assert_eq!(
-            bad(&["--cpus", "0"]),
-            "--cpus 0 is out of range: at least 1"
-        );
-        assert_eq!(
-            bad(&["--timeout", "99999999999999999999"]),
-            "--timeout 99999999999999999999 is out of range: at most 7d"
-        );
-        assert_eq!(
-            bad(&["--boot-timeout", "8d"]),
-            "--boot-timeout 8d is out of range: at most 7d"
-        );
-        assert_eq!(
-            bad(&["--shutdown-timeout", "0"]),
-            "--shutdown-timeout 0 is out of range: at least 1ms"
-        );
-        // The edges themselves are in range.
-        let o = resolve(
-            &cli(&["--memory", "4G", "--cpus", "4", "--timeout", "7d"]),
-            &FileVm::default(),
-        )
-        .unwrap();
-        assert_eq!((o.memory_mib, o.cpus, o.timeout), (4096, 4, MAX_TIMEOUT.0));
-        assert!(resolve(&cli(&["--memory", "128M"]), &FileVm::default()).is_ok());
-    }
-
-    #[test]
-    fn xtask_toml_values_get_the_same_checks() {
-        let file = |text: &str| FileConfig::parse(text).unwrap();
-        let e = resolve(&VmArgs::default(), &file("[vm]\nmemory = \"99999G\"\n").vm);
-        assert_eq!(
-            e.unwrap_err().to_string(),
-            "vm.memory in xtask.toml 99999G is out of range: at most 4.0 GiB (this host's RAM)"
-        );
-        let e = resolve(
-            &VmArgs::default(),
-            &file("[vm]\nboot_timeout = \"9999d\"\n").vm,
-        );
-        assert_eq!(
-            e.unwrap_err().to_string(),
-            "vm.boot_timeout in xtask.toml 9999d is out of range: at most 7d"
-        );
-        let e = BuildOptions::resolve(&BuildArgs::default(), &file("[build]\njobs = 0\n").build);
-        assert_eq!(
-            e.unwrap_err().to_string(),
-            "build.jobs in xtask.toml 0 is out of range: at least 1"
-        );
-        // Malformed values are named with their line.
-        for (text, want) in [
-            (
-                "[vm]\nmemory = \"banana\"\n",
-                "line 2 (memory = \"banana\"): invalid size",
-            ),
-            (
-                "[vm]\ntimeout = \"soon\"\n",
-                "line 2 (timeout = \"soon\"): invalid duration",
-            ),
-            ("[vm]\ncpus = -1\n", "line 2 (cpus = -1): invalid value"),
-        ] {
-            let e = FileConfig::parse(text).unwrap_err().to_string();
-            assert!(e.starts_with(want), "{e}");
-        }
-    }
-
-    #[test]
-    fn jobs_are_bounded() {
-        let jobs = |n: u64| {
-            let args = BuildArgs {
-                jobs: Some(n.into()),
-                ..Default::default()
-            };
-            BuildOptions::resolve(&args, &FileBuild::default()).map(|o| o.jobs)
-        };
-        assert_eq!(jobs(1024).unwrap(), 1024);
-        assert_eq!(
-            jobs(1025).unwrap_err().to_string(),
-            "--jobs 1025 is out of range: at most 1024"
-        );
-        assert_eq!(
-            jobs(0).unwrap_err().to_string(),
-            "--jobs 0 is out of range: at least 1"
-        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::cli::TestArgs;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
-use crate::settings::{workspace_root, BuildOptions};
+use crate::settings::workspace_root;
 use crate::units::human_duration;
 use crate::{build, deps, exit, fixture};
 use anyhow::{bail, Context, Result};
@@ -174,9 +174,9 @@ impl TestArgs {
             run_dir: ctx.run_dir.clone(),
             verbose: ctx.verbose,
         };
-        let opts = BuildOptions::resolve(&Default::default(), &Default::default())?;
+        let opts = crate::cli::BuildArgs::default().resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
-            build::BuildOutcome::Built(a) => Ok(a.bzimage),
+            build::BuildOutcome::Built(a) => Ok(a.image),
             build::BuildOutcome::Failed { log, summary, .. } => {
                 bail!(
                     "the test kernel does not build ({summary}); log: {}",

@@ -78,15 +78,20 @@ pub const DEBOOTSTRAP: Tool = Tool {
     purpose: "building the rootfs (fallback)",
     accept: None,
 };
-pub const QEMU: Tool = Tool {
-    name: "qemu-system-x86_64",
-    package: "qemu-system-x86",
-    extra_dirs: &[],
-    version_args: &["--version"],
-    required: true,
-    purpose: "the VM",
-    accept: None,
-};
+/// QEMU for guests of `arch`.
+pub const fn qemu(arch: &'static crate::arch::Arch) -> Tool {
+    Tool {
+        name: arch.qemu,
+        package: arch.qemu_package,
+        extra_dirs: &[],
+        version_args: &["--version"],
+        required: true,
+        purpose: "the VM",
+        accept: None,
+    }
+}
+/// QEMU for guests of the host's architecture (and the KVM probe).
+pub const QEMU: Tool = qemu(crate::arch::HOST);
 pub const VIRTIOFSD: Tool = Tool {
     name: "virtiofsd",
     package: VIRTIOFSD_INSTALL,

@@ -2,7 +2,8 @@
 //! command line's fragments and `--set`s, then `make olddefconfig`, then a check that every
 //! asked-for option kept its value. Deciding is in `kconfig`; this file executes.
 
-use crate::build::plan::{Make, Paths, X86_64};
+use crate::arch::Arch;
+use crate::build::plan::{Make, Paths};
 use crate::build::runner::{spinner, Place, Runner};
 use crate::cli::TrimConfigArgs;
 use crate::cmd;
@@ -16,7 +17,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The fragment every trimmed config gets first, relative to the workspace root.
+/// The fragment every trimmed config gets first, relative to the workspace root; the
+/// architecture's own ([`Arch::fragment`]) follows it.
 pub const VM_FRAGMENT: &str = "kconfig/vm.config";
 
 /// Where the base config comes from.
@@ -53,9 +55,12 @@ impl Base {
 /// Everything trim-config needs, resolved from the command line over xtask.toml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrimOptions {
+    /// The architecture the config is for; its fragment follows `kconfig/vm.config`.
+    pub arch: &'static Arch,
     /// Default: tinyconfig.
     pub base: Base,
-    /// Fragment files in merge order: `kconfig/vm.config`, xtask.toml's, the command line's.
+    /// Fragment files in merge order: `kconfig/vm.config`, the arch's, xtask.toml's, the
+    /// command line's.
     pub fragments: Vec<PathBuf>,
     /// `(origin, CONFIG_X=VALUE)` in merge order: xtask.toml's, then the command line's.
     pub sets: Vec<(String, String)>,
@@ -93,7 +98,8 @@ impl TrimOptions {
             (None, Some(b)) => Base::parse(b, workspace),
             (None, None) => Base::Target("tinyconfig".into()),
         };
-        let mut fragments = vec![workspace.join(VM_FRAGMENT)];
+        let arch = crate::arch::HOST;
+        let mut fragments = vec![workspace.join(VM_FRAGMENT), workspace.join(arch.fragment)];
         fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
         fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
         let mut sets: Vec<(String, String)> = file
@@ -103,6 +109,7 @@ impl TrimOptions {
             .collect();
         sets.extend(args.sets.iter().map(|s| ("--set".to_string(), s.clone())));
         TrimOptions {
+            arch,
             base,
             fragments,
             sets,
@@ -146,7 +153,7 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
 
     // 1. What is asked, and that every symbol exists: checked before any make.
     let mut layers = read_layers(opts)?;
-    let index = read_kconfig(&tree)?;
+    let index = read_kconfig(&tree, opts.arch)?;
     let names = layers
         .iter()
         .flat_map(|l| l.settings.iter().map(|s| &s.name));
@@ -176,7 +183,8 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
         "another trim-config",
         Duration::from_secs(10 * 60),
     )?;
-    let make = KernelMake::new(ctx, &tree, &scratch, opts.host)?.with_status("trim-config");
+    let make =
+        KernelMake::new(ctx, &tree, &scratch, opts.arch, opts.host)?.with_status("trim-config");
     let log = ctx.run_dir.join("make.log");
     let dot_config = scratch.join(".config");
     let base = make_base(&opts.base, &make, &tree, &log)?;
@@ -307,10 +315,9 @@ fn print_overrides(merged: &kconfig::merge::Merged, verbose: bool) {
     }
 }
 
-/// The tree's Kconfig files for the architecture, followed from the top `Kconfig` like make
-/// does.
-pub fn read_kconfig(tree: &Path) -> Result<SymbolIndex> {
-    let index = kconfig::symbols::parse_tree(X86_64.srcarch, &mut |rel: &str| {
+/// The tree's Kconfig files for `arch`, followed from the top `Kconfig` like make does.
+pub fn read_kconfig(tree: &Path, arch: &Arch) -> Result<SymbolIndex> {
+    let index = kconfig::symbols::parse_tree(arch.srcarch, &mut |rel: &str| {
         match std::fs::read(tree.join(rel)) {
             // A few Kconfig help texts are not UTF-8; they do not matter here.
             Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
@@ -373,21 +380,27 @@ pub struct KernelMake {
 }
 
 impl KernelMake {
-    pub fn new(ctx: &Ctx, tree: &Path, out: &Path, host: bool) -> Result<KernelMake> {
+    pub fn new(
+        ctx: &Ctx,
+        tree: &Path,
+        out: &Path,
+        arch: &'static Arch,
+        host: bool,
+    ) -> Result<KernelMake> {
         if host {
-            return Ok(KernelMake::on_host(tree, out));
+            return Ok(KernelMake::on_host(tree, out, arch));
         }
         Ok(KernelMake {
-            make: Make::config(Paths::container()),
+            make: Make::config(arch, Paths::container()),
             out_dir: out.to_path_buf(),
             place: Place::container(Container::new(&ctx.state)?, tree, out),
             status: None,
         })
     }
 
-    pub fn on_host(tree: &Path, out: &Path) -> KernelMake {
+    pub fn on_host(tree: &Path, out: &Path, arch: &'static Arch) -> KernelMake {
         KernelMake {
-            make: Make::config(Paths::host(tree, out)),
+            make: Make::config(arch, Paths::host(tree, out)),
             out_dir: out.to_path_buf(),
             place: Place::Host {
                 build_dir: out.to_path_buf(),
@@ -483,6 +496,7 @@ mod tests {
             f,
             [
                 "/ws/kconfig/vm.config",
+                "/ws/kconfig/x86_64.config",
                 "/ws/kconfig/debug.config",
                 "/cwd/mine.config"
             ]
@@ -514,7 +528,7 @@ mod tests {
         );
         assert_eq!(o.base, Base::File("/cwd/old.config".into()));
         assert_eq!(o.output, Path::new("/cwd/out.config"));
-        assert_eq!(o.fragments.len(), 2);
+        assert_eq!(o.fragments.len(), 3);
     }
 
     #[test]
@@ -565,7 +579,7 @@ mod real_tree {
     fn every_symbol_of_a_real_config_is_known() {
         let tree = PathBuf::from(std::env::var_os("XTASK_TEST_TREE").unwrap());
         let config = PathBuf::from(std::env::var_os("XTASK_TEST_CONFIG").unwrap());
-        let index = read_kconfig(&tree).unwrap();
+        let index = read_kconfig(&tree, crate::arch::HOST).unwrap();
         assert!(index.warnings.is_empty(), "{:?}", index.warnings);
         let c = read_config(&config).unwrap();
         let unknown: Vec<&str> = c

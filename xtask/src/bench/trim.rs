@@ -25,6 +25,7 @@ pub fn run(ctx: &Ctx) -> Result<u8> {
     let tree = ctx.require_tree()?;
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = format!("-j{jobs}");
+    let arch = crate::arch::HOST;
 
     // The trimmed config as `trim-config` makes it, kept in this run's directory.
     let mut opts = TrimOptions::defaults(ctx);
@@ -33,24 +34,24 @@ pub fn run(ctx: &Ctx) -> Result<u8> {
 
     let dir = fresh_dir(ctx, "bench-trimmed")?;
     std::fs::copy(&config, dir.join(".config"))?;
-    let make = KernelMake::new(ctx, &tree, &dir, false)?;
+    let make = KernelMake::new(ctx, &tree, &dir, arch, false)?;
     let log = ctx.run_dir.join("bench-trimmed.log");
     make.run_to_log(&["olddefconfig"], &log)?;
     eprintln!("building with the trimmed config (log: {})", log.display());
-    let trimmed = measure("trimmed", &dir, || {
-        make.run_to_log(&[&jobs, "bzImage"], &log)
+    let trimmed = measure("trimmed", &dir, arch, || {
+        make.run_to_log(&[&jobs, arch.image_target], &log)
     })?;
 
     let dir = fresh_dir(ctx, "bench-defconfig")?;
-    let make = KernelMake::new(ctx, &tree, &dir, false)?;
+    let make = KernelMake::new(ctx, &tree, &dir, arch, false)?;
     let log = ctx.run_dir.join("bench-defconfig.log");
     make.run_to_log(&["defconfig", "kvm_guest.config"], &log)?;
     eprintln!(
         "building with defconfig + kvm_guest.config (log: {})",
         log.display()
     );
-    let default = measure("defconfig + kvm_guest.config", &dir, || {
-        make.run_to_log(&[&jobs, "bzImage"], &log)
+    let default = measure("defconfig + kvm_guest.config", &dir, arch, || {
+        make.run_to_log(&[&jobs, arch.image_target], &log)
     })?;
 
     print!("{}", report(&trimmed, &default));
@@ -69,7 +70,12 @@ fn fresh_dir(ctx: &Ctx, name: &str) -> Result<std::path::PathBuf> {
 
 /// Runs `build` and measures the CPU time of the children it waited for (nspawn's included,
 /// which waits for the container's processes), its wall time and the bzImage's size.
-fn measure(name: &str, dir: &Path, build: impl FnOnce() -> Result<()>) -> Result<Measurement> {
+fn measure(
+    name: &str,
+    dir: &Path,
+    arch: &crate::arch::Arch,
+    build: impl FnOnce() -> Result<()>,
+) -> Result<Measurement> {
     // A cold build takes minutes and its output goes to the log: show the elapsed time.
     let bar = crate::build::spinner("building");
     bar.set_message(name.to_string());
@@ -80,7 +86,7 @@ fn measure(name: &str, dir: &Path, build: impl FnOnce() -> Result<()>) -> Result
     built?;
     let wall = t0.elapsed();
     let cpu = children_cpu().saturating_sub(cpu0);
-    let image = dir.join("arch/x86/boot/bzImage");
+    let image = dir.join(arch.image_path);
     let bytes = std::fs::metadata(&image)
         .with_context(|| format!("{} was not built", image.display()))?
         .len();

@@ -1,6 +1,5 @@
 //! `cargo xtask bisect GOOD BAD`: git bisect in a dedicated worktree, each step a check.
 
-pub mod bench;
 mod progress;
 mod report;
 mod run;

@@ -5,14 +5,12 @@
 use super::progress::{self, estimate_steps, Progress, Terms};
 use super::report::{short, Outcome, Report, Step, StepVerdict};
 use crate::build::{self, BuildOutcome};
-use crate::cli::InitMode;
 use crate::cli::{BisectCmd, Cli, Command as CliCommand};
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
-use crate::settings::{BuildOptions, VmOptions};
 use crate::signals;
 use crate::units::human_secs;
-use crate::vm::{self, verdict::Verdict};
+use crate::vm::{self, verdict::Verdict, CheckRequest, KernelSource};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -41,7 +39,7 @@ fn saved_path(ctx: &Ctx, tree: &Path) -> PathBuf {
 }
 
 fn git(dir: &Path) -> Command {
-    crate::fixture::git(dir)
+    crate::git::git(dir)
 }
 
 fn rev_parse(dir: &Path, rev: &str) -> Result<String> {
@@ -103,18 +101,20 @@ fn sha256_file(p: &Path) -> Option<String> {
 /// Builds and checks one commit. Setup problems are `Err` (the bisect stops, logs kept).
 fn test_commit(
     ctx: &Ctx,
-    cmd: &BisectCmd,
+    req: &CheckRequest,
     tree: &Path,
     commit: &str,
     dir: PathBuf,
 ) -> Result<Step> {
     let sctx = step_ctx(ctx, tree, dir.clone())?;
-    let bopts = BuildOptions::resolve(&cmd.build, &ctx.file.build)?;
+    let KernelSource::Build { build: bopts, .. } = &req.kernel else {
+        bail!("a bisect builds each step's commit: it cannot boot one image")
+    };
     let t = Instant::now();
-    let (build_secs, image) = match build::ensure_kernel(&sctx, Some(commit), &bopts)? {
+    let (build_secs, image) = match build::ensure_kernel(&sctx, Some(commit), bopts)? {
         BuildOutcome::Built(a) => (
             (!a.cache_hit).then(|| t.elapsed().as_secs_f64()),
-            sha256_file(&a.bzimage),
+            sha256_file(&a.image),
         ),
         BuildOutcome::Failed {
             summary, cached, ..
@@ -136,7 +136,7 @@ fn test_commit(
             })
         }
     };
-    let out = vm::check_rev(&sctx, Some(commit), &cmd.vm, &cmd.build, &cmd.check, true)?;
+    let out = vm::check(&sctx, &req.at(commit), true)?;
     let verdict = match out.verdict {
         Verdict::Good => StepVerdict::Good,
         Verdict::Bad => StepVerdict::Bad,
@@ -229,8 +229,10 @@ impl BisectCmd {
         } else {
             (self, None, saved_argv()?)
         };
-        cmd.validate(ctx)?;
-        let result = cmd.drive(ctx, &tree, &saved_at, saved, &argv);
+        // Every option the steps use is checked before the first side effect (a build, `git
+        // bisect start`): a bad one must not leave the worktree bisecting.
+        let req = cmd.request(&ctx.file)?;
+        let result = cmd.drive(ctx, &req, &tree, &saved_at, saved, &argv);
         if let Err(e) = &result {
             if signals::is_interrupted(e) {
                 eprintln!("bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it");
@@ -239,21 +241,12 @@ impl BisectCmd {
         result
     }
 
-    /// Checks every option the steps use, before the first side effect (a build, `git bisect
-    /// start`): a bad one must not leave the worktree bisecting.
-    fn validate(&self, ctx: &Ctx) -> Result<()> {
-        VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Fast)?;
-        BuildOptions::resolve(&self.build, &ctx.file.build)?;
-        vm::plan(&self.check)?;
-        vm::repeats(&self.check)?;
-        Ok(())
-    }
-
     /// Runs the bisect; `argv` is the command line to save for `--resume` (unused when
     /// resuming `saved`).
     fn drive(
         &self,
         ctx: &Ctx,
+        req: &CheckRequest,
         tree: &Path,
         saved_at: &Path,
         saved: Option<Saved>,
@@ -296,7 +289,7 @@ impl BisectCmd {
                     );
                     let s = test_commit(
                         ctx,
-                        self,
+                        req,
                         tree,
                         commit,
                         ctx.run_dir
@@ -389,7 +382,7 @@ impl BisectCmd {
             let n = report.steps.len() + 1;
             let mut step = test_commit(
                 ctx,
-                self,
+                req,
                 tree,
                 &commit,
                 saved

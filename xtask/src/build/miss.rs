@@ -3,7 +3,7 @@
 
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
-use super::plan::{self, ConfigFacts, Make, Paths, Plan, X86_64};
+use super::plan::{self, ConfigFacts, Make, Paths, Plan};
 use super::progress;
 use super::runner::{spinner, Place, Runner, Step};
 use super::source::{self, Checkout, Source};
@@ -13,7 +13,7 @@ use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::Config;
 use crate::lock::FileLock;
-use crate::settings::BuildOptions;
+use crate::settings::BuildRequest;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    pub fn of(ctx: &Ctx, tree: &Path, source: &Source, opts: &BuildOptions) -> Dirs {
+    pub fn of(ctx: &Ctx, tree: &Path, source: &Source, opts: &BuildRequest) -> Dirs {
         let src = match source.checkout {
             Checkout::WorkingState => tree.to_path_buf(),
             Checkout::Worktree => source::worktree_dir(&ctx.state, tree),
@@ -69,7 +69,7 @@ impl Dirs {
     }
 
     /// What the build runs here.
-    pub fn plan(&self, source: &Source, opts: &BuildOptions, ccache_host: &Path) -> Plan {
+    pub fn plan(&self, source: &Source, opts: &BuildRequest, ccache_host: &Path) -> Plan {
         let paths = if self.container {
             Paths::container()
         } else {
@@ -82,7 +82,7 @@ impl Dirs {
         };
         Plan {
             make: Make {
-                arch: &X86_64,
+                arch: crate::arch::HOST,
                 paths,
                 jobs: Some(opts.jobs),
                 ccache_dir: opts.ccache.then_some(ccache_dir),
@@ -108,7 +108,7 @@ pub fn build(
     ctx: &Ctx,
     cache: &Cache,
     req: &Request,
-    opts: &BuildOptions,
+    opts: &BuildRequest,
     start: Instant,
 ) -> Result<BuildOutcome> {
     let container = if opts.host {

@@ -3,33 +3,21 @@
 //! from those same steps. Pure; [`super::runner`] executes it.
 
 use super::key::CommandKey;
-use crate::cli::InitramfsMode;
+use crate::arch::Arch;
 use crate::kconfig::Config;
+use serde::{Deserialize, Serialize};
 
-/// The facts of the architecture a build needs, x86_64's only, in this one place; the
-/// `Arch` record (arch.rs) replaces this type with the same field names.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ArchFacts {
-    /// The architecture's name (the cache key's `arch`).
-    pub name: &'static str,
-    /// Kconfig's `$(SRCARCH)`: the directory under `arch/`.
-    pub srcarch: &'static str,
-    /// make's variables for it: none for the host's own (make's default).
-    pub make_vars: &'static [&'static str],
-    /// The image make builds (its make target)…
-    pub image_target: &'static str,
-    /// …and where it lands, relative to the build dir.
-    pub image_path: &'static str,
+/// When a build makes an initramfs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitramfsMode {
+    /// An initramfs only when booting needs modules
+    Auto,
+    /// Always make one with dracut
+    Dracut,
+    /// Never make one
+    None,
 }
-
-/// The one architecture the toolkit builds today.
-pub const X86_64: ArchFacts = ArchFacts {
-    name: "x86_64",
-    srcarch: "x86",
-    make_vars: &[],
-    image_target: "bzImage",
-    image_path: "arch/x86/boot/bzImage",
-};
 
 /// Where the sources and the build dir are, as the build commands see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +80,9 @@ pub const EXEMPT_ENV: &[&str] = &["CCACHE_DIR", "CCACHE_BASEDIR"];
 /// sources. Both the build and trim-config run make through this.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Make {
-    pub arch: &'static ArchFacts,
+    /// The architecture built for: its image target, and `ARCH=`/`CROSS_COMPILE=` when it is
+    /// not the host's.
+    pub arch: &'static Arch,
     pub paths: Paths,
     /// `-jN`; None leaves make serial (config targets, which take seconds).
     pub jobs: Option<u32>,
@@ -105,9 +95,9 @@ pub struct Make {
 
 impl Make {
     /// Config targets (tinyconfig, olddefconfig): serial, no ccache, no timestamp.
-    pub fn config(paths: Paths) -> Make {
+    pub fn config(arch: &'static Arch, paths: Paths) -> Make {
         Make {
-            arch: &X86_64,
+            arch,
             paths,
             jobs: None,
             ccache_dir: None,
@@ -115,7 +105,8 @@ impl Make {
         }
     }
 
-    /// `make -C SRC O=BUILD [-jN] [ARCH vars] [CC=ccache gcc] TARGETS…`, with its environment.
+    /// `make -C SRC O=BUILD [-jN] [ARCH= CROSS_COMPILE=] [CC=ccache …gcc] TARGETS…`, with its
+    /// environment.
     pub fn run(&self, targets: &[&str]) -> Invocation {
         let mut argv: Vec<String> = vec![
             "make".into(),
@@ -126,9 +117,9 @@ impl Make {
         if let Some(j) = self.jobs {
             argv.push(format!("-j{j}"));
         }
-        argv.extend(self.arch.make_vars.iter().map(|v| v.to_string()));
+        argv.extend(self.arch.make_vars());
         if self.ccache_dir.is_some() {
-            argv.push("CC=ccache gcc".into());
+            argv.push(format!("CC=ccache {}gcc", self.arch.toolchain_prefix()));
         }
         argv.extend(targets.iter().map(|t| t.to_string()));
         Invocation {
@@ -375,6 +366,7 @@ impl ConfigFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::X86_64;
     use crate::build::key::{sha256_hex, KeyInputs};
 
     fn plan() -> Plan {
@@ -443,7 +435,7 @@ mod tests {
             .env
             .contains(&("CCACHE_DIR".into(), "/build/.ccache".into())));
         // Config targets: serial, no timestamp.
-        let c = Make::config(Paths::container()).run(&["tinyconfig"]);
+        let c = Make::config(&X86_64, Paths::container()).run(&["tinyconfig"]);
         assert_eq!(c.argv, ["make", "-C", "/src", "O=/build", "tinyconfig"]);
         assert!(!c.env.iter().any(|(k, _)| k == "KBUILD_BUILD_TIMESTAMP"));
     }

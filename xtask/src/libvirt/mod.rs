@@ -11,7 +11,7 @@ pub mod xml;
 use crate::vm::fault::VmEnd;
 use crate::vm::qga::{self, Agent};
 use crate::vm::run::{Guest, Tools};
-use crate::vm::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG};
+use crate::vm::spec::{Console, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG};
 use anyhow::{Context, Result};
 use std::io;
 use std::time::{Duration, Instant};
@@ -19,8 +19,8 @@ use xml::{ConsoleSink, DomainDef};
 
 /// The domain for a spec: pure.
 pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) -> DomainDef {
-    // libvirt boots only q35 (see xml::MACHINE); the spec was made for it.
-    debug_assert_eq!(spec.machine, Machine::Q35);
+    // libvirt boots the arch's full machine (see DomainDef::arch); the spec was made for it.
+    debug_assert_eq!(spec.machine, spec.arch.full_machine);
     DomainDef {
         name: domain::domain_name(&paths.dir),
         description: format!(
@@ -32,7 +32,7 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) ->
                 String::new()
             }
         ),
-        kvm: spec.accel == crate::cli::Accel::Kvm,
+        kvm: spec.accel == crate::vm::spec::Accel::Kvm,
         emulator: tools.qemu.clone(),
         memory_mib: spec.memory_mib,
         cpus: spec.cpus,
@@ -51,6 +51,7 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) ->
             },
         },
         agent_port: AGENT_PORT.into(),
+        arch: spec.arch,
     }
 }
 

@@ -41,11 +41,10 @@ pub struct DomainDef {
     pub console: ConsoleSink,
     /// The virtio-serial port name the guest agent opens.
     pub agent_port: String,
+    /// The guest's architecture; libvirt boots its `full_machine`: libvirt 9.0 cannot place
+    /// virtio-pci devices on x86's `microvm` ("No PCI buses available").
+    pub arch: &'static crate::arch::Arch,
 }
-
-/// The machine type. libvirt 9.0 cannot place virtio-pci devices on `microvm` ("No PCI
-/// buses available"), so the libvirt backend boots the standard PC.
-pub const MACHINE: &str = "q35";
 
 /// Escapes a value for XML text and for attributes in either quote.
 pub fn escape(s: &str) -> String {
@@ -140,7 +139,12 @@ pub fn domain_xml(d: &DomainDef) -> Result<String> {
 /// Direct kernel boot: no firmware boot menu, no disk, no bootloader.
 fn os(d: &DomainDef) -> Result<String> {
     let mut x = String::from("  <os>\n");
-    let _ = writeln!(x, "    <type arch='x86_64' machine='{MACHINE}'>hvm</type>");
+    let _ = writeln!(
+        x,
+        "    <type arch='{}' machine='{}'>hvm</type>",
+        d.arch.uname,
+        d.arch.full_machine.name()
+    );
     let _ = writeln!(x, "    <kernel>{}</kernel>", path("the kernel", &d.kernel)?);
     if let Some(i) = &d.initramfs {
         let _ = writeln!(x, "    <initrd>{}</initrd>", path("the initramfs", i)?);
@@ -233,6 +237,7 @@ mod tests {
             virtiofsd: "/root/.cargo/bin/virtiofsd".into(),
             console: ConsoleSink::File("/state/runs/r/console.log".into()),
             agent_port: "org.qemu.guest_agent.0".into(),
+            arch: &crate::arch::X86_64,
         }
     }
 

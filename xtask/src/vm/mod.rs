@@ -1,14 +1,13 @@
 //! Booting kernels in VMs: `boot` and `check`, and the entry point other tasks (bisect) use
-//! to judge one kernel: [`check_rev`].
+//! to judge one kernel: [`check`].
 //!
-//! Layers, from the top: [`check_rev`] (options → build → N checks → [`CheckOutcome`]);
-//! [`prepare`] (options → [`spec::VmSpec`] + tools, all decided up front); [`run::check`]
+//! Layers, from the top: [`check`] ([`CheckRequest`] → build → N checks → [`CheckOutcome`]);
+//! [`prepare`] (request → [`spec::VmSpec`] + tools, all decided up front); [`run::check`]
 //! (one VM through its phases → [`run::Report`]); below that, pure parts a libvirt backend
 //! reuses as they are: [`spec`], [`qga`] (agent over any [`qga::Stream`]), [`console`],
 //! [`verdict`].
 
 mod b64;
-pub mod bench;
 pub mod command;
 pub mod console;
 pub mod fault;
@@ -21,15 +20,14 @@ pub mod verdict;
 pub mod virtiofsd;
 
 use crate::build::{self, BuildOutcome};
-use crate::cli::{Backend, BootCmd, BuildArgs, CheckArgs, CheckCmd, InitMode, VmArgs};
+use crate::cli::{BootCmd, CheckCmd};
 use crate::ctx::Ctx;
-use crate::settings::{BuildOptions, VmOptions};
-use crate::units::Bound;
+use crate::settings::{BuildRequest, VmRequest};
 use crate::{exit, kvm, tools};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use run::{Event, Launcher, Plan, Report, Tools};
-use serde::Serialize;
-use spec::{CmdlineInput, Console, Machine, RunPaths, VmSpec};
+use serde::{Deserialize, Serialize};
+use spec::{Backend, CmdlineInput, Console, RunPaths, VmSpec};
 use std::io::Write;
 use std::path::PathBuf;
 use verdict::{Judgement, Verdict};
@@ -37,28 +35,73 @@ use verdict::{Judgement, Verdict};
 /// A kernel to boot.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
-    pub bzimage: PathBuf,
+    pub image: PathBuf,
     pub initramfs: Option<PathBuf>,
 }
 
-/// `--kernel`, else a build of `rev` through the cache. `Err(judgement)` when the build
-/// failed on the kernel's side: the kernel is untestable.
+/// What to boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelSource {
+    /// A build of `rev` through the cache (None: the tree's working state).
+    Build {
+        rev: Option<String>,
+        build: BuildRequest,
+    },
+    /// `--kernel`: this image as it is, absolute.
+    Image(PathBuf),
+}
+
+/// A check, resolved: what to boot, how, what to run and how many times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub kernel: KernelSource,
+    pub vm: VmRequest,
+    pub plan: Plan,
+    /// `--repeat`: up to this many runs, stopping at the first bad one.
+    pub repeat: u32,
+}
+
+impl CheckRequest {
+    /// The same check of another revision (a bisect step); an image stays as it is.
+    pub fn at(&self, rev: &str) -> CheckRequest {
+        let mut r = self.clone();
+        if let KernelSource::Build { rev: r, .. } = &mut r.kernel {
+            *r = Some(rev.to_string());
+        }
+        r
+    }
+}
+
+/// A boot, resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootRequest {
+    pub kernel: KernelSource,
+    pub vm: VmRequest,
+    /// `--exec`: run this in the guest and exit with its status; else an interactive console.
+    pub exec: Option<String>,
+    /// `--print-xml`: print the libvirt domain XML and exit.
+    pub print_xml: bool,
+}
+
+/// The image of `kernel`, built through the cache when it is a revision. `Err(judgement)`
+/// when the build failed on the kernel's side: the kernel is untestable.
 pub fn kernel_for(
     ctx: &Ctx,
-    rev: Option<&str>,
-    opts: &VmOptions,
-    build: &BuildArgs,
+    kernel: &KernelSource,
 ) -> Result<std::result::Result<KernelImage, Judgement>> {
-    if let Some(k) = &opts.kernel {
-        return Ok(Ok(KernelImage {
-            bzimage: k.clone(),
-            initramfs: None,
-        }));
-    }
-    let bopts = BuildOptions::resolve(build, &ctx.file.build)?;
-    match build::ensure_kernel(ctx, rev, &bopts)? {
+    let (rev, build) = match kernel {
+        KernelSource::Image(k) => {
+            return Ok(Ok(KernelImage {
+                image: k.clone(),
+                initramfs: None,
+            }))
+        }
+        KernelSource::Build { rev, build } => (rev.as_deref(), build),
+    };
+    match build::ensure_kernel(ctx, rev, build)? {
         BuildOutcome::Built(a) => Ok(Ok(KernelImage {
-            bzimage: a.bzimage,
+            image: a.image,
             initramfs: a.initramfs,
         })),
         BuildOutcome::Failed { log, summary, .. } => Ok(Err(Judgement {
@@ -88,7 +131,7 @@ pub const NEEDS_LIBVIRT_FEATURE: &str = "the libvirt backend needs the `libvirt`
      arguments instead of `cargo xtask …` (needs libvirt-dev)";
 
 /// Who starts the VM, from `--backend`, `--connect` and `--keep`.
-fn launcher(opts: &VmOptions) -> Result<Launcher> {
+fn launcher(opts: &VmRequest) -> Result<Launcher> {
     match opts.backend {
         Backend::Qemu => Ok(Launcher::Qemu),
         Backend::Libvirt if cfg!(feature = "libvirt") => Ok(Launcher::Libvirt {
@@ -101,7 +144,7 @@ fn launcher(opts: &VmOptions) -> Result<Launcher> {
 
 /// The programs a VM run needs: found before anything is built, so that a missing or
 /// unusable tool ends the run at once.
-pub fn find_tools(opts: &VmOptions) -> Result<Tools> {
+pub fn find_tools(opts: &VmRequest) -> Result<Tools> {
     Ok(Tools {
         qemu: tools::find(&tools::QEMU)?,
         virtiofsd: tools::find(&tools::VIRTIOFSD)?,
@@ -112,16 +155,17 @@ pub fn find_tools(opts: &VmOptions) -> Result<Tools> {
 /// The accelerator and the spec for one VM, with its tools: everything decided up front.
 pub fn prepare(
     ctx: &Ctx,
-    opts: &VmOptions,
+    opts: &VmRequest,
     tools: Tools,
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.bzimage))?;
+    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
+    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
-        Launcher::Qemu => Machine::Microvm,
-        Launcher::Libvirt { .. } => Machine::Q35,
+        Launcher::Qemu => arch.machine,
+        Launcher::Libvirt { .. } => arch.full_machine,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let layer = match &opts.layer {
@@ -135,6 +179,7 @@ pub fn prepare(
         bail!("--share needs the QEMU backend for now");
     }
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
+        arch,
         init: opts.init,
         rw: layer.is_some(),
         share: opts.share.is_some(),
@@ -144,7 +189,8 @@ pub fn prepare(
         append: opts.append.as_deref(),
     });
     let spec = VmSpec {
-        kernel: kernel.bzimage.clone(),
+        arch,
+        kernel: kernel.image.clone(),
         initramfs: kernel.initramfs.clone(),
         cmdline,
         memory_mib: opts.memory_mib,
@@ -163,42 +209,7 @@ pub fn prepare(
     Ok((spec, tools))
 }
 
-/// The plan of a check from its options: the command, or the script with the command's
-/// words as its arguments.
-pub fn plan(check: &CheckArgs) -> Result<Plan> {
-    let bad_if_console = console::compile(&check.bad_if_console)?;
-    let (command, script) = match &check.script {
-        Some(f) => {
-            let text = std::fs::read(f).with_context(|| format!("--script {}", f.display()))?;
-            let mut c = vec!["/bin/sh".to_string(), command::SCRIPT_PATH.to_string()];
-            c.extend(check.command.iter().cloned());
-            (c, Some(text))
-        }
-        None => (check.command.clone(), None),
-    };
-    Ok(Plan {
-        command,
-        script,
-        bad_if_console,
-    })
-}
-
-/// The most `--repeat`: a flaky bug shows long before, and each run is a boot.
-const MAX_REPEAT: Bound<'static, u64> = (1000, "1000");
-
-/// How many times to run the check: `--repeat`, checked.
-pub fn repeats(check: &CheckArgs) -> Result<u32> {
-    match &check.repeat {
-        Some(n) => Ok(u32::try_from(n.within(
-            "--repeat",
-            (1, "1"),
-            MAX_REPEAT,
-        )?)?),
-        None => Ok(1),
-    }
-}
-
-/// What [`check_rev`] found.
+/// What [`check`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
     pub verdict: Verdict,
@@ -207,21 +218,12 @@ pub struct CheckOutcome {
     pub runs: Vec<Report>,
 }
 
-/// Judges one revision (or `--kernel`): build if needed, then up to `--repeat` checks,
-/// stopping at the first bad one. Prints progress on stderr unless `quiet`.
-pub fn check_rev(
-    ctx: &Ctx,
-    rev: Option<&str>,
-    vm: &VmArgs,
-    build: &BuildArgs,
-    check: &CheckArgs,
-    quiet: bool,
-) -> Result<CheckOutcome> {
-    let opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
-    let plan = plan(check)?;
-    let repeat = repeats(check)?;
-    let tools = find_tools(&opts)?;
-    let kernel = match kernel_for(ctx, rev, &opts, build)? {
+/// Judges one kernel (a revision, or `--kernel`): build if needed, then up to `--repeat`
+/// checks, stopping at the first bad one. Prints progress on stderr unless `quiet`.
+pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
+    let (opts, plan, repeat) = (&req.vm, &req.plan, req.repeat);
+    let tools = find_tools(opts)?;
+    let kernel = match kernel_for(ctx, &req.kernel)? {
         Ok(k) => k,
         Err(j) => {
             return Ok(CheckOutcome {
@@ -231,7 +233,7 @@ pub fn check_rev(
             })
         }
     };
-    let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
+    let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
     let mut runs = Vec::new();
     for i in 1..=repeat {
         let dir = if repeat == 1 {
@@ -251,7 +253,7 @@ pub fn check_rev(
                 "booting {}{nth}: {:?}, {} init, {} vCPUs, {} MiB",
                 spec.kernel.display(),
                 spec.accel,
-                init_name(spec.init),
+                spec.init.name(),
                 spec.cpus,
                 spec.memory_mib
             );
@@ -261,7 +263,7 @@ pub fn check_rev(
                 print_event(&e)
             }
         };
-        let r = run::check(&spec, &RunPaths::new(&dir), &tools, &plan, &mut print)?;
+        let r = run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
         let bad = r.judgement.verdict == Verdict::Bad;
         runs.push(r);
         if bad {
@@ -280,13 +282,6 @@ pub fn check_rev(
         reason,
         runs,
     })
-}
-
-pub(crate) fn init_name(i: InitMode) -> &'static str {
-    match i {
-        InitMode::Fast => "fast",
-        InitMode::Systemd => "systemd",
-    }
 }
 
 fn print_event(e: &Event) {
@@ -381,14 +376,7 @@ impl CheckCmd {
                     runs: vec![r],
                 }
             }
-            None => check_rev(
-                ctx,
-                self.rev.as_deref(),
-                &self.vm,
-                &self.build,
-                &self.check,
-                false,
-            )?,
+            None => check(ctx, &self.request(&ctx.file)?, false)?,
         };
         if self.json {
             println!("{}", json(&outcome)?);
@@ -400,12 +388,10 @@ impl CheckCmd {
 
 impl BootCmd {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let opts = VmOptions::resolve(&self.vm, &ctx.file.vm, InitMode::Systemd)?;
-        if self.print_xml && opts.backend != Backend::Libvirt {
-            bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
-        }
-        let tools = find_tools(&opts)?;
-        let kernel = match kernel_for(ctx, self.rev.as_deref(), &opts, &self.build)? {
+        let req = self.request(&ctx.file)?;
+        let opts = &req.vm;
+        let tools = find_tools(opts)?;
+        let kernel = match kernel_for(ctx, &req.kernel)? {
             Ok(k) => k,
             Err(j) => {
                 eprintln!("{}", j.reason);
@@ -413,9 +399,9 @@ impl BootCmd {
             }
         };
         let paths = RunPaths::new(&ctx.run_dir);
-        match &self.exec {
+        match &req.exec {
             Some(cmdline) => {
-                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
+                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
                 let plan = Plan {
                     command: vec!["/bin/sh".into(), "-c".into(), cmdline.clone()],
                     ..Plan::default()
@@ -448,8 +434,8 @@ impl BootCmd {
                     }
                 })
             }
-            None if self.print_xml => {
-                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Log)?;
+            None if req.print_xml => {
+                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
                 #[cfg(feature = "libvirt")]
                 print!("{}", crate::libvirt::xml_for(&spec, &paths, &tools)?);
                 #[cfg(not(feature = "libvirt"))]
@@ -458,16 +444,16 @@ impl BootCmd {
             }
             #[cfg(feature = "libvirt")]
             None if opts.backend == Backend::Libvirt => {
-                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Interactive)?;
                 crate::libvirt::boot_interactive(&spec, &paths, &tools)
             }
             None => {
-                let (spec, tools) = prepare(ctx, &opts, tools, &kernel, Console::Interactive)?;
+                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Interactive)?;
                 eprintln!(
                     "booting {} ({:?}, {} init); Ctrl-A X quits, Ctrl-A C is the QEMU monitor",
                     spec.kernel.display(),
                     spec.accel,
-                    init_name(spec.init)
+                    spec.init.name()
                 );
                 let mut vm = run::Vm::start(&spec, &paths, &tools)?;
                 let st = vm.wait_foreground()?;
@@ -488,13 +474,14 @@ mod backend_tests {
     use super::*;
     use crate::settings::FileVm;
 
-    fn opts(backend: Backend) -> VmOptions {
-        let args = VmArgs {
+    fn opts(backend: Backend) -> VmRequest {
+        let args = crate::cli::VmArgs {
             backend: Some(backend),
             keep: true,
-            ..VmArgs::default()
+            ..Default::default()
         };
-        VmOptions::resolve(&args, &FileVm::default(), InitMode::Fast).unwrap()
+        args.resolve(&FileVm::default(), spec::InitMode::Fast)
+            .unwrap()
     }
 
     #[test]

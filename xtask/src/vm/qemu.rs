@@ -1,8 +1,8 @@
 //! QEMU's command line for a [`VmSpec`]: small pure functions, one per concern, each flag
 //! with the reason it is there.
 
+use super::spec::Accel;
 use super::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG, SHARE_TAG};
-use crate::cli::Accel;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -66,6 +66,9 @@ fn machine(spec: &VmSpec) -> Vec<OsString> {
         Machine::Microvm => format!("microvm,pcie=on,{mem}"),
         // q35: the standard PC, for kernels that need more than microvm gives.
         Machine::Q35 => format!("q35,{mem}"),
+        // virt: arm64's generic board, with a PCIe host bridge for the virtio-*-pci devices
+        // below and a PL011 UART (ttyAMA0) as its first serial port.
+        Machine::Virt => format!("virt,{mem}"),
     };
     os(&["-M", &m])
 }
@@ -75,8 +78,9 @@ fn cpu(spec: &VmSpec) -> Vec<OsString> {
     let (accel, model) = match spec.accel {
         // KVM: the host's CPU as it is.
         Accel::Kvm => ("kvm", "host"),
-        // TCG: every feature TCG can emulate; one host thread per vCPU.
-        Accel::Tcg | Accel::Auto => ("tcg,thread=multi", "max"),
+        // TCG: the architecture's model (every feature TCG can emulate, see its record); one
+        // host thread per vCPU.
+        Accel::Tcg => ("tcg,thread=multi", spec.arch.tcg_cpu),
     };
     os(&["-accel", accel, "-cpu", model, "-smp", &cpus])
 }
@@ -178,12 +182,13 @@ fn rng() -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::InitMode;
+    use crate::vm::spec::InitMode;
     use std::path::PathBuf;
     use std::time::Duration;
 
     fn spec() -> VmSpec {
         VmSpec {
+            arch: &crate::arch::X86_64,
             kernel: "/k/bzImage".into(),
             initramfs: None,
             cmdline: vec!["console=ttyS0".into(), "panic=-1".into()],

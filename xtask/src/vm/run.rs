@@ -92,15 +92,50 @@ pub enum Event {
     Retrying(String),
 }
 
-/// What to run in the guest once it is up.
-#[derive(Debug, Clone, Default)]
+/// What to run in the guest once it is up; saved with a request as plain JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Plan {
     /// Empty: the check is the boot itself.
     pub command: Vec<String>,
     /// A script to copy into the guest first, at [`SCRIPT_PATH`]; `command` then runs it.
+    #[serde(default, with = "script_base64")]
     pub script: Option<Vec<u8>>,
     /// `--bad-if-console`.
+    #[serde(default, with = "regex_sources")]
     pub bad_if_console: Vec<Regex>,
+}
+
+/// A script's bytes as base64 text (it may be any bytes).
+mod script_base64 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&super::super::b64::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| super::super::b64::decode(&t).map_err(de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Regexes as their sources, compiled again when read.
+mod regex_sources {
+    use regex::Regex;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Regex], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(Regex::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Regex>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        super::console::compile(&v).map_err(de::Error::custom)
+    }
 }
 
 /// Everything one run produced; also written to `result.json`.

@@ -1,18 +1,70 @@
 //! A VM as plain data (what to boot, with what, for how long) and the run dir's file names;
 //! every backend starts from these. Building the kernel command line is here too: pure code.
 
-use crate::cli::{Accel, InitMode};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The QEMU machine type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Machine {
-    /// `microvm,pcie=on`: no firmware, no legacy devices; ~1.4 s to a command under TCG.
-    Microvm,
-    /// `q35`: the full PC; ~2.3 s under TCG. For kernels that need a real PC.
-    Q35,
+/// The accelerator asked for (`--accel`, `vm.accel`); [`crate::kvm::choose`] turns it into
+/// an [`Accel`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelAsked {
+    /// KVM when the probe says it works, else TCG
+    Auto,
+    Kvm,
+    Tcg,
 }
+
+/// The accelerator a VM runs under, once chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's name for it (`-accel kvm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Who starts the VM.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// QEMU started directly; no daemon
+    Qemu,
+    /// A transient libvirt domain (needs the `libvirt` cargo feature)
+    Libvirt,
+}
+
+/// The guest's userspace.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitMode {
+    /// Full systemd userspace, qemu-guest-agent as a service
+    Systemd,
+    /// The rootfs's small init: overlay root, guest agent, nothing else
+    Fast,
+}
+
+impl InitMode {
+    /// Its name, as `xtask.init=` and the progress lines say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InitMode::Fast => "fast",
+            InitMode::Systemd => "systemd",
+        }
+    }
+}
+
+pub use crate::arch::Machine;
 
 /// Where the console goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +78,8 @@ pub enum Console {
 /// One VM to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmSpec {
+    /// The guest's architecture: QEMU's binary, machine and CPU.
+    pub arch: &'static crate::arch::Arch,
     pub kernel: PathBuf,
     /// Only when the build made one.
     pub initramfs: Option<PathBuf>,
@@ -33,7 +87,6 @@ pub struct VmSpec {
     pub cmdline: Vec<String>,
     pub memory_mib: u64,
     pub cpus: u32,
-    /// Kvm or Tcg, already chosen (never Auto).
     pub accel: Accel,
     pub machine: Machine,
     /// The directory shared as the guest's root.
@@ -68,6 +121,8 @@ pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
 /// Inputs of the kernel command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CmdlineInput<'a> {
+    /// The console device and the architecture's own arguments.
+    pub arch: &'static crate::arch::Arch,
     pub init: InitMode,
     pub rw: bool,
     /// Whether a `--share` dir is there to mount.
@@ -85,7 +140,7 @@ pub struct CmdlineInput<'a> {
 pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     let mut v: Vec<String> = vec![
         // The serial port is the console the run's log records.
-        "console=ttyS0".into(),
+        format!("console={}", i.arch.console),
         // The root is the virtiofs share tagged "rootfs", mounted read-only: xtask-init puts
         // a tmpfs overlay on it (or remounts it rw with xtask.rw=1).
         format!("root={ROOT_TAG}"),
@@ -96,19 +151,11 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
         "panic=-1".into(),
         // Oopses are fatal too: a guest that oopsed is not worth waiting for.
         "oops=panic".into(),
-        // Triple-fault reboot: works on every machine type, microvm included.
-        "reboot=t".into(),
-        // The one serial port we have; probing the other three costs time.
-        "8250.nr_uarts=1".into(),
-        // Tell xtask-init which userspace to bring up.
-        format!(
-            "xtask.init={}",
-            match i.init {
-                InitMode::Fast => "fast",
-                InitMode::Systemd => "systemd",
-            }
-        ),
     ];
+    // The architecture's own (its record says why each is there).
+    v.extend(i.arch.cmdline.iter().map(|a| a.to_string()));
+    // Tell xtask-init which userspace to bring up.
+    v.push(format!("xtask.init={}", i.init.name()));
     if i.rw {
         v.push("xtask.rw=1".into());
     }
@@ -268,6 +315,7 @@ mod tests {
 
     fn input() -> CmdlineInput<'static> {
         CmdlineInput {
+            arch: &crate::arch::X86_64,
             init: InitMode::Fast,
             rw: false,
             share: false,
@@ -342,6 +390,7 @@ mod tests {
     #[test]
     fn init_arguments_after_dashes_stay_last() {
         let c = kernel_cmdline(&CmdlineInput {
+            arch: &crate::arch::X86_64,
             init: InitMode::Fast,
             rw: false,
             share: false,

@@ -5,7 +5,7 @@
 
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
-use crate::fixture::git;
+use crate::git::git;
 use crate::state::StateDir;
 use crate::testrun::self_exe;
 use crate::units::human_duration;
@@ -109,10 +109,12 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     std::fs::write(&script, ARTICLE_STEP)?;
     let qemu = tools::find(&tools::QEMU)?;
     let virtiofsd = tools::find(&tools::VIRTIOFSD)?;
-    let accel = kvm::choose(crate::cli::Accel::Auto, &ctx.state, &qemu, None)?;
+    let accel = kvm::choose(crate::vm::spec::AccelAsked::Auto, &ctx.state, &qemu, None)?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let append = kernel_cmdline(&CmdlineInput {
-        init: crate::cli::InitMode::Fast,
+        // The article's script boots x86_64 microvm.
+        arch: &crate::arch::X86_64,
+        init: crate::vm::spec::InitMode::Fast,
         rw: false,
         share: false,
         machine: Machine::Microvm,
@@ -138,14 +140,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
         .env("XTASK_RUN", bench.join("article-run"))
         .env("XTASK_QEMU", &qemu)
         .env("XTASK_VIRTIOFSD", &virtiofsd)
-        .env(
-            "XTASK_ACCEL",
-            if accel == crate::cli::Accel::Kvm {
-                "kvm"
-            } else {
-                "tcg"
-            },
-        )
+        .env("XTASK_ACCEL", accel.name())
         .env("XTASK_APPEND", &append)
         .env("XTASK_JOBS", jobs.to_string())
         .output_logged();

@@ -2,14 +2,14 @@
 //! minimal QEMU + virtiofsd command line that boots the same kernel and rootfs to the same
 //! command and powers off. Medians of N runs each, and the ratio to the baseline.
 
-use super::run::{self, Plan};
-use super::spec::{Console, RunPaths, VmSpec};
-use super::virtiofsd;
-use super::{find_tools, kernel_for, prepare};
-use crate::cli::{Accel, BuildArgs, InitMode, VmArgs};
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
-use crate::settings::VmOptions;
+use crate::settings::VmRequest;
+use crate::vm::run::{self, Plan};
+use crate::vm::spec::{Console, RunPaths, VmSpec};
+use crate::vm::virtiofsd;
+use crate::vm::KernelSource;
+use crate::vm::{find_tools, kernel_for, prepare};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,11 +27,7 @@ pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
 /// The baseline: what a person would type to boot the kernel on the rootfs, run `true` and
 /// power off, with no agent, overlay or checks. Only what booting needs.
 fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
-    let accel = if spec.accel == Accel::Kvm {
-        "kvm"
-    } else {
-        "tcg"
-    };
+    let accel = spec.accel.name();
     let tsc = spec
         .cmdline
         .iter()
@@ -113,11 +109,18 @@ fn baseline_once(
     }
 }
 
-/// Runs the benchmark, `runs` (at least 1) boots per variant.
-pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
-    let base_opts = VmOptions::resolve(vm, &ctx.file.vm, InitMode::Fast)?;
-    let tools = find_tools(&base_opts)?;
-    let kernel = match kernel_for(ctx, None, &base_opts, &BuildArgs::default())? {
+/// Runs the benchmark, `runs` (at least 1) boots per variant of `kernel`: the baseline with
+/// `base`'s VM, then `check -- true` with each of `variants`.
+pub fn bench_boot(
+    ctx: &Ctx,
+    runs: u32,
+    kernel: &KernelSource,
+    base: &VmRequest,
+    variants: &[VmRequest],
+) -> Result<u8> {
+    let base_opts = base;
+    let tools = find_tools(base_opts)?;
+    let kernel = match kernel_for(ctx, kernel)? {
         Ok(k) => k,
         Err(j) => bail!("cannot bench: {}", j.reason),
     };
@@ -126,19 +129,14 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
         ..Plan::default()
     };
     // The variants, each prepared once.
-    let mut variants = Vec::new();
-    for init in [InitMode::Fast, InitMode::Systemd] {
-        let args = VmArgs {
-            init: Some(init),
-            ..vm.clone()
-        };
-        let opts = VmOptions::resolve(&args, &ctx.file.vm, InitMode::Fast)?;
-        variants.push((
-            init,
-            prepare(ctx, &opts, tools.clone(), &kernel, Console::Log)?,
-        ));
-    }
-    let (base_spec, base_tools) = prepare(ctx, &base_opts, tools, &kernel, Console::Log)?;
+    let variants = variants
+        .iter()
+        .map(|opts| {
+            let prepared = prepare(ctx, opts, tools.clone(), &kernel, Console::Log)?;
+            Ok((opts.init, prepared))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (base_spec, base_tools) = prepare(ctx, base_opts, tools, &kernel, Console::Log)?;
     // Round-robin, so that a busy moment of the host weighs on every variant alike.
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
     for i in 0..runs {
@@ -149,12 +147,12 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
         eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
         times[0].push(took);
         for (v, (init, (spec, tools))) in variants.iter().enumerate() {
-            let dir = ctx.run_dir.join(format!("{}-{i}", super::init_name(*init)));
+            let dir = ctx.run_dir.join(format!("{}-{i}", init.name()));
             std::fs::create_dir_all(&dir)?;
             let t = Instant::now();
             let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
             let took = t.elapsed();
-            if r.judgement.verdict != super::verdict::Verdict::Good {
+            if r.judgement.verdict != crate::vm::verdict::Verdict::Good {
                 bail!(
                     "check -- true was not good ({}); see {}",
                     r.judgement.reason,
@@ -163,7 +161,7 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
             }
             eprintln!(
                 "{} init #{i}: {:.2}s ({})",
-                super::init_name(*init),
+                init.name(),
                 took.as_secs_f64(),
                 r.timings.line()
             );
@@ -177,7 +175,7 @@ pub fn bench_boot(ctx: &Ctx, runs: u32, vm: &VmArgs) -> Result<u8> {
     )];
     for ((init, _), t) in variants.iter().zip(&times[1..]) {
         rows.push((
-            format!("check -- true, {} init", super::init_name(*init)),
+            format!("check -- true, {} init", init.name()),
             median(t.clone()).expect("runs > 0"),
         ));
     }

@@ -1,0 +1,187 @@
+//! The architectures a guest kernel can be built and booted for, as plain data: one record
+//! per architecture (make's ARCH, the image, QEMU's binary, machine and CPU, the console,
+//! the command line's part, the guest root's Debian arch, the config fragment).
+
+use anyhow::{bail, Result};
+
+/// A QEMU machine type; `-M` and libvirt's `machine=` are built from it in `vm::qemu` and
+/// `libvirt::xml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// x86 `microvm,pcie=on`: no firmware, no legacy devices; ~1.4 s to a command under TCG.
+    Microvm,
+    /// x86 `q35`: the full PC; ~2.3 s under TCG. For kernels that need a real PC, and for
+    /// libvirt, which cannot put virtio-pci devices on microvm.
+    Q35,
+    /// arm64 `virt`: QEMU's generic board, PCIe included, booted from a device tree (its
+    /// record comes with `--arch`).
+    #[allow(dead_code)]
+    Virt,
+}
+
+impl Machine {
+    /// The machine type's name, as QEMU's `-M` and libvirt's `machine=` know it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Machine::Microvm => "microvm",
+            Machine::Q35 => "q35",
+            Machine::Virt => "virt",
+        }
+    }
+}
+
+/// One architecture's facts. Adding one is one more record and one `kconfig/` fragment.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Arch {
+    /// The `--arch` name, which is also make's `ARCH=`.
+    pub name: &'static str,
+    /// Kconfig's `$(SRCARCH)`: the directory under `arch/`.
+    pub srcarch: &'static str,
+    /// What `uname -m` says in the guest (and Rust's `target_arch` on such a host); libvirt's
+    /// `<type arch=…>`.
+    pub uname: &'static str,
+    /// make's `CROSS_COMPILE=` when the host is another architecture.
+    pub cross_compile: &'static str,
+    /// The Debian packages of that cross toolchain, installed in the build container.
+    pub cross_packages: &'static [&'static str],
+    /// The image make builds (its make target)…
+    pub image_target: &'static str,
+    /// …and where it lands, relative to the build dir.
+    pub image_path: &'static str,
+    /// The QEMU binary, and the Debian package that has it.
+    pub qemu: &'static str,
+    pub qemu_package: &'static str,
+    /// The machine the QEMU backend boots.
+    pub machine: Machine,
+    /// The machine the libvirt backend and the KVM probe boot (it has firmware).
+    pub full_machine: Machine,
+    /// `-cpu` under TCG (under KVM it is always `host`).
+    pub tcg_cpu: &'static str,
+    /// The serial console's device in the guest (`console=`).
+    pub console: &'static str,
+    /// The kernel command line's part for this architecture, each with its reason below.
+    pub cmdline: &'static [&'static str],
+    /// The Debian architecture of the guest root (mmdebstrap `--architectures`).
+    pub debian_arch: &'static str,
+    /// The config fragment merged after the common `kconfig/vm.config`, relative to the
+    /// workspace root.
+    pub fragment: &'static str,
+}
+
+pub const X86_64: Arch = Arch {
+    name: "x86_64",
+    srcarch: "x86",
+    uname: "x86_64",
+    cross_compile: "x86_64-linux-gnu-",
+    cross_packages: &["gcc-x86-64-linux-gnu", "binutils-x86-64-linux-gnu"],
+    image_target: "bzImage",
+    image_path: "arch/x86/boot/bzImage",
+    qemu: "qemu-system-x86_64",
+    qemu_package: "qemu-system-x86",
+    machine: Machine::Microvm,
+    full_machine: Machine::Q35,
+    // Every feature TCG can emulate.
+    tcg_cpu: "max",
+    // The 8250 UART at the ISA serial port, which microvm and q35 both have.
+    console: "ttyS0",
+    cmdline: &[
+        // Triple-fault reboot: works on every machine type, microvm included.
+        "reboot=t",
+        // The one serial port we have; probing the other three costs time.
+        "8250.nr_uarts=1",
+    ],
+    debian_arch: "amd64",
+    fragment: "kconfig/x86_64.config",
+};
+
+/// Every architecture `--arch` accepts (`--arch` comes next; until then, the tests use it).
+#[allow(dead_code)]
+pub const ALL: &[&Arch] = &[&X86_64];
+
+/// The architecture of the machine the toolkit runs on: the default `--arch`, and the one
+/// whose rootfs is the build container.
+pub const HOST: &Arch = &X86_64;
+
+impl Arch {
+    /// The architecture called `name` (`--arch NAME`); unknown names list the known ones.
+    #[allow(dead_code)]
+    pub fn by_name(name: &str) -> Result<&'static Arch> {
+        match ALL.iter().find(|a| a.name == name || a.uname == name) {
+            Some(a) => Ok(a),
+            None => {
+                let known: Vec<&str> = ALL.iter().map(|a| a.name).collect();
+                bail!(
+                    "unknown architecture {name:?}: the known ones are {}",
+                    known.join(", ")
+                )
+            }
+        }
+    }
+
+    /// Whether this is the architecture the toolkit runs on.
+    pub fn is_host(&self) -> bool {
+        self.name == HOST.name
+    }
+
+    /// The prefix of the compiler and binutils: none for the host's architecture.
+    pub fn toolchain_prefix(&self) -> &'static str {
+        if self.is_host() {
+            ""
+        } else {
+            self.cross_compile
+        }
+    }
+
+    /// make's variables for this architecture: none for the host's (make's own default),
+    /// else `ARCH=` and the cross toolchain's `CROSS_COMPILE=`.
+    pub fn make_vars(&self) -> Vec<String> {
+        if self.is_host() {
+            return Vec::new();
+        }
+        vec![
+            format!("ARCH={}", self.name),
+            format!("CROSS_COMPILE={}", self.cross_compile),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_unknown_names() {
+        assert_eq!(Arch::by_name("x86_64").unwrap(), &X86_64);
+        let e = Arch::by_name("sparc").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown architecture \"sparc\": the known ones are x86_64"
+        );
+    }
+
+    #[test]
+    fn the_host_needs_no_make_variables() {
+        assert!(HOST.make_vars().is_empty());
+    }
+
+    #[test]
+    fn every_record_is_consistent() {
+        for a in ALL {
+            assert!(a.image_path.starts_with(&format!("arch/{}/", a.srcarch)));
+            assert!(a.image_path.ends_with(a.image_target), "{}", a.name);
+            assert!(a.qemu.starts_with("qemu-system-"));
+            assert!(a.fragment.ends_with(&format!("{}.config", a.name)));
+            assert!(a.cross_compile.ends_with('-'));
+            let fragment = crate::settings::workspace_root().join(a.fragment);
+            let text = std::fs::read_to_string(&fragment).unwrap();
+            crate::kconfig::config::parse(&text).unwrap();
+            // Every group of options is preceded by a comment saying why.
+            for group in text.split("\n\n") {
+                assert!(
+                    group.trim_start().starts_with('#'),
+                    "no comment on:\n{group}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `cargo xtask bench`: dispatches to one measurement per module.
+
+mod bisect;
+mod trim;
+mod vm;
+
+use crate::cli::{BenchArgs, BenchWhat, BuildArgs, VmArgs};
+use crate::ctx::Ctx;
+use crate::vm::{spec::InitMode, KernelSource};
+use anyhow::Result;
+
+impl BenchArgs {
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        match self.what {
+            BenchWhat::Trim => trim::run(ctx),
+            BenchWhat::Boot { runs, vm } => {
+                let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
+                let base = vm.resolve(&ctx.file.vm, InitMode::Fast)?;
+                let variants = [InitMode::Fast, InitMode::Systemd]
+                    .into_iter()
+                    .map(|init| {
+                        let args = VmArgs {
+                            init: Some(init),
+                            ..(*vm).clone()
+                        };
+                        args.resolve(&ctx.file.vm, InitMode::Fast)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                // The tree's working state, built as xtask.toml says.
+                let kernel = KernelSource::Build {
+                    rev: None,
+                    build: BuildArgs::default().resolve(&ctx.file.build)?,
+                };
+                let runs = u32::try_from(runs)?;
+                vm::bench_boot(ctx, runs, &kernel, &base, &variants)
+            }
+            BenchWhat::Bisect { commits } => {
+                let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
+                bisect::run(ctx, u32::try_from(commits)?)
+            }
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The command line resolved into each task's request: an option given here wins over
+//! `xtask.toml`, which wins over the defaults in settings.rs; every value checked once.
+
+use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, VmArgs};
+use crate::build::InitramfsMode;
+use crate::settings::{
+    default_boot_timeout, from_workspace, given, require_utf8, BuildRequest, FileBuild, FileConfig,
+    FileVm, Host, VmRequest, DEFAULT_BUILD_TIMEOUT, DEFAULT_CONNECT, DEFAULT_CPUS,
+    DEFAULT_MEMORY_MIB, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, MAX_JOBS, MAX_TIMEOUT,
+    MIN_MEMORY_MIB, MIN_TIMEOUT,
+};
+use crate::units::{human_bytes, Bound, Span};
+use crate::vm::run::Plan;
+use crate::vm::spec::{AccelAsked, Backend, InitMode};
+use crate::vm::{command, console, BootRequest, CheckRequest, KernelSource};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+impl VmArgs {
+    /// The VM's request on this host; see [`VmArgs::resolve_for`].
+    pub fn resolve(&self, file: &FileVm, default_init: InitMode) -> Result<VmRequest> {
+        self.resolve_for(file, default_init, &Host::probe())
+    }
+
+    /// Merges the options over xtask.toml over the defaults; `default_init` differs between
+    /// `boot` (systemd, for people) and `check` (fast, for verdicts). Every value is checked
+    /// against its bounds (the host's RAM and CPUs, [`MAX_TIMEOUT`]).
+    pub fn resolve_for(
+        &self,
+        file: &FileVm,
+        default_init: InitMode,
+        host: &Host,
+    ) -> Result<VmRequest> {
+        let ram = format!("{} (this host's RAM)", human_bytes(host.mem_bytes));
+        let memory_mib = match given(&self.memory, &file.memory, "vm", "memory") {
+            Some((size, name)) => {
+                let min = (MIN_MEMORY_MIB << 20, "128M (what a guest needs)");
+                size.bytes_within(&name, min, (host.mem_bytes, &ram))? >> 20
+            }
+            None => DEFAULT_MEMORY_MIB,
+        };
+        let cpus = match given(&self.cpus, &file.cpus, "vm", "cpus") {
+            Some((n, name)) => {
+                let max = format!("{} (this host's CPUs)", host.cpus);
+                let n = n.within(&name, (1, "1"), (host.cpus.min(u32::MAX.into()), &max))?;
+                u32::try_from(n)?
+            }
+            None => DEFAULT_CPUS.min(u32::try_from(host.cpus).unwrap_or(u32::MAX)),
+        };
+        let init = self.init.or(file.init).unwrap_or(default_init);
+        let dur = |cli: &Option<Span>, file: &Option<Span>, option: &str, default: Duration| {
+            span_or(given(cli, file, "vm", option), default)
+        };
+        Ok(VmRequest {
+            memory_mib,
+            cpus,
+            accel: self.accel.or(file.accel).unwrap_or(AccelAsked::Auto),
+            backend: self.backend.or(file.backend).unwrap_or(Backend::Qemu),
+            connect: self
+                .connect
+                .clone()
+                .or_else(|| file.connect.clone())
+                .unwrap_or(DEFAULT_CONNECT.into()),
+            append: self.append.clone().or_else(|| file.append.clone()),
+            share: match &self.share {
+                Some(d) if !d.is_dir() => bail!("--share {}: no such directory", d.display()),
+                Some(d) => {
+                    let d = std::fs::canonicalize(d)?;
+                    require_utf8(&d, "--share")?;
+                    Some(d)
+                }
+                None => None,
+            },
+            layer: match (self.rw, &self.layer) {
+                (false, _) => None,
+                (true, Some(name)) => Some(crate::layer::checked_name(name)?.to_string()),
+                (true, None) => Some(crate::layer::DEFAULT.to_string()),
+            },
+            init,
+            timeout: dur(&self.timeout, &file.timeout, "timeout", DEFAULT_TIMEOUT)?,
+            boot_timeout: dur(
+                &self.boot_timeout,
+                &file.boot_timeout,
+                "boot-timeout",
+                default_boot_timeout(init),
+            )?,
+            shutdown_timeout: dur(
+                &self.shutdown_timeout,
+                &file.shutdown_timeout,
+                "shutdown-timeout",
+                DEFAULT_SHUTDOWN_TIMEOUT,
+            )?,
+            keep: self.keep,
+        })
+    }
+
+    /// `--kernel`, checked to be a file and made absolute.
+    pub fn image(&self) -> Result<Option<PathBuf>> {
+        match &self.kernel {
+            Some(k) if !k.is_file() => bail!("--kernel {}: no such file", k.display()),
+            Some(k) => {
+                let k = std::fs::canonicalize(k)?;
+                require_utf8(&k, "--kernel")?;
+                Ok(Some(k))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// What to boot: `--kernel` as it is, else `rev` built with these build options.
+    fn kernel_source(
+        &self,
+        rev: Option<&str>,
+        build: &BuildArgs,
+        file: &FileBuild,
+    ) -> Result<KernelSource> {
+        Ok(match self.image()? {
+            Some(image) => KernelSource::Image(image),
+            None => KernelSource::Build {
+                rev: rev.map(str::to_string),
+                build: build.resolve(file)?,
+            },
+        })
+    }
+}
+
+/// A duration given somewhere (named as the error should name it), within the VM phases'
+/// bounds, or the default.
+fn span_or(given: Option<(&Span, String)>, default: Duration) -> Result<Duration> {
+    match given {
+        Some((span, name)) => span.within(&name, MIN_TIMEOUT, MAX_TIMEOUT),
+        None => Ok(default),
+    }
+}
+
+impl BuildArgs {
+    /// Merges the build options over xtask.toml's `[build]` over the defaults.
+    pub fn resolve(&self, file: &FileBuild) -> Result<BuildRequest> {
+        let jobs = match given(&self.jobs, &file.jobs, "build", "jobs") {
+            Some((n, name)) => u32::try_from(n.within(&name, (1, "1"), MAX_JOBS)?)?,
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+        };
+        let config = match (&self.config, &file.config) {
+            (Some(c), _) => Some(std::env::current_dir()?.join(c)),
+            (None, Some(c)) => Some(from_workspace(c)),
+            (None, None) => None,
+        };
+        if let Some(c) = &config {
+            if !c.is_file() {
+                bail!(
+                    "config {} does not exist: run `cargo xtask trim-config` or pass --config PATH",
+                    c.display()
+                );
+            }
+        }
+        let timeout = given(
+            &self.build_timeout,
+            &file.build_timeout,
+            "build",
+            "build-timeout",
+        );
+        Ok(BuildRequest {
+            config,
+            jobs,
+            host: self.host || file.host.unwrap_or(false),
+            ccache: self.ccache || file.ccache.unwrap_or(false),
+            initramfs: self
+                .initramfs
+                .or(file.initramfs)
+                .unwrap_or(InitramfsMode::Auto),
+            retry_failed: self.retry_failed,
+            timeout: span_or(timeout, DEFAULT_BUILD_TIMEOUT)?,
+        })
+    }
+}
+
+/// The most `--repeat`: a flaky bug shows long before, and each run is a boot.
+const MAX_REPEAT: Bound<'static, u64> = (1000, "1000");
+
+impl CheckArgs {
+    /// What to run in the guest: the command, or the script (read now) with the command's
+    /// words as its arguments; the `--bad-if-console` regexes, compiled.
+    pub fn plan(&self) -> Result<Plan> {
+        let bad_if_console = console::compile(&self.bad_if_console)?;
+        let (command, script) = match &self.script {
+            Some(f) => {
+                let text = std::fs::read(f).with_context(|| format!("--script {}", f.display()))?;
+                let mut c = vec!["/bin/sh".to_string(), command::SCRIPT_PATH.to_string()];
+                c.extend(self.command.iter().cloned());
+                (c, Some(text))
+            }
+            None => (self.command.clone(), None),
+        };
+        Ok(Plan {
+            command,
+            script,
+            bad_if_console,
+        })
+    }
+
+    /// How many times to run the check: `--repeat`, checked.
+    pub fn repeat(&self) -> Result<u32> {
+        match &self.repeat {
+            Some(n) => Ok(u32::try_from(n.within(
+                "--repeat",
+                (1, "1"),
+                MAX_REPEAT,
+            )?)?),
+            None => Ok(1),
+        }
+    }
+}
+
+impl CheckCmd {
+    /// The check's request: fast init unless asked otherwise.
+    pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
+        Ok(CheckRequest {
+            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
+            kernel: self
+                .vm
+                .kernel_source(self.rev.as_deref(), &self.build, &file.build)?,
+            plan: self.check.plan()?,
+            repeat: self.check.repeat()?,
+        })
+    }
+}
+
+impl BisectCmd {
+    /// The request every step's check runs under, with the working state as its revision:
+    /// each step sets its commit ([`CheckRequest::at`]). `--kernel` is refused by the command
+    /// line before this.
+    pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
+        Ok(CheckRequest {
+            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
+            kernel: KernelSource::Build {
+                rev: None,
+                build: self.build.resolve(&file.build)?,
+            },
+            plan: self.check.plan()?,
+            repeat: self.check.repeat()?,
+        })
+    }
+}
+
+impl BootCmd {
+    /// The boot's request: systemd init unless asked otherwise.
+    pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
+        let vm = self.vm.resolve(&file.vm, InitMode::Systemd)?;
+        if self.print_xml && vm.backend != Backend::Libvirt {
+            bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
+        }
+        Ok(BootRequest {
+            kernel: self
+                .vm
+                .kernel_source(self.rev.as_deref(), &self.build, &file.build)?,
+            vm,
+            exec: self.exec.clone(),
+            print_xml: self.print_xml,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host with 4 GiB and 4 CPUs.
+    const HOST: Host = Host {
+        mem_bytes: 4 << 30,
+        cpus: 4,
+    };
+
+    fn resolve(args: &VmArgs, file: &FileVm) -> Result<VmRequest> {
+        args.resolve_for(file, InitMode::Fast, &HOST)
+    }
+
+    fn cli(line: &[&str]) -> VmArgs {
+        use clap::Parser;
+        let argv = ["x", "check"].iter().chain(line);
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            super::super::Command::Check(c) => c.vm,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn options_override_file_and_file_overrides_defaults() {
+        let file = FileConfig::parse("[vm]\nmemory = \"2G\"\ncpus = 4\n").unwrap();
+        let o = resolve(&cli(&["--cpus", "1"]), &file.vm).unwrap();
+        assert_eq!(o.memory_mib, 2048);
+        assert_eq!(o.cpus, 1);
+        assert_eq!(o.init, InitMode::Fast);
+        assert_eq!(o.boot_timeout, Duration::from_secs(60));
+        let o = VmArgs::default()
+            .resolve_for(&FileVm::default(), InitMode::Systemd, &HOST)
+            .unwrap();
+        assert_eq!(o.memory_mib, 1024);
+        assert_eq!(o.cpus, DEFAULT_CPUS);
+        assert_eq!(o.boot_timeout, Duration::from_secs(300));
+        assert_eq!(o.timeout, Duration::from_secs(600));
+        // A host with one CPU gets one by default.
+        let one = Host { cpus: 1, ..HOST };
+        let o = VmArgs::default().resolve_for(&FileVm::default(), InitMode::Fast, &one);
+        assert_eq!(o.unwrap().cpus, 1);
+    }
+
+    #[test]
+    fn values_out_of_range_name_the_option_and_the_limit() {
+        let bad = |line: &[&str]| {
+            resolve(&cli(line), &FileVm::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad(&["--memory", "99999G"]),
+            "--memory 99999G is out of range: at most 4.0 GiB (this host's RAM)"
+        );
+        assert_eq!(
+            bad(&["--memory", "99999999999999T"]),
+            "--memory 99999999999999T is out of range: at most 4.0 GiB (this host's RAM)"
+        );
+        assert_eq!(
+            bad(&["--memory", "64M"]),
+            "--memory 64M is out of range: at least 128M (what a guest needs)"
+        );
+        assert_eq!(
+            bad(&["--cpus", "5"]),
+            "--cpus 5 is out of range: at most 4 (this host's CPUs)"
+        );
+        assert_eq!(
+            bad(&["--cpus", "0"]),
+            "--cpus 0 is out of range: at least 1"
+        );
+        assert_eq!(
+            bad(&["--timeout", "99999999999999999999"]),
+            "--timeout 99999999999999999999 is out of range: at most 7d"
+        );
+        assert_eq!(
+            bad(&["--boot-timeout", "8d"]),
+            "--boot-timeout 8d is out of range: at most 7d"
+        );
+        assert_eq!(
+            bad(&["--shutdown-timeout", "0"]),
+            "--shutdown-timeout 0 is out of range: at least 1ms"
+        );
+        // The edges themselves are in range.
+        let o = resolve(
+            &cli(&["--memory", "4G", "--cpus", "4", "--timeout", "7d"]),
+            &FileVm::default(),
+        )
+        .unwrap();
+        assert_eq!((o.memory_mib, o.cpus, o.timeout), (4096, 4, MAX_TIMEOUT.0));
+        assert!(resolve(&cli(&["--memory", "128M"]), &FileVm::default()).is_ok());
+    }
+
+    #[test]
+    fn xtask_toml_values_get_the_same_checks() {
+        let file = |text: &str| FileConfig::parse(text).unwrap();
+        let e = resolve(&VmArgs::default(), &file("[vm]\nmemory = \"99999G\"\n").vm);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "vm.memory in xtask.toml 99999G is out of range: at most 4.0 GiB (this host's RAM)"
+        );
+        let e = resolve(
+            &VmArgs::default(),
+            &file("[vm]\nboot_timeout = \"9999d\"\n").vm,
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "vm.boot_timeout in xtask.toml 9999d is out of range: at most 7d"
+        );
+        let e = BuildArgs::default().resolve(&file("[build]\njobs = 0\n").build);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "build.jobs in xtask.toml 0 is out of range: at least 1"
+        );
+        // Malformed values are named with their line.
+        for (text, want) in [
+            (
+                "[vm]\nmemory = \"banana\"\n",
+                "line 2 (memory = \"banana\"): invalid size",
+            ),
+            (
+                "[vm]\ntimeout = \"soon\"\n",
+                "line 2 (timeout = \"soon\"): invalid duration",
+            ),
+            ("[vm]\ncpus = -1\n", "line 2 (cpus = -1): invalid value"),
+        ] {
+            let e = FileConfig::parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn jobs_are_bounded() {
+        let jobs = |n: u64| {
+            let args = BuildArgs {
+                jobs: Some(n.into()),
+                ..Default::default()
+            };
+            args.resolve(&FileBuild::default()).map(|o| o.jobs)
+        };
+        assert_eq!(jobs(1024).unwrap(), 1024);
+        assert_eq!(
+            jobs(1025).unwrap_err().to_string(),
+            "--jobs 1025 is out of range: at most 1024"
+        );
+        assert_eq!(
+            jobs(0).unwrap_err().to_string(),
+            "--jobs 0 is out of range: at least 1"
+        );
+    }
+}
