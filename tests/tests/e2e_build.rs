@@ -9,7 +9,7 @@ use tests::builds::{
     build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, Run,
     EDITED,
 };
-use tests::{code, fixture, run_with_pid, stderr, stdout};
+use tests::{code, fixture, run, run_with_pid, stderr, stdout};
 
 #[test]
 fn a_second_build_is_a_cache_hit_that_runs_no_make() {
@@ -28,7 +28,9 @@ fn a_second_build_is_a_cache_hit_that_runs_no_make() {
         "{}",
         again.commands
     );
-    assert!(again.took < Duration::from_secs(1), "{:?}", again.took);
+    // A hit reads the entry's metadata and digests its files; a miss would run make in the
+    // container, which alone takes longer than this (olddefconfig ~8 s here).
+    assert!(again.took < Duration::from_secs(5), "{:?}", again.took);
     assert_eq!(entry_of(&first), entry_of(&again));
     let entry = PathBuf::from(entry_of(&again));
     for name in [
@@ -192,6 +194,84 @@ fn a_kernel_that_does_not_compile_fails_with_its_errors_and_the_failure_is_cache
         assert_eq!(code(&again.out), 1);
         assert_eq!(again.make_runs(), 0, "{}", again.commands);
         assert!(stderr(&again.out).contains("error:"));
+        // A check of it is untestable (125): the build stage failed, as --json and the run's
+        // result.json say; nothing booted, so there is nothing to judge again.
+        let j = failed_check(&f, "build");
+        assert!(
+            j["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("the build failed: "),
+            "{j}"
+        );
+        let out = run(f
+            .xtask()
+            .args(["check", "--from-run"])
+            .arg(j["run_dir"].as_str().unwrap()));
+        assert_eq!(code(&out), 128);
+        assert!(
+            stderr(&out).contains("holds no boot to judge again"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(checkout_state(&f.tree), before);
+}
+
+/// `check --json` on the tree as it is, expected to be untestable because the `stage` of the
+/// build failed (answered from the cache: no make runs); its JSON.
+fn failed_check(f: &tests::Fixture, stage: &str) -> serde_json::Value {
+    let (out, took, pid) = tests::run_with_pid(f.xtask().args(["check", "--json"]));
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    // A cached failure answers at once; a boot would take seconds more.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(j["failure"]["stage"], stage, "{j}");
+    assert_eq!(j["runs"], serde_json::json!([]), "{j}");
+    let run_dir = Path::new(j["run_dir"].as_str().unwrap());
+    let name = run_dir.file_name().unwrap().to_string_lossy();
+    assert!(
+        name.ends_with(&format!("-check-{pid}")),
+        "{}",
+        run_dir.display()
+    );
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(saved["judgement"]["failure"]["stage"], stage, "{saved}");
+    assert_eq!(saved["judgement"]["verdict"], "skip", "{saved}");
+    j
+}
+
+/// A tree whose Kconfig does not parse fails at the config step (`make olddefconfig`), which
+/// build says, and which a check reports as the config stage, not the build: 125.
+#[test]
+fn a_kconfig_that_does_not_parse_is_a_config_failure() {
+    let f = fixture();
+    clean_build(&f);
+    let before = checkout_state(&f.tree);
+    {
+        let mut restore = Restore::new();
+        restore.append(
+            f.tree.join("init/Kconfig"),
+            &format!("\nxtask_e2e_not_a_statement_{}\n", unique()),
+        );
+        let failed = build(&f, &[]);
+        assert_eq!(code(&failed.out), 1, "{}", stderr(&failed.out));
+        // The config step fails in seconds; a build that went on to compile takes minutes.
+        assert!(failed.took < Duration::from_secs(120), "{:?}", failed.took);
+        assert!(!failed.commands.contains("bzImage"), "{}", failed.commands);
+        assert!(
+            failed.commands.contains("olddefconfig"),
+            "{}",
+            failed.commands
+        );
+        let j = failed_check(&f, "config");
+        let reason = j["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("the config step of the build failed: "),
+            "{reason}"
+        );
+        assert!(reason.contains("olddefconfig"), "{reason}");
     }
     assert_eq!(checkout_state(&f.tree), before);
 }

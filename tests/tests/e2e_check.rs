@@ -116,14 +116,36 @@ fn a_kernel_looking_line_written_to_the_console_is_good() {
 #[test]
 fn a_panic_at_boot_is_untestable_with_a_command_and_bad_without() {
     let f = fixture();
-    let out = run(&mut check(
-        &f,
-        &["--append", "init=/nonexistent", "--", "true"],
-    ));
+    // The stage that failed, as --json and the run's result.json say it.
+    let stage = |out: &std::process::Output| {
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+        let run_dir = Path::new(j["run_dir"].as_str().unwrap());
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("result.json")).unwrap()).unwrap();
+        assert_eq!(saved["judgement"]["failure"], j["failure"], "{saved}");
+        j["failure"]["stage"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let out = within(
+        &mut check(
+            &f,
+            &["--json", "--append", "init=/nonexistent", "--", "true"],
+        ),
+        Duration::from_secs(60),
+    );
     assert_eq!(code(&out), 125);
-    let out = run(&mut check(&f, &["--append", "init=/nonexistent"]));
+    // The command never ran: the boot failed.
+    assert_eq!(stage(&out), "boot");
+    let out = within(
+        &mut check(&f, &["--json", "--append", "init=/nonexistent"]),
+        Duration::from_secs(60),
+    );
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("panic"), "{}", stderr(&out));
+    // The boot was the test, and it failed.
+    assert_eq!(stage(&out), "test");
 }
 
 #[test]

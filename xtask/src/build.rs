@@ -1,6 +1,7 @@
 //! `cargo xtask build` and [`ensure_kernel`], which boot, check and bisect call: a kernel for
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
+pub mod cache;
 pub mod failure;
 pub mod key;
 mod miss;
@@ -12,13 +13,13 @@ pub use runner::spinner;
 pub mod source;
 mod toolchain;
 
-use crate::cache::{self, short, Cache, Entry, Status};
 use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::settings::BuildRequest;
 use crate::units::{human_bytes, human_duration};
 use anyhow::{bail, Context, Result};
+use cache::{short, Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,7 +62,16 @@ pub enum BuildOutcome {
         summary: String,
         /// Whether the cache answered with a recorded failure (no make ran).
         cached: bool,
+        /// Whether it was the config step (`make olddefconfig`) that failed, not the build.
+        config: bool,
     },
+}
+
+/// Whether a failed build's last command, the one that failed, made the config.
+pub fn failed_at_config(commands: &[Vec<String>]) -> bool {
+    commands
+        .last()
+        .is_some_and(|argv| argv.last().is_some_and(|t| t == "olddefconfig"))
 }
 
 /// Builds `rev` (None: the tree's working state, uncommitted changes included) through the
@@ -114,10 +124,15 @@ fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
     let path = opts
         .config
         .clone()
-        .unwrap_or_else(|| ctx.state.trimmed_config());
+        .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
     if !path.is_file() {
+        let arch = if opts.arch.is_host() {
+            String::new()
+        } else {
+            format!(" --arch {}", opts.arch.name)
+        };
         bail!(
-            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+            "no kernel config at {}: run `cargo xtask trim-config{arch}` or pass --config PATH",
             path.display()
         );
     }
@@ -155,6 +170,7 @@ fn answer_from_cache(
             log: entry.path(cache::BUILD_LOG),
             summary: entry.meta.summary.clone().unwrap_or_default(),
             cached: true,
+            config: failed_at_config(&entry.meta.commands),
         }),
     }
 }
@@ -198,7 +214,7 @@ impl BuildCmd {
                 }
                 println!(
                     "{:<11}{} ({})",
-                    format!("{}:", crate::arch::HOST.image_target),
+                    format!("{}:", opts.arch.image_target),
                     a.image.display(),
                     human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
                 );
@@ -223,5 +239,22 @@ impl BuildCmd {
                 Ok(exit::FAILED)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_at_olddefconfig_is_the_config_step() {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let config = argv(&["make", "-C", "/src", "O=/build", "-j2", "olddefconfig"]);
+        let make = argv(&[
+            "make", "-C", "/src", "O=/build", "-j2", "bzImage", "modules",
+        ]);
+        assert!(failed_at_config(std::slice::from_ref(&config)));
+        assert!(!failed_at_config(&[config, make]));
+        assert!(!failed_at_config(&[]));
     }
 }

@@ -2,6 +2,7 @@
 
 mod resolve;
 
+use crate::arch::Arch;
 use crate::build::InitramfsMode;
 use crate::units::{Count, Size, Span};
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
@@ -81,6 +82,9 @@ pub struct MakeHistoryArgs {
 
 #[derive(Args, Debug)]
 pub struct SetupRootfsArgs {
+    /// The guest root's architecture (the build container is always the host's) [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
     /// Debian suite [default: bookworm]
     #[arg(long)]
     pub suite: Option<String>,
@@ -100,10 +104,13 @@ pub struct SetupRootfsArgs {
 
 #[derive(Args, Debug)]
 pub struct TrimConfigArgs {
+    /// The architecture to configure for: x86_64 or arm64 [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
     /// tinyconfig, defconfig, localmodconfig, olddefconfig or a config file [default: tinyconfig]
     #[arg(long, value_name = "BASE")]
     pub base: Option<String>,
-    /// A config fragment merged after the base (repeatable; kconfig/vm.config is always first)
+    /// A config fragment merged after the base (repeatable; kconfig/vm.config and the arch's come first)
     #[arg(long = "fragment", value_name = "FILE")]
     pub fragments: Vec<PathBuf>,
     /// One option merged last: CONFIG_X=y|m|n|VALUE (repeatable)
@@ -115,7 +122,7 @@ pub struct TrimConfigArgs {
     /// Run make with the host's tools instead of inside the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Where to write the config [default: <state-dir>/config/trimmed.config]
+    /// Where to write the config [default: <state-dir>/config/trimmed.config, trimmed-ARCH.config for another arch]
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -123,7 +130,10 @@ pub struct TrimConfigArgs {
 /// Options of every command that may build a kernel.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BuildArgs {
-    /// Kernel config to build with [default: <state-dir>/config/trimmed.config]
+    /// The kernel's architecture (and the guest's): x86_64 or arm64 [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
+    /// Kernel config to build with [default: the arch's trimmed config in <state-dir>/config/]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Parallel make jobs, 1 to 1024 [default: number of CPUs]
@@ -154,12 +164,17 @@ pub struct BuildCmd {
     pub build: BuildArgs,
 }
 
-/// Options of every command that boots a VM.
+/// `--kernel`: of the commands that boot one kernel (not of bisect, which builds each step).
 #[derive(Args, Debug, Clone, Default)]
-pub struct VmArgs {
+pub struct KernelArg {
     /// Boot this bzImage instead of building
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+}
+
+/// Options of every command that boots a VM.
+#[derive(Args, Debug, Clone, Default)]
+pub struct VmArgs {
     /// Guest memory, 128M up to the host's RAM, for example 1G or 512M [default: 1G]
     #[arg(long, value_name = "SIZE", value_parser = Size::parse)]
     pub memory: Option<Size>,
@@ -215,8 +230,7 @@ impl VmArgs {
                 .map_or_else(OsString::new, |p| p.get_name().into())
         }
         let text = |x: &dyn std::fmt::Display| OsString::from(x.to_string());
-        let given: [(&str, Option<OsString>); 13] = [
-            ("kernel", self.kernel.clone().map(PathBuf::into_os_string)),
+        let given: [(&str, Option<OsString>); 12] = [
             ("share", self.share.clone().map(PathBuf::into_os_string)),
             ("memory", self.memory.as_ref().map(|x| text(x))),
             ("cpus", self.cpus.as_ref().map(|x| text(x))),
@@ -253,7 +267,7 @@ impl VmArgs {
 /// command line that does not parse).
 pub fn refusal(cli: &Cli) -> Option<String> {
     match &cli.command {
-        Command::Bisect(b) if b.vm.kernel.is_some() => Some(
+        Command::Bisect(b) if b.kernel.is_some() => Some(
             "bisect cannot take --kernel: it builds and boots each step's own commit, and one \
              kernel booted at every step would name a culprit without testing any"
                 .into(),
@@ -272,6 +286,8 @@ pub struct BootCmd {
     /// Print the libvirt domain XML and exit (libvirt backend)
     #[arg(long)]
     pub print_xml: bool,
+    #[command(flatten)]
+    pub kernel: KernelArg,
     #[command(flatten)]
     pub vm: VmArgs,
     #[command(flatten)]
@@ -293,6 +309,36 @@ pub struct CheckArgs {
     /// The command to run in the guest [default: none, the check is a clean boot]
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub tests: ResultArgs,
+}
+
+/// How a check reads test results (KTAP) instead of an exit code.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ResultArgs {
+    /// Run these KUnit suites (named as their KTAP names them; globs) built into the kernel
+    /// [default with no SUITE: every suite the config builds]
+    #[arg(long, num_args = 0.., value_name = "SUITE_GLOB")]
+    pub kunit: Option<Vec<String>>,
+    /// KUnit's filter glob (`kunit.filter_glob`, SUITE[.TEST]) [default: the one SUITE_GLOB]
+    #[arg(long, value_name = "GLOB")]
+    pub kunit_filter: Option<String>,
+    /// A .kunitconfig to build with, instead of the suites' own (repeatable; implies --kunit)
+    #[arg(long, value_name = "PATH")]
+    pub kunitconfig: Vec<PathBuf>,
+    /// The command's stdout is KTAP: judge its tests
+    #[arg(long, conflicts_with = "kunit")]
+    pub ktap: bool,
+    /// Build these selftests of the tree (tools/testing/selftests/TARGET), run them in the
+    /// guest with run_kselftest.sh and judge its TAP
+    #[arg(long, num_args = 1.., value_name = "TARGET", conflicts_with_all = ["kunit", "ktap"])]
+    pub kselftest: Vec<String>,
+    /// Judge only this test's result (full name `suite.test`, or a unique last part)
+    #[arg(long, value_name = "NAME")]
+    pub test: Option<String>,
+    /// Write the test results as JUnit XML to FILE
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -307,6 +353,8 @@ pub struct CheckCmd {
     pub from_run: Option<PathBuf>,
     #[command(flatten)]
     pub check: CheckArgs,
+    #[command(flatten)]
+    pub kernel: KernelArg,
     #[command(flatten)]
     pub vm: VmArgs,
     #[command(flatten)]
@@ -336,6 +384,10 @@ pub struct BisectCmd {
     /// End the bisect and clean up its state
     #[arg(long)]
     pub reset: bool,
+    /// Not offered: each step boots its own commit's build. Parsed only so that the refusal
+    /// says why ([`refusal`]).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
     #[command(flatten)]
     pub check: CheckArgs,
     #[command(flatten)]
@@ -361,7 +413,22 @@ pub struct DepsArgs {
 #[derive(Args, Debug)]
 pub struct QuickstartArgs {
     #[command(flatten)]
+    pub kernel: KernelArg,
+    #[command(flatten)]
     pub vm: VmArgs,
+}
+
+impl QuickstartArgs {
+    /// Every option given, as the command line its check is run with.
+    pub fn check_args(&self) -> Vec<std::ffi::OsString> {
+        let mut a = Vec::new();
+        if let Some(k) = &self.kernel.kernel {
+            a.push("--kernel".into());
+            a.push(k.clone().into_os_string());
+        }
+        a.extend(self.vm.to_args());
+        a
+    }
 }
 
 #[derive(Args, Debug)]
@@ -419,6 +486,11 @@ pub enum BenchWhat {
         /// Boots per variant, 1 to 1000; medians are reported
         #[arg(long, default_value = "5", value_parser = Count::parse)]
         runs: Count,
+        /// The guest's architecture [default: the host's]
+        #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+        arch: Option<&'static Arch>,
+        #[command(flatten)]
+        kernel: KernelArg,
         #[command(flatten)]
         vm: Box<VmArgs>,
     },
@@ -471,10 +543,10 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    fn vm_of(args: &[&str]) -> VmArgs {
+    fn quickstart(args: &[&str]) -> QuickstartArgs {
         let cli = Cli::try_parse_from(["xtask", "quickstart"].iter().chain(args)).unwrap();
         match cli.command {
-            Command::Quickstart(q) => q.vm,
+            Command::Quickstart(q) => q,
             _ => unreachable!(),
         }
     }
@@ -511,15 +583,20 @@ mod tests {
             "3s",
             "--keep",
         ];
-        let vm = vm_of(&all);
-        let again: Vec<String> = vm
-            .to_args()
+        let q = quickstart(&all);
+        let again: Vec<String> = q
+            .check_args()
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
+        // Every option, and each once: the same options parse back.
+        assert_eq!(again.len(), all.len());
         let again: Vec<&str> = again.iter().map(String::as_str).collect();
-        assert_eq!(format!("{:?}", vm_of(&again)), format!("{vm:?}"));
-        assert!(vm_of(&[]).to_args().is_empty());
+        assert_eq!(format!("{:?}", quickstart(&again)), format!("{q:?}"));
+        assert!(quickstart(&[]).check_args().is_empty());
+        // And check takes that line.
+        let check = ["x", "check"].iter().chain(&again);
+        assert!(Cli::try_parse_from(check).is_ok());
     }
 
     #[test]
@@ -528,6 +605,12 @@ mod tests {
         assert!(refusal(&cli).unwrap().contains("--kernel"));
         let cli = Cli::try_parse_from(["xtask", "check", "--kernel", "/k"]).unwrap();
         assert_eq!(refusal(&cli), None);
+        // Not offered: bisect's help does not list it.
+        let mut cmd = Cli::command();
+        let bisect = cmd.find_subcommand_mut("bisect").unwrap();
+        let help = bisect.render_long_help().to_string();
+        assert!(!help.contains("--kernel"), "{help}");
+        assert!(help.contains("--memory"), "{help}");
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl LayerArgs {
                     println!("no layers (a `check --rw` or `boot --rw` makes `{DEFAULT}`)");
                 }
                 for n in names {
-                    let size = crate::cache::dir_size(&dir(state, &n));
+                    let size = crate::state::dir_size(&dir(state, &n));
                     println!(
                         "{n:<24} {:>10}  {}",
                         human_bytes(size),

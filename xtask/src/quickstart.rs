@@ -4,11 +4,11 @@
 
 use crate::cli::QuickstartArgs;
 use crate::ctx::Ctx;
+use crate::phase::{run_self, run_self_code};
 use crate::settings::workspace_root;
-use crate::testrun::{run_self, run_self_code};
 use crate::units::human_duration;
 use crate::vm::spec::InitMode;
-use crate::{deps, exit, fixture};
+use crate::{deps, exit, linux_source};
 use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::time::Instant;
@@ -18,7 +18,7 @@ impl QuickstartArgs {
         let start = Instant::now();
         // The options the check gets are checked before anything is installed or built.
         self.vm.resolve(&ctx.file.vm, InitMode::Fast)?;
-        self.vm.image()?;
+        self.kernel.image()?;
         let t = Instant::now();
         eprintln!("==> deps");
         deps::install()?;
@@ -31,16 +31,33 @@ impl QuickstartArgs {
                 "==> kernel tree: none configured, making {} from linux-source-6.1",
                 default_tree.display()
             );
-            fixture::linux_source_tree(&default_tree)?;
+            linux_source::ensure_tree(&default_tree)?;
             eprintln!("==> kernel tree: done in {}", human_duration(t.elapsed()));
             default_tree
         } else {
             ctx.require_tree()?
         };
-        run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
-        run_self(ctx, "build", Some(&tree), &["build"])?;
+        if self.kernel.kernel.is_some() {
+            eprintln!("==> trim-config, build: skipped, --kernel is booted as it is");
+        } else {
+            // A config made before (or xtask.toml's) is kept: trimming again takes a minute
+            // and gives the same config.
+            let config = ctx.state.trimmed_config();
+            match &ctx.file.build.config {
+                Some(c) => eprintln!(
+                    "==> trim-config: skipped, xtask.toml builds {}",
+                    c.display()
+                ),
+                None if config.is_file() => eprintln!(
+                    "==> trim-config: kept {} (`cargo xtask trim-config` makes it again)",
+                    config.display()
+                ),
+                None => run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?,
+            }
+            run_self(ctx, "build", Some(&tree), &["build"])?;
+        }
         let mut check = vec![OsString::from("check")];
-        check.extend(self.vm.to_args());
+        check.extend(self.check_args());
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;
         // Its verdict is ours; anything else is check's own error line, and ours is 128.
         let verdict = match code {

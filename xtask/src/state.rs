@@ -35,6 +35,26 @@ impl StateDir {
     pub fn trimmed_config(&self) -> PathBuf {
         self.config_dir().join("trimmed.config")
     }
+    /// The config `build --arch` uses by default: [`Self::trimmed_config`] for the host's
+    /// architecture, `trimmed-<arch>.config` for another.
+    pub fn trimmed_config_for(&self, arch: &crate::arch::Arch) -> PathBuf {
+        if arch.is_host() {
+            self.trimmed_config()
+        } else {
+            self.config_dir()
+                .join(format!("trimmed-{}.config", arch.name))
+        }
+    }
+    /// Where the guest root of `arch` lives: this state dir for the host's architecture
+    /// (whose rootfs is also the build container), `<state>/guest-<arch>/` for another, with
+    /// the same layout (`rootfs`, `rootfs.json`, `rootfs.d/`, its own lock).
+    pub fn guest_roots(&self, arch: &crate::arch::Arch) -> StateDir {
+        if arch.is_host() {
+            self.clone()
+        } else {
+            StateDir::new(self.root.join(format!("guest-{}", arch.name)))
+        }
+    }
     /// Kept `O=` build dirs, one per source tree, so builds are incremental.
     pub fn build_dir(&self, name: &str) -> PathBuf {
         self.root.join("build").join(name)
@@ -192,6 +212,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Bytes in the regular files below `p` (0 when it does not exist).
+pub fn dir_size(p: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[cfg(test)]

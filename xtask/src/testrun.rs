@@ -1,16 +1,15 @@
 //! `cargo xtask test`: installs what the tests need (packages, the rootfs, a real kernel tree,
-//! a trimmed config and a kernel built from it), then runs the whole suite, unit and
-//! end-to-end, exactly as CI does.
+//! a trimmed config and a kernel built from it, and the same for arm64), then runs the whole
+//! suite, unit and end-to-end, exactly as CI does.
 
 use crate::cli::TestArgs;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
+use crate::phase::{run_self, self_exe};
 use crate::settings::workspace_root;
 use crate::units::human_duration;
-use crate::{build, deps, exit, fixture};
+use crate::{build, deps, exit, linux_source};
 use anyhow::{bail, Context, Result};
-use std::ffi::OsStr;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,60 +17,6 @@ use std::time::{Duration, Instant};
 /// The kernel tree the tests use, inside the state dir.
 pub fn test_tree(ctx: &Ctx) -> PathBuf {
     ctx.state.root.join("fixtures/linux-6.1")
-}
-
-/// Runs this same binary with `args` (and the context's state dir and verbosity), as one
-/// timed phase whose output goes to the terminal; fails unless it exits 0.
-pub fn run_self<S: AsRef<OsStr>>(
-    ctx: &Ctx,
-    phase: &str,
-    tree: Option<&Path>,
-    args: &[S],
-) -> Result<()> {
-    match run_self_code(ctx, phase, tree, args)? {
-        0 => Ok(()),
-        c => bail!("phase {phase} failed (exit {c})"),
-    }
-}
-
-/// As [`run_self`], returning the exit code (see [`exit::passed_on`]).
-pub fn run_self_code<S: AsRef<OsStr>>(
-    ctx: &Ctx,
-    phase: &str,
-    tree: Option<&Path>,
-    args: &[S],
-) -> Result<u8> {
-    let start = Instant::now();
-    eprintln!("==> {phase}");
-    let mut c = Command::new(self_exe()?);
-    c.arg("--state-dir").arg(&ctx.state.root);
-    if let Some(t) = tree {
-        c.arg("--tree").arg(t);
-    }
-    if ctx.verbose {
-        c.arg("-v");
-    }
-    c.args(args);
-    let mut child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
-    // No limit here: the phase is this binary, whose every command has its own.
-    let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
-    let code = exit::passed_on(status.code(), status.signal());
-    eprintln!(
-        "==> {phase}: exit {code} after {}",
-        human_duration(start.elapsed())
-    );
-    Ok(code)
-}
-
-/// This binary's path. When it was rebuilt while running, Linux names the old one
-/// "… (deleted)"; the path then holds the new build, which is what the next phase wants.
-pub fn self_exe() -> Result<PathBuf> {
-    let p = std::env::current_exe()?;
-    let s = p.to_string_lossy();
-    Ok(match s.strip_suffix(" (deleted)") {
-        Some(stripped) => PathBuf::from(stripped),
-        None => p,
-    })
 }
 
 /// Whether the libvirt daemon answers, so the libvirt feature can be built and tested.
@@ -114,11 +59,39 @@ impl TestArgs {
             deps::install()?;
             run_self(ctx, "setup-rootfs", None, &["setup-rootfs"])?;
             eprintln!("==> kernel tree");
-            fixture::linux_source_tree(&tree)?;
+            linux_source::ensure_tree(&tree)?;
             run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
             run_self(ctx, "build", Some(&tree), &["build"])?;
+            // arm64: its guest root, config and kernel (built as `base` in the toolkit's
+            // worktree, where the arm64 bisect test's steps then build incrementally).
+            let arm64 = ["--arch", crate::arch::ARM64.name];
+            run_self(
+                ctx,
+                "setup-rootfs arm64",
+                None,
+                &[&["setup-rootfs"][..], &arm64].concat(),
+            )?;
+            run_self(
+                ctx,
+                "trim-config arm64",
+                Some(&tree),
+                &[&["trim-config"][..], &arm64].concat(),
+            )?;
+            run_self(
+                ctx,
+                "build arm64",
+                Some(&tree),
+                &[&["build", "base"][..], &arm64].concat(),
+            )?;
         }
-        let kernel = self.fixture_kernel(ctx, &tree)?;
+        let kernel = self.fixture_kernel(ctx, &tree, crate::arch::HOST)?;
+        // With --no-setup on a state dir made before arm64: the arm64 tests say what is missing.
+        let kernel_arm64 = if ctx.state.trimmed_config_for(&crate::arch::ARM64).is_file() {
+            Some(self.fixture_kernel(ctx, &tree, &crate::arch::ARM64)?)
+        } else {
+            eprintln!("no arm64 config in the state dir: the arm64 tests will fail (run without --no-setup)");
+            None
+        };
         // The binary the end-to-end tests drive: this one, or one with the libvirt backend.
         let mut bin = self_exe()?;
         let mut c = Command::new("cargo");
@@ -143,15 +116,21 @@ impl TestArgs {
         if let Some(t) = target {
             c.args(["--test", t]);
         }
-        c.args(["--", "--test-threads=1"]);
+        // --include-ignored: the unit tests that need a real tree and config (trim.rs's
+        // `real_tree`) run on the ones the suite made.
+        c.args(["--", "--test-threads=1", "--include-ignored"]);
         if let (Some(f), None) = (&self.filter, target) {
             c.arg(f);
         }
         c.env("XTASK_BIN", &bin)
             .env("XTASK_TEST_STATE", &ctx.state.root)
             .env("XTASK_TEST_TREE", &tree)
-            .env("XTASK_TEST_KERNEL", &kernel);
-        eprintln!("==> cargo test (kernel {})", kernel.display());
+            .env("XTASK_TEST_KERNEL", &kernel.image)
+            .env("XTASK_TEST_CONFIG", &kernel.config);
+        if let Some(k) = &kernel_arm64 {
+            c.env("XTASK_TEST_KERNEL_ARM64", &k.image);
+        }
+        eprintln!("==> cargo test (kernel {})", kernel.image.display());
         // The whole suite: far longer than cargo's default limit, well inside CI's.
         let limit = Duration::from_secs(3 * 3600);
         let mut child = c.spawn_logged().context("starting cargo test")?;
@@ -165,18 +144,22 @@ impl TestArgs {
         }
     }
 
-    /// The kernel the VM tests boot: the test tree's HEAD, from the cache.
-    fn fixture_kernel(&self, ctx: &Ctx, tree: &Path) -> Result<PathBuf> {
-        let tctx = Ctx {
-            tree: tree.to_path_buf(),
-            state: ctx.state.clone(),
-            file: ctx.file.clone(),
-            run_dir: ctx.run_dir.clone(),
-            verbose: ctx.verbose,
+    /// The kernel of `arch` the VM tests boot (and its final .config): the test tree's HEAD,
+    /// from the cache.
+    fn fixture_kernel(
+        &self,
+        ctx: &Ctx,
+        tree: &Path,
+        arch: &'static crate::arch::Arch,
+    ) -> Result<build::Artifacts> {
+        let tctx = ctx.with_tree(tree);
+        let args = crate::cli::BuildArgs {
+            arch: Some(arch),
+            ..Default::default()
         };
-        let opts = crate::cli::BuildArgs::default().resolve(&Default::default())?;
+        let opts = args.resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
-            build::BuildOutcome::Built(a) => Ok(a.image),
+            build::BuildOutcome::Built(a) => Ok(a),
             build::BuildOutcome::Failed { log, summary, .. } => {
                 bail!(
                     "the test kernel does not build ({summary}); log: {}",

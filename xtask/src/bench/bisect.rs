@@ -6,8 +6,8 @@
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
 use crate::git::git;
+use crate::phase::self_exe;
 use crate::state::StateDir;
-use crate::testrun::self_exe;
 use crate::units::human_duration;
 use crate::vm::spec::{kernel_cmdline, tsc_khz_from_cpuinfo, CmdlineInput, Machine};
 use crate::{history, kvm, tools};
@@ -109,7 +109,13 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     std::fs::write(&script, ARTICLE_STEP)?;
     let qemu = tools::find(&tools::QEMU)?;
     let virtiofsd = tools::find(&tools::VIRTIOFSD)?;
-    let accel = kvm::choose(crate::vm::spec::AccelAsked::Auto, &ctx.state, &qemu, None)?;
+    let accel = kvm::choose(
+        crate::arch::HOST,
+        crate::vm::spec::AccelAsked::Auto,
+        &ctx.state,
+        &qemu,
+        None,
+    )?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let append = kernel_cmdline(&CmdlineInput {
         // The article's script boots x86_64 microvm.

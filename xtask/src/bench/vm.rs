@@ -34,13 +34,16 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
         .find(|a| a.starts_with("tsc_early_khz="))
         .cloned()
         .unwrap_or_default();
-    vec![
-        "-M".into(),
-        "microvm,pcie=on,memory-backend=mem".into(),
+    let machine = crate::vm::qemu::machine(spec);
+    let mut v: Vec<String> = machine
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    v.extend([
         "-accel".into(),
         accel.into(),
         "-cpu".into(),
-        "max".into(),
+        spec.arch.tcg_cpu.into(),
         "-smp".into(),
         spec.cpus.to_string(),
         "-m".into(),
@@ -64,17 +67,19 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
         spec.kernel.display().to_string(),
         "-append".into(),
         format!(
-            "console=ttyS0 root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
-             init=/bin/sh -- -c \"true; busybox poweroff -f\""
+            "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
+             init=/bin/sh -- -c \"true; busybox poweroff -f\"",
+            spec.arch.console
         ),
-    ]
+    ]);
+    v
 }
 
 /// One baseline boot: wall time from starting virtiofsd to QEMU's exit.
 fn baseline_once(
     ctx: &Ctx,
     spec: &VmSpec,
-    tools: &run::Tools,
+    tools: &crate::vm::guest::Tools,
     dir: &std::path::Path,
 ) -> Result<Duration> {
     let paths = RunPaths::new(dir);
@@ -152,7 +157,7 @@ pub fn bench_boot(
             let t = Instant::now();
             let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
             let took = t.elapsed();
-            if r.judgement.verdict != crate::vm::verdict::Verdict::Good {
+            if r.judgement.verdict() != crate::vm::verdict::Verdict::Good {
                 bail!(
                     "check -- true was not good ({}); see {}",
                     r.judgement.reason,

@@ -1,6 +1,7 @@
 //! A cache miss: lock the source dir, check out the revision, run the steps in the build
 //! dir, and publish the entry (or the recorded failure) into the cache.
 
+use super::cache::{self, Cache, Metadata, Status};
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
 use super::plan::{self, ConfigFacts, Make, Paths, Plan};
@@ -8,7 +9,6 @@ use super::progress;
 use super::runner::{spinner, Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::{artifacts, BuildOutcome};
-use crate::cache::{self, Cache, Metadata, Status};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::Config;
@@ -53,10 +53,16 @@ impl Dirs {
         let tag = source::path_tag(&src);
         // Host and container builds record different paths and compilers in kbuild's .cmd
         // files: in one build dir, each would rebuild everything after the other.
-        let build = ctx.state.build_dir(&if opts.host {
-            format!("{tag}-host")
+        // Another architecture has its own build dir too (the host's keeps the plain name).
+        let arch = if opts.arch.is_host() {
+            String::new()
         } else {
-            tag.clone()
+            format!("-{}", opts.arch.name)
+        };
+        let build = ctx.state.build_dir(&if opts.host {
+            format!("{tag}{arch}-host")
+        } else {
+            format!("{tag}{arch}")
         });
         Dirs {
             src,
@@ -82,7 +88,7 @@ impl Dirs {
         };
         Plan {
             make: Make {
-                arch: crate::arch::HOST,
+                arch: opts.arch,
                 paths,
                 jobs: Some(opts.jobs),
                 ccache_dir: opts.ccache.then_some(ccache_dir),
@@ -176,6 +182,19 @@ pub fn build(
     let final_config = Config::parse(&std::fs::read_to_string(build_dir.join(".config"))?)
         .context("the .config olddefconfig wrote")?;
     let facts = ConfigFacts::of(&final_config);
+    let runs_dracut = steps
+        .then
+        .iter()
+        .any(|s| s.label == plan::DRACUT && s.when.holds(&facts));
+    if runs_dracut && !opts.arch.is_host() {
+        // dracut in the build container would pack the host's binaries.
+        bail!(
+            "an initramfs for {} cannot be made here (dracut packs the build container's own, \
+             {}, binaries): build virtio, virtiofs and fuse in (=y) and pass --initramfs none",
+            opts.arch.name,
+            crate::arch::HOST.name
+        );
+    }
     for planned in steps.then.iter().filter(|s| s.when.holds(&facts)) {
         let mut run = planned.run.clone();
         if run.argv.iter().any(|a| a.contains(plan::RELEASE)) {
@@ -230,7 +249,7 @@ pub fn build(
                 std::fs::rename(&modules, out.join(cache::MODULES))?;
                 sizes.insert(
                     cache::MODULES.into(),
-                    cache::dir_size(&out.join(cache::MODULES)),
+                    crate::state::dir_size(&out.join(cache::MODULES)),
                 );
             }
         }
@@ -293,6 +312,7 @@ fn failed(
         log: entry.path(cache::BUILD_LOG),
         summary,
         cached: false,
+        config: super::failed_at_config(&meta.commands),
     })
 }
 

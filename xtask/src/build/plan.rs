@@ -201,6 +201,9 @@ impl Invocation {
     }
 }
 
+/// The label of the step that makes the initramfs.
+pub const DRACUT: &str = "dracut";
+
 /// One step of a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -272,7 +275,7 @@ impl Plan {
             kernel("modules_install", When::Modules, install),
         ];
         let dracut = |when, modules| Step {
-            label: "dracut",
+            label: DRACUT,
             when,
             run: self.dracut(modules),
             kernels: false,
@@ -438,6 +441,24 @@ mod tests {
         let c = Make::config(&X86_64, Paths::container()).run(&["tinyconfig"]);
         assert_eq!(c.argv, ["make", "-C", "/src", "O=/build", "tinyconfig"]);
         assert!(!c.env.iter().any(|(k, _)| k == "KBUILD_BUILD_TIMESTAMP"));
+    }
+
+    #[test]
+    fn an_arm64_build_is_a_cross_build_of_its_image() {
+        let mut p = plan();
+        p.make.arch = &crate::arch::ARM64;
+        p.make.ccache_dir = Some("/ccache".into());
+        let argv = run(&p, facts("# CONFIG_MODULES is not set\n"));
+        let make = &argv[1];
+        assert!(make.contains(&"ARCH=arm64".to_string()), "{make:?}");
+        assert!(make.contains(&"CROSS_COMPILE=aarch64-linux-gnu-".to_string()));
+        // ccache wraps the cross compiler, not the host's.
+        assert!(make.contains(&"CC=ccache aarch64-linux-gnu-gcc".to_string()));
+        assert_eq!(make.last().unwrap(), "Image");
+        // The arch is in the key through make's words, and on its own.
+        p.make.ccache_dir = None;
+        assert_ne!(p.key(), plan().key());
+        assert!(p.key()[0].argv.contains(&"ARCH=arm64".to_string()));
     }
 
     #[test]

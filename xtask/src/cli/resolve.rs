@@ -1,7 +1,7 @@
 //! The command line resolved into each task's request: an option given here wins over
 //! `xtask.toml`, which wins over the defaults in settings.rs; every value checked once.
 
-use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, VmArgs};
+use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, ResultArgs, VmArgs};
 use crate::build::InitramfsMode;
 use crate::settings::{
     default_boot_timeout, from_workspace, given, require_utf8, BuildRequest, FileBuild, FileConfig,
@@ -53,6 +53,8 @@ impl VmArgs {
             span_or(given(cli, file, "vm", option), default)
         };
         Ok(VmRequest {
+            // The guest is the kernel's architecture: `with_arch` sets it from `--arch`.
+            arch: crate::arch::HOST,
             memory_mib,
             cpus,
             accel: self.accel.or(file.accel).unwrap_or(AccelAsked::Auto),
@@ -94,7 +96,9 @@ impl VmArgs {
             keep: self.keep,
         })
     }
+}
 
+impl KernelArg {
     /// `--kernel`, checked to be a file and made absolute.
     pub fn image(&self) -> Result<Option<PathBuf>> {
         match &self.kernel {
@@ -109,7 +113,7 @@ impl VmArgs {
     }
 
     /// What to boot: `--kernel` as it is, else `rev` built with these build options.
-    fn kernel_source(
+    pub fn source(
         &self,
         rev: Option<&str>,
         build: &BuildArgs,
@@ -135,6 +139,11 @@ fn span_or(given: Option<(&Span, String)>, default: Duration) -> Result<Duration
 }
 
 impl BuildArgs {
+    /// `--arch`, or the host's.
+    pub fn arch(&self) -> &'static crate::arch::Arch {
+        self.arch.unwrap_or(crate::arch::HOST)
+    }
+
     /// Merges the build options over xtask.toml's `[build]` over the defaults.
     pub fn resolve(&self, file: &FileBuild) -> Result<BuildRequest> {
         let jobs = match given(&self.jobs, &file.jobs, "build", "jobs") {
@@ -162,6 +171,7 @@ impl BuildArgs {
             "build-timeout",
         );
         Ok(BuildRequest {
+            arch: self.arch(),
             config,
             jobs,
             host: self.host || file.host.unwrap_or(false),
@@ -213,16 +223,37 @@ impl CheckArgs {
     }
 }
 
+impl ResultArgs {
+    /// The tests a check reads; paths made absolute.
+    pub fn resolve(&self) -> Result<crate::kunit::TestRequest> {
+        let cwd = std::env::current_dir()?;
+        Ok(crate::kunit::TestRequest {
+            kunit: self.kunit.clone(),
+            kunit_filter: self.kunit_filter.clone(),
+            kunitconfig: self.kunitconfig.iter().map(|k| cwd.join(k)).collect(),
+            ktap: self.ktap,
+            kselftest: self.kselftest.clone(),
+            test: self.test.clone(),
+            junit: self.junit.as_ref().map(|j| cwd.join(j)),
+            kunit_config: None,
+        })
+    }
+}
+
 impl CheckCmd {
     /// The check's request: fast init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
         Ok(CheckRequest {
-            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
-            kernel: self
+            vm: self
                 .vm
-                .kernel_source(self.rev.as_deref(), &self.build, &file.build)?,
+                .resolve(&file.vm, InitMode::Fast)?
+                .with_arch(self.build.arch()),
+            kernel: self
+                .kernel
+                .source(self.rev.as_deref(), &self.build, &file.build)?,
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
+            tests: self.check.tests.resolve()?,
         })
     }
 }
@@ -233,13 +264,17 @@ impl BisectCmd {
     /// line before this.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
         Ok(CheckRequest {
-            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
+            vm: self
+                .vm
+                .resolve(&file.vm, InitMode::Fast)?
+                .with_arch(self.build.arch()),
             kernel: KernelSource::Build {
                 rev: None,
                 build: self.build.resolve(&file.build)?,
             },
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
+            tests: self.check.tests.resolve()?,
         })
     }
 }
@@ -247,14 +282,17 @@ impl BisectCmd {
 impl BootCmd {
     /// The boot's request: systemd init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
-        let vm = self.vm.resolve(&file.vm, InitMode::Systemd)?;
+        let vm = self
+            .vm
+            .resolve(&file.vm, InitMode::Systemd)?
+            .with_arch(self.build.arch());
         if self.print_xml && vm.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
         Ok(BootRequest {
             kernel: self
-                .vm
-                .kernel_source(self.rev.as_deref(), &self.build, &file.build)?,
+                .kernel
+                .source(self.rev.as_deref(), &self.build, &file.build)?,
             vm,
             exec: self.exec.clone(),
             print_xml: self.print_xml,
@@ -411,5 +449,93 @@ mod tests {
             jobs(0).unwrap_err().to_string(),
             "--jobs 0 is out of range: at least 1"
         );
+    }
+
+    fn command(line: &[&str]) -> super::super::Command {
+        use clap::Parser;
+        let argv = ["x"].iter().chain(line);
+        super::super::Cli::try_parse_from(argv).unwrap().command
+    }
+
+    /// A bisect stores its request for `--resume`: it reads back as the same request, the
+    /// script's bytes and the regexes included, and each step checks its own commit.
+    #[test]
+    fn a_check_request_round_trips_as_json() {
+        let dir = std::env::temp_dir().join(format!("xtask-request-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("t.sh");
+        std::fs::write(&script, b"exit 0\n\xff").unwrap();
+        let script = script.to_str().unwrap();
+        let super::super::Command::Bisect(b) = command(&[
+            "bisect",
+            "v1",
+            "v2",
+            "--script",
+            script,
+            "--bad-if-console",
+            "oops.*x",
+            "--repeat",
+            "3",
+            "--accel",
+            "tcg",
+            "--init",
+            "systemd",
+            "--",
+            "a",
+            "b",
+        ]) else {
+            unreachable!()
+        };
+        let req = b.request(&FileConfig::default()).unwrap();
+        let text = serde_json::to_string(&req).unwrap();
+        let again: CheckRequest = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&again).unwrap(), text);
+        assert_eq!(again.plan.script.as_deref(), Some(&b"exit 0\n\xff"[..]));
+        assert_eq!(again.plan.bad_if_console[0].as_str(), "oops.*x");
+        assert_eq!(again.plan.command[2..], ["a", "b"]);
+        assert_eq!((again.repeat, again.vm.accel), (3, AccelAsked::Tcg));
+        assert_eq!(
+            again.vm.boot_timeout,
+            default_boot_timeout(InitMode::Systemd)
+        );
+        let step = again.at("abc123");
+        let KernelSource::Build { rev, build } = &step.kernel else {
+            panic!("{:?}", step.kernel)
+        };
+        assert_eq!(
+            (rev.as_deref(), build),
+            (
+                Some("abc123"),
+                &b.build.resolve(&FileBuild::default()).unwrap()
+            )
+        );
+        // A saved regex that no longer compiles is an error, not a panic.
+        let bad = text.replace("oops.*x", "oops(");
+        assert!(serde_json::from_str::<CheckRequest>(&bad).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--kernel` boots that image: no build options are resolved for it.
+    #[test]
+    fn a_given_kernel_is_the_image_and_a_revision_is_a_build() {
+        let exe = std::env::current_exe().unwrap();
+        let super::super::Command::Check(c) =
+            command(&["check", "--kernel", exe.to_str().unwrap()])
+        else {
+            unreachable!()
+        };
+        let req = c.request(&FileConfig::default()).unwrap();
+        assert_eq!(req.kernel, KernelSource::Image(exe.canonicalize().unwrap()));
+        assert_eq!(req.at("v1").kernel, req.kernel);
+        let super::super::Command::Check(c) = command(&["check", "v6.1"]) else {
+            unreachable!()
+        };
+        let req = c.request(&FileConfig::default()).unwrap();
+        assert!(matches!(&req.kernel, KernelSource::Build { rev: Some(r), .. } if r == "v6.1"));
+        let super::super::Command::Check(c) = command(&["check", "--kernel", "/no/such"]) else {
+            unreachable!()
+        };
+        let e = c.request(&FileConfig::default()).unwrap_err().to_string();
+        assert_eq!(e, "--kernel /no/such: no such file");
     }
 }

@@ -9,8 +9,8 @@ pub mod virtiofsd;
 pub mod xml;
 
 use crate::vm::fault::VmEnd;
+use crate::vm::guest::{Guest, Tools};
 use crate::vm::qga::{self, Agent};
-use crate::vm::run::{Guest, Tools};
 use crate::vm::spec::{Console, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG};
 use anyhow::{Context, Result};
 use std::io;
@@ -201,7 +201,7 @@ impl qga::Stream for agent::ApiStream {
 /// `virsh console` on it in the foreground; when that ends, so does the domain (unless
 /// `--keep`).
 pub fn boot_interactive(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<u8> {
-    let crate::vm::run::Launcher::Libvirt { uri, keep } = &tools.launcher else {
+    let crate::vm::guest::Launcher::Libvirt { uri, keep } = &tools.launcher else {
         anyhow::bail!("boot_interactive needs the libvirt launcher");
     };
     let vm = LibvirtVm::start(spec, paths, tools, uri, *keep)?;

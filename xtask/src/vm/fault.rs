@@ -33,7 +33,8 @@ pub struct Fault {
     pub what: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FaultKind {
     /// Broken before anything ran (QEMU refused its options, the guest lacks the command):
     /// the same again on a retry.

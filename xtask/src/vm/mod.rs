@@ -11,6 +11,7 @@ mod b64;
 pub mod command;
 pub mod console;
 pub mod fault;
+pub mod guest;
 pub mod kmsg;
 pub mod qemu;
 pub mod qga;
@@ -24,13 +25,14 @@ use crate::cli::{BootCmd, CheckCmd};
 use crate::ctx::Ctx;
 use crate::settings::{BuildRequest, VmRequest};
 use crate::{exit, kvm, tools};
-use anyhow::{bail, Result};
-use run::{Event, Launcher, Plan, Report, Tools};
+use anyhow::{bail, Context, Result};
+use guest::{Launcher, Tools};
+use run::{Event, Plan, Report};
 use serde::{Deserialize, Serialize};
 use spec::{Backend, CmdlineInput, Console, RunPaths, VmSpec};
 use std::io::Write;
 use std::path::PathBuf;
-use verdict::{Judgement, Verdict};
+use verdict::{Failure, Judgement, Verdict};
 
 /// A kernel to boot.
 #[derive(Debug, Clone)]
@@ -60,6 +62,9 @@ pub struct CheckRequest {
     pub plan: Plan,
     /// `--repeat`: up to this many runs, stopping at the first bad one.
     pub repeat: u32,
+    /// `--kunit`, `--ktap`, `--kselftest`: the tests read and judged (kunit/).
+    #[serde(default)]
+    pub tests: crate::kunit::TestRequest,
 }
 
 impl CheckRequest {
@@ -104,17 +109,30 @@ pub fn kernel_for(
             image: a.image,
             initramfs: a.initramfs,
         })),
-        BuildOutcome::Failed { log, summary, .. } => Ok(Err(Judgement {
-            verdict: Verdict::Skip,
-            reason: format!("the build failed: {summary} (log: {})", log.display()),
-        })),
+        BuildOutcome::Failed {
+            log,
+            summary,
+            config,
+            ..
+        } => {
+            let what = match config {
+                true => "the config step of the build",
+                false => "the build",
+            };
+            let reason = format!("{what} failed: {summary} (log: {})", log.display());
+            let failure = match config {
+                true => Failure::Config { log },
+                false => Failure::Build { log },
+            };
+            Ok(Err(Judgement::failed(failure, reason)))
+        }
     }
 }
 
 /// The rootfs to share (the generation this process uses throughout), checked to hold the
 /// guest init.
-fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
-    let r = crate::rootfs::generation::in_use(&ctx.state)?.tree;
+fn rootfs(ctx: &Ctx, arch: &crate::arch::Arch) -> Result<PathBuf> {
+    let r = crate::rootfs::generation::in_use_for(&ctx.state, arch)?.tree;
     if !r.join(spec::GUEST_INIT.trim_start_matches('/')).is_file() {
         bail!(
             "the rootfs at {} has no {}: run `cargo xtask setup-rootfs --force` to add it",
@@ -146,7 +164,7 @@ fn launcher(opts: &VmRequest) -> Result<Launcher> {
 /// unusable tool ends the run at once.
 pub fn find_tools(opts: &VmRequest) -> Result<Tools> {
     Ok(Tools {
-        qemu: tools::find(&tools::QEMU)?,
+        qemu: tools::find(&tools::qemu(opts.arch))?,
         virtiofsd: tools::find(&tools::VIRTIOFSD)?,
         launcher: launcher(opts)?,
     })
@@ -160,9 +178,24 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
+    let arch = opts.arch;
+    if !arch.is_host() && tools.launcher != Launcher::Qemu {
+        // Not tried: libvirt's aarch64 domains want UEFI for ACPI, and -cpu max's
+        // pauth-impdef has no libvirt spelling.
+        bail!(
+            "--backend libvirt boots {} guests only for now: use --backend qemu for {}",
+            crate::arch::HOST.name,
+            arch.name
+        );
+    }
+    let accel = kvm::choose(
+        arch,
+        opts.accel,
+        &ctx.state,
+        &tools.qemu,
+        Some(&kernel.image),
+    )?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
-    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
         Launcher::Qemu => arch.machine,
         Launcher::Libvirt { .. } => arch.full_machine,
@@ -197,7 +230,7 @@ pub fn prepare(
         cpus: opts.cpus,
         accel,
         machine,
-        rootfs: rootfs(ctx)?,
+        rootfs: rootfs(ctx, arch)?,
         layer,
         share: opts.share.clone(),
         init: opts.init,
@@ -212,8 +245,8 @@ pub fn prepare(
 /// What [`check`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
-    pub verdict: Verdict,
-    pub reason: String,
+    /// The runs' judgement combined (bad if any run is bad), or the build's failure.
+    pub judgement: Judgement,
     /// One report per boot (`--repeat`); empty when the build failed.
     pub runs: Vec<Report>,
 }
@@ -221,16 +254,23 @@ pub struct CheckOutcome {
 /// Judges one kernel (a revision, or `--kernel`): build if needed, then up to `--repeat`
 /// checks, stopping at the first bad one. Prints progress on stderr unless `quiet`.
 pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
+    // `--kunit`, `--kselftest`: the suites' config and KUnit's command line, the selftests
+    // built and shared (kunit/run.rs).
+    let req = &crate::kunit::run::prepare(ctx, req)?;
     let (opts, plan, repeat) = (&req.vm, &req.plan, req.repeat);
     let tools = find_tools(opts)?;
     let kernel = match kernel_for(ctx, &req.kernel)? {
         Ok(k) => k,
         Err(j) => {
+            // The run's result.json says which stage failed, as a boot's does.
+            let saved = serde_json::json!({ "judgement": &j });
+            let path = RunPaths::new(&ctx.run_dir).result();
+            std::fs::write(&path, format!("{saved:#}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
             return Ok(CheckOutcome {
-                verdict: j.verdict,
-                reason: j.reason,
+                judgement: j,
                 runs: vec![],
-            })
+            });
         }
     };
     let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
@@ -264,24 +304,21 @@ pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome>
             }
         };
         let r = run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
-        let bad = r.judgement.verdict == Verdict::Bad;
+        let r = crate::kunit::run::judge_run(r, &req.tests)?;
+        let bad = r.judgement.verdict() == Verdict::Bad;
         runs.push(r);
         if bad {
             break;
         }
     }
-    let verdicts: Vec<Verdict> = runs.iter().map(|r| r.judgement.verdict).collect();
+    let verdicts: Vec<Verdict> = runs.iter().map(|r| r.judgement.verdict()).collect();
     let verdict = Verdict::combine(&verdicts);
-    let reason = runs
+    let judgement = runs
         .iter()
-        .find(|r| r.judgement.verdict == verdict)
-        .map(|r| r.judgement.reason.clone())
-        .unwrap_or_default();
-    Ok(CheckOutcome {
-        verdict,
-        reason,
-        runs,
-    })
+        .find(|r| r.judgement.verdict() == verdict)
+        .map(|r| r.judgement.clone())
+        .expect("at least one run, and the combined verdict is one of theirs");
+    Ok(CheckOutcome { judgement, runs })
 }
 
 fn print_event(e: &Event) {
@@ -312,14 +349,36 @@ fn print_outcome(o: &CheckOutcome, print_output: bool) {
     }
     eprintln!(
         "verdict: {} (exit {}): {}",
-        o.verdict.word(),
-        o.verdict.exit_code(),
-        o.reason
+        o.verdict().word(),
+        o.verdict().exit_code(),
+        o.judgement.reason
     );
-    if o.verdict != Verdict::Good {
+    if o.verdict() != Verdict::Good {
         if let Some(last) = o.runs.last() {
             eprintln!("console log: {}", last.console_log.display());
         }
+    }
+}
+
+/// The judgement saved in a run dir whose kernel did not build (so nothing booted).
+fn unbuilt(dir: &std::path::Path) -> Option<Judgement> {
+    #[derive(Deserialize)]
+    struct Saved {
+        judgement: Judgement,
+        facts: Option<serde::de::IgnoredAny>,
+    }
+    let text = std::fs::read_to_string(RunPaths::new(dir).result()).ok()?;
+    let saved: Saved = serde_json::from_str(&text).ok()?;
+    let unbuilt = matches!(
+        saved.judgement.failure,
+        Some(Failure::Config { .. } | Failure::Build { .. })
+    );
+    (unbuilt && saved.facts.is_none()).then_some(saved.judgement)
+}
+
+impl CheckOutcome {
+    pub fn verdict(&self) -> Verdict {
+        self.judgement.verdict()
     }
 }
 
@@ -328,7 +387,11 @@ fn print_outcome(o: &CheckOutcome, print_output: bool) {
 struct JsonOutcome<'a> {
     verdict: Verdict,
     exit_code: u8,
+    /// The stage that failed; null when good.
+    failure: &'a Option<Failure>,
     reason: &'a str,
+    /// The check's run dir: its command log, build log, and each run's logs.
+    run_dir: &'a std::path::Path,
     runs: Vec<JsonRun<'a>>,
 }
 
@@ -340,7 +403,7 @@ struct JsonRun<'a> {
     stderr: Option<String>,
 }
 
-fn json(o: &CheckOutcome) -> Result<String> {
+fn json(o: &CheckOutcome, run_dir: &std::path::Path) -> Result<String> {
     let runs = o
         .runs
         .iter()
@@ -357,9 +420,11 @@ fn json(o: &CheckOutcome) -> Result<String> {
         })
         .collect();
     Ok(serde_json::to_string_pretty(&JsonOutcome {
-        verdict: o.verdict,
-        exit_code: o.verdict.exit_code(),
-        reason: &o.reason,
+        verdict: o.verdict(),
+        exit_code: o.verdict().exit_code(),
+        failure: &o.judgement.failure,
+        reason: &o.judgement.reason,
+        run_dir,
         runs,
     })?)
 }
@@ -369,20 +434,28 @@ impl CheckCmd {
         let outcome = match &self.from_run {
             Some(dir) => {
                 let re = console::compile(&self.check.bad_if_console)?;
+                if let Some(j) = unbuilt(dir) {
+                    bail!(
+                        "{} holds no boot to judge again: {}",
+                        dir.display(),
+                        j.reason
+                    );
+                }
                 let r = run::rejudge(dir, &re)?;
+                let r = crate::kunit::run::judge_run(r, &self.check.tests.resolve()?)?;
                 CheckOutcome {
-                    verdict: r.judgement.verdict,
-                    reason: r.judgement.reason.clone(),
+                    judgement: r.judgement.clone(),
                     runs: vec![r],
                 }
             }
             None => check(ctx, &self.request(&ctx.file)?, false)?,
         };
         if self.json {
-            println!("{}", json(&outcome)?);
+            println!("{}", json(&outcome, &ctx.run_dir)?);
         }
+        crate::kunit::run::show(&outcome, &self.check.tests.resolve()?)?;
         print_outcome(&outcome, !self.json);
-        Ok(outcome.verdict.exit_code())
+        Ok(outcome.verdict().exit_code())
     }
 }
 
@@ -395,7 +468,7 @@ impl BootCmd {
             Ok(k) => k,
             Err(j) => {
                 eprintln!("{}", j.reason);
-                return Ok(j.verdict.exit_code());
+                return Ok(j.verdict().exit_code());
             }
         };
         let paths = RunPaths::new(&ctx.run_dir);
@@ -426,7 +499,7 @@ impl BootCmd {
                             r.console_log.display()
                         );
                         // Not the kernel's doing (the guest lacks sh, virtiofsd died): 128.
-                        match r.judgement.verdict {
+                        match r.judgement.verdict() {
                             verdict::Verdict::Abort => verdict::Verdict::Abort,
                             _ => verdict::Verdict::Skip,
                         }

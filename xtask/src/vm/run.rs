@@ -1,11 +1,12 @@
 //! Running one VM as a sequence of phases — start, wait for the agent, run the command, shut
 //! down — each under its deadline. [`Vm`] owns QEMU and virtiofsd (the QEMU backend); its
 //! `Drop` ends both and removes the sockets (the logs stay). The libvirt backend plugs in
-//! through [`Guest`].
+//! through [`Guest`]; [`start`] is the one place that picks the backend.
 
 use super::command;
 use super::console;
 use super::fault::{FaultKind, VmEnd};
+use super::guest::{Guest, Launcher, Tools};
 use super::kmsg;
 use super::qemu;
 use super::qga::{self, Agent, ExecStatus, Stop, UnixConnect};
@@ -22,44 +23,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-/// The programs a run needs, found beforehand, and who starts the VM.
-#[derive(Debug, Clone)]
-pub struct Tools {
-    pub qemu: PathBuf,
-    pub virtiofsd: PathBuf,
-    pub launcher: Launcher,
-}
-
-/// Who starts and owns the VM; the agent, the verdict and the logs are the same for both.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Launcher {
-    /// QEMU and virtiofsd as our children ([`Vm`]).
-    Qemu,
-    /// A transient libvirt domain at `uri`; `keep` leaves it running at the end.
-    Libvirt { uri: String, keep: bool },
-}
-
-/// A started VM as a run sees it, whichever backend started it.
-pub trait Guest {
-    /// When the VM was started: the boot deadline counts from here.
-    fn started(&self) -> Instant;
-    /// How the VM ended, once it has (QEMU or virtiofsd exited, the domain is gone, libvirt
-    /// stopped answering); the first end seen is kept.
-    fn ended(&mut self) -> Option<VmEnd>;
-    /// For agent calls: fails when the VM is gone ([`Stop::VmExited`]) or on Ctrl-C.
-    fn watch(&mut self) -> Result<()> {
-        signals::check()?;
-        if self.ended().is_some() {
-            return Err(Stop::VmExited.into());
-        }
-        Ok(())
-    }
-    /// Opens connections to the guest agent.
-    fn agent(&self) -> Box<dyn qga::Connect>;
-    /// Ends the VM: politely through the agent, then by force; says which worked.
-    fn shut_down(&mut self, agent: Option<&mut Agent>, timeout: Duration) -> Result<&'static str>;
-}
 
 /// Phase 1 with the backend `tools.launcher` names.
 pub fn start(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<Box<dyn Guest>> {
@@ -153,6 +116,14 @@ pub struct Report {
     /// The fault of a first attempt that was retried (its logs are in `attempt-1/`).
     #[serde(default)]
     pub retried_after: Option<String>,
+    /// Where the test results were read from, when the check reads KTAP (`--kunit`, `--ktap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ktap: Option<crate::ktap::Source>,
+    /// The tests, nested as in the KTAP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<crate::ktap::Test>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_counts: Option<crate::ktap::Counts>,
 }
 
 /// A started VM. Dropping it ends QEMU and virtiofsd and removes the sockets.
@@ -565,6 +536,9 @@ fn attempt(
         run_dir: paths.dir.clone(),
         console_log: paths.console_log(),
         retried_after: None,
+        ktap: None,
+        tests: Vec::new(),
+        test_counts: None,
     };
     save(paths, &report)?;
     Ok(report)
@@ -613,7 +587,7 @@ fn findings(
 }
 
 /// Writes result.json and the command's output next to the logs.
-fn save(paths: &RunPaths, r: &Report) -> Result<()> {
+pub fn save(paths: &RunPaths, r: &Report) -> Result<()> {
     if let Some(e) = &r.exec {
         std::fs::write(paths.stdout(), &e.stdout)?;
         std::fs::write(paths.stderr(), &e.stderr)?;
@@ -680,6 +654,9 @@ mod tests {
             run_dir: "/elsewhere".into(),
             console_log: "/elsewhere/console.log".into(),
             retried_after: None,
+            ktap: None,
+            tests: Vec::new(),
+            test_counts: None,
         };
         std::fs::write(paths.result(), serde_json::to_string(&r).unwrap()).unwrap();
         std::fs::write(paths.console_log(), console::recorded(console)).unwrap();
@@ -695,7 +672,7 @@ mod tests {
         );
         let r = rejudge(t.path(), &[]).unwrap();
         assert_eq!(r.facts.command_end, Some(CommandEnd::Exited { code: 3 }));
-        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert_eq!(r.judgement.verdict(), Verdict::Bad);
         assert_eq!(r.exec.unwrap().stdout, b"out\n");
         assert_eq!(r.run_dir, t.path());
     }
@@ -705,19 +682,19 @@ mod tests {
         let ok = CommandEnd::Exited { code: 0 };
         let t = saved_run("console/warning_from_kmsg.log", ok.clone());
         let r = rejudge(t.path(), &[]).unwrap();
-        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert_eq!(r.judgement.verdict(), Verdict::Bad);
         assert!(r
             .judgement
             .reason
             .contains("WARNING: CPU: 0 PID: 1 at test"));
         let t = saved_run("console/clean_boot_fast.log", ok);
         assert_eq!(
-            rejudge(t.path(), &[]).unwrap().judgement.verdict,
+            rejudge(t.path(), &[]).unwrap().judgement.verdict(),
             Verdict::Good
         );
         let re = crate::vm::console::compile(&["virtio-pci".into()]).unwrap();
         assert_eq!(
-            rejudge(t.path(), &re).unwrap().judgement.verdict,
+            rejudge(t.path(), &re).unwrap().judgement.verdict(),
             Verdict::Bad
         );
     }
@@ -731,7 +708,7 @@ mod tests {
         let kmsg = console::recorded("kmsg/kmsg_copy_and_real_warning.txt");
         std::fs::write(RunPaths::new(t.path()).kernel_log(), kmsg).unwrap();
         let r = rejudge(t.path(), &[]).unwrap();
-        assert_eq!(r.judgement.verdict, Verdict::Bad);
+        assert_eq!(r.judgement.verdict(), Verdict::Bad);
         assert!(
             r.judgement.reason.starts_with(
                 "console: warning at line 210: WARNING: CPU: 0 PID: 54 at drivers/misc/lkdtm"

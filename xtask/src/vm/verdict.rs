@@ -1,9 +1,10 @@
 //! The verdict of a check and how it is decided from what a run recorded: pure code.
 
 use super::console::{Finding, FindingKind};
-use super::fault::{self, Fault, VmEnd};
+use super::fault::{self, Fault, FaultKind, VmEnd};
 use crate::exit;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What a check says about a kernel, in `git bisect run` terms.
@@ -17,8 +18,8 @@ pub enum Verdict {
     /// The kernel could not be tested (did not build, or did not boot far enough to run
     /// the command): exit 125, which `git bisect run` skips.
     Skip,
-    /// The setup is broken (missing tool, bad option, no rootfs): exit 128, which makes
-    /// `git bisect run` stop.
+    /// Not the kernel's doing (a [`Failure::Fault`]: QEMU, virtiofsd or the agent broke):
+    /// exit 128, which makes `git bisect run` stop.
     Abort,
 }
 
@@ -137,11 +138,78 @@ pub fn fault(f: &Facts) -> Option<Fault> {
     }
 }
 
-/// A verdict and the one line saying why.
+/// The stage a check failed in, as kunit.py tells its CONFIG, BUILD and TEST failures apart;
+/// the verdict follows from it ([`Failure::verdict`]).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "stage")]
+pub enum Failure {
+    /// The tree could not make a config of the input one (`make olddefconfig` failed):
+    /// untestable.
+    Config { log: PathBuf },
+    /// The kernel did not build: untestable.
+    Build { log: PathBuf },
+    /// The guest agent never answered, so the command could not run: untestable.
+    Boot,
+    /// The kernel failed the check: the command failed, the console shows a warning, oops
+    /// or panic, or the boot that was the check did not finish: bad.
+    Test,
+    /// Not the kernel's doing (QEMU, virtiofsd or the agent broke; the guest lacks the
+    /// command): abort.
+    Fault { kind: FaultKind },
+}
+
+impl Failure {
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Failure::Config { .. } | Failure::Build { .. } | Failure::Boot => Verdict::Skip,
+            Failure::Test => Verdict::Bad,
+            Failure::Fault { .. } => Verdict::Abort,
+        }
+    }
+}
+
+/// What a check found: the stage that failed (none: good) and the one line saying why.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 pub struct Judgement {
-    pub verdict: Verdict,
+    /// None: every stage passed.
+    #[serde(default)]
+    pub failure: Option<Failure>,
     pub reason: String,
+}
+
+impl Judgement {
+    pub fn good(reason: impl Into<String>) -> Judgement {
+        Judgement {
+            failure: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn failed(failure: Failure, reason: impl Into<String>) -> Judgement {
+        Judgement {
+            failure: Some(failure),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.failure
+            .as_ref()
+            .map_or(Verdict::Good, Failure::verdict)
+    }
+}
+
+/// Saved with its verdict, for whoever reads `result.json` (the verdict is not read back:
+/// it follows from the failure).
+impl Serialize for Judgement {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Judgement", 3)?;
+        st.serialize_field("verdict", &self.verdict())?;
+        st.serialize_field("failure", &self.failure)?;
+        st.serialize_field("reason", &self.reason)?;
+        st.end()
+    }
 }
 
 /// Decides the verdict. The contract:
@@ -152,14 +220,17 @@ pub struct Judgement {
 /// - without one (the check is the boot): bad on a console finding or a boot that never
 ///   reached the agent, else good.
 pub fn judge(f: &Facts) -> Judgement {
-    let j = |verdict, reason: String| Judgement { verdict, reason };
+    use Failure::{Boot, Test};
+    fn j(failure: Failure, reason: impl Into<String>) -> Judgement {
+        Judgement::failed(failure, reason)
+    }
     if let Some(fault) = fault(f) {
-        return j(Verdict::Abort, fault.what);
+        return j(Failure::Fault { kind: fault.kind }, fault.what);
     }
     let finding = f.findings.first().map(|x| x.summary());
     if !f.command.is_empty() && f.boot != BootEnd::AgentUp {
         return j(
-            Verdict::Skip,
+            Boot,
             format!("{} before the command could run", boot_failure(f)),
         );
     }
@@ -168,36 +239,36 @@ pub fn judge(f: &Facts) -> Judgement {
             1 => String::new(),
             n => format!(" (and {} more)", n - 1),
         };
-        return j(Verdict::Bad, format!("console: {s}{more}"));
+        return j(Test, format!("console: {s}{more}"));
     }
     if f.boot != BootEnd::AgentUp {
-        return j(Verdict::Bad, boot_failure(f));
+        return j(Test, boot_failure(f));
     }
     match &f.command_end {
-        None if f.command.is_empty() => j(
-            Verdict::Good,
-            format!("the kernel booted cleanly{}", userspace_note(f)),
-        ),
-        None => j(Verdict::Skip, "the command did not run".into()),
-        Some(CommandEnd::Exited { code: 0 }) => j(
-            Verdict::Good,
-            format!("the command exited 0{}", userspace_note(f)),
-        ),
-        Some(CommandEnd::Exited { code }) => j(Verdict::Bad, format!("the command exited {code}")),
-        Some(CommandEnd::Signaled { signal }) => j(
-            Verdict::Bad,
-            format!("the command was killed by signal {signal}"),
-        ),
-        Some(CommandEnd::TimedOut) => j(Verdict::Bad, "the command timed out".into()),
+        None if f.command.is_empty() => {
+            Judgement::good(format!("the kernel booted cleanly{}", userspace_note(f)))
+        }
+        None => j(Boot, "the command did not run"),
+        Some(CommandEnd::Exited { code: 0 }) => {
+            Judgement::good(format!("the command exited 0{}", userspace_note(f)))
+        }
+        Some(CommandEnd::Exited { code }) => j(Test, format!("the command exited {code}")),
+        Some(CommandEnd::Signaled { signal }) => {
+            j(Test, format!("the command was killed by signal {signal}"))
+        }
+        Some(CommandEnd::TimedOut) => j(Test, "the command timed out"),
         Some(CommandEnd::VmEnded) => j(
-            Verdict::Bad,
-            "the VM ended while the command ran (the guest reset or powered off)".into(),
+            Test,
+            "the VM ended while the command ran (the guest reset or powered off)",
         ),
         // fault() took this one.
-        Some(CommandEnd::NotStarted { why }) => j(Verdict::Abort, why.clone()),
-        Some(CommandEnd::AgentFailed { why }) => {
-            j(Verdict::Bad, format!("the guest agent failed: {why}"))
-        }
+        Some(CommandEnd::NotStarted { why }) => j(
+            Failure::Fault {
+                kind: FaultKind::Setup,
+            },
+            why.clone(),
+        ),
+        Some(CommandEnd::AgentFailed { why }) => j(Test, format!("the guest agent failed: {why}")),
     }
 }
 
@@ -300,6 +371,64 @@ mod tests {
         }
     }
 
+    /// Each stage's failure has its verdict, and result.json names the stage.
+    #[test]
+    fn the_failed_stage_decides_the_verdict() {
+        let log = PathBuf::from("/run/build.log");
+        for (failure, verdict, stage) in [
+            (
+                Failure::Config { log: log.clone() },
+                Verdict::Skip,
+                "config",
+            ),
+            (Failure::Build { log: log.clone() }, Verdict::Skip, "build"),
+            (Failure::Boot, Verdict::Skip, "boot"),
+            (Failure::Test, Verdict::Bad, "test"),
+            (
+                Failure::Fault {
+                    kind: FaultKind::Infra,
+                },
+                Verdict::Abort,
+                "fault",
+            ),
+        ] {
+            let j = Judgement::failed(failure, "why");
+            assert_eq!(j.verdict(), verdict);
+            let json: serde_json::Value = serde_json::to_value(&j).unwrap();
+            assert_eq!(json["failure"]["stage"], stage, "{json}");
+            assert_eq!(json["verdict"], serde_json::to_value(verdict).unwrap());
+            let again: Judgement = serde_json::from_value(json).unwrap();
+            assert_eq!(again, j);
+        }
+        let good = serde_json::to_value(Judgement::good("fine")).unwrap();
+        assert_eq!(
+            (&good["verdict"], &good["failure"]),
+            (&"good".into(), &serde_json::Value::Null)
+        );
+    }
+
+    /// A command that could not run because the boot failed is the boot's failure; the boot
+    /// failing when it is the check is the test's.
+    #[test]
+    fn a_boot_failure_is_the_boot_stage_unless_the_boot_is_the_test() {
+        let f = facts(&["true"], BootEnd::TimedOut, None);
+        assert_eq!(judge(&f).failure, Some(Failure::Boot));
+        let f = facts(&[], BootEnd::TimedOut, None);
+        assert_eq!(judge(&f).failure, Some(Failure::Test));
+        let f = facts(
+            &["x"],
+            BootEnd::AgentUp,
+            Some(CommandEnd::Exited { code: 2 }),
+        );
+        assert_eq!(judge(&f).failure, Some(Failure::Test));
+        let f = facts(
+            &["x"],
+            BootEnd::AgentUp,
+            Some(CommandEnd::Exited { code: 0 }),
+        );
+        assert_eq!(judge(&f).failure, None);
+    }
+
     #[test]
     fn exit_codes_follow_git_bisect_run() {
         assert_eq!(Verdict::Good.exit_code(), 0);
@@ -310,7 +439,7 @@ mod tests {
 
     #[test]
     fn command_results() {
-        let v = |end| judge(&facts(&["x"], BootEnd::AgentUp, Some(end))).verdict;
+        let v = |end| judge(&facts(&["x"], BootEnd::AgentUp, Some(end))).verdict();
         assert_eq!(v(CommandEnd::Exited { code: 0 }), Verdict::Good);
         assert_eq!(v(CommandEnd::Exited { code: 1 }), Verdict::Bad);
         assert_eq!(v(CommandEnd::Signaled { signal: 9 }), Verdict::Bad);
@@ -328,13 +457,13 @@ mod tests {
                 text: "Kernel panic - not syncing: no init".into(),
                 usec: None,
             });
-            assert_eq!(judge(&f).verdict, Verdict::Skip);
+            assert_eq!(judge(&f).verdict(), Verdict::Skip);
             // Without: the boot is the check, and it failed.
             f.command.clear();
-            assert_eq!(judge(&f).verdict, Verdict::Bad);
+            assert_eq!(judge(&f).verdict(), Verdict::Bad);
             assert!(judge(&f).reason.contains("panic"), "{:?}", judge(&f));
             f.findings.clear();
-            assert_eq!(judge(&f).verdict, Verdict::Bad);
+            assert_eq!(judge(&f).verdict(), Verdict::Bad);
         }
     }
 
@@ -345,10 +474,10 @@ mod tests {
             BootEnd::AgentUp,
             Some(CommandEnd::Exited { code: 0 }),
         );
-        assert_eq!(judge(&f).verdict, Verdict::Good);
+        assert_eq!(judge(&f).verdict(), Verdict::Good);
         f.findings = vec![warning(), warning()];
         let j = judge(&f);
-        assert_eq!(j.verdict, Verdict::Bad);
+        assert_eq!(j.verdict(), Verdict::Bad);
         assert_eq!(
             j.reason,
             "console: warning at line 12: WARNING: CPU: 0 PID: 1 at test (and 1 more)"
@@ -364,7 +493,7 @@ mod tests {
         );
         f.from_userspace = vec![warning()];
         let j = judge(&f);
-        assert_eq!(j.verdict, Verdict::Good);
+        assert_eq!(j.verdict(), Verdict::Good);
         assert_eq!(
             j.reason,
             "the command exited 0 (not the kernel's: userspace wrote line 12 to /dev/kmsg: \
@@ -375,7 +504,7 @@ mod tests {
     #[test]
     fn a_clean_boot_is_good() {
         assert_eq!(
-            judge(&facts(&[], BootEnd::AgentUp, None)).verdict,
+            judge(&facts(&[], BootEnd::AgentUp, None)).verdict(),
             Verdict::Good
         );
     }
@@ -421,7 +550,7 @@ mod tests {
             qemu_exit(Some(0), None, ""),
             &console,
         );
-        assert_eq!(j.verdict, Verdict::Bad);
+        assert_eq!(j.verdict(), Verdict::Bad);
         assert!(
             j.reason
                 .contains("Kernel panic - not syncing: Out of memory"),
@@ -440,7 +569,7 @@ mod tests {
             qemu_exit(Some(0), None, &log),
             &console,
         );
-        assert_eq!(j.verdict, Verdict::Abort);
+        assert_eq!(j.verdict(), Verdict::Abort);
         assert!(
             j.reason.contains("terminating on signal 15"),
             "{}",
@@ -452,7 +581,7 @@ mod tests {
             &console,
         );
         assert_eq!(
-            (j.verdict, j.reason.as_str()),
+            (j.verdict(), j.reason.as_str()),
             (Verdict::Abort, "QEMU was killed by signal 9 from outside")
         );
     }
@@ -466,7 +595,7 @@ mod tests {
         f.kernel_printed = false;
         f.vm_end = Some(qemu_exit(Some(1), None, &log));
         let j = judge(&f);
-        assert_eq!(j.verdict, Verdict::Abort);
+        assert_eq!(j.verdict(), Verdict::Abort);
         assert!(
             j.reason.starts_with(
                 "QEMU exited at start (exit 1): qemu-system-x86_64: unable to map backing store"
@@ -481,7 +610,7 @@ mod tests {
     fn the_command_not_starting_and_the_agent_failing_are_aborts() {
         let v = |end| {
             let f = facts(&["x"], BootEnd::AgentUp, Some(end));
-            (judge(&f).verdict, fault(&f).map(|x| x.kind))
+            (judge(&f).verdict(), fault(&f).map(|x| x.kind))
         };
         assert_eq!(
             v(CommandEnd::NotStarted { why: "no x".into() }),

@@ -13,7 +13,7 @@ pub const LINUX_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 /// The tree at `dest`, made from linux-source-6.1 when it is not there yet. Made in a
 /// temporary dir beside `dest` and renamed into place, so an interrupted run leaves nothing
 /// that looks ready.
-pub fn linux_source_tree(dest: &Path) -> Result<PathBuf> {
+pub fn ensure_tree(dest: &Path) -> Result<PathBuf> {
     if dest.join(".git").is_dir() && dest.join("Kconfig").is_file() {
         return Ok(dest.to_path_buf());
     }

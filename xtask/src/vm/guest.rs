@@ -1,0 +1,48 @@
+//! What a run needs of a started VM, whichever backend started it ([`Guest`]), and what it is
+//! given to start one with ([`Tools`], [`Launcher`]): the QEMU backend (`run::Vm`) and the
+//! libvirt one both implement this, so neither imports the other's module.
+
+use super::fault::VmEnd;
+use super::qga::{self, Agent, Stop};
+use crate::signals;
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The programs a run needs, found beforehand, and who starts the VM.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub qemu: PathBuf,
+    pub virtiofsd: PathBuf,
+    pub launcher: Launcher,
+}
+
+/// Who starts and owns the VM; the agent, the verdict and the logs are the same for both.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launcher {
+    /// QEMU and virtiofsd as our children ([`Vm`]).
+    Qemu,
+    /// A transient libvirt domain at `uri`; `keep` leaves it running at the end.
+    Libvirt { uri: String, keep: bool },
+}
+
+/// A started VM as a run sees it, whichever backend started it.
+pub trait Guest {
+    /// When the VM was started: the boot deadline counts from here.
+    fn started(&self) -> Instant;
+    /// How the VM ended, once it has (QEMU or virtiofsd exited, the domain is gone, libvirt
+    /// stopped answering); the first end seen is kept.
+    fn ended(&mut self) -> Option<VmEnd>;
+    /// For agent calls: fails when the VM is gone ([`Stop::VmExited`]) or on Ctrl-C.
+    fn watch(&mut self) -> Result<()> {
+        signals::check()?;
+        if self.ended().is_some() {
+            return Err(Stop::VmExited.into());
+        }
+        Ok(())
+    }
+    /// Opens connections to the guest agent.
+    fn agent(&self) -> Box<dyn qga::Connect>;
+    /// Ends the VM: politely through the agent, then by force; says which worked.
+    fn shut_down(&mut self, agent: Option<&mut Agent>, timeout: Duration) -> Result<&'static str>;
+}
