@@ -9,7 +9,6 @@ pub mod plan;
 pub use plan::InitramfsMode;
 mod progress;
 pub mod runner;
-pub use runner::spinner;
 pub mod source;
 mod toolchain;
 
@@ -17,9 +16,9 @@ use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::settings::BuildRequest;
-use crate::units::{human_bytes, human_duration};
+use crate::units::{human_bytes, human_duration, short};
 use anyhow::{bail, Context, Result};
-use cache::{short, Cache, Entry, Status};
+use cache::{Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -154,7 +153,7 @@ fn answer_from_cache(
         if say {
             eprintln!(
                 "the cache entry {} is broken ({why}): building it again",
-                &key[..12]
+                short(key)
             );
         }
         return None;

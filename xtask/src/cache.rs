@@ -1,10 +1,10 @@
 //! `cargo xtask cache ls | show | gc`: the build cache's entries listed, shown and dropped
 //! least recently used first (the store itself: `crate::build::cache`).
 
-use crate::build::cache::{short, Cache, Entry, Status};
+use crate::build::cache::{Cache, Entry, Status};
 use crate::cli::{CacheAction, CacheArgs};
 use crate::ctx::Ctx;
-use crate::units::{human_bytes, human_duration, Bound};
+use crate::units::{human_bytes, human_duration, short, Bound};
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, SystemTime};
 

@@ -4,7 +4,7 @@
 //! plumbing into a private index, so no checkout is touched.
 
 use crate::cmd::CommandExt;
-use crate::git::git;
+use crate::git::owned;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
@@ -117,7 +117,7 @@ pub fn write(tree: &Path, base: &str, branch: &str, changes: &[Change]) -> Resul
     let tmp = tempfile::tempdir()?;
     let index = tmp.path().join("index");
     let g = |args: &[&str]| -> Result<String> {
-        let mut c = git(tree);
+        let mut c = owned(tree);
         c.env("GIT_INDEX_FILE", &index).args(args);
         c.read_logged()
     };
@@ -129,7 +129,7 @@ pub fn write(tree: &Path, base: &str, branch: &str, changes: &[Change]) -> Resul
         let path = path_of(change);
         let old = g(&["cat-file", "blob", &format!("{parent}:{path}")]).map(|s| s + "\n")?;
         let (path, new) = apply(change, i, &old)?;
-        let mut c = git(tree);
+        let mut c = owned(tree);
         let mut child = c
             .args(["hash-object", "-w", "--stdin"])
             .stdin(Stdio::piped())
@@ -146,7 +146,7 @@ pub fn write(tree: &Path, base: &str, branch: &str, changes: &[Change]) -> Resul
         let tree_id = g(&["write-tree"])?;
         // A fixed date per commit makes the history, and so the bisect, reproducible.
         let date = format!("{} +0000", 1_700_000_000 + i * 60);
-        let mut c = git(tree);
+        let mut c = owned(tree);
         c.env("GIT_INDEX_FILE", &index)
             .env("GIT_AUTHOR_DATE", &date)
             .env("GIT_COMMITTER_DATE", &date);
@@ -224,30 +224,30 @@ mod tests {
             std::fs::create_dir_all(t.join(f).parent().unwrap()).unwrap();
             std::fs::write(t.join(f), "/* file */\n").unwrap();
         }
-        git(t).args(["init", "-q"]).output_logged().unwrap();
-        git(t).args(["add", "-A"]).output_logged().unwrap();
-        git(t)
+        owned(t).args(["init", "-q"]).output_logged().unwrap();
+        owned(t).args(["add", "-A"]).output_logged().unwrap();
+        owned(t)
             .args(["commit", "-qm", "base"])
             .output_logged()
             .unwrap();
         let ids = write(t, "HEAD", "hist", &plan(6, 4, Some(1)).unwrap()).unwrap();
         assert_eq!(ids.len(), 6);
-        let main = git(t)
+        let main = owned(t)
             .args(["show", "hist:init/main.c"])
             .read_logged()
             .unwrap();
         assert!(main.contains("WARN(1"));
-        let panic = git(t)
+        let panic = owned(t)
             .args(["show", &format!("{}:{BREAK_FILE}", ids[1])])
             .read_logged()
             .unwrap();
         assert!(panic.contains("#error"));
-        let panic = git(t)
+        let panic = owned(t)
             .args(["show", &format!("hist:{BREAK_FILE}")])
             .read_logged()
             .unwrap();
         assert!(!panic.contains("#error"));
-        let status = git(t)
+        let status = owned(t)
             .args(["status", "--porcelain"])
             .read_logged()
             .unwrap();

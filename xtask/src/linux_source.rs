@@ -2,7 +2,7 @@
 //! the benchmarks: unpacked once, committed once (tagged `base`), then reused.
 
 use crate::cmd::CommandExt;
-use crate::git::git;
+use crate::git::owned;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,19 +36,19 @@ pub fn ensure_tree(dest: &Path) -> Result<PathBuf> {
         .output_logged()
         .context("unpacking linux-source")?;
     strip_debian_ignore(&tmp.path().join(".gitignore"))?;
-    git(tmp.path())
+    owned(tmp.path())
         .args(["init", "-q", "-b", "master"])
         .output_logged()?;
     // The tree is big: keep git from spending time on things we do not need.
-    git(tmp.path())
+    owned(tmp.path())
         .args(["config", "gc.auto", "0"])
         .output_logged()?;
-    git(tmp.path()).args(["add", "-A"]).output_logged()?;
-    git(tmp.path())
+    owned(tmp.path()).args(["add", "-A"]).output_logged()?;
+    owned(tmp.path())
         .args(["commit", "-q", "-m", "linux-source-6.1 (Debian)"])
         .output_logged()?;
-    git(tmp.path()).args(["tag", "base"]).output_logged()?;
-    let files = git(tmp.path())
+    owned(tmp.path()).args(["tag", "base"]).output_logged()?;
+    let files = owned(tmp.path())
         .args(["ls-files"])
         .read_logged()?
         .lines()

@@ -25,6 +25,7 @@ mod libvirt;
 mod linux_source;
 mod lock;
 mod phase;
+mod progress;
 mod quickstart;
 mod rootfs;
 mod settings;

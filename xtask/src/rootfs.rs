@@ -23,11 +23,11 @@ use crate::cmd::{self, CommandExt};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
+use crate::progress::Progress;
 use crate::state::StateDir;
 use crate::{signals, tools};
 use anyhow::{bail, Context, Result};
 use bootstrap::Bootstrapper;
-use progress::Step;
 use recipe::{Meta, Source};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -65,7 +65,7 @@ impl SetupRootfsArgs {
             if let Some(meta) = up_to_date(&state, &digest) {
                 println!(
                     "{what} is up to date (recipe {}, {}): {}",
-                    recipe::short(&digest),
+                    crate::units::short(&digest),
                     meta.gcc,
                     state.rootfs().display()
                 );
@@ -94,7 +94,7 @@ impl SetupRootfsArgs {
             arch.debian_arch,
             source.mirror,
             bootstrapper.name(),
-            recipe::short(&digest)
+            crate::units::short(&digest)
         );
 
         let foreign = (!build_container).then_some(arch.debian_arch);
@@ -145,7 +145,7 @@ impl SetupRootfsArgs {
             started.elapsed().as_secs_f64(),
             state.rootfs().display(),
             g.tree.file_name().unwrap_or_default().to_string_lossy(),
-            recipe::short(&meta.digest),
+            crate::units::short(&meta.digest),
             meta.gcc
         );
         // Builds, VMs and bisects that started before keep the old one until they end.
@@ -184,7 +184,7 @@ fn run_step(
     log: &Path,
     explain: impl Fn(&str) -> Option<String>,
 ) -> Result<()> {
-    let step = Step::start(name);
+    let step = Progress::start(name);
     let status = progress::run_logged_to(cmd, log, &step)?;
     if status.success() {
         step.done();

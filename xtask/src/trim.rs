@@ -4,7 +4,7 @@
 
 use crate::arch::Arch;
 use crate::build::plan::{Make, Paths};
-use crate::build::runner::{spinner, Place, Runner};
+use crate::build::runner::{Place, Runner};
 use crate::cli::TrimConfigArgs;
 use crate::cmd;
 use crate::container::Container;
@@ -438,10 +438,7 @@ impl KernelMake {
     /// Runs make with its output appended to `log`; a failure names the log and ends with
     /// its tail.
     pub fn run_to_log(&self, args: &[&str], log: &Path) -> Result<()> {
-        let bar = match self.status {
-            Some(title) => spinner(title),
-            None => indicatif::ProgressBar::hidden(),
-        };
+        let bar = self.status.map(crate::progress::Progress::start);
         let mut runner = Runner::new(
             self.place.clone(),
             log.to_path_buf(),

@@ -1,6 +1,7 @@
 //! Human-written sizes ("1G"), durations ("90s") and counts, as options and xtask.toml give
 //! them: parsed for their form (a malformed one is a usage error, 129) and then checked
-//! against the bounds of the option that holds them (out of range: 128, naming the limit).
+//! against the bounds of the option that holds them (out of range: 128, naming the limit);
+//! and the short form people read of a commit, key or digest ([`short`]).
 
 use anyhow::{anyhow, bail, Result};
 use std::time::Duration;
@@ -225,6 +226,12 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[i])
     }
+}
+
+/// The first 12 characters of a commit, cache key or digest, as people read them; whatever a
+/// saved file holds, never a slice inside a character (such a string is shown whole).
+pub fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
-use crate::git::git;
+use crate::git::owned;
 use crate::phase::self_exe;
 use crate::state::StateDir;
-use crate::units::human_duration;
+use crate::units::{human_duration, short};
 use crate::vm::spec::{kernel_cmdline, tsc_khz_from_cpuinfo, CmdlineInput, Machine};
 use crate::{history, kvm, tools};
 use anyhow::{bail, Context, Result};
@@ -29,13 +29,13 @@ struct WorktreeGuard<'a> {
 impl Drop for WorktreeGuard<'_> {
     fn drop(&mut self) {
         if self.worktree.exists() {
-            let _ = git(&self.worktree)
+            let _ = owned(&self.worktree)
                 .args(["bisect", "reset", "--quiet"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-        let _ = git(self.tree)
+        let _ = owned(self.tree)
             .args(["worktree", "remove", "--force"])
             .arg(&self.worktree)
             .stderr(std::process::Stdio::null())
@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
 
     // The baseline: a plain worktree, its own build dir, and `git bisect run` of the script.
     let wt = bench.join("article-tree");
-    git(&tree)
+    owned(&tree)
         .args(["worktree", "add", "--quiet", "--detach"])
         .arg(&wt)
         .arg(&branch)
@@ -134,10 +134,10 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
         .unwrap_or(1);
     eprintln!("bench bisect: baseline, `git bisect run` of the article's script");
     let t = Instant::now();
-    git(&wt)
+    owned(&wt)
         .args(["bisect", "start", &branch, "base"])
         .output_logged()?;
-    let out = git(&wt)
+    let out = owned(&wt)
         .args(["bisect", "run", "bash"])
         .arg(&script)
         .env("XTASK_ROOTFS", &rootfs)
@@ -188,7 +188,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
 
     println!(
         "bisect of {n} commits (first bad: #{culprit} {})",
-        &culprit_id[..12]
+        short(&culprit_id)
     );
     println!("{:<48} {:>10} {:>8}", "variant", "wall", "ratio");
     let row = |name: &str, d: Duration| {

@@ -77,12 +77,12 @@ fn measure(
     build: impl FnOnce() -> Result<()>,
 ) -> Result<Measurement> {
     // A cold build takes minutes and its output goes to the log: show the elapsed time.
-    let bar = crate::build::spinner("building");
-    bar.set_message(name.to_string());
+    let bar = crate::progress::Progress::start("building");
+    bar.set_message(name);
     let cpu0 = children_cpu();
     let t0 = Instant::now();
     let built = build();
-    bar.finish_and_clear();
+    bar.finish();
     built?;
     let wall = t0.elapsed();
     let cpu = children_cpu().saturating_sub(cpu0);

@@ -138,10 +138,7 @@ impl Report {
     }
 }
 
-pub fn short(commit: &str) -> &str {
-    // A saved report may hold anything: no slicing inside a character.
-    commit.get(..12).unwrap_or(commit)
-}
+pub use crate::units::short;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 use super::key::KeyInputs;
 use crate::lock::FileLock;
 use crate::state::{dir_size, StateDir};
+use crate::units::short;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -438,12 +439,6 @@ fn remove_any(path: &std::path::Path) -> Result<()> {
         std::fs::remove_file(path)
     }
     .with_context(|| format!("removing {}", path.display()))
-}
-
-/// The first 12 characters of a key or commit, as people read them; whatever a metadata file
-/// holds, never a slice inside a character.
-pub fn short(s: &str) -> &str {
-    s.get(..12).unwrap_or(s)
 }
 
 #[cfg(test)]

@@ -6,14 +6,16 @@ use super::failure::{self, Failure};
 use super::key::KeyInputs;
 use super::plan::{self, ConfigFacts, Make, Paths, Plan};
 use super::progress;
-use super::runner::{spinner, Place, Runner, Step};
+use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::{artifacts, BuildOutcome};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::Config;
 use crate::lock::FileLock;
+use crate::progress::Progress;
 use crate::settings::BuildRequest;
+use crate::units::short;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -156,16 +158,21 @@ pub fn build(
         .with_context(|| format!("copying {} into the build dir", req.config_path.display()))?;
 
     let what = match (&req.rev, &req.source.dirty) {
-        (Some(rev), _) => format!("{rev} ({})", &req.source.commit[..12]),
-        (None, Some(_)) => format!("the working state ({}+changes)", &req.source.commit[..12]),
-        (None, None) => format!("the working state ({})", &req.source.commit[..12]),
+        (Some(rev), _) => format!("{rev} ({})", short(&req.source.commit)),
+        (None, Some(_)) => format!("the working state ({}+changes)", short(&req.source.commit)),
+        (None, None) => format!("the working state ({})", short(&req.source.commit)),
     };
-    eprintln!("building {what}, key {}", &req.key[..12]);
+    eprintln!("building {what}, key {}", short(&req.key));
     let log_path = ctx.run_dir.join("build.log");
     // One build's log: a run that builds again starts it afresh.
     std::fs::write(&log_path, "")
         .with_context(|| format!("creating the build log {}", log_path.display()))?;
-    let mut runner = Runner::new(place, log_path, spinner("build"), opts.timeout)?;
+    let mut runner = Runner::new(
+        place,
+        log_path,
+        Some(Progress::start("build")),
+        opts.timeout,
+    )?;
     let mut record = Record {
         durations: BTreeMap::new(),
         kernelrelease: None,

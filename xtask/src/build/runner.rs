@@ -6,8 +6,8 @@ use super::plan::Invocation;
 use super::progress::step_of;
 use crate::cmd::{self, CommandExt};
 use crate::container::Container;
+use crate::progress::Progress;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,8 @@ pub struct Runner {
     place: Place,
     log: Arc<Mutex<File>>,
     pub log_path: PathBuf,
-    bar: ProgressBar,
+    /// The progress display; None when the caller shows its own.
+    bar: Option<Progress>,
     /// The commands run, in order, for the metadata.
     pub commands: Vec<Vec<String>>,
     /// How many `make` runs this build made.
@@ -59,25 +60,12 @@ pub struct Step {
     pub output: String,
 }
 
-/// The status line of a build: `⠋ [00:01:23] PREFIX: message`, ticking on its own. Hidden when
-/// stderr is not a terminal (CI, tests), so logs stay clean.
-pub fn spinner(prefix: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
-            .expect("a valid template"),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 impl Runner {
-    /// A runner whose steps append to `log_path`, shown on `bar`.
+    /// A runner whose steps append to `log_path`, shown on `bar` (None: not shown).
     pub fn new(
         place: Place,
         log_path: PathBuf,
-        bar: ProgressBar,
+        bar: Option<Progress>,
         limit: Duration,
     ) -> Result<Runner> {
         let log = std::fs::OpenOptions::new()
@@ -135,7 +123,9 @@ impl Runner {
         if argv.first().is_some_and(|p| p == "make") {
             self.make_runs += 1;
         }
-        self.bar.set_message(label.to_string());
+        if let Some(bar) = &self.bar {
+            bar.set_message(label);
+        }
         let offset = {
             let mut log = self.log.lock().unwrap();
             writeln!(log, "### {label}: {}", argv.join(" "))?;
@@ -196,18 +186,20 @@ impl Runner {
 
     /// Clears the status line.
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
     }
 }
 
 /// Copies a stream into the log line by line, showing each kbuild step on the status line.
-fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &ProgressBar) {
+fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &Option<Progress>) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
         let text = String::from_utf8_lossy(&line);
-        if let Some(step) = step_of(text.trim_end()) {
-            bar.set_message(step);
+        if let (Some(step), Some(bar)) = (step_of(text.trim_end()), bar) {
+            bar.set_message(&step);
         }
         let _ = log.lock().unwrap().write_all(&line);
         line.clear();
@@ -216,6 +208,6 @@ fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &ProgressBar) {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        self.bar.finish_and_clear();
+        self.finish();
     }
 }

@@ -3,10 +3,10 @@
 
 use super::key::{dirty_digest, sha256_hex};
 use crate::cmd::CommandExt;
+use crate::git::{self, cmd, shell};
 use crate::state::StateDir;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::SystemTime;
 
 /// A resolved revision.
@@ -30,14 +30,6 @@ pub enum Checkout {
     WorkingState,
     /// The toolkit's worktree, detached at the commit.
     Worktree,
-}
-
-/// `git -C dir …`, without the optional index refresh that would take the index lock of a
-/// tree the user may be working in.
-fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C").arg(dir).env("GIT_OPTIONAL_LOCKS", "0");
-    c
 }
 
 /// Resolves `rev` (None: the working state) in `tree` without changing anything.
@@ -74,13 +66,14 @@ pub fn resolve(tree: &Path, rev: Option<&str>) -> Result<Source> {
 
 /// The commit, tree id and committer date (see [`utc_timestamp`]) of `rev`.
 fn commit_info(dir: &Path, rev: &str) -> Result<(String, String, String)> {
-    let commit = git(dir)
-        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
-        .arg(format!("{rev}^{{commit}}"))
-        .read_logged()?;
-    let out = git(dir)
-        .args(["log", "-1", "--format=%T%n%ct", &commit])
-        .read_logged()?;
+    let sh = shell()?;
+    let spec = format!("{rev}^{{commit}}");
+    let commit = git::line(cmd!(
+        sh,
+        "git -C {dir} rev-parse --verify --quiet --end-of-options {spec}"
+    ))
+    .read_logged()?;
+    let out = git::line(cmd!(sh, "git -C {dir} log -1 --format=%T%n%ct {commit}")).read_logged()?;
     let mut lines = out.lines();
     match (lines.next(), lines.next().and_then(|d| d.parse().ok())) {
         (Some(t), Some(secs)) => Ok((commit, t.to_string(), utc_timestamp(secs))),
@@ -114,20 +107,27 @@ pub fn utc_timestamp(secs: i64) -> String {
 /// None when the working state is HEAD; otherwise a digest of `git diff HEAD` and the
 /// untracked (not ignored) files.
 fn working_state_digest(tree: &Path) -> Result<Option<String>> {
-    let status = git(tree)
-        .args(["status", "--porcelain", "-z", "--untracked-files=all"])
-        .output_logged()
-        .context("reading the tree's status")?;
+    let sh = shell()?;
+    let status = git::line(cmd!(
+        sh,
+        "git -C {tree} status --porcelain -z --untracked-files=all"
+    ))
+    .output_logged()
+    .context("reading the tree's status")?;
     if status.stdout.is_empty() {
         return Ok(None);
     }
-    let diff = git(tree)
-        .args(["diff", "HEAD", "--binary", "--no-ext-diff", "--no-color"])
-        .output_logged()
-        .context("reading the tree's uncommitted changes")?;
-    let listed = git(tree)
-        .args(["ls-files", "--others", "--exclude-standard", "-z"])
-        .output_logged()?;
+    let diff = git::line(cmd!(
+        sh,
+        "git -C {tree} diff HEAD --binary --no-ext-diff --no-color"
+    ))
+    .output_logged()
+    .context("reading the tree's uncommitted changes")?;
+    let listed = git::line(cmd!(
+        sh,
+        "git -C {tree} ls-files --others --exclude-standard -z"
+    ))
+    .output_logged()?;
     let mut untracked = Vec::new();
     for name in listed.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let name = String::from_utf8_lossy(name).into_owned();
@@ -169,29 +169,33 @@ pub fn checkout_worktree(
     commit: &str,
     locked_since: Option<SystemTime>,
 ) -> Result<()> {
+    let sh = shell()?;
     let usable = worktree.join(".git").exists()
-        && git(worktree)
-            .args(["rev-parse", "--git-dir"])
+        && git::line(cmd!(sh, "git -C {worktree} rev-parse --git-dir"))
             .output_unchecked()
             .is_ok_and(|o| o.status.success());
     if usable {
         if let Some(since) = locked_since {
             recover_index_lock(worktree, since)?;
         }
-        let at = git(worktree).args(["rev-parse", "HEAD"]).read_logged().ok();
+        let at = git::line(cmd!(sh, "git -C {worktree} rev-parse HEAD"))
+            .read_logged()
+            .ok();
         if at.as_deref() == Some(commit) && is_clean(worktree)? {
             return Ok(());
         }
         // Dies with us: a checkout that ran on after a killed run would race the next one.
-        git(worktree)
-            .args(["checkout", "--quiet", "--force", "--detach", commit])
-            .die_with_us()
-            .output_logged()
-            .with_context(|| format!("checking out {commit} in {}", worktree.display()))?;
+        git::line(cmd!(
+            sh,
+            "git -C {worktree} checkout --quiet --force --detach {commit}"
+        ))
+        .die_with_us()
+        .output_logged()
+        .with_context(|| format!("checking out {commit} in {}", worktree.display()))?;
         return Ok(());
     }
     // A stale registration (the directory was deleted) would make `worktree add` refuse.
-    git(tree).args(["worktree", "prune"]).output_logged()?;
+    git::line(cmd!(sh, "git -C {tree} worktree prune")).output_logged()?;
     if worktree.exists() {
         std::fs::remove_dir_all(worktree)
             .with_context(|| format!("removing the broken worktree {}", worktree.display()))?;
@@ -200,13 +204,13 @@ pub fn checkout_worktree(
         std::fs::create_dir_all(parent)?;
     }
     eprintln!("creating the build worktree {} (once)", worktree.display());
-    git(tree)
-        .args(["worktree", "add", "--quiet", "--force", "--detach"])
-        .arg(worktree)
-        .arg(commit)
-        .die_with_us()
-        .output_logged()
-        .with_context(|| format!("creating the worktree {}", worktree.display()))?;
+    git::line(cmd!(
+        sh,
+        "git -C {tree} worktree add --quiet --force --detach {worktree} {commit}"
+    ))
+    .die_with_us()
+    .output_logged()
+    .with_context(|| format!("creating the worktree {}", worktree.display()))?;
     Ok(())
 }
 
@@ -214,9 +218,9 @@ pub fn checkout_worktree(
 /// lock: git left it when a run of ours was killed mid-checkout, and every later checkout
 /// would fail on it.
 fn recover_index_lock(worktree: &Path, locked_since: SystemTime) -> Result<()> {
-    let Ok(git_dir) = git(worktree)
-        .args(["rev-parse", "--absolute-git-dir"])
-        .read_logged()
+    let sh = shell()?;
+    let Ok(git_dir) =
+        git::line(cmd!(sh, "git -C {worktree} rev-parse --absolute-git-dir")).read_logged()
     else {
         return Ok(());
     };
@@ -242,15 +246,19 @@ fn is_stale(made: SystemTime, locked_since: SystemTime) -> bool {
 }
 
 fn is_clean(dir: &Path) -> Result<bool> {
-    let out = git(dir)
-        .args(["status", "--porcelain", "-z", "--untracked-files=no"])
-        .output_logged()?;
+    let sh = shell()?;
+    let out = git::line(cmd!(
+        sh,
+        "git -C {dir} status --porcelain -z --untracked-files=no"
+    ))
+    .output_logged()?;
     Ok(out.stdout.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn sh(dir: &Path, script: &str) {
         let ok = Command::new("sh")
@@ -313,7 +321,7 @@ mod tests {
         assert_eq!(std::fs::read(repo.join("f")).unwrap(), before);
         // A killed checkout's index.lock: kept while it may be live, removed once it predates
         // our lock.
-        let git_dir = git(&wt)
+        let git_dir = git::git(&wt)
             .args(["rev-parse", "--absolute-git-dir"])
             .read_logged()
             .unwrap();

@@ -126,7 +126,7 @@ pub fn in_use_for(state: &StateDir, arch: &crate::arch::Arch) -> Result<Generati
 
 /// A new generation's name: the recipe digest's short form and when it was built.
 pub fn name(meta: &Meta) -> String {
-    format!("{}-{}", super::recipe::short(&meta.digest), meta.built)
+    format!("{}-{}", crate::units::short(&meta.digest), meta.built)
 }
 
 /// Puts a finished tree in place as the new current generation: the tree and its record

@@ -1,72 +1,19 @@
-//! Long steps: a spinner with elapsed time (a plain line when stderr is not a terminal), and
-//! running a command with its whole output going to a log while the spinner shows its
-//! progress lines.
+//! Running a long step's command with its whole output going to a log while the progress
+//! display ([`crate::progress`]) shows its `I: ` lines.
 
 use crate::cmd::{self, CommandExt};
+use crate::progress::Progress;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// One step the user waits for.
-pub struct Step {
-    name: String,
-    start: Instant,
-    bar: ProgressBar,
-    /// No terminal: progress messages are printed as lines instead of a spinner.
-    plain: bool,
-}
-
-impl Step {
-    pub fn start(name: &str) -> Step {
-        let plain = !std::io::stderr().is_terminal();
-        let bar = if !plain {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
-                    .expect("valid template"),
-            );
-            bar.set_prefix(name.to_string());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        } else {
-            eprintln!("{name}...");
-            ProgressBar::hidden()
-        };
-        Step {
-            name: name.to_string(),
-            start: Instant::now(),
-            bar,
-            plain,
-        }
-    }
-
-    pub fn done(self) {
-        self.bar.finish_and_clear();
-        eprintln!(
-            "{}: done in {:.1}s",
-            self.name,
-            self.start.elapsed().as_secs_f64()
-        );
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        // On an error the line is cleared, so the error stands alone.
-        if !self.bar.is_finished() {
-            self.bar.finish_and_clear();
-        }
-    }
-}
-
 /// Runs `cmd` with stdout and stderr merged into `log`, showing lines that start with
 /// `I: ` (mmdebstrap's and our scripts' progress) on the step. Ctrl-C ends it (see
 /// [`cmd::wait`]). Returns the exit status; the caller reads the log to explain a failure.
-pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitStatus> {
+pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Progress) -> Result<ExitStatus> {
     let mut file =
         File::create(log).with_context(|| format!("creating the log {}", log.display()))?;
     writeln!(file, "+ {}", cmd::display(&cmd))?;
@@ -79,7 +26,7 @@ pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitSt
     // Drop our copies of the pipe's write end, or the reader would never see the end.
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
 
-    let (bar, plain) = (step.bar.clone(), step.plain);
+    let bar = step.clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(reader);
@@ -88,7 +35,7 @@ pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitSt
             let _ = file.write_all(&line);
             let text = String::from_utf8_lossy(&line);
             if let Some(msg) = text.strip_prefix("I: ") {
-                report(&bar, plain, msg);
+                bar.set_message(msg);
             }
             line.clear();
         }
@@ -110,14 +57,4 @@ pub fn run_logged_to(mut cmd: Command, log: &Path, step: &Step) -> Result<ExitSt
     // Grandchildren that kept the pipe open must not hang us; the log is then only partial.
     let _ = done_rx.recv_timeout(Duration::from_secs(5));
     Ok(status)
-}
-
-/// One progress message: on the spinner, or as a line of its own without a terminal.
-fn report(bar: &ProgressBar, plain: bool, msg: &str) {
-    let msg: String = msg.trim().chars().take(100).collect();
-    if plain {
-        eprintln!("  {msg}");
-    } else {
-        bar.set_message(msg);
-    }
 }

@@ -1,6 +1,7 @@
 //! The rootfs recipe (`rootfs/`): its package list, its digest, and the metadata recorded
 //! beside a built rootfs (`rootfs.json`).
 
+use crate::units::short;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,8 +14,6 @@ pub const DEFAULT_SUITE: &str = "bookworm";
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Bumped when the way a recipe is turned into a tree changes, so old trees are rebuilt.
 const RECIPE_FORMAT: &str = "xtask-rootfs-recipe 1";
-/// How many hex digits of the digest users see (and `toolchain_identity` carries).
-pub const SHORT: usize = 12;
 
 /// The recipe folder: the workspace's `rootfs/`, or `$XTASK_ROOTFS_RECIPE` (for trying a
 /// recipe out, and for tests of broken recipes).
@@ -225,11 +224,6 @@ impl Meta {
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
     }
-}
-
-/// The digest as users see it.
-pub fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(SHORT)]
 }
 
 #[cfg(test)]
