@@ -130,16 +130,22 @@ pub fn clean_build(f: &Fixture) -> Run {
 /// A commit of the tree with one changed line, made without touching the checkout, its
 /// index or its refs (only unreachable objects are added, which git gc drops).
 pub fn side_commit(tree: &Path) -> String {
-    let scratch = tempfile::tempdir().unwrap();
-    let index = scratch.path().join("index");
-    let blob_src = scratch.path().join("version.c");
-    let head = git(tree, &["rev-parse", "HEAD"]).trim().to_string();
     let mut text = git(tree, &["show", &format!("HEAD:{EDITED}")]);
     // Unique per run, so that the revision is built, not found in the cache.
     text.push_str(&format!(
         "\n/* xtask e2e: another revision, {} */\n",
         unique()
     ));
+    commit_with(tree, EDITED, &text)
+}
+
+/// A commit on HEAD where `path` holds `text`, made without touching the checkout, its index
+/// or its refs. Its author, committer and dates are fixed: the same text gives the same commit.
+pub fn commit_with(tree: &Path, path: &str, text: &str) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let index = scratch.path().join("index");
+    let blob_src = scratch.path().join("blob");
+    let head = git(tree, &["rev-parse", "HEAD"]).trim().to_string();
     std::fs::write(&blob_src, text).unwrap();
     let with_index = |args: &[&str]| {
         let out = Command::new("git")
@@ -163,7 +169,7 @@ pub fn side_commit(tree: &Path) -> String {
     with_index(&[
         "update-index",
         "--cacheinfo",
-        &format!("100644,{blob},{EDITED}"),
+        &format!("100644,{blob},{path}"),
     ]);
     let new_tree = with_index(&["write-tree"]);
     with_index(&["commit-tree", &new_tree, "-p", &head, "-m", "xtask e2e"])

@@ -5,7 +5,8 @@
 //! - `XTASK_BIN`: the xtask binary to run;
 //! - `XTASK_TEST_STATE`: a state dir holding the rootfs, the trimmed config and the cache;
 //! - `XTASK_TEST_TREE`: a kernel git tree (Debian's linux-source-6.1, one commit tagged `base`);
-//! - `XTASK_TEST_KERNEL`: a bzImage built from that tree with the trimmed config.
+//! - `XTASK_TEST_KERNEL`: a bzImage built from that tree with the trimmed config;
+//! - `XTASK_TEST_KERNEL_ARM64`: the arm64 Image built from it (`tests/tests/e2e_arm64.rs`).
 
 pub mod builds;
 

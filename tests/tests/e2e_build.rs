@@ -28,7 +28,9 @@ fn a_second_build_is_a_cache_hit_that_runs_no_make() {
         "{}",
         again.commands
     );
-    assert!(again.took < Duration::from_secs(1), "{:?}", again.took);
+    // A hit reads the entry's metadata and digests its files; a miss would run make in the
+    // container, which alone takes longer than this (olddefconfig ~8 s here).
+    assert!(again.took < Duration::from_secs(5), "{:?}", again.took);
     assert_eq!(entry_of(&first), entry_of(&again));
     let entry = PathBuf::from(entry_of(&again));
     for name in [
@@ -200,14 +202,13 @@ fn a_kconfig_that_does_not_parse_is_a_config_failure() {
         let mut restore = Restore::new();
         restore.append(
             f.tree.join("init/Kconfig"),
-            &format!(
-                "\nconfig XTASK_E2E_BROKEN_{}\n\tbool \"unterminated\n",
-                unique()
-            ),
+            &format!("\nxtask_e2e_not_a_statement_{}\n", unique()),
         );
         let failed = build(&f, &[]);
         assert_eq!(code(&failed.out), 1, "{}", stderr(&failed.out));
+        // The config step fails in seconds; a build that went on to compile takes minutes.
         assert!(failed.took < Duration::from_secs(120), "{:?}", failed.took);
+        assert!(!failed.commands.contains("bzImage"), "{}", failed.commands);
         assert!(
             failed.commands.contains("olddefconfig"),
             "{}",
@@ -219,7 +220,7 @@ fn a_kconfig_that_does_not_parse_is_a_config_failure() {
             reason.starts_with("the config step of the build failed: "),
             "{reason}"
         );
-        assert!(reason.contains("init/Kconfig"), "{reason}");
+        assert!(reason.contains("olddefconfig"), "{reason}");
     }
     assert_eq!(checkout_state(&f.tree), before);
 }

@@ -345,6 +345,8 @@ fn the_kvm_probe_ends_with_its_run_on_ctrl_c_and_on_sigkill() {
         if signal == libc::SIGINT {
             assert_eq!(status.code(), Some(130), "{err}");
             assert!(err.contains("interrupted"), "{err}");
+            // Ending the probe's QEMU takes well under a second; a run that waited for the
+            // probe's own 6 s deadline misses this.
             assert!(took < Duration::from_secs(5), "{took:?}");
             assert_eq!(probe_dirs(&f.state), 0);
         }

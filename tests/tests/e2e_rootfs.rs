@@ -13,7 +13,8 @@ fn unchanged_recipe_is_a_quick_no_op() {
     let took = t.elapsed();
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("up to date"), "says it is up to date");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // A rebuild takes minutes: only a case that rebuilds (or hangs) misses this.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
 }
 
 #[test]
@@ -113,7 +114,12 @@ fn malformed_input_fails_before_any_download() {
         let start = Instant::now();
         let out = run(xtask_on(&state).args(args));
         assert_eq!(code(&out), 128);
-        assert!(start.elapsed() < Duration::from_secs(5));
+        // A bootstrap would take minutes: only a case that starts one misses this.
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(error_lines(&stderr(&out)).len(), 1);
         assert!(!state.join("rootfs.tmp").exists());
     }

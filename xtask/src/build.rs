@@ -90,7 +90,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
         dirty: source.dirty.clone(),
         config: sha256_hex([config.as_slice()]),
         toolchain: toolchain::identity(&ctx.state, opts.host)?,
-        make_args: plan::key_args(crate::arch::HOST, &source.date, opts.initramfs),
+        make_args: plan::key_args(opts.arch, &source.date, opts.initramfs),
     };
     let key = inputs.key();
     let cache = Cache::new(&ctx.state);
@@ -118,10 +118,15 @@ fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
     let path = opts
         .config
         .clone()
-        .unwrap_or_else(|| ctx.state.trimmed_config());
+        .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
     if !path.is_file() {
+        let arch = if opts.arch.is_host() {
+            String::new()
+        } else {
+            format!(" --arch {}", opts.arch.name)
+        };
         bail!(
-            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+            "no kernel config at {}: run `cargo xtask trim-config{arch}` or pass --config PATH",
             path.display()
         );
     }
@@ -203,7 +208,7 @@ impl BuildCmd {
                 }
                 println!(
                     "{:<11}{} ({})",
-                    format!("{}:", crate::arch::HOST.image_target),
+                    format!("{}:", opts.arch.image_target),
                     a.image.display(),
                     human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
                 );

@@ -65,8 +65,8 @@ fn ls(cache: &Cache) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<12}  {:<6}  {:<13}  {:>9}  {:>10}  last used",
-        "KEY", "STATUS", "COMMIT", "SIZE", "CONFIG"
+        "{:<12}  {:<6}  {:<6}  {:<13}  {:>9}  {:>10}  last used",
+        "KEY", "STATUS", "ARCH", "COMMIT", "SIZE", "CONFIG"
     );
     let mut total = 0;
     for e in &entries {
@@ -81,10 +81,19 @@ fn ls(cache: &Cache) -> Result<u8> {
             short(&e.meta.commit),
             if e.meta.dirty { "+" } else { "" }
         );
+        // The key's make arguments name the architecture.
+        let arch = e
+            .meta
+            .inputs
+            .make_args
+            .iter()
+            .find_map(|a| a.strip_prefix("ARCH="))
+            .unwrap_or("?");
         println!(
-            "{:<12}  {:<6}  {:<13}  {:>9}  {:>10}  {}",
+            "{:<12}  {:<6}  {:<6}  {:<13}  {:>9}  {:>10}  {}",
             short(&e.meta.key),
             status,
+            arch,
             commit,
             human_bytes(size),
             e.meta

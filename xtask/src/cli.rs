@@ -2,6 +2,7 @@
 
 mod resolve;
 
+use crate::arch::Arch;
 use crate::build::InitramfsMode;
 use crate::units::{Count, Size, Span};
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
@@ -81,6 +82,9 @@ pub struct MakeHistoryArgs {
 
 #[derive(Args, Debug)]
 pub struct SetupRootfsArgs {
+    /// The guest root's architecture (the build container is always the host's) [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
     /// Debian suite [default: bookworm]
     #[arg(long)]
     pub suite: Option<String>,
@@ -100,10 +104,13 @@ pub struct SetupRootfsArgs {
 
 #[derive(Args, Debug)]
 pub struct TrimConfigArgs {
+    /// The architecture to configure for: x86_64 or arm64 [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
     /// tinyconfig, defconfig, localmodconfig, olddefconfig or a config file [default: tinyconfig]
     #[arg(long, value_name = "BASE")]
     pub base: Option<String>,
-    /// A config fragment merged after the base (repeatable; kconfig/vm.config is always first)
+    /// A config fragment merged after the base (repeatable; kconfig/vm.config and the arch's come first)
     #[arg(long = "fragment", value_name = "FILE")]
     pub fragments: Vec<PathBuf>,
     /// One option merged last: CONFIG_X=y|m|n|VALUE (repeatable)
@@ -115,7 +122,7 @@ pub struct TrimConfigArgs {
     /// Run make with the host's tools instead of inside the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Where to write the config [default: <state-dir>/config/trimmed.config]
+    /// Where to write the config [default: <state-dir>/config/trimmed.config, trimmed-ARCH.config for another arch]
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -123,7 +130,10 @@ pub struct TrimConfigArgs {
 /// Options of every command that may build a kernel.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BuildArgs {
-    /// Kernel config to build with [default: <state-dir>/config/trimmed.config]
+    /// The kernel's architecture (and the guest's): x86_64 or arm64 [default: the host's]
+    #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+    pub arch: Option<&'static Arch>,
+    /// Kernel config to build with [default: the arch's trimmed config in <state-dir>/config/]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Parallel make jobs, 1 to 1024 [default: number of CPUs]
@@ -299,6 +309,36 @@ pub struct CheckArgs {
     /// The command to run in the guest [default: none, the check is a clean boot]
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub tests: ResultArgs,
+}
+
+/// How a check reads test results (KTAP) instead of an exit code.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ResultArgs {
+    /// Run these KUnit suites (named as their KTAP names them; globs) built into the kernel
+    /// [default with no SUITE: every suite the config builds]
+    #[arg(long, num_args = 0.., value_name = "SUITE_GLOB")]
+    pub kunit: Option<Vec<String>>,
+    /// KUnit's filter glob (`kunit.filter_glob`, SUITE[.TEST]) [default: the one SUITE_GLOB]
+    #[arg(long, value_name = "GLOB")]
+    pub kunit_filter: Option<String>,
+    /// A .kunitconfig to build with, instead of the suites' own (repeatable; implies --kunit)
+    #[arg(long, value_name = "PATH")]
+    pub kunitconfig: Vec<PathBuf>,
+    /// The command's stdout is KTAP: judge its tests
+    #[arg(long, conflicts_with = "kunit")]
+    pub ktap: bool,
+    /// Build these selftests of the tree (tools/testing/selftests/TARGET), run them in the
+    /// guest with run_kselftest.sh and judge its TAP
+    #[arg(long, num_args = 1.., value_name = "TARGET", conflicts_with_all = ["kunit", "ktap"])]
+    pub kselftest: Vec<String>,
+    /// Judge only this test's result (full name `suite.test`, or a unique last part)
+    #[arg(long, value_name = "NAME")]
+    pub test: Option<String>,
+    /// Write the test results as JUnit XML to FILE
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -446,6 +486,11 @@ pub enum BenchWhat {
         /// Boots per variant, 1 to 1000; medians are reported
         #[arg(long, default_value = "5", value_parser = Count::parse)]
         runs: Count,
+        /// The guest's architecture [default: the host's]
+        #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
+        arch: Option<&'static Arch>,
+        #[command(flatten)]
+        kernel: KernelArg,
         #[command(flatten)]
         vm: Box<VmArgs>,
     },

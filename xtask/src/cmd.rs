@@ -22,6 +22,27 @@ pub fn init(log: Option<File>, verbose: bool) {
     *LOG.lock().unwrap() = log;
 }
 
+/// The command log goes to another file (a bisect step's own) until this is dropped, then
+/// back to where it went before.
+pub struct LogRoute {
+    previous: Option<File>,
+}
+
+/// Logs commands to `log` until the returned route is dropped.
+pub fn route_log(log: File) -> LogRoute {
+    LogRoute {
+        previous: LOG.lock().unwrap().replace(log),
+    }
+}
+
+impl Drop for LogRoute {
+    fn drop(&mut self) {
+        if let Ok(mut log) = LOG.lock() {
+            *log = self.previous.take();
+        }
+    }
+}
+
 pub fn verbose() -> bool {
     VERBOSE.load(Ordering::SeqCst)
 }

@@ -15,6 +15,21 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("mmdebstrap", "building the rootfs"),
     ("debootstrap", "building the rootfs (fallback)"),
     (crate::arch::HOST.qemu_package, "the VM"),
+    ("qemu-system-arm", "arm64 guests (qemu-system-aarch64)"),
+    (
+        "qemu-user-static",
+        "building the arm64 guest root (its package scripts)",
+    ),
+    (
+        "binfmt-support",
+        "registering qemu-user-static (update-binfmts)",
+    ),
+    ("arch-test", "mmdebstrap's check that arm64 binaries run"),
+    ("gcc-aarch64-linux-gnu", "arm64 kernel builds with --host"),
+    (
+        "binutils-aarch64-linux-gnu",
+        "arm64 kernel builds with --host",
+    ),
     (
         "libseccomp-dev",
         "building virtiofsd (not packaged in Debian 12)",

@@ -30,6 +30,58 @@ fn version(tool: &Tool, path: &std::path::Path) -> String {
     }
 }
 
+/// What `--arch NAME` for another architecture than the host's needs: the cross compiler in
+/// the build container, qemu-user-static and binfmt_misc for its guest root, the root itself.
+fn foreign_arch(ctx: &Ctx, arch: &crate::arch::Arch) {
+    let row = |what: String, ok: bool, detail: String| {
+        let status = if ok { "found" } else { "missing" };
+        println!("{what:<20} {status:<8} {detail}");
+    };
+    let gcc = format!("usr/bin/{}gcc", arch.cross_compile);
+    let rootfs = ctx.state.rootfs();
+    row(
+        format!("{}gcc", arch.cross_compile),
+        rootfs.join(&gcc).exists(),
+        if rootfs.join(&gcc).exists() {
+            format!("{} (in the build container)", rootfs.join(&gcc).display())
+        } else {
+            "cargo xtask setup-rootfs (rootfs/build-packages.txt has it)".into()
+        },
+    );
+    let user = crate::rootfs::binfmt::qemu_user_installed(arch);
+    row(
+        format!("qemu-{}-static", arch.uname),
+        user.is_some(),
+        match user {
+            Some(p) => p.display().to_string(),
+            None => "apt-get install qemu-user-static".into(),
+        },
+    );
+    let binfmt = crate::rootfs::binfmt::status(arch);
+    row(
+        format!("binfmt {}", arch.name),
+        binfmt.is_ok(),
+        match binfmt {
+            Ok(()) => format!("{} binaries run through qemu-user-static", arch.name),
+            Err(why) => format!(
+                "{why}: setup-rootfs --arch {} registers it (host-wide)",
+                arch.name
+            ),
+        },
+    );
+    let roots = ctx.state.guest_roots(arch);
+    let root = roots.rootfs();
+    row(
+        format!("{} rootfs", arch.name),
+        root.join("usr/sbin/qemu-ga").exists(),
+        if root.join("usr/sbin/qemu-ga").exists() {
+            root.display().to_string()
+        } else {
+            format!("cargo xtask setup-rootfs --arch {}", arch.name)
+        },
+    );
+}
+
 impl DoctorArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         let mut missing_required = Vec::new();
@@ -107,7 +159,10 @@ impl DoctorArgs {
                     println!("KVM unusable: falling back to TCG (slower) ({})", p.detail);
                 }
             }
-            None => println!("KVM not probed: qemu-system-x86_64 is missing"),
+            None => println!("KVM not probed: {} is missing", tools::QEMU.name),
+        }
+        for arch in crate::arch::ALL.iter().filter(|a| !a.is_host()) {
+            foreign_arch(ctx, arch);
         }
         if !missing_required.is_empty() {
             let names: Vec<_> = missing_required.iter().map(|t| t.name).collect();

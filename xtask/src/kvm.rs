@@ -321,14 +321,27 @@ fn boot(qemu: &Path, dir: &Path, accel: &str, guest: Guest, deadline: Duration) 
 
 static SAID: AtomicBool = AtomicBool::new(false);
 
-/// Turns `--accel` into the accelerator to use, probing with the kernel about to boot; says
-/// once per invocation when it falls back.
+/// Turns `--accel` into the accelerator to use for a guest of `arch`, probing with the kernel
+/// about to boot; says once per invocation when it falls back. A guest of another
+/// architecture than the host's runs under TCG: KVM runs the host's own.
 pub fn choose(
+    arch: &crate::arch::Arch,
     asked: AccelAsked,
     state: &StateDir,
     qemu: &Path,
     kernel: Option<&Path>,
 ) -> Result<Accel> {
+    if !arch.is_host() {
+        if asked == AccelAsked::Kvm {
+            bail!(
+                "--accel kvm: an {} guest cannot use KVM on this {} host (KVM runs guests of \
+                 the host's own architecture): use --accel tcg or auto",
+                arch.name,
+                crate::arch::HOST.name
+            );
+        }
+        return Ok(Accel::Tcg);
+    }
     match asked {
         AccelAsked::Tcg => Ok(Accel::Tcg),
         AccelAsked::Kvm => {

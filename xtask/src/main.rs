@@ -15,6 +15,9 @@ mod exit;
 mod git;
 mod history;
 mod kconfig;
+mod kselftest;
+mod ktap;
+mod kunit;
 mod kvm;
 mod layer;
 #[cfg(feature = "libvirt")]
@@ -99,19 +102,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     state.ensure()?;
     let task = task_name(&cli.command);
     let run_dir = state.new_run_dir(task)?;
-    let log = std::fs::File::create(run_dir.join("commands.log")).ok();
-    cmd::init(log, cli.verbose);
+    let ctx = ctx::Ctx::new(tree, state, file, run_dir, cli.verbose);
     // The end-to-end tests' way to reach the last resort: a panic becomes one line and 128.
     if std::env::var_os("XTASK_TEST_PANIC").is_some() {
         panic!("XTASK_TEST_PANIC is set");
     }
-    let ctx = ctx::Ctx {
-        tree,
-        state,
-        file,
-        run_dir,
-        verbose: cli.verbose,
-    };
     match cli.command {
         Command::SetupRootfs(a) => a.run(&ctx),
         Command::TrimConfig(a) => a.run(&ctx),

@@ -37,8 +37,25 @@ impl QuickstartArgs {
         } else {
             ctx.require_tree()?
         };
-        run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
-        run_self(ctx, "build", Some(&tree), &["build"])?;
+        if self.kernel.kernel.is_some() {
+            eprintln!("==> trim-config, build: skipped, --kernel is booted as it is");
+        } else {
+            // A config made before (or xtask.toml's) is kept: trimming again takes a minute
+            // and gives the same config.
+            let config = ctx.state.trimmed_config();
+            match &ctx.file.build.config {
+                Some(c) => eprintln!(
+                    "==> trim-config: skipped, xtask.toml builds {}",
+                    c.display()
+                ),
+                None if config.is_file() => eprintln!(
+                    "==> trim-config: kept {} (`cargo xtask trim-config` makes it again)",
+                    config.display()
+                ),
+                None => run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?,
+            }
+            run_self(ctx, "build", Some(&tree), &["build"])?;
+        }
         let mut check = vec![OsString::from("check")];
         check.extend(self.check_args());
         let code = run_self_code(ctx, "check (clean boot)", Some(&tree), &check)?;

@@ -1,5 +1,6 @@
 //! `cargo xtask setup-rootfs`: builds the Debian root filesystem (build container and guest
-//! root) from the recipe in `rootfs/`, atomically and only when the recipe changed.
+//! root) from the recipe in `rootfs/`, atomically and only when the recipe changed; with
+//! `--arch` another architecture's guest root (no toolchain) beside it.
 //!
 //! What other commands can rely on in a finished rootfs (`StateDir::rootfs()`):
 //! - empty mount points [`MOUNT_POINTS`] for the read-only build container's binds;
@@ -9,6 +10,7 @@
 //! - root without a password, auto-logged-in on serial consoles; journald to the console;
 //! - no fstab line for `/`: the kernel mounts the virtiofs root as the command line says.
 
+pub mod binfmt;
 mod bootstrap;
 pub mod generation;
 mod overlay;
@@ -46,19 +48,29 @@ impl SetupRootfsArgs {
             self.mirror.as_deref(),
             &ctx.file.rootfs,
         )?;
+        // The host's architecture's root is the build container too; another's is a guest
+        // root only, in its own corner of the state dir.
+        let arch = self.arch.unwrap_or(crate::arch::HOST);
+        let build_container = arch.is_host();
+        let state = ctx.state.guest_roots(arch);
         let recipe = recipe::recipe_dir();
-        let packages = recipe::read_packages(&recipe)?;
-        let digest = recipe::digest(&recipe, &source)?;
+        let packages = recipe::read_packages(&recipe, build_container)?;
+        let digest = recipe::digest_for_arch(&recipe::digest(&recipe, &source)?, arch);
+        let what = if build_container {
+            "rootfs".to_string()
+        } else {
+            format!("{} rootfs", arch.name)
+        };
         if !self.force {
-            if let Some(meta) = up_to_date(&ctx.state, &digest) {
+            if let Some(meta) = up_to_date(&state, &digest) {
                 println!(
-                    "rootfs is up to date (recipe {}, {}): {}",
+                    "{what} is up to date (recipe {}, {}): {}",
                     crate::units::short(&digest),
                     meta.gcc,
-                    ctx.state.rootfs().display()
+                    state.rootfs().display()
                 );
-                if let Some(_lock) = try_lock(&ctx.state)? {
-                    generation::sweep_and_say(&ctx.state)?;
+                if let Some(_lock) = try_lock(&state)? {
+                    generation::sweep_and_say(&state)?;
                 }
                 return Ok(0);
             }
@@ -67,20 +79,27 @@ impl SetupRootfsArgs {
         require_root("building the rootfs")?;
         let (tool, tool_path) = tools::bootstrapper()?;
         let bootstrapper = Bootstrapper::from_tool(&tool);
-        let _lock = lock(&ctx.state)?;
+        if !build_container {
+            binfmt::ensure(arch)?;
+        }
+        std::fs::create_dir_all(&state.root)
+            .with_context(|| format!("creating {}", state.root.display()))?;
+        let _lock = lock(&state)?;
         let started = Instant::now();
-        let root = std::fs::canonicalize(&ctx.state.root)?;
+        let root = std::fs::canonicalize(&state.root)?;
         let staging = staging::Staging::new(root.join("rootfs.tmp"))?;
         println!(
-            "building the rootfs: Debian {} from {} with {} (recipe {})",
+            "building the {what}: Debian {} {} from {} with {} (recipe {})",
             source.suite,
+            arch.debian_arch,
             source.mirror,
             bootstrapper.name(),
             crate::units::short(&digest)
         );
 
+        let foreign = (!build_container).then_some(arch.debian_arch);
         let mut c = std::process::Command::new(&tool_path);
-        c.args(bootstrapper.argv(&packages, &source, staging.path()));
+        c.args(bootstrapper.argv(&packages, &source, foreign, staging.path()));
         run_step(
             &format!("bootstrapping Debian {}", source.suite),
             c,
@@ -105,8 +124,13 @@ impl SetupRootfsArgs {
         )?;
 
         signals::check()?;
-        let gcc = gcc_version(staging.path())?;
-        check_tree(staging.path())?;
+        let gcc = if build_container {
+            gcc_version(staging.path())?
+        } else {
+            // A guest root only: the build container's cross toolchain builds its kernels.
+            "no toolchain (guest root)".to_string()
+        };
+        check_tree(staging.path(), build_container)?;
         let meta = Meta {
             digest,
             suite: source.suite,
@@ -115,17 +139,17 @@ impl SetupRootfsArgs {
             gcc,
             built: crate::state::timestamp(),
         };
-        let g = generation::install(&ctx.state, staging, &meta)?;
+        let g = generation::install(&state, staging, &meta)?;
         println!(
-            "rootfs ready in {:.0}s: {} (generation {}, recipe {}, {})",
+            "{what} ready in {:.0}s: {} (generation {}, recipe {}, {})",
             started.elapsed().as_secs_f64(),
-            ctx.state.rootfs().display(),
+            state.rootfs().display(),
             g.tree.file_name().unwrap_or_default().to_string_lossy(),
             crate::units::short(&meta.digest),
             meta.gcc
         );
         // Builds, VMs and bisects that started before keep the old one until they end.
-        generation::sweep_and_say(&ctx.state)?;
+        generation::sweep_and_say(&state)?;
         Ok(0)
     }
 }
@@ -183,15 +207,23 @@ fn gcc_version(tree: &Path) -> Result<String> {
     let out = Container::at(tree.to_path_buf())
         .command(&["gcc", "--version"])?
         .read_logged()
-        .context("running gcc in the new rootfs: is build-essential in rootfs/packages.txt?")?;
+        .context(
+            "running gcc in the new rootfs: is build-essential in rootfs/build-packages.txt?",
+        )?;
     Ok(out.lines().next().unwrap_or_default().trim().to_string())
 }
 
-/// What later commands rely on, checked before the tree is put in place.
-fn check_tree(tree: &Path) -> Result<()> {
-    for p in ["usr/bin/make", "usr/bin/gcc", "usr/sbin/qemu-ga"] {
+/// What later commands rely on, checked before the tree is put in place: a guest root's
+/// agent, and the build container's tools.
+fn check_tree(tree: &Path, build_container: bool) -> Result<()> {
+    let mut need = vec![("usr/sbin/qemu-ga", recipe::GUEST_PACKAGES)];
+    if build_container {
+        need.push(("usr/bin/make", recipe::BUILD_PACKAGES));
+        need.push(("usr/bin/gcc", recipe::BUILD_PACKAGES));
+    }
+    for (p, list) in need {
         if !tree.join(p).exists() {
-            bail!("the new rootfs has no /{p}: add its package to rootfs/packages.txt");
+            bail!("the new rootfs has no /{p}: add its package to rootfs/{list}");
         }
     }
     for m in MOUNT_POINTS {

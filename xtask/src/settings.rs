@@ -1,4 +1,4 @@
-//! Settings: command-line options over `xtask.toml` over defaults, resolved into plain values.
+//! Settings: `xtask.toml`, each option's default and bounds, the resolved VM and build requests.
 
 use crate::build::InitramfsMode;
 use crate::units::{Bound, Count, Size, Span};
@@ -161,6 +161,10 @@ pub fn resolve_state_dir(cli: Option<&Path>, file: &FileConfig) -> PathBuf {
 /// is the task's (a build, or `--kernel`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmRequest {
+    /// The guest's architecture (`--arch`, which the build options carry): QEMU's binary,
+    /// machine and CPU, the guest root.
+    #[serde(with = "crate::arch::by_name")]
+    pub arch: &'static crate::arch::Arch,
     pub memory_mib: u64,
     pub cpus: u32,
     /// As asked; [`crate::kvm::choose`] picks the one the VM runs under.
@@ -178,6 +182,13 @@ pub struct VmRequest {
     pub boot_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub keep: bool,
+}
+
+impl VmRequest {
+    /// The request for a guest of `arch` (the kernel's, from `--arch`).
+    pub fn with_arch(self, arch: &'static crate::arch::Arch) -> VmRequest {
+        VmRequest { arch, ..self }
+    }
 }
 
 /// Default guest memory: enough for systemd and a test, small enough to boot fast.
@@ -263,7 +274,10 @@ pub const MAX_JOBS: Bound<'static, u64> = (1024, "1024");
 /// defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildRequest {
-    /// The config to build; None means the trimmed config in the state dir.
+    /// The kernel's architecture; default: the host's.
+    #[serde(with = "crate::arch::by_name")]
+    pub arch: &'static crate::arch::Arch,
+    /// The config to build; None means the arch's trimmed config in the state dir.
     pub config: Option<PathBuf>,
     pub jobs: u32,
     pub host: bool,

@@ -35,6 +35,26 @@ impl StateDir {
     pub fn trimmed_config(&self) -> PathBuf {
         self.config_dir().join("trimmed.config")
     }
+    /// The config `build --arch` uses by default: [`Self::trimmed_config`] for the host's
+    /// architecture, `trimmed-<arch>.config` for another.
+    pub fn trimmed_config_for(&self, arch: &crate::arch::Arch) -> PathBuf {
+        if arch.is_host() {
+            self.trimmed_config()
+        } else {
+            self.config_dir()
+                .join(format!("trimmed-{}.config", arch.name))
+        }
+    }
+    /// Where the guest root of `arch` lives: this state dir for the host's architecture
+    /// (whose rootfs is also the build container), `<state>/guest-<arch>/` for another, with
+    /// the same layout (`rootfs`, `rootfs.json`, `rootfs.d/`, its own lock).
+    pub fn guest_roots(&self, arch: &crate::arch::Arch) -> StateDir {
+        if arch.is_host() {
+            self.clone()
+        } else {
+            StateDir::new(self.root.join(format!("guest-{}", arch.name)))
+        }
+    }
     /// Kept `O=` build dirs, one per source tree, so builds are incremental.
     pub fn build_dir(&self, name: &str) -> PathBuf {
         self.root.join("build").join(name)

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: installs what the tests need (packages, the rootfs, a real kernel tree,
-//! a trimmed config and a kernel built from it), then runs the whole suite, unit and
-//! end-to-end, exactly as CI does.
+//! a trimmed config and a kernel built from it, and the same for arm64), then runs the whole
+//! suite, unit and end-to-end, exactly as CI does.
 
 use crate::cli::TestArgs;
 use crate::cmd::CommandExt;
@@ -62,8 +62,36 @@ impl TestArgs {
             linux_source::ensure_tree(&tree)?;
             run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
             run_self(ctx, "build", Some(&tree), &["build"])?;
+            // arm64: its guest root, config and kernel (built as `base` in the toolkit's
+            // worktree, where the arm64 bisect test's steps then build incrementally).
+            let arm64 = ["--arch", crate::arch::ARM64.name];
+            run_self(
+                ctx,
+                "setup-rootfs arm64",
+                None,
+                &[&["setup-rootfs"][..], &arm64].concat(),
+            )?;
+            run_self(
+                ctx,
+                "trim-config arm64",
+                Some(&tree),
+                &[&["trim-config"][..], &arm64].concat(),
+            )?;
+            run_self(
+                ctx,
+                "build arm64",
+                Some(&tree),
+                &[&["build", "base"][..], &arm64].concat(),
+            )?;
         }
-        let kernel = self.fixture_kernel(ctx, &tree)?;
+        let kernel = self.fixture_kernel(ctx, &tree, crate::arch::HOST)?;
+        // With --no-setup on a state dir made before arm64: the arm64 tests say what is missing.
+        let kernel_arm64 = if ctx.state.trimmed_config_for(&crate::arch::ARM64).is_file() {
+            Some(self.fixture_kernel(ctx, &tree, &crate::arch::ARM64)?)
+        } else {
+            eprintln!("no arm64 config in the state dir: the arm64 tests will fail (run without --no-setup)");
+            None
+        };
         // The binary the end-to-end tests drive: this one, or one with the libvirt backend.
         let mut bin = self_exe()?;
         let mut c = Command::new("cargo");
@@ -88,15 +116,21 @@ impl TestArgs {
         if let Some(t) = target {
             c.args(["--test", t]);
         }
-        c.args(["--", "--test-threads=1"]);
+        // --include-ignored: the unit tests that need a real tree and config (trim.rs's
+        // `real_tree`) run on the ones the suite made.
+        c.args(["--", "--test-threads=1", "--include-ignored"]);
         if let (Some(f), None) = (&self.filter, target) {
             c.arg(f);
         }
         c.env("XTASK_BIN", &bin)
             .env("XTASK_TEST_STATE", &ctx.state.root)
             .env("XTASK_TEST_TREE", &tree)
-            .env("XTASK_TEST_KERNEL", &kernel);
-        eprintln!("==> cargo test (kernel {})", kernel.display());
+            .env("XTASK_TEST_KERNEL", &kernel.image)
+            .env("XTASK_TEST_CONFIG", &kernel.config);
+        if let Some(k) = &kernel_arm64 {
+            c.env("XTASK_TEST_KERNEL_ARM64", &k.image);
+        }
+        eprintln!("==> cargo test (kernel {})", kernel.image.display());
         // The whole suite: far longer than cargo's default limit, well inside CI's.
         let limit = Duration::from_secs(3 * 3600);
         let mut child = c.spawn_logged().context("starting cargo test")?;
@@ -110,18 +144,22 @@ impl TestArgs {
         }
     }
 
-    /// The kernel the VM tests boot: the test tree's HEAD, from the cache.
-    fn fixture_kernel(&self, ctx: &Ctx, tree: &Path) -> Result<PathBuf> {
-        let tctx = Ctx {
-            tree: tree.to_path_buf(),
-            state: ctx.state.clone(),
-            file: ctx.file.clone(),
-            run_dir: ctx.run_dir.clone(),
-            verbose: ctx.verbose,
+    /// The kernel of `arch` the VM tests boot (and its final .config): the test tree's HEAD,
+    /// from the cache.
+    fn fixture_kernel(
+        &self,
+        ctx: &Ctx,
+        tree: &Path,
+        arch: &'static crate::arch::Arch,
+    ) -> Result<build::Artifacts> {
+        let tctx = ctx.with_tree(tree);
+        let args = crate::cli::BuildArgs {
+            arch: Some(arch),
+            ..Default::default()
         };
-        let opts = crate::cli::BuildArgs::default().resolve(&Default::default())?;
+        let opts = args.resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
-            build::BuildOutcome::Built(a) => Ok(a.image),
+            build::BuildOutcome::Built(a) => Ok(a),
             build::BuildOutcome::Failed { log, summary, .. } => {
                 bail!(
                     "the test kernel does not build ({summary}); log: {}",

@@ -92,6 +92,12 @@ pub const fn qemu(arch: &'static crate::arch::Arch) -> Tool {
 }
 /// QEMU for guests of the host's architecture (and the KVM probe).
 pub const QEMU: Tool = qemu(crate::arch::HOST);
+/// QEMU for arm64 guests (`--arch arm64`): only those need it.
+pub const QEMU_ARM64: Tool = Tool {
+    required: false,
+    purpose: "arm64 guests (--arch arm64)",
+    ..qemu(&crate::arch::ARM64)
+};
 pub const VIRTIOFSD: Tool = Tool {
     name: "virtiofsd",
     package: VIRTIOFSD_INSTALL,
@@ -133,6 +139,7 @@ pub const ALL: &[Tool] = &[
     MMDEBSTRAP,
     DEBOOTSTRAP,
     QEMU,
+    QEMU_ARM64,
     VIRTIOFSD,
     LIBVIRTD,
     VIRSH,

@@ -67,8 +67,12 @@ pub struct TrimOptions {
     pub allow_dropped: bool,
     /// Run make on the host instead of in the rootfs container.
     pub host: bool,
-    /// Default: `<state>/config/trimmed.config`.
+    /// Default: the arch's trimmed config in the state dir ([`StateDir::trimmed_config_for`]).
+    ///
+    /// [`StateDir::trimmed_config_for`]: crate::state::StateDir::trimmed_config_for
     pub output: PathBuf,
+    /// Say what was written on stderr, not stdout (a check's stdout is its result).
+    pub quiet: bool,
 }
 
 impl TrimOptions {
@@ -80,7 +84,8 @@ impl TrimOptions {
             &ctx.file.trim,
             &std::env::current_dir().unwrap_or_default(),
             &workspace_root(),
-            ctx.state.trimmed_config(),
+            ctx.state
+                .trimmed_config_for(args.arch.unwrap_or(crate::arch::HOST)),
         )
     }
 
@@ -97,7 +102,7 @@ impl TrimOptions {
             (None, Some(b)) => Base::parse(b, workspace),
             (None, None) => Base::Target("tinyconfig".into()),
         };
-        let arch = crate::arch::HOST;
+        let arch = args.arch.unwrap_or(crate::arch::HOST);
         let mut fragments = vec![workspace.join(VM_FRAGMENT), workspace.join(arch.fragment)];
         fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
         fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
@@ -119,12 +124,14 @@ impl TrimOptions {
                 .as_ref()
                 .map(|o| cwd.join(o))
                 .unwrap_or(default_output),
+            quiet: false,
         }
     }
 
     /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
     pub fn defaults(ctx: &Ctx) -> TrimOptions {
         let args = TrimConfigArgs {
+            arch: None,
             base: None,
             fragments: Vec::new(),
             sets: Vec::new(),
@@ -221,21 +228,29 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
 
     // 5. Write it and say what it is.
     write_atomically(&opts.output, &final_text)?;
+    let say = |line: String| {
+        if opts.quiet {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     let fragments: Vec<String> = opts.fragments.iter().map(|f| short_path(f)).collect();
-    println!("base:      {}", opts.base.describe());
-    println!("fragments: {}", fragments.join(", "));
+    say(format!("arch:      {}", opts.arch.name));
+    say(format!("base:      {}", opts.base.describe()));
+    say(format!("fragments: {}", fragments.join(", ")));
     if !opts.sets.is_empty() {
         let sets: Vec<&str> = opts.sets.iter().map(|(_, s)| s.as_str()).collect();
-        println!("set:       {}", sets.join(" "));
+        say(format!("set:       {}", sets.join(" ")));
     }
-    println!(
+    say(format!(
         "options:   {} =y, {} =m ({} asked for, {} dropped)",
         final_config.count("y"),
         final_config.count("m"),
         merged.asked.len(),
         dropped.len()
-    );
-    println!("wrote:     {}", opts.output.display());
+    ));
+    say(format!("wrote:     {}", opts.output.display()));
     Ok(opts.output.clone())
 }
 
@@ -481,6 +496,7 @@ mod tests {
     #[test]
     fn options_merge_command_line_over_xtask_toml() {
         let args = TrimConfigArgs {
+            arch: None,
             base: None,
             fragments: vec!["mine.config".into()],
             sets: vec!["CONFIG_KASAN=y".into()],
@@ -599,7 +615,8 @@ mod tests {
     }
 }
 
-/// Against a real tree: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`.
+/// Against a real tree: `cargo xtask test` runs these on its tree and its kernel's final
+/// .config (by hand: `XTASK_TEST_TREE=... XTASK_TEST_CONFIG=.config cargo test -p xtask -- --ignored`).
 #[cfg(test)]
 mod real_tree {
     use super::*;

@@ -109,7 +109,13 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     std::fs::write(&script, ARTICLE_STEP)?;
     let qemu = tools::find(&tools::QEMU)?;
     let virtiofsd = tools::find(&tools::VIRTIOFSD)?;
-    let accel = kvm::choose(crate::vm::spec::AccelAsked::Auto, &ctx.state, &qemu, None)?;
+    let accel = kvm::choose(
+        crate::arch::HOST,
+        crate::vm::spec::AccelAsked::Auto,
+        &ctx.state,
+        &qemu,
+        None,
+    )?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let append = kernel_cmdline(&CmdlineInput {
         // The article's script boots x86_64 microvm.

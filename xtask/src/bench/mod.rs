@@ -6,16 +6,27 @@ mod vm;
 
 use crate::cli::{BenchArgs, BenchWhat, BuildArgs, VmArgs};
 use crate::ctx::Ctx;
-use crate::vm::{spec::InitMode, KernelSource};
+use crate::vm::spec::InitMode;
 use anyhow::Result;
 
 impl BenchArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
         match self.what {
             BenchWhat::Trim => trim::run(ctx),
-            BenchWhat::Boot { runs, vm } => {
+            BenchWhat::Boot {
+                runs,
+                kernel,
+                vm,
+                arch,
+            } => {
                 let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
-                let base = vm.resolve(&ctx.file.vm, InitMode::Fast)?;
+                let build = BuildArgs {
+                    arch,
+                    ..BuildArgs::default()
+                };
+                let base = vm
+                    .resolve(&ctx.file.vm, InitMode::Fast)?
+                    .with_arch(build.arch());
                 let variants = [InitMode::Fast, InitMode::Systemd]
                     .into_iter()
                     .map(|init| {
@@ -23,14 +34,13 @@ impl BenchArgs {
                             init: Some(init),
                             ..(*vm).clone()
                         };
-                        args.resolve(&ctx.file.vm, InitMode::Fast)
+                        Ok(args
+                            .resolve(&ctx.file.vm, InitMode::Fast)?
+                            .with_arch(build.arch()))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                // The tree's working state, built as xtask.toml says.
-                let kernel = KernelSource::Build {
-                    rev: None,
-                    build: BuildArgs::default().resolve(&ctx.file.build)?,
-                };
+                // --kernel, else the tree's working state built as xtask.toml says.
+                let kernel = kernel.source(None, &build, &ctx.file.build)?;
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants)
             }

@@ -34,13 +34,16 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
         .find(|a| a.starts_with("tsc_early_khz="))
         .cloned()
         .unwrap_or_default();
-    vec![
-        "-M".into(),
-        "microvm,pcie=on,memory-backend=mem".into(),
+    let machine = crate::vm::qemu::machine(spec);
+    let mut v: Vec<String> = machine
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    v.extend([
         "-accel".into(),
         accel.into(),
         "-cpu".into(),
-        "max".into(),
+        spec.arch.tcg_cpu.into(),
         "-smp".into(),
         spec.cpus.to_string(),
         "-m".into(),
@@ -64,10 +67,12 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
         spec.kernel.display().to_string(),
         "-append".into(),
         format!(
-            "console=ttyS0 root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
-             init=/bin/sh -- -c \"true; busybox poweroff -f\""
+            "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
+             init=/bin/sh -- -c \"true; busybox poweroff -f\"",
+            spec.arch.console
         ),
-    ]
+    ]);
+    v
 }
 
 /// One baseline boot: wall time from starting virtiofsd to QEMU's exit.

@@ -1,87 +1,74 @@
-//! Reading `git bisect`'s answers and choosing its terms: pure code.
+//! Reading `git bisect`'s answers (to `start`, `good`, `bad`, `skip`): pure code, tested on the
+//! transcripts recorded in `test_data/` (see `test_data/record.sh`).
 
-/// Where a bisect stands after git took a verdict.
+/// Where a bisect stands after git took a mark.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
-    /// git checked out the next commit to test.
+pub enum Progress<C = String> {
+    /// git checked out the next candidate.
     Next {
+        candidate: C,
         revisions_left: u32,
         steps_left: u32,
     },
     /// The first new ("bad", or "fixed" with --reverse) commit.
-    Found { commit: String },
+    Found { commit: C },
     /// Only skipped commits remain: the culprit is one of these.
-    OnlySkipped { candidates: Vec<String> },
+    OnlySkipped { candidates: Vec<C> },
+    /// No commit in the range touches the paths given.
+    NoneTestable,
+}
+
+fn is_commit_id(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Parses what `git bisect start|good|bad|skip` printed. None when it is none of the above.
 pub fn parse(out: &str) -> Option<Progress> {
-    for line in out.lines() {
-        let line = line.trim();
+    let mut lines = out.lines().map(str::trim);
+    while let Some(line) = lines.next() {
         if let Some(rest) = line.strip_prefix("Bisecting: ") {
-            // "Bisecting: 7 revisions left to test after this (roughly 3 steps)"
-            let revisions_left = rest.split_whitespace().next()?.parse().ok()?;
+            // "Bisecting: 7 revisions left to test after this (roughly 3 steps)", then
+            // "[<commit>] <subject>". With --paths none touch, git says -1.
+            let revisions_left = rest.split_whitespace().next()?.parse::<i64>().ok()?;
             let steps_left = rest
                 .split("roughly ")
                 .nth(1)
                 .and_then(|s| s.split_whitespace().next())
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
+            let candidate = lines
+                .next()?
+                .strip_prefix('[')?
+                .split(']')
+                .next()
+                .filter(|c| is_commit_id(c))?
+                .to_string();
             return Some(Progress::Next {
-                revisions_left,
+                candidate,
+                revisions_left: u32::try_from(revisions_left.max(0)).unwrap_or(0),
                 steps_left,
             });
         }
         if line.contains(" is the first ") && line.ends_with(" commit") {
-            let commit = line.split_whitespace().next()?.to_string();
-            return Some(Progress::Found { commit });
+            let commit = line.split_whitespace().next().filter(|c| is_commit_id(c))?;
+            return Some(Progress::Found {
+                commit: commit.to_string(),
+            });
         }
         if line.starts_with("There are only 'skip'ped commits left to test") {
             let candidates = out
                 .lines()
                 .map(str::trim)
-                .filter(|l| l.len() >= 40 && l.chars().take(40).all(|c| c.is_ascii_hexdigit()))
-                .map(|l| l[..40].to_string())
+                .filter(|l| is_commit_id(l))
+                .map(str::to_string)
                 .collect();
             return Some(Progress::OnlySkipped { candidates });
         }
+        if line == "No testable commit found." {
+            return Some(Progress::NoneTestable);
+        }
     }
     None
-}
-
-/// The terms this bisect uses: plain good/bad, or for --reverse (finding a fix) "broken" as
-/// the old state and "fixed" as the new one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Terms {
-    pub old: &'static str,
-    pub new: &'static str,
-}
-
-impl Terms {
-    pub fn new(reverse: bool) -> Terms {
-        if reverse {
-            Terms {
-                old: "broken",
-                new: "fixed",
-            }
-        } else {
-            Terms {
-                old: "good",
-                new: "bad",
-            }
-        }
-    }
-
-    /// The git term for a check verdict that said good (`true`) or bad (`false`).
-    pub fn for_verdict(&self, good: bool) -> &'static str {
-        match (self.old, good) {
-            ("good", true) => "good",
-            ("good", false) => "bad",
-            // Finding a fix: the old state is broken (a bad verdict), the new one fixed.
-            (_, true) => self.new,
-            (_, false) => self.old,
-        }
-    }
 }
 
 /// About how many steps a range of `n` commits needs: ceil(log2(n + 1)).
@@ -93,60 +80,64 @@ pub fn estimate_steps(n: u32) -> u32 {
 mod tests {
     use super::*;
 
+    fn data(path: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/bisect/test_data")
+                .join(path),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn next_step() {
-        let out =
-            "Bisecting: 7 revisions left to test after this (roughly 3 steps)\n[0123abcd] subject";
         assert_eq!(
-            parse(out),
+            parse(&data("found/start.txt")),
             Some(Progress::Next {
-                revisions_left: 7,
-                steps_left: 3
+                candidate: "494019eba5235c8aba8b6125b389d9df219731f8".into(),
+                revisions_left: 4,
+                steps_left: 2
             })
         );
-        let out = "Bisecting: 0 revisions left to test after this (roughly 0 steps)\n[0123] s";
-        assert_eq!(
-            parse(out),
-            Some(Progress::Next {
-                revisions_left: 0,
-                steps_left: 0
-            })
-        );
+        let Some(Progress::Next {
+            revisions_left: 0,
+            steps_left: 0,
+            ..
+        }) = parse(&data("found/03-bad.txt"))
+        else {
+            panic!("the last step")
+        };
+        // --paths that no commit touches: git still names one, with -1 left.
+        let Some(Progress::Next {
+            revisions_left: 0, ..
+        }) = parse(&data("paths_untestable/start.txt"))
+        else {
+            panic!("-1 revisions left")
+        };
+        assert_eq!(parse("Bisecting: 3 revisions left\n[abc] short id"), None);
     }
 
     #[test]
     fn found_with_any_terms() {
-        let sha = "4f6c1b7a0d2e3f4a5b6c7d8e9f0a1b2c3d4e5f60";
-        let out = format!("{sha} is the first bad commit\ncommit {sha}\nAuthor: xtask\n");
-        assert_eq!(parse(&out), Some(Progress::Found { commit: sha.into() }));
-        let out = format!("{sha} is the first fixed commit\n");
-        assert_eq!(parse(&out), Some(Progress::Found { commit: sha.into() }));
+        let sha = "cb8e3b2a94269f0b12217373057aa759f6f4fc13";
+        let found = Some(Progress::Found { commit: sha.into() });
+        assert_eq!(parse(&data("found/04-bad.txt")), found);
+        assert_eq!(parse(&data("reverse/04-fixed.txt")), found);
+        assert_eq!(parse(&data("adjacent/start.txt")), found);
     }
 
     #[test]
-    fn only_skipped() {
-        let a = "1".repeat(40);
-        let b = "2".repeat(40);
-        let out = format!(
-            "There are only 'skip'ped commits left to test.\nThe first bad commit could be any of:\n{a}\n{b}\nWe cannot bisect more!\n"
-        );
+    fn only_skipped_and_none_testable() {
+        let Some(Progress::OnlySkipped { candidates }) = parse(&data("only_skipped/01-skip.txt"))
+        else {
+            panic!("only skipped")
+        };
+        assert_eq!(candidates.len(), 3);
         assert_eq!(
-            parse(&out),
-            Some(Progress::OnlySkipped {
-                candidates: vec![a, b]
-            })
+            parse(&data("paths_untestable/01-good.txt")),
+            Some(Progress::NoneTestable)
         );
-    }
-
-    #[test]
-    fn terms() {
-        let t = Terms::new(false);
-        assert_eq!((t.for_verdict(true), t.for_verdict(false)), ("good", "bad"));
-        let t = Terms::new(true);
-        assert_eq!(
-            (t.for_verdict(true), t.for_verdict(false)),
-            ("fixed", "broken")
-        );
+        assert_eq!(parse("fatal: bad revision"), None);
     }
 
     #[test]

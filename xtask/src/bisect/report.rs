@@ -3,15 +3,7 @@
 use crate::units::human_secs;
 use serde::{Deserialize, Serialize};
 
-/// What one step decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepVerdict {
-    Good,
-    Bad,
-    /// Did not build, or (with a command) did not boot: `git bisect skip`.
-    Skip,
-}
+pub use super::engine::StepVerdict;
 
 /// One tested commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,8 @@
 //! every build through the cache. The state (git's own, plus our record of the steps and the
 //! original command line) survives Ctrl-C, so `--resume` continues.
 
-use super::progress::{self, estimate_steps, Progress, Terms};
+use super::engine::Terms;
+use super::progress::{self, estimate_steps, Progress};
 use super::report::{short, Outcome, Report, Step, StepVerdict};
 use crate::build::{self, BuildOutcome};
 use crate::cli::{BisectCmd, Cli, Command as CliCommand};
@@ -71,6 +72,9 @@ fn describe_check(cmd: &BisectCmd) -> String {
     for r in &cmd.check.bad_if_console {
         parts.push(format!("--bad-if-console {r:?}"));
     }
+    if let Ok(t) = cmd.check.tests.resolve() {
+        parts.extend(crate::kunit::run::describe(&t));
+    }
     if !cmd.check.command.is_empty() {
         parts.push(format!("-- {}", cmd.check.command.join(" ")));
     }
@@ -79,18 +83,6 @@ fn describe_check(cmd: &BisectCmd) -> String {
     } else {
         parts.join(" ")
     }
-}
-
-/// A context for one step: its own run dir inside the bisect's.
-fn step_ctx(ctx: &Ctx, tree: &Path, dir: PathBuf) -> Result<Ctx> {
-    std::fs::create_dir_all(&dir)?;
-    Ok(Ctx {
-        tree: tree.to_path_buf(),
-        state: ctx.state.clone(),
-        file: ctx.file.clone(),
-        run_dir: dir,
-        verbose: ctx.verbose,
-    })
 }
 
 fn sha256_file(p: &Path) -> Option<String> {
@@ -106,7 +98,9 @@ fn test_commit(
     commit: &str,
     dir: PathBuf,
 ) -> Result<Step> {
-    let sctx = step_ctx(ctx, tree, dir.clone())?;
+    let sctx = ctx.for_step(dir.clone())?;
+    // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
+    let req = &crate::kunit::run::with_kunit_config(&sctx, req)?;
     let KernelSource::Build { build: bopts, .. } = &req.kernel else {
         bail!("a bisect builds each step's commit: it cannot boot one image")
     };
@@ -253,7 +247,9 @@ impl BisectCmd {
         argv: &[String],
     ) -> Result<u8> {
         let start = Instant::now();
-        let terms = Terms::new(self.reverse);
+        let terms = Terms {
+            reverse: self.reverse,
+        };
         let worktree = build::source::worktree_dir(&ctx.state, tree);
         let (saved, mut report) = match saved {
             Some(s) => {
@@ -270,7 +266,7 @@ impl BisectCmd {
                 let mut report = Report {
                     good: good.clone(),
                     bad: bad.clone(),
-                    terms: (terms.old.into(), terms.new.into()),
+                    terms: (terms.old_term().into(), terms.new_term().into()),
                     check: describe_check(self),
                     steps: Vec::new(),
                     outcome: None,
@@ -323,8 +319,8 @@ impl BisectCmd {
                 let mut args = vec![
                     "bisect".to_string(),
                     "start".into(),
-                    format!("--term-old={}", terms.old),
-                    format!("--term-new={}", terms.new),
+                    format!("--term-old={}", terms.old_term()),
+                    format!("--term-new={}", terms.new_term()),
                 ];
                 if self.reverse {
                     // With --reverse the old state is the bad one and the new state the good one.
@@ -390,8 +386,8 @@ impl BisectCmd {
                     .join(format!("step-{n:02}-{}", short(&commit))),
             )?;
             step.term = match step.verdict {
-                StepVerdict::Good => terms.for_verdict(true).into(),
-                StepVerdict::Bad => terms.for_verdict(false).into(),
+                StepVerdict::Good => terms.term(StepVerdict::Good).into(),
+                StepVerdict::Bad => terms.term(StepVerdict::Bad).into(),
                 StepVerdict::Skip => "skip".into(),
             };
             let term = step.term.clone();

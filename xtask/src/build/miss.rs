@@ -55,10 +55,16 @@ pub fn build(
     let tag = source::path_tag(&src_dir);
     // Host and container builds record different paths and compilers in kbuild's .cmd
     // files: in one build dir, each would rebuild everything after the other.
-    let build_dir = ctx.state.build_dir(&if opts.host {
-        format!("{tag}-host")
+    // Another architecture has its own build dir too (the host's keeps the plain name).
+    let arch = if opts.arch.is_host() {
+        String::new()
     } else {
-        tag.clone()
+        format!("-{}", opts.arch.name)
+    };
+    let build_dir = ctx.state.build_dir(&if opts.host {
+        format!("{tag}{arch}-host")
+    } else {
+        format!("{tag}{arch}")
     });
     let _src_lock = FileLock::acquire(
         &ctx.state.build_dir(&format!("{tag}.lock")),
@@ -100,7 +106,7 @@ pub fn build(
         ),
     };
     let plan = Plan {
-        arch: crate::arch::HOST,
+        arch: opts.arch,
         paths,
         jobs: opts.jobs,
         ccache_dir: opts.ccache.then_some(ccache_dir),
@@ -132,6 +138,15 @@ pub fn build(
     }
     let final_config = std::fs::read_to_string(build_dir.join(".config"))?;
     let facts = ConfigFacts::parse(&final_config);
+    if facts.wants_initramfs(opts.initramfs) && !opts.arch.is_host() {
+        // dracut in the build container would pack the host's binaries.
+        bail!(
+            "an initramfs for {} cannot be made here (dracut packs the build container's own, \
+             {}, binaries): build virtio, virtiofs and fuse in (=y) and pass --initramfs none",
+            opts.arch.name,
+            crate::arch::HOST.name
+        );
+    }
     let step = runner.step("make", &plan.build(facts.modules))?;
     record
         .durations

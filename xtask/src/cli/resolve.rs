@@ -1,7 +1,7 @@
 //! The command line resolved into each task's request: an option given here wins over
 //! `xtask.toml`, which wins over the defaults in settings.rs; every value checked once.
 
-use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, VmArgs};
+use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, ResultArgs, VmArgs};
 use crate::build::InitramfsMode;
 use crate::settings::{
     default_boot_timeout, from_workspace, given, require_utf8, BuildRequest, FileBuild, FileConfig,
@@ -53,6 +53,8 @@ impl VmArgs {
             span_or(given(cli, file, "vm", option), default)
         };
         Ok(VmRequest {
+            // The guest is the kernel's architecture: `with_arch` sets it from `--arch`.
+            arch: crate::arch::HOST,
             memory_mib,
             cpus,
             accel: self.accel.or(file.accel).unwrap_or(AccelAsked::Auto),
@@ -111,7 +113,7 @@ impl KernelArg {
     }
 
     /// What to boot: `--kernel` as it is, else `rev` built with these build options.
-    fn source(
+    pub fn source(
         &self,
         rev: Option<&str>,
         build: &BuildArgs,
@@ -137,6 +139,11 @@ fn span_or(given: Option<(&Span, String)>, default: Duration) -> Result<Duration
 }
 
 impl BuildArgs {
+    /// `--arch`, or the host's.
+    pub fn arch(&self) -> &'static crate::arch::Arch {
+        self.arch.unwrap_or(crate::arch::HOST)
+    }
+
     /// Merges the build options over xtask.toml's `[build]` over the defaults.
     pub fn resolve(&self, file: &FileBuild) -> Result<BuildRequest> {
         let jobs = match given(&self.jobs, &file.jobs, "build", "jobs") {
@@ -164,6 +171,7 @@ impl BuildArgs {
             "build-timeout",
         );
         Ok(BuildRequest {
+            arch: self.arch(),
             config,
             jobs,
             host: self.host || file.host.unwrap_or(false),
@@ -215,16 +223,37 @@ impl CheckArgs {
     }
 }
 
+impl ResultArgs {
+    /// The tests a check reads; paths made absolute.
+    pub fn resolve(&self) -> Result<crate::kunit::TestRequest> {
+        let cwd = std::env::current_dir()?;
+        Ok(crate::kunit::TestRequest {
+            kunit: self.kunit.clone(),
+            kunit_filter: self.kunit_filter.clone(),
+            kunitconfig: self.kunitconfig.iter().map(|k| cwd.join(k)).collect(),
+            ktap: self.ktap,
+            kselftest: self.kselftest.clone(),
+            test: self.test.clone(),
+            junit: self.junit.as_ref().map(|j| cwd.join(j)),
+            kunit_config: None,
+        })
+    }
+}
+
 impl CheckCmd {
     /// The check's request: fast init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
         Ok(CheckRequest {
-            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
+            vm: self
+                .vm
+                .resolve(&file.vm, InitMode::Fast)?
+                .with_arch(self.build.arch()),
             kernel: self
                 .kernel
                 .source(self.rev.as_deref(), &self.build, &file.build)?,
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
+            tests: self.check.tests.resolve()?,
         })
     }
 }
@@ -235,13 +264,17 @@ impl BisectCmd {
     /// line before this.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
         Ok(CheckRequest {
-            vm: self.vm.resolve(&file.vm, InitMode::Fast)?,
+            vm: self
+                .vm
+                .resolve(&file.vm, InitMode::Fast)?
+                .with_arch(self.build.arch()),
             kernel: KernelSource::Build {
                 rev: None,
                 build: self.build.resolve(&file.build)?,
             },
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
+            tests: self.check.tests.resolve()?,
         })
     }
 }
@@ -249,7 +282,10 @@ impl BisectCmd {
 impl BootCmd {
     /// The boot's request: systemd init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
-        let vm = self.vm.resolve(&file.vm, InitMode::Systemd)?;
+        let vm = self
+            .vm
+            .resolve(&file.vm, InitMode::Systemd)?
+            .with_arch(self.build.arch());
         if self.print_xml && vm.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }

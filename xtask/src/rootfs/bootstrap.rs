@@ -30,7 +30,15 @@ impl Bootstrapper {
     }
 
     /// The arguments that bootstrap `source` into `target` with `packages` installed.
-    pub fn argv(self, packages: &[String], source: &Source, target: &Path) -> Vec<OsString> {
+    /// `foreign`: the Debian architecture of a root for another architecture than the host's
+    /// (its package scripts run under qemu-user-static through binfmt_misc).
+    pub fn argv(
+        self,
+        packages: &[String],
+        source: &Source,
+        foreign: Option<&str>,
+        target: &Path,
+    ) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         match self {
             Bootstrapper::Mmdebstrap => {
@@ -44,6 +52,12 @@ impl Bootstrapper {
                 // The smallest variant that still has apt.
                 a.push("--variant=minbase".into());
             }
+        }
+        if let Some(arch) = foreign {
+            a.push(match self {
+                Bootstrapper::Mmdebstrap => format!("--architectures={arch}").into(),
+                Bootstrapper::Debootstrap => format!("--arch={arch}").into(),
+            });
         }
         a.push(format!("--include={}", packages.join(",")).into());
         a.push(source.suite.clone().into());
@@ -139,6 +153,7 @@ mod tests {
         let a = Bootstrapper::Mmdebstrap.argv(
             &["bc".into(), "kmod".into()],
             &source("bookworm"),
+            None,
             Path::new("/s/rootfs.tmp"),
         );
         let want: Vec<OsString> = [
@@ -157,8 +172,31 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_root_names_its_architecture() {
+        let a = Bootstrapper::Mmdebstrap.argv(
+            &["kmod".into()],
+            &source("bookworm"),
+            Some("arm64"),
+            Path::new("/t"),
+        );
+        assert!(a.contains(&OsString::from("--architectures=arm64")));
+        let a = Bootstrapper::Debootstrap.argv(
+            &["kmod".into()],
+            &source("bookworm"),
+            Some("arm64"),
+            Path::new("/t"),
+        );
+        assert!(a.contains(&OsString::from("--arch=arm64")));
+    }
+
+    #[test]
     fn debootstrap_argv() {
-        let a = Bootstrapper::Debootstrap.argv(&["bc".into()], &source("trixie"), Path::new("/t"));
+        let a = Bootstrapper::Debootstrap.argv(
+            &["bc".into()],
+            &source("trixie"),
+            None,
+            Path::new("/t"),
+        );
         let want: Vec<OsString> = [
             "--variant=minbase",
             "--include=bc",

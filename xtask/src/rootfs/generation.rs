@@ -106,6 +106,24 @@ pub fn in_use(state: &StateDir) -> Result<Generation> {
     )
 }
 
+/// [`in_use`] for the guest root of `arch` (the host's is the state dir's own rootfs); a
+/// missing one names the command that makes it.
+pub fn in_use_for(state: &StateDir, arch: &crate::arch::Arch) -> Result<Generation> {
+    if arch.is_host() {
+        return in_use(state);
+    }
+    let roots = state.guest_roots(arch);
+    if current(&roots)?.is_none() {
+        bail!(
+            "no {} rootfs at {}: run `cargo xtask setup-rootfs --arch {}`",
+            arch.name,
+            roots.rootfs().display(),
+            arch.name
+        );
+    }
+    in_use(&roots)
+}
+
 /// A new generation's name: the recipe digest's short form and when it was built.
 pub fn name(meta: &Meta) -> String {
     format!("{}-{}", crate::units::short(&meta.digest), meta.built)

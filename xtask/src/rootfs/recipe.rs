@@ -95,12 +95,41 @@ pub fn parse_packages(text: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Reads the package list of a recipe folder.
-pub fn read_packages(recipe: &Path) -> Result<Vec<String>> {
-    let path = recipe.join("packages.txt");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the package list {}", path.display()))?;
-    parse_packages(&text).with_context(|| format!("in {}", path.display()))
+/// The guest part of the recipe's package list: what every guest root gets.
+pub const GUEST_PACKAGES: &str = "packages.txt";
+/// The build container's part: only the host's architecture's rootfs gets it.
+pub const BUILD_PACKAGES: &str = "build-packages.txt";
+
+/// Reads the package list of a recipe folder: the guest part, plus the build container's
+/// when the root is also the build container (a recipe may lack that file).
+pub fn read_packages(recipe: &Path, build_container: bool) -> Result<Vec<String>> {
+    let mut files = vec![GUEST_PACKAGES];
+    if build_container && recipe.join(BUILD_PACKAGES).exists() {
+        files.push(BUILD_PACKAGES);
+    }
+    let mut text = String::new();
+    for f in files {
+        let path = recipe.join(f);
+        let part = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the package list {}", path.display()))?;
+        parse_packages(&part).with_context(|| format!("in {}", path.display()))?;
+        text.push_str(&part);
+        text.push('\n');
+    }
+    parse_packages(&text)
+}
+
+/// The digest of the guest root of another architecture than the host's, from the recipe
+/// digest: the same recipe, another tree.
+pub fn digest_for_arch(digest: &str, arch: &crate::arch::Arch) -> String {
+    if arch.is_host() {
+        return digest.to_string();
+    }
+    let mut h = Sha256::new();
+    field(&mut h, digest.as_bytes());
+    field(&mut h, b"guest root of");
+    field(&mut h, arch.debian_arch.as_bytes());
+    hex(&h.finalize())
 }
 
 /// The recipe digest (hex sha256): every entry under `recipe`, walked in sorted order, as
@@ -330,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_workspace_recipe_parses() {
-        let p = read_packages(&recipe_dir()).unwrap();
+        let p = read_packages(&recipe_dir(), true).unwrap();
         for want in [
             "systemd-sysv",
             "qemu-guest-agent",
@@ -339,5 +368,26 @@ mod tests {
         ] {
             assert!(p.iter().any(|x| x == want), "{want} missing");
         }
+        // The build container has every other architecture's cross toolchain.
+        for a in crate::arch::ALL.iter().filter(|a| !a.is_host()) {
+            for want in a.cross_packages {
+                assert!(p.iter().any(|x| x == want), "{want} missing");
+            }
+        }
+        // A guest root of another architecture has no toolchain.
+        let guest = read_packages(&recipe_dir(), false).unwrap();
+        assert!(guest.iter().any(|x| x == "qemu-guest-agent"));
+        assert!(!guest
+            .iter()
+            .any(|x| x == "build-essential" || x == "dracut"));
+    }
+
+    #[test]
+    fn each_architecture_has_its_own_digest() {
+        let d = "ab".repeat(32);
+        assert_eq!(digest_for_arch(&d, crate::arch::HOST), d);
+        let arm = digest_for_arch(&d, &crate::arch::ARM64);
+        assert_ne!(arm, d);
+        assert_eq!(arm.len(), 64);
     }
 }

@@ -15,7 +15,8 @@ pub enum FindingKind {
     /// `WARNING: possible circular locking dependency detected`).
     Warning,
     /// `Oops: 0002 [#1] SMP`, `general protection fault, …: 0000 [#1]`, `invalid opcode:
-    /// 0000 [#1]`: the header of every x86 die() (arch/x86/kernel/dumpstack.c).
+    /// 0000 [#1]`: the header of every x86 die() (arch/x86/kernel/dumpstack.c); arm64's
+    /// `Internal error: Oops: 0000000096000005 [#1] SMP` (arch/arm64/kernel/traps.c).
     Oops,
     /// `BUG: …`, `kernel BUG at …` (lib/bug.c) and the other `BUG:` reports.
     Bug,
@@ -147,9 +148,10 @@ fn classify(msg: &str) -> Option<FindingKind> {
             (r"^BUG: KASAN: ", FindingKind::Kasan),
             (r"^BUG: KFENCE: ", FindingKind::Kfence),
             (r"^BUG: |^[Kk]ernel BUG at ", FindingKind::Bug),
-            // die()'s header is `<what>: <error code> [#<count>]`.
+            // die()'s header is `<what>: <error code> [#<count>]`; arm64's error code has
+            // 16 digits after `Internal error: `.
             (
-                r"^Oops: |^general protection fault|^[^\[\]]*: [0-9a-f]{4} \[#\d+\]",
+                r"^Oops: |^general protection fault|^[^\[\]]*: [0-9a-f]{4} \[#\d+\]|^Internal error: [^\[\]]*: [0-9a-f]{16} \[#\d+\]",
                 FindingKind::Oops,
             ),
             (r"^WARNING: ", FindingKind::Warning),
@@ -516,5 +518,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--bad-if-console"));
+    }
+
+    #[test]
+    fn arm64s_die_header_is_an_oops() {
+        // The format of arch/arm64/kernel/traps.c:189 in Linux 6.1, filled in as an arm64
+        // NULL dereference prints it (no recording: the trimmed arm64 kernel has no LKDTM).
+        for line in [
+            "[    3.412345] Internal error: Oops: 0000000096000005 [#1] SMP",
+            "[    3.412345] Internal error: Oops - BUG: 00000000f2000800 [#1] PREEMPT SMP",
+        ] {
+            assert_eq!(kinds(&scan(line, &[])), [FindingKind::Oops], "{line}");
+        }
+        // `Unable to handle kernel NULL pointer dereference …` comes before the header; the
+        // header alone is the finding.
+        assert_eq!(
+            scan(
+                "[    3.41] Unable to handle kernel NULL pointer dereference at virtual address 0000000000000000\n",
+                &[]
+            ),
+            []
+        );
     }
 }

@@ -62,6 +62,9 @@ pub struct CheckRequest {
     pub plan: Plan,
     /// `--repeat`: up to this many runs, stopping at the first bad one.
     pub repeat: u32,
+    /// `--kunit`, `--ktap`, `--kselftest`: the tests read and judged (kunit/).
+    #[serde(default)]
+    pub tests: crate::kunit::TestRequest,
 }
 
 impl CheckRequest {
@@ -128,8 +131,8 @@ pub fn kernel_for(
 
 /// The rootfs to share (the generation this process uses throughout), checked to hold the
 /// guest init.
-fn rootfs(ctx: &Ctx) -> Result<PathBuf> {
-    let r = crate::rootfs::generation::in_use(&ctx.state)?.tree;
+fn rootfs(ctx: &Ctx, arch: &crate::arch::Arch) -> Result<PathBuf> {
+    let r = crate::rootfs::generation::in_use_for(&ctx.state, arch)?.tree;
     if !r.join(spec::GUEST_INIT.trim_start_matches('/')).is_file() {
         bail!(
             "the rootfs at {} has no {}: run `cargo xtask setup-rootfs --force` to add it",
@@ -161,7 +164,7 @@ fn launcher(opts: &VmRequest) -> Result<Launcher> {
 /// unusable tool ends the run at once.
 pub fn find_tools(opts: &VmRequest) -> Result<Tools> {
     Ok(Tools {
-        qemu: tools::find(&tools::QEMU)?,
+        qemu: tools::find(&tools::qemu(opts.arch))?,
         virtiofsd: tools::find(&tools::VIRTIOFSD)?,
         launcher: launcher(opts)?,
     })
@@ -175,9 +178,24 @@ pub fn prepare(
     kernel: &KernelImage,
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
-    let accel = kvm::choose(opts.accel, &ctx.state, &tools.qemu, Some(&kernel.image))?;
+    let arch = opts.arch;
+    if !arch.is_host() && tools.launcher != Launcher::Qemu {
+        // Not tried: libvirt's aarch64 domains want UEFI for ACPI, and -cpu max's
+        // pauth-impdef has no libvirt spelling.
+        bail!(
+            "--backend libvirt boots {} guests only for now: use --backend qemu for {}",
+            crate::arch::HOST.name,
+            arch.name
+        );
+    }
+    let accel = kvm::choose(
+        arch,
+        opts.accel,
+        &ctx.state,
+        &tools.qemu,
+        Some(&kernel.image),
+    )?;
     // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
-    let arch = crate::arch::HOST;
     let machine = match tools.launcher {
         Launcher::Qemu => arch.machine,
         Launcher::Libvirt { .. } => arch.full_machine,
@@ -212,7 +230,7 @@ pub fn prepare(
         cpus: opts.cpus,
         accel,
         machine,
-        rootfs: rootfs(ctx)?,
+        rootfs: rootfs(ctx, arch)?,
         layer,
         share: opts.share.clone(),
         init: opts.init,
@@ -236,6 +254,9 @@ pub struct CheckOutcome {
 /// Judges one kernel (a revision, or `--kernel`): build if needed, then up to `--repeat`
 /// checks, stopping at the first bad one. Prints progress on stderr unless `quiet`.
 pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
+    // `--kunit`, `--kselftest`: the suites' config and KUnit's command line, the selftests
+    // built and shared (kunit/run.rs).
+    let req = &crate::kunit::run::prepare(ctx, req)?;
     let (opts, plan, repeat) = (&req.vm, &req.plan, req.repeat);
     let tools = find_tools(opts)?;
     let kernel = match kernel_for(ctx, &req.kernel)? {
@@ -283,6 +304,7 @@ pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome>
             }
         };
         let r = run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
+        let r = crate::kunit::run::judge_run(r, &req.tests)?;
         let bad = r.judgement.verdict() == Verdict::Bad;
         runs.push(r);
         if bad {
@@ -420,6 +442,7 @@ impl CheckCmd {
                     );
                 }
                 let r = run::rejudge(dir, &re)?;
+                let r = crate::kunit::run::judge_run(r, &self.check.tests.resolve()?)?;
                 CheckOutcome {
                     judgement: r.judgement.clone(),
                     runs: vec![r],
@@ -430,6 +453,7 @@ impl CheckCmd {
         if self.json {
             println!("{}", json(&outcome, &ctx.run_dir)?);
         }
+        crate::kunit::run::show(&outcome, &self.check.tests.resolve()?)?;
         print_outcome(&outcome, !self.json);
         Ok(outcome.verdict().exit_code())
     }

@@ -58,7 +58,8 @@ fn base() -> Vec<OsString> {
     ])
 }
 
-fn machine(spec: &VmSpec) -> Vec<OsString> {
+/// `-M`: the spec's machine type with the shared memory backend (also the bench's baseline).
+pub fn machine(spec: &VmSpec) -> Vec<OsString> {
     let mem = "memory-backend=mem";
     let m = match spec.machine {
         // microvm: no firmware or legacy devices to set up; PCIe so virtio-*-pci and MSI work.

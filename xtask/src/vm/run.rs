@@ -116,6 +116,14 @@ pub struct Report {
     /// The fault of a first attempt that was retried (its logs are in `attempt-1/`).
     #[serde(default)]
     pub retried_after: Option<String>,
+    /// Where the test results were read from, when the check reads KTAP (`--kunit`, `--ktap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ktap: Option<crate::ktap::Source>,
+    /// The tests, nested as in the KTAP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<crate::ktap::Test>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_counts: Option<crate::ktap::Counts>,
 }
 
 /// A started VM. Dropping it ends QEMU and virtiofsd and removes the sockets.
@@ -528,6 +536,9 @@ fn attempt(
         run_dir: paths.dir.clone(),
         console_log: paths.console_log(),
         retried_after: None,
+        ktap: None,
+        tests: Vec::new(),
+        test_counts: None,
     };
     save(paths, &report)?;
     Ok(report)
@@ -576,7 +587,7 @@ fn findings(
 }
 
 /// Writes result.json and the command's output next to the logs.
-fn save(paths: &RunPaths, r: &Report) -> Result<()> {
+pub fn save(paths: &RunPaths, r: &Report) -> Result<()> {
     if let Some(e) = &r.exec {
         std::fs::write(paths.stdout(), &e.stdout)?;
         std::fs::write(paths.stderr(), &e.stderr)?;
@@ -643,6 +654,9 @@ mod tests {
             run_dir: "/elsewhere".into(),
             console_log: "/elsewhere/console.log".into(),
             retried_after: None,
+            ktap: None,
+            tests: Vec::new(),
+            test_counts: None,
         };
         std::fs::write(paths.result(), serde_json::to_string(&r).unwrap()).unwrap();
         std::fs::write(paths.console_log(), console::recorded(console)).unwrap();

@@ -1,0 +1,264 @@
+//! `check --kunit`, `--ktap` and `--from-run` end to end: the example suite built into the
+//! fixture tree's kernel (one KUnit config, shared by every test here: the passing kernel and
+//! the one-case-failing commit are one build dir apart by one file), booted in real QEMU, its
+//! counts compared with the kernel's own `kunit.py parse` on the same console log.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::builds::{commit_with, git};
+use tests::{code, fixture, run, run_with_pid, stderr, stdout, Fixture};
+
+/// A KUnit build (the first one of its config is near a full build) and a boot.
+const BUILD_AND_BOOT: Duration = Duration::from_secs(30 * 60);
+/// A boot of a kernel the cache holds.
+const BOOT: Duration = Duration::from_secs(120);
+
+const EXAMPLE: &str = "lib/kunit/kunit-example-test.c";
+
+/// The tree's `base` commit: a revision, so that it builds in the toolkit's worktree, as the
+/// failing commit beside it does (one file apart: an incremental build).
+fn base(f: &Fixture) -> String {
+    git(&f.tree, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// A commit on HEAD whose `example_simple_test` fails (1 + 1 is not 3).
+fn failing_commit(f: &Fixture) -> String {
+    let text = git(&f.tree, &["show", &format!("HEAD:{EXAMPLE}")]);
+    let broken = text.replacen(
+        "KUNIT_EXPECT_EQ(test, 1 + 1, 2);",
+        "KUNIT_EXPECT_EQ(test, 1 + 1, 3);",
+        1,
+    );
+    assert_ne!(broken, text, "the example test changed upstream");
+    commit_with(&f.tree, EXAMPLE, &broken)
+}
+
+/// `Ran 8 tests: passed: 6, skipped: 2` from kunit.py's output.
+fn kunit_py_counts(tree: &Path, console: &Path) -> String {
+    let out = run(Command::new("python3")
+        .current_dir(tree)
+        .arg("tools/testing/kunit/kunit.py")
+        .arg("parse")
+        .arg(console));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find_map(|l| {
+            l.split_once("Testing complete. ")
+                .map(|(_, r)| r.to_string())
+        })
+        .unwrap_or_else(|| panic!("no summary line from kunit.py: {text}"));
+    // kunit.py colours its lines.
+    line.replace("\u{1b}[0m", "")
+        .split('\u{1b}')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Our counts in kunit.py's words.
+fn our_counts(run: &Value) -> String {
+    let c = &run["test_counts"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    let parts: Vec<String> = ["passed", "failed", "crashed", "skipped", "errors"]
+        .iter()
+        .filter(|k| n(k) > 0)
+        .map(|k| format!("{k}: {}", n(k)))
+        .collect();
+    let total = n("passed") + n("failed") + n("crashed") + n("skipped");
+    format!("Ran {total} tests: {}", parts.join(", "))
+}
+
+fn names(tests: &Value, out: &mut Vec<(String, String)>) {
+    for t in tests.as_array().into_iter().flatten() {
+        out.push((
+            t["name"].as_str().unwrap().to_string(),
+            t["status"].as_str().unwrap().to_string(),
+        ));
+        names(&t["tests"], out);
+    }
+}
+
+#[test]
+fn the_example_suite_passes_and_counts_as_kunit_py_counts() {
+    let f = fixture();
+    let start = Instant::now();
+    let (out, _, pid) =
+        run_with_pid(
+            f.xtask()
+                .args(["check", &base(&f), "--kunit", "example", "--json"]),
+        );
+    assert!(
+        start.elapsed() < BUILD_AND_BOOT,
+        "took {:?}",
+        start.elapsed()
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(err.contains("passed, 2 skipped"), "{err}");
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("--json is JSON");
+    let r = &json["runs"][0];
+    let mut all = Vec::new();
+    names(&r["tests"], &mut all);
+    let status = |n: &str| all.iter().find(|(x, _)| x == n).map(|(_, s)| s.as_str());
+    assert_eq!(status("example"), Some("pass"), "{all:?}");
+    assert_eq!(status("example.example_simple_test"), Some("pass"));
+    assert_eq!(status("example.example_skip_test"), Some("skip"));
+    assert!(
+        all.iter()
+            .any(|(n, _)| n.starts_with("example.example_params_test.")),
+        "the parameterised case's cases: {all:?}"
+    );
+    // kunit.filter_glob ran the one suite, though the config builds kunit-test's too.
+    assert!(all.iter().all(|(n, _)| n.starts_with("example")), "{all:?}");
+    // The kernel's own parser counts the same on the same console log.
+    let dir = tests::run_dir_of(&f, pid);
+    let console = dir.join("console.log");
+    assert_eq!(our_counts(r), kunit_py_counts(&f.tree, &console));
+
+    // The saved run is judged again from its logs, with the same tests.
+    let again = run(f
+        .xtask()
+        .arg("check")
+        .arg("--from-run")
+        .arg(&dir)
+        .arg("--json"));
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    let j: Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(j["runs"][0]["test_counts"], r["test_counts"]);
+}
+
+#[test]
+fn one_failing_example_case_is_bad_and_named() {
+    let f = fixture();
+    let rev = failing_commit(&f);
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let start = Instant::now();
+    let out = run(f
+        .xtask()
+        .args(["check", &rev, "--kunit", "example"])
+        .arg("--junit")
+        .arg(junit.path()));
+    assert!(
+        start.elapsed() < BUILD_AND_BOOT,
+        "took {:?}",
+        start.elapsed()
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(
+            "verdict: bad (exit 1): 1 of 8 tests failed: example.example_simple_test (fail)"
+        ),
+        "{err}"
+    );
+    // The table shows the failing case with its own lines.
+    assert!(err.contains("FAIL example.example_simple_test:"), "{err}");
+    assert!(
+        err.contains("EXPECTATION FAILED at lib/kunit/kunit-example-test.c"),
+        "{err}"
+    );
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+    assert!(xml.contains("name=\"example_simple_test\""), "{xml}");
+
+    // One test judged: another case of the same kernel passes, so the check is good.
+    let start = Instant::now();
+    let out = run(f.xtask().args([
+        "check",
+        &rev,
+        "--kunit",
+        "example",
+        "--test",
+        "example_skip_test",
+    ]));
+    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("example.example_skip_test was skipped"));
+}
+
+/// `--ktap`: a command's stdout in TAP 13 (as kselftest's runner prints it), judged by its
+/// tests; the fixture kernel, nothing built.
+#[test]
+fn a_commands_ktap_is_judged_by_its_tests() {
+    let f = fixture();
+    let script = "printf 'TAP version 13\\n1..3\\n# a diagnostic\\nok 1 selftests: t: one\\n\
+                  not ok 2 selftests: t: two # exit=1\\nok 3 selftests: t: three # SKIP no\\n'";
+    let start = Instant::now();
+    let out = run(f
+        .xtask()
+        .arg("check")
+        .arg("--kernel")
+        .arg(&f.kernel)
+        .args(["--ktap", "--", "sh", "-c", script]));
+    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("1 of 3 tests failed: selftests: t: two (fail)"),
+        "{err}"
+    );
+    // The command's stdout is still the command's.
+    assert!(stdout(&out).starts_with("TAP version 13\n"));
+}
+
+/// No KUnit in the kernel: `--kunit` with the plain fixture kernel is untestable (125).
+#[test]
+fn a_kernel_without_kunit_is_untestable() {
+    let f = fixture();
+    let start = Instant::now();
+    let out = run(f.xtask().arg("check").arg("--kernel").arg(&f.kernel).args([
+        "--kunit",
+        "example",
+        "--boot-timeout",
+        "60s",
+    ]));
+    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert!(err.contains("no KTAP in the output"), "{err}");
+}
+
+/// `--kselftest size`: one small C selftest (static, freestanding, no config fragment of its
+/// own, so the fixture kernel runs it as it is), built in the container with the headers,
+/// shared into the guest, run by run_kselftest.sh; its result per test in JSON and JUnit.
+#[test]
+fn a_kselftest_target_gives_per_test_results() {
+    let f = fixture();
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let start = Instant::now();
+    let out = run(f
+        .xtask()
+        .arg("check")
+        .arg("--kernel")
+        .arg(&f.kernel)
+        .args(["--kselftest", "size", "--json", "--junit"])
+        .arg(junit.path()));
+    // Headers and one selftest build in a few minutes on a loaded 2-core host.
+    assert!(
+        start.elapsed() < Duration::from_secs(15 * 60),
+        "took {:?}",
+        start.elapsed()
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(
+        err.contains("verdict: good (exit 0): 1 tests: 1 passed"),
+        "{err}"
+    );
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("--json is JSON");
+    let mut all = Vec::new();
+    names(&json["runs"][0]["tests"], &mut all);
+    assert_eq!(
+        all,
+        [("selftests: size: get_size".to_string(), "pass".to_string())]
+    );
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"kselftest\" tests=\"1\" failures=\"0\""),
+        "{xml}"
+    );
+}

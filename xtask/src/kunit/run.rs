@@ -1,0 +1,290 @@
+//! `check --kunit` and `check --ktap`, the executing side: the config with the suites built
+//! in (made and verified as trim-config makes any `--set`), the command line that filters
+//! and ends KUnit, the results read back from a run's recordings.
+
+use super::{judge, report, suite, TestRequest};
+use crate::ctx::Ctx;
+use crate::kselftest;
+use crate::ktap::{self, Source};
+use crate::trim::{self, Base, TrimOptions};
+use crate::vm::run::{self, read_lossy, Report};
+use crate::vm::spec::RunPaths;
+use crate::vm::verdict::Verdict;
+use crate::vm::{CheckOutcome, CheckRequest, KernelSource};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+fn source(t: &TestRequest) -> Option<Source> {
+    if t.kunit.is_some() || !t.kunitconfig.is_empty() {
+        Some(Source::Console)
+    } else if t.ktap || !t.kselftest.is_empty() {
+        Some(Source::Stdout)
+    } else {
+        None
+    }
+}
+
+/// The request of a check that reads tests. `--kunit`: the config with the suites built in
+/// ([`with_kunit_config`]), and the command line that selects them and ends the VM when
+/// they are done. `--kselftest`: the selftests built, shared with the guest, and the command
+/// that runs them. Other checks come back as they are.
+pub fn prepare(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
+    let mut req = with_kunit_config(ctx, req)?;
+    let t = &req.tests;
+    if !t.kselftest.is_empty() {
+        if !req.plan.command.is_empty() {
+            bail!("--kselftest runs the selftests' own runner: give no command or --script");
+        }
+        if req.vm.share.is_some() {
+            bail!("--kselftest shares the selftests with the guest: it cannot take --share too");
+        }
+        req.vm.share = Some(kselftest::build(ctx, &t.kselftest)?);
+        req.plan.command = kselftest::command();
+        return Ok(req);
+    }
+    if source(t) == Some(Source::Console) {
+        let words = cmdline(t);
+        req.vm.append = Some(match req.vm.append.take() {
+            // Before a `--`: the words after it are init's.
+            Some(a) => format!("{words} {a}"),
+            None => words,
+        });
+    }
+    Ok(req)
+}
+
+/// With `--kunit`, the request's build made with the suites built in (a bisect step builds
+/// with it before it checks); made once, so a second call changes nothing.
+pub fn with_kunit_config(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
+    let mut req = req.clone();
+    if source(&req.tests) != Some(Source::Console) || req.tests.kunit_config.is_some() {
+        return Ok(req);
+    }
+    if let KernelSource::Build { build, .. } = &mut req.kernel {
+        let sets = options(ctx, &req.tests)?;
+        let base = build
+            .config
+            .clone()
+            .unwrap_or_else(|| ctx.state.trimmed_config());
+        let made = config(ctx, base, &sets)?;
+        build.config = Some(made.clone());
+        req.tests.kunit_config = Some(made);
+    }
+    Ok(req)
+}
+
+/// The tests a check judges, as its options say, for a bisect's report line.
+pub fn describe(t: &TestRequest) -> Option<String> {
+    let what = match source(t)? {
+        Source::Console if !t.kunitconfig.is_empty() => format!(
+            "--kunitconfig {}",
+            t.kunitconfig
+                .iter()
+                .map(|k| k.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Source::Console => format!("--kunit {}", t.kunit.clone().unwrap_or_default().join(" ")),
+        Source::Stdout if !t.kselftest.is_empty() => {
+            format!("--kselftest {}", t.kselftest.join(" "))
+        }
+        Source::Stdout => "--ktap".into(),
+    };
+    Some(match &t.test {
+        Some(name) => format!("{} --test {name}", what.trim_end()),
+        None => what.trim_end().to_string(),
+    })
+}
+
+/// `kunit.filter_glob` (from `--kunit-filter`, else the one SUITE_GLOB given) and
+/// `kunit_shutdown=reboot`: the kernel resets when KUnit is done, which `reboot=t` and
+/// QEMU's `-no-reboot` turn into QEMU's exit, so the VM ends without booting userspace.
+pub fn cmdline(t: &TestRequest) -> String {
+    let globs = t.kunit.as_deref().unwrap_or_default();
+    let filter = match (&t.kunit_filter, globs) {
+        (Some(f), _) => Some(f.as_str()),
+        (None, [one]) => Some(one.as_str()),
+        _ => None,
+    };
+    let mut w = Vec::new();
+    if let Some(f) = filter {
+        w.push(format!("kunit.filter_glob={f}"));
+    }
+    w.push("kunit_shutdown=reboot".to_string());
+    w.join(" ")
+}
+
+/// `(origin, CONFIG_X=VALUE)` for every option the suites need: from `--kunitconfig`, else
+/// from each suite's own `.kunitconfig` or Makefile line; `CONFIG_KUNIT=y` always.
+fn options(ctx: &Ctx, t: &TestRequest) -> Result<Vec<(String, String)>> {
+    let mut sets = vec![("--kunit".to_string(), suite::KUNIT.to_string())];
+    let mut add = |origin: String, options: Vec<String>| {
+        for o in options {
+            if !sets.iter().any(|(_, s)| *s == o) {
+                sets.push((origin.clone(), o));
+            }
+        }
+    };
+    if !t.kunitconfig.is_empty() {
+        for k in &t.kunitconfig {
+            let text = std::fs::read_to_string(k)
+                .with_context(|| format!("reading --kunitconfig {}", k.display()))?;
+            add(k.display().to_string(), suite::kunitconfig_options(&text));
+        }
+        return Ok(sets);
+    }
+    let globs = t.kunit.clone().unwrap_or_default();
+    if globs.is_empty() {
+        return Ok(sets);
+    }
+    let tree = ctx.require_tree()?;
+    for s in suite::locate(&tree, &globs)? {
+        crate::cmd::log_line(&format!(
+            "kunit: suite {} in {}, options from {}",
+            s.name,
+            s.file.display(),
+            s.origin.display()
+        ));
+        add(s.origin.display().to_string(), s.options);
+    }
+    Ok(sets)
+}
+
+/// The base config with `sets` merged in, through olddefconfig, each option verified as
+/// trim-config verifies a `--set` (a dropped one fails with its explanation). Kept by its
+/// inputs in the config dir, so the next check with the same suites reuses it.
+fn config(ctx: &Ctx, base: PathBuf, sets: &[(String, String)]) -> Result<PathBuf> {
+    let base_text = std::fs::read(&base).with_context(|| {
+        format!(
+            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+            base.display()
+        )
+    })?;
+    let mut opts = TrimOptions::defaults(ctx);
+    let fragments: Vec<Vec<u8>> = opts
+        .fragments
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
+    let asked: Vec<&str> = sets.iter().map(|(_, s)| s.as_str()).collect();
+    let joined = asked.join("\n");
+    let mut parts: Vec<&[u8]> = vec![&base_text, joined.as_bytes()];
+    parts.extend(fragments.iter().map(Vec::as_slice));
+    let key = crate::build::key::sha256_hex(parts);
+    let out = ctx
+        .state
+        .config_dir()
+        .join(format!("kunit-{}.config", &key[..12]));
+    if out.is_file() {
+        return Ok(out);
+    }
+    eprintln!("kunit: adding {} to {}", asked.join(" "), base.display());
+    opts.base = Base::File(base);
+    opts.sets = sets.to_vec();
+    opts.output = out;
+    opts.quiet = true;
+    trim::trim(ctx, &opts).context("making the KUnit config")
+}
+
+/// The run judged by its tests: the KTAP of its console (`--kunit`) or of its command's
+/// stdout (`--ktap`; as the run was made, for a saved one) read, the tests kept in the report
+/// and result.json. A fault of the infrastructure keeps its verdict (abort), and so does a
+/// `--ktap` command that never ran (untestable).
+pub fn judge_run(mut r: Report, t: &TestRequest) -> Result<Report> {
+    let Some(source) = source(t).or(r.ktap) else {
+        return Ok(r);
+    };
+    let paths = RunPaths::new(&r.run_dir);
+    let text = match source {
+        Source::Console => read_lossy(&paths.console_log()),
+        Source::Stdout => match &r.exec {
+            Some(e) => String::from_utf8_lossy(&e.stdout).into_owned(),
+            None => read_lossy(&paths.stdout()),
+        },
+    };
+    let results = ktap::parse(&text);
+    r.ktap = Some(source);
+    let keep = r.judgement.verdict() == Verdict::Abort
+        || (source == Source::Stdout && r.facts.command_end.is_none());
+    if !keep {
+        r.judgement = judge::judge(&results, t.test.as_deref());
+    }
+    r.test_counts = Some(results.counts);
+    r.tests = results.tests;
+    run::save(&paths, &r)?;
+    Ok(r)
+}
+
+/// After a check: the table of the last run's tests on stderr, and `--junit FILE`.
+pub fn show(o: &CheckOutcome, t: &TestRequest) -> Result<()> {
+    let Some(last) = o.runs.last() else {
+        return Ok(());
+    };
+    if last.ktap.is_none() {
+        return Ok(());
+    }
+    let results = ktap::Results {
+        version: Some(String::new()),
+        tests: last.tests.clone(),
+        counts: last.test_counts.unwrap_or_default(),
+        ..ktap::Results::default()
+    };
+    eprint!("{}", report::table(&results));
+    if let Some(f) = &t.junit {
+        let name = match () {
+            _ if !t.kselftest.is_empty() => "kselftest",
+            _ if t.ktap => "ktap",
+            _ => "kunit",
+        };
+        std::fs::write(f, report::junit(&results, name))
+            .with_context(|| format!("writing --junit {}", f.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kunit(globs: &[&str]) -> TestRequest {
+        TestRequest {
+            kunit: Some(globs.iter().map(|g| g.to_string()).collect()),
+            ..TestRequest::default()
+        }
+    }
+
+    #[test]
+    fn one_suite_is_kunits_filter_and_the_vm_ends_with_kunit() {
+        assert_eq!(
+            cmdline(&kunit(&["example"])),
+            "kunit.filter_glob=example kunit_shutdown=reboot"
+        );
+        // Two suites: each built in, all that are built in run.
+        assert_eq!(
+            cmdline(&kunit(&["example", "kunit*"])),
+            "kunit_shutdown=reboot"
+        );
+        let mut t = kunit(&["example"]);
+        t.kunit_filter = Some("example.example_simple*".into());
+        assert_eq!(
+            cmdline(&t),
+            "kunit.filter_glob=example.example_simple* kunit_shutdown=reboot"
+        );
+    }
+
+    #[test]
+    fn a_bisect_names_the_tests_it_judges() {
+        let mut t = kunit(&["example"]);
+        t.test = Some("example_simple_test".into());
+        assert_eq!(
+            describe(&t).as_deref(),
+            Some("--kunit example --test example_simple_test")
+        );
+        assert_eq!(describe(&TestRequest::default()), None);
+        let k = TestRequest {
+            kselftest: vec!["size".into()],
+            ..TestRequest::default()
+        };
+        assert_eq!(describe(&k).as_deref(), Some("--kselftest size"));
+    }
+}
