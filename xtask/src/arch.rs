@@ -199,6 +199,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_arch_is_its_name() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Stored {
+            #[serde(with = "by_name")]
+            arch: &'static Arch,
+        }
+        let json = serde_json::to_string(&Stored { arch: &ARM64 }).unwrap();
+        assert_eq!(json, r#"{"arch":"arm64"}"#);
+        let back: Stored = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.arch, &ARM64);
+        let e = serde_json::from_str::<Stored>(r#"{"arch":"mips"}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("known ones are x86_64, arm64"), "{e}");
+    }
+
+    #[test]
     fn the_host_needs_no_make_variables() {
         assert!(HOST.make_vars().is_empty());
         assert_eq!(HOST.toolchain_prefix(), "");

@@ -267,6 +267,25 @@ mod tests {
     }
 
     #[test]
+    fn an_arm64_build_is_a_cross_build_of_its_image() {
+        let p = Plan {
+            arch: &crate::arch::ARM64,
+            ccache_dir: Some("/ccache".into()),
+            ..plan()
+        };
+        let argv = p.build(false);
+        assert!(argv.contains(&"ARCH=arm64".to_string()), "{argv:?}");
+        assert!(argv.contains(&"CROSS_COMPILE=aarch64-linux-gnu-".to_string()));
+        // ccache wraps the cross compiler, not the host's.
+        assert!(argv.contains(&"CC=ccache aarch64-linux-gnu-gcc".to_string()));
+        assert_eq!(argv.last().unwrap(), "Image");
+        let x86 = key_args(&crate::arch::X86_64, "t", InitramfsMode::Auto);
+        let arm = key_args(&crate::arch::ARM64, "t", InitramfsMode::Auto);
+        assert_ne!(x86, arm);
+        assert!(arm.contains(&"ARCH=arm64".to_string()));
+    }
+
+    #[test]
     fn dracut_uses_the_staged_modules_or_none() {
         let with = plan().dracut("6.1.0", true);
         assert!(with.contains(&"/build/.xtask-staging/modules/lib/modules/6.1.0".to_string()));

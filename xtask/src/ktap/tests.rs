@@ -136,3 +136,111 @@ fn no_input_panics() {
     assert!(r.tests.len() <= MAX_MISSING + 1);
     assert!(r.truncated);
 }
+
+#[test]
+fn kunit_suites_nest_their_cases_and_a_parameterised_case_its_parameters() {
+    let r = parse(&recorded("kunit/all_pass.log"));
+    assert_eq!(r.version.as_deref(), Some("KTAP version 1"));
+    assert_eq!(r.plan, Some(7));
+    // kunit.py parse on this log: "Ran 27 tests: passed: 25, skipped: 2".
+    assert_eq!(r.counts.line(), "Ran 27 tests: passed: 25, skipped: 2");
+    let suites: Vec<&str> = r.tests.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        suites,
+        [
+            "kunit_executor_test",
+            "kunit-try-catch-test",
+            "kunit-resource-test",
+            "kunit-log-test",
+            "kunit_status",
+            "string-stream-test",
+            "example"
+        ]
+    );
+    let example = &r.tests[6];
+    assert_eq!(example.status, Status::Pass);
+    assert_eq!(example.tests.len(), 5);
+    let params = r.find("example.example_params_test").unwrap();
+    let values: Vec<&str> = params.tests.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        values,
+        [
+            "example.example_params_test.value 1",
+            "example.example_params_test.value 2",
+            "example.example_params_test.value 3"
+        ]
+    );
+    let skip = r.find("example.example_skip_test").unwrap();
+    assert_eq!(skip.status, Status::Skip);
+    assert_eq!(
+        skip.directive.as_deref(),
+        Some("this test should be skipped")
+    );
+    // A case's diagnostics are its log; the console's timestamps give its duration.
+    assert_eq!(
+        skip.log,
+        [
+            "    # example_skip_test: initializing",
+            "    # example_skip_test: You should not see a line below."
+        ]
+    );
+    assert!(
+        skip.duration.is_some_and(|d| d > 0.0 && d < 1.0),
+        "{skip:?}"
+    );
+    assert!(!r.truncated && r.errors.is_empty(), "{:?}", r.errors);
+}
+
+#[test]
+fn a_failing_case_keeps_its_lines_and_a_kernel_message_among_them() {
+    let r = parse(&recorded("kunit/one_case_fails.log"));
+    // kunit.py parse on this log: "Ran 7 tests: passed: 4, failed: 1, skipped: 2".
+    assert_eq!(
+        r.counts.line(),
+        "Ran 7 tests: passed: 4, failed: 1, skipped: 2"
+    );
+    let names: Vec<&str> = r.failures().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["example.example_simple_test"]);
+    let failed = r.find("example.example_simple_test").unwrap();
+    assert_eq!(failed.status, Status::Fail);
+    assert!(failed
+        .log
+        .iter()
+        .any(|l| l == "a kernel message among the results"));
+    assert!(failed
+        .log
+        .iter()
+        .any(|l| l.contains("EXPECTATION FAILED at lib/kunit/kunit-example-test.c:30")));
+    // The suite's own result line says so too.
+    assert_eq!(r.find("example").unwrap().status, Status::Fail);
+}
+
+#[test]
+fn a_crash_mid_suite_leaves_every_missing_result_a_crash() {
+    let r = parse(&recorded("kunit/crash_mid_suite.log"));
+    // kunit.py parse on this log: "Ran 5 tests: crashed: 5, errors: 6".
+    assert_eq!(r.counts.line(), "Ran 5 tests: crashed: 5, errors: 6");
+    assert!(r.truncated);
+    let example = r.find("example").unwrap();
+    assert_eq!(example.status, Status::Crash);
+    // The oops is the log of the test that was running: the first missing one.
+    let first = &example.tests[0];
+    assert_eq!(first.name, "example.<missing test 1>");
+    assert!(first.log.iter().any(|l| l.starts_with("Oops: 0000 [#1]")));
+    assert!(first
+        .log
+        .iter()
+        .any(|l| l == "Kernel panic - not syncing: Fatal exception"));
+}
+
+#[test]
+fn a_log_cut_mid_suite_is_read_to_its_end() {
+    let r = parse(&recorded("kunit/truncated_by_a_hang.log"));
+    // kunit.py parse on this log: "Ran 5 tests: crashed: 5, errors: 6".
+    assert_eq!(r.counts.line(), "Ran 5 tests: crashed: 5, errors: 6");
+    assert!(r.truncated);
+    assert_eq!(
+        r.tests[0].tests[0].log,
+        ["    # example_simple_test: initializing"]
+    );
+}

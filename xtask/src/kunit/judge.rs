@@ -55,10 +55,20 @@ pub fn judge(results: &Results, only: Option<&str>) -> Judgement {
         if failures.len() > NAMED {
             names.push(format!("and {} more", failures.len() - NAMED));
         }
+        // The first crash's own words: the kernel's report in its log, or a cut log.
+        let crash = failures
+            .iter()
+            .find(|t| t.status == Status::Crash)
+            .map(|t| match kernel_report(t) {
+                Some(line) => format!("; the kernel: {line}"),
+                None if results.truncated => "; the output ends there".to_string(),
+                None => String::new(),
+            })
+            .unwrap_or_default();
         return j(
             Verdict::Bad,
             format!(
-                "{} of {} tests failed: {}",
+                "{} of {} tests failed: {}{crash}",
                 failures.len(),
                 c.total(),
                 names.join(", ")
@@ -73,6 +83,22 @@ pub fn judge(results: &Results, only: Option<&str>) -> Judgement {
         Verdict::Good,
         format!("{} tests: {} passed{skipped}", c.total(), c.passed),
     )
+}
+
+/// The first line of a kernel report (BUG, oops, panic, warning) in a test's log.
+fn kernel_report(t: &Test) -> Option<String> {
+    const STARTS: [&str; 5] = [
+        "BUG:",
+        "Oops:",
+        "general protection fault",
+        "Kernel panic",
+        "WARNING:",
+    ];
+    t.log
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| STARTS.iter().any(|s| l.starts_with(s)))
+        .map(str::to_string)
 }
 
 /// The test `name` names: its full name (`example.example_simple_test`), else the one test
@@ -127,5 +153,50 @@ mod tests {
         let j = judge(&r, Some("no_such_test"));
         assert_eq!(j.verdict(), Verdict::Skip);
         assert!(j.reason.contains("did not run"), "{}", j.reason);
+    }
+
+    #[test]
+    fn a_failing_case_is_bad_and_named() {
+        let r = parse(&recorded("kunit/one_case_fails.log"));
+        let j = judge(&r, None);
+        assert_eq!(j.verdict(), Verdict::Bad);
+        assert_eq!(
+            j.reason,
+            "1 of 7 tests failed: example.example_simple_test (fail)"
+        );
+        // One test decides: the failing one, or another that passed.
+        assert_eq!(
+            judge(&r, Some("example_simple_test")).verdict(),
+            Verdict::Bad
+        );
+        assert_eq!(
+            judge(&r, Some("example.example_all_expect_macros_test")).verdict(),
+            Verdict::Good
+        );
+        // A suite is a test too: it failed with its case.
+        assert_eq!(judge(&r, Some("example")).verdict(), Verdict::Bad);
+    }
+
+    #[test]
+    fn a_crash_mid_suite_is_bad_with_the_kernels_words() {
+        let j = judge(&parse(&recorded("kunit/crash_mid_suite.log")), None);
+        assert_eq!(j.verdict(), Verdict::Bad);
+        assert_eq!(
+            j.reason,
+            "5 of 5 tests failed: example.<missing test 1> (crash), example.<missing test 2> \
+             (crash), example.<missing test 3> (crash), and 2 more; the kernel: BUG: kernel NULL \
+             pointer dereference, address: 0000000000000000"
+        );
+    }
+
+    #[test]
+    fn a_hang_that_cut_the_log_is_bad() {
+        let j = judge(&parse(&recorded("kunit/truncated_by_a_hang.log")), None);
+        assert_eq!(j.verdict(), Verdict::Bad);
+        assert!(
+            j.reason.ends_with("; the output ends there"),
+            "{}",
+            j.reason
+        );
     }
 }

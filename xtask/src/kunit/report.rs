@@ -178,4 +178,36 @@ mod tests {
         );
         assert!(x.contains("name=\"selftests: proc: read\""), "{x}");
     }
+
+    #[test]
+    fn the_table_shows_the_failing_case_with_its_own_lines() {
+        let t = table(&parse(&recorded("kunit/one_case_fails.log")));
+        assert!(t.contains("FAIL  example "), "{t}");
+        assert!(t.contains("FAIL example.example_simple_test:\n"), "{t}");
+        assert!(
+            t.contains("    # example_simple_test: EXPECTATION FAILED at lib/kunit/kunit-example-test.c:30\n"),
+            "{t}"
+        );
+        assert!(
+            t.trim_end()
+                .ends_with("Ran 7 tests: passed: 4, failed: 1, skipped: 2"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn junit_names_a_parameter_by_its_case() {
+        let r = parse(&recorded("kunit/all_pass.log"));
+        let x = junit(&r, "kunit");
+        assert_eq!(x.matches("<testcase ").count(), 27);
+        assert_eq!(x.matches("<testsuite ").count(), 7);
+        assert!(
+            x.contains("classname=\"example.example_params_test\" name=\"value 2\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("classname=\"example\" name=\"example_simple_test\""),
+            "{x}"
+        );
+    }
 }
