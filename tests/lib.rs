@@ -143,6 +143,11 @@ pub struct Running {
 
 /// Spawns `cmd` (a check whose command runs long) and waits for "guest agent up".
 pub fn start_until_agent_up(cmd: &mut Command) -> Running {
+    start_until(cmd, "guest agent up")
+}
+
+/// Spawns `cmd` and reads its stderr until a line containing `needle`.
+pub fn start_until(cmd: &mut Command, needle: &str) -> Running {
     use std::io::BufRead;
     let mut child = cmd
         .stdout(std::process::Stdio::null())
@@ -154,11 +159,11 @@ pub fn start_until_agent_up(cmd: &mut Command) -> Running {
     loop {
         let Some(Ok(line)) = lines.next() else {
             let status = child.wait();
-            panic!("xtask ended ({status:?}) before the agent was up:\n{seen}");
+            panic!("xtask ended ({status:?}) before {needle:?}:\n{seen}");
         };
         seen += &line;
         seen.push('\n');
-        if line.contains("guest agent up") {
+        if line.contains(needle) {
             return Running { child, seen, lines };
         }
     }

@@ -384,6 +384,10 @@ pub struct BisectCmd {
     /// End the bisect and clean up its state
     #[arg(long)]
     pub reset: bool,
+    /// Do not confirm the culprit (by default it is tested again, with its parent, and the
+    /// bad end with the culprit reverted)
+    #[arg(long)]
+    pub no_confirm: bool,
     /// Not offered: each step boots its own commit's build. Parsed only so that the refusal
     /// says why ([`refusal`]).
     #[arg(long, hide = true, value_name = "PATH")]

@@ -45,7 +45,13 @@ impl Drop for WorktreeGuard<'_> {
 
 /// Runs our own binary (a bisect) and returns its wall time and stdout; its progress goes to
 /// our stderr as it runs.
-fn timed_bisect(state: &Path, tree: &Path, good: &str, bad: &str) -> Result<(Duration, String)> {
+fn timed_bisect(
+    state: &Path,
+    tree: &Path,
+    good: &str,
+    bad: &str,
+    extra: &[&str],
+) -> Result<(Duration, String)> {
     let t = Instant::now();
     let mut child = Command::new(self_exe()?)
         .arg("--state-dir")
@@ -53,6 +59,7 @@ fn timed_bisect(state: &Path, tree: &Path, good: &str, bad: &str) -> Result<(Dur
         .arg("--tree")
         .arg(tree)
         .args(["bisect", good, bad])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -177,14 +184,30 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
         tree: &tree,
         worktree: crate::build::source::worktree_dir(&bench_state, &tree),
     };
+    let _bisect_guard = WorktreeGuard {
+        tree: &tree,
+        worktree: crate::bisect::worktree_dir(&bench_state, &tree),
+    };
     let state = &bench_state.root;
     eprintln!("bench bisect: cargo xtask bisect, empty cache");
-    let (ours, report) = timed_bisect(state, &tree, "base", &branch)?;
+    let (ours, report) = timed_bisect(state, &tree, "base", &branch, &[])?;
     if !report.contains(&culprit_id) {
         bail!("cargo xtask bisect did not find {culprit_id}");
     }
+    // The confirmation's cost: the same bisect with and without it, each from an empty cache
+    // and the build dir the first run left (so neither pays the cold build).
+    let warm = |extra: &[&str]| -> Result<Duration> {
+        std::fs::remove_dir_all(bench_state.cache())?;
+        eprintln!(
+            "bench bisect: cargo xtask bisect {}, empty cache, warm build dir",
+            extra.join(" ")
+        );
+        Ok(timed_bisect(state, &tree, "base", &branch, extra)?.0)
+    };
+    let no_confirm = warm(&["--no-confirm"])?;
+    let confirmed = warm(&[])?;
     eprintln!("bench bisect: cargo xtask bisect again, everything cached");
-    let (cached, _) = timed_bisect(state, &tree, "base", &branch)?;
+    let (cached, _) = timed_bisect(state, &tree, "base", &branch, &[])?;
 
     println!(
         "bisect of {n} commits (first bad: #{culprit} {})",
@@ -200,6 +223,15 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
     };
     row("git bisect run, the article's script", baseline);
     row("cargo xtask bisect, empty cache", ours);
+    row("  --no-confirm, empty cache, warm build dir", no_confirm);
+    row(
+        "  defaults (confirmed), empty cache, warm build dir",
+        confirmed,
+    );
     row("cargo xtask bisect, re-run (all cached)", cached);
+    println!(
+        "confirmation costs {:+.0}% over --no-confirm (goal: at most +20%)",
+        (confirmed.as_secs_f64() / no_confirm.as_secs_f64() - 1.0) * 100.0
+    );
     Ok(0)
 }

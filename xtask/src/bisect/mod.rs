@@ -1,10 +1,11 @@
-//! `cargo xtask bisect GOOD BAD`: git bisect in a dedicated worktree, each step a check.
+//! `cargo xtask bisect GOOD BAD`: git bisect in the bisect's own worktree, each step a check,
+//! driven by a pure engine; the culprit confirmed and examined.
 
-// Wired into the driver (run.rs) by the next commit.
-#[allow(dead_code)]
 mod engine;
+mod git;
 mod progress;
 mod report;
 mod run;
-#[allow(dead_code)]
 mod suspect;
+
+pub use run::worktree_dir;

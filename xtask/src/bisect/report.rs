@@ -1,13 +1,47 @@
-//! The bisect's record: every step, and the report saved as Markdown and JSON. Pure code.
+//! The bisect's record: the inputs it froze, every step's runs, the outcome, the confirmation
+//! and the warnings, saved as `bisect.json` and `bisect.md`. Pure code.
 
+pub use super::engine::StepVerdict;
+use super::engine::{Confirmation, Outcome, Role};
+use super::suspect::Suspicion;
 use crate::units::human_secs;
 use serde::{Deserialize, Serialize};
 
-pub use super::engine::StepVerdict;
+/// The report's format; a reader refuses another.
+pub const VERSION: u32 = 2;
+
+/// What the bisect took once, at its start, and used at every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    pub good: String,
+    pub bad: String,
+    pub reverse: bool,
+    pub paths: Vec<String>,
+    /// The check, as one line.
+    pub check: String,
+    /// The config's copy every step builds with, and the digest of its content.
+    pub config: String,
+    pub config_sha256: String,
+    /// The rootfs generation every step boots (and builds in).
+    pub rootfs: String,
+    pub confirm: bool,
+    /// The command line (after `cargo xtask`), parsed again by `--resume`.
+    pub argv: Vec<String>,
+}
+
+/// One boot of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub verdict: StepVerdict,
+    pub reason: String,
+    pub boot_secs: Option<f64>,
+    pub check_secs: Option<f64>,
+}
 
 /// One tested commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
+    pub role: Role,
     pub commit: String,
     pub subject: String,
     pub verdict: StepVerdict,
@@ -17,80 +51,125 @@ pub struct Step {
     pub reason: String,
     /// None when the cache answered.
     pub build_secs: Option<f64>,
-    pub boot_secs: Option<f64>,
-    pub check_secs: Option<f64>,
-    /// sha256 of the kernel image, when one was built.
-    pub image_sha256: Option<String>,
+    pub runs: Vec<Run>,
     /// The run dir with this step's logs.
-    pub run_dir: Option<String>,
+    pub run_dir: String,
 }
 
-/// How it ended.
+/// The culprit as `git show` gives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Outcome {
-    Found {
-        commit: String,
-        subject: String,
-        author: String,
-        stat: String,
-    },
-    /// Only skipped commits are left: the culprit is one of them.
-    Range { candidates: Vec<String> },
+pub struct Culprit {
+    pub commit: String,
+    pub subject: String,
+    pub author: String,
+    pub stat: String,
 }
 
-/// The whole record, saved as `bisect.json` and `bisect.md`.
+/// The whole record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    pub good: String,
-    pub bad: String,
-    pub terms: (String, String),
-    pub check: String,
+    pub version: u32,
+    pub inputs: Inputs,
     pub steps: Vec<Step>,
-    pub outcome: Option<Outcome>,
-    /// Set when the culprit's kernel image equals its parent's.
-    pub warning: Option<String>,
+    pub outcome: Option<Outcome<String>>,
+    pub culprit: Option<Culprit>,
+    pub confirmation: Confirmation,
+    pub suspicions: Vec<Suspicion>,
     pub total_secs: f64,
 }
 
-fn secs(v: Option<f64>, cached: &str) -> String {
-    match v {
-        Some(s) => human_secs(s),
-        None => cached.to_string(),
+fn secs(v: Option<f64>, none: &str) -> String {
+    v.map_or_else(|| none.to_string(), human_secs)
+}
+
+fn cell(s: &str) -> String {
+    s.lines().next().unwrap_or_default().replace('|', "\\|")
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Endpoint(super::engine::End::Old) => "old end",
+        Role::Endpoint(super::engine::End::New) => "new end",
+        Role::Step => "step",
+        Role::Culprit => "confirm: culprit",
+        Role::Parent => "confirm: parent",
+        Role::Revert => "confirm: revert",
     }
 }
 
 impl Report {
+    pub fn new(inputs: Inputs) -> Report {
+        Report {
+            version: VERSION,
+            inputs,
+            steps: Vec::new(),
+            outcome: None,
+            culprit: None,
+            confirmation: Confirmation::NotRun,
+            suspicions: Vec::new(),
+            total_secs: 0.0,
+        }
+    }
+
+    fn new_term(&self) -> &'static str {
+        if self.inputs.reverse {
+            "fixed"
+        } else {
+            "bad"
+        }
+    }
+
+    /// The first line: the answer, and whether to trust it.
+    pub fn headline(&self) -> String {
+        let first = format!("first {} commit", self.new_term());
+        match (&self.outcome, &self.culprit) {
+            (Some(Outcome::Found { .. }), Some(c)) => {
+                let named = format!("{first} {} {}", short(&c.commit), c.subject);
+                if !self.suspicions.is_empty() {
+                    return format!("suspicious: {named}");
+                }
+                match &self.confirmation {
+                    Confirmation::Confirmed => format!("{named} (confirmed)"),
+                    Confirmation::NotConfirmed { .. } => format!("{named} (NOT confirmed)"),
+                    Confirmation::NotRun => format!("{named} (not confirmed: --no-confirm)"),
+                }
+            }
+            (Some(Outcome::Range { candidates }), _) => format!(
+                "the {first} is one of {} commits that could not be tested",
+                candidates.len()
+            ),
+            (Some(Outcome::NoneTestable), _) => {
+                "no commit in the range touches the paths given".into()
+            }
+            _ => "bisect not finished".into(),
+        }
+    }
+
     pub fn markdown(&self) -> String {
-        let mut m = String::new();
+        let i = &self.inputs;
+        let mut m = format!("# {}\n\n", self.headline());
         m.push_str(&format!(
-            "# Bisect {}..{}\n\n",
-            short(&self.good),
-            short(&self.bad)
-        ));
-        m.push_str(&format!(
-            "Check: `{}`  \nTerms: {} / {}  \nTotal: {}\n\n",
-            self.check,
-            self.terms.0,
-            self.terms.1,
+            "Bisect `{}..{}`{}  \nCheck: `{}`  \nConfig: `{}` (sha256 {})  \nRootfs: `{}`  \nTotal: {}\n\n",
+            short(&i.good),
+            short(&i.bad),
+            if i.reverse { " (--reverse: finding a fix)" } else { "" },
+            i.check,
+            i.config,
+            short(&i.config_sha256),
+            i.rootfs,
             human_secs(self.total_secs)
         ));
-        match &self.outcome {
-            Some(Outcome::Found {
-                commit,
-                subject,
-                author,
-                stat,
-            }) => {
-                m.push_str(&format!(
-                    "## First {} commit\n\n`{}` {}  \nAuthor: {}\n\n```\n{}\n```\n\n",
-                    self.terms.1,
-                    commit,
-                    subject,
-                    author,
-                    stat.trim_end()
-                ));
+        if !i.paths.is_empty() {
+            m.push_str(&format!("Paths: `{}`\n\n", i.paths.join(" ")));
+        }
+        if !self.suspicions.is_empty() {
+            m.push_str("## Warnings\n\n");
+            for s in &self.suspicions {
+                m.push_str(&format!("- {}\n", s.warning()));
             }
+            m.push('\n');
+        }
+        match &self.outcome {
             Some(Outcome::Range { candidates }) => {
                 m.push_str("## Only skipped commits are left\n\nThe culprit is one of:\n\n");
                 for c in candidates {
@@ -98,43 +177,72 @@ impl Report {
                 }
                 m.push('\n');
             }
-            None => m.push_str("## Not finished\n\n"),
+            _ => {
+                if let Some(c) = &self.culprit {
+                    m.push_str(&format!(
+                        "## First {} commit\n\n`{}` {}  \nAuthor: {}\n\n```\n{}\n```\n\n",
+                        self.new_term(),
+                        c.commit,
+                        c.subject,
+                        c.author,
+                        c.stat.trim_end()
+                    ));
+                }
+            }
         }
-        if let Some(w) = &self.warning {
-            m.push_str(&format!("**Warning:** {w}\n\n"));
+        match &self.confirmation {
+            Confirmation::Confirmed => m.push_str(
+                "## Confirmation\n\nConfirmed: the culprit again, its parent, and the new end \
+                 with the culprit reverted each gave the expected verdict.\n\n",
+            ),
+            Confirmation::NotConfirmed { why } => {
+                m.push_str("## Confirmation\n\nNot confirmed:\n\n");
+                for w in why {
+                    m.push_str(&format!("- {w}\n"));
+                }
+                m.push('\n');
+            }
+            Confirmation::NotRun => {}
         }
-        m.push_str("| # | commit | verdict | build | boot | check | reason |\n|---|---|---|---|---|---|---|\n");
-        for (i, s) in self.steps.iter().enumerate() {
+        m.push_str("## Steps\n\n| # | role | commit | verdict | build | runs (boot, check) | reason |\n|---|---|---|---|---|---|---|\n");
+        for (n, s) in self.steps.iter().enumerate() {
+            let runs: Vec<String> = s
+                .runs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ({}, {})",
+                        verdict_word(r.verdict),
+                        secs(r.boot_secs, "-"),
+                        secs(r.check_secs, "-")
+                    )
+                })
+                .collect();
             m.push_str(&format!(
-                "| {} | `{}` {} | {} | {} | {} | {} | {} |\n",
-                i + 1,
+                "| {} | {} | `{}` {} | {} | {} | {} | {} |\n",
+                n + 1,
+                role_name(s.role),
                 short(&s.commit),
-                s.subject.replace('|', "\\|"),
+                cell(&s.subject),
                 s.term,
                 secs(s.build_secs, "cache hit"),
-                secs(s.boot_secs, "-"),
-                secs(s.check_secs, "-"),
-                s.reason
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .replace('|', "\\|"),
+                if runs.is_empty() {
+                    "-".into()
+                } else {
+                    runs.join("; ")
+                },
+                cell(&s.reason),
             ));
         }
         m
     }
+}
 
-    /// The warning for a culprit whose image equals its parent's: the change cannot be it.
-    pub fn identical_image_warning(
-        culprit_image: Option<&str>,
-        parent_image: Option<&str>,
-    ) -> Option<String> {
-        match (culprit_image, parent_image) {
-            (Some(a), Some(b)) if a == b => Some(
-                "the first bad commit's kernel image is identical to its parent's: the change cannot be the cause (a flaky check, or the problem is outside the kernel image)".into(),
-            ),
-            _ => None,
-        }
+pub fn verdict_word(v: StepVerdict) -> &'static str {
+    match v {
+        StepVerdict::Good => "good",
+        StepVerdict::Bad => "bad",
+        StepVerdict::Skip => "untestable",
     }
 }
 
@@ -144,63 +252,98 @@ pub use crate::units::short;
 mod tests {
     use super::*;
 
-    fn step(v: StepVerdict, build: Option<f64>) -> Step {
-        Step {
-            commit: "0123456789abcdef0123".into(),
-            subject: "init: warn | at boot".into(),
-            verdict: v,
-            term: format!("{v:?}").to_lowercase(),
-            reason: "WARNING at init/main.c\nsecond line of the reason".into(),
-            build_secs: build,
-            boot_secs: Some(1.5),
-            check_secs: Some(0.2),
-            image_sha256: None,
-            run_dir: None,
+    fn inputs() -> Inputs {
+        Inputs {
+            good: "a".repeat(40),
+            bad: "b".repeat(40),
+            reverse: false,
+            paths: vec![],
+            check: "clean boot".into(),
+            config: "/s/bisect/config".into(),
+            config_sha256: "f".repeat(64),
+            rootfs: "/s/rootfs.d/gen1".into(),
+            confirm: true,
+            argv: vec!["bisect".into()],
         }
     }
 
+    fn step(role: Role, v: StepVerdict, build: Option<f64>) -> Step {
+        Step {
+            role,
+            commit: "0123456789abcdef0123".into(),
+            subject: "init: warn | at boot".into(),
+            verdict: v,
+            term: verdict_word(v).into(),
+            reason: "WARNING at init/main.c\nsecond line of the reason".into(),
+            build_secs: build,
+            runs: vec![Run {
+                verdict: v,
+                reason: "r".into(),
+                boot_secs: Some(1.5),
+                check_secs: None,
+            }],
+            run_dir: "/r".into(),
+        }
+    }
+
+    fn found() -> Report {
+        let mut r = Report::new(inputs());
+        r.steps = vec![
+            step(Role::Step, StepVerdict::Good, Some(12.0)),
+            step(Role::Step, StepVerdict::Bad, None),
+        ];
+        r.outcome = Some(Outcome::Found {
+            culprit: "c".repeat(40),
+        });
+        r.culprit = Some(Culprit {
+            commit: "c".repeat(40),
+            subject: "tools: x".into(),
+            author: "a".into(),
+            stat: " f | 1 +".into(),
+        });
+        r
+    }
+
     #[test]
-    fn markdown_has_outcome_and_table() {
-        let r = Report {
-            good: "aaaaaaaaaaaaaaaa".into(),
-            bad: "bbbbbbbbbbbbbbbb".into(),
-            terms: ("good".into(), "bad".into()),
-            check: "clean boot".into(),
-            steps: vec![
-                step(StepVerdict::Good, Some(12.0)),
-                step(StepVerdict::Bad, None),
-            ],
-            outcome: Some(Outcome::Found {
-                commit: "c".repeat(40),
-                subject: "s".into(),
-                author: "a".into(),
-                stat: " f | 1 +".into(),
-            }),
-            warning: None,
-            total_secs: 61.0,
-        };
+    fn markdown_has_the_answer_first_the_inputs_and_every_run() {
+        let mut r = found();
+        r.confirmation = Confirmation::Confirmed;
         let md = r.markdown();
-        assert!(md.contains("## First bad commit"));
+        assert_eq!(
+            md.lines().next().unwrap(),
+            "# first bad commit cccccccccccc tools: x (confirmed)"
+        );
         assert!(md.contains("cache hit"));
         assert!(md.contains("warn \\| at boot"));
+        assert!(md.contains("bad (1.5s, -)"), "{md}");
+        assert!(md.contains("/s/rootfs.d/gen1") && md.contains("ffffffffffff"));
         assert!(
             !md.contains("second line"),
             "a multi-line reason breaks the table"
-        );
-        assert_eq!(
-            md.lines()
-                .filter(|l| l.starts_with("| ") && !l.starts_with("| #"))
-                .count(),
-            2
         );
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
     }
 
     #[test]
-    fn identical_images_warn() {
-        assert!(Report::identical_image_warning(Some("x"), Some("x")).is_some());
-        assert!(Report::identical_image_warning(Some("x"), Some("y")).is_none());
-        assert!(Report::identical_image_warning(None, Some("y")).is_none());
+    fn a_suspicious_or_unconfirmed_culprit_says_so_first() {
+        let mut r = found();
+        r.suspicions = vec![Suspicion::OnlyTools];
+        let md = r.markdown();
+        assert!(md.starts_with("# suspicious: first bad commit"), "{md}");
+        assert!(md.contains("only tools/"));
+        let mut r = found();
+        r.confirmation = Confirmation::NotConfirmed {
+            why: vec!["its parent is bad, not good".into()],
+        };
+        let md = r.markdown();
+        assert!(md.lines().next().unwrap().ends_with("(NOT confirmed)"));
+        assert!(md.contains("- its parent is bad, not good"));
+        let mut r = Report::new(inputs());
+        r.outcome = Some(Outcome::NoneTestable);
+        assert_eq!(
+            r.headline(),
+            "no commit in the range touches the paths given"
+        );
     }
 }

@@ -1,66 +1,107 @@
-//! Driving `git bisect` in the toolkit's worktree: endpoints first, then one check per step,
-//! every build through the cache. The state (git's own, plus our record of the steps and the
-//! original command line) survives Ctrl-C, so `--resume` continues.
+//! `cargo xtask bisect`: the driver. It freezes the inputs, checks the endpoints, then feeds
+//! the engine git's answers from the bisect's own, locked worktree and the steps' verdicts,
+//! marks every tested commit by id, and at the end confirms and examines the culprit. Its
+//! state (git's, the engine's, the report) survives Ctrl-C, so `--resume` continues.
 
-use super::engine::Terms;
-use super::progress::{self, estimate_steps, Progress};
-use super::report::{short, Outcome, Report, Step, StepVerdict};
+use super::engine::{self, End, Engine, Judge, Next, Outcome, Repeat, Role, Terms};
+use super::git::{self, Bisect};
+use super::progress::estimate_steps;
+use super::report::{short, Culprit, Inputs, Report, Run, Step, StepVerdict};
+use super::suspect;
 use crate::build::{self, BuildOutcome};
-use crate::cli::{BisectCmd, Cli, Command as CliCommand};
-use crate::cmd::CommandExt;
+use crate::cli::BisectCmd;
 use crate::ctx::Ctx;
-use crate::signals;
+use crate::lock::{self, FileLock};
 use crate::units::human_secs;
 use crate::vm::{self, verdict::Verdict, CheckRequest, KernelSource};
-use anyhow::{bail, Context, Result};
-use clap::Parser;
+use crate::{rootfs, signals};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-/// What `--resume`, `--status` and `--reset` find: saved at the start of a bisect.
+/// The saved state's format; `--resume` refuses another.
+const SAVED_VERSION: u32 = 2;
+
+/// Where a tree's bisect keeps its things in the state dir.
+struct Place {
+    /// The saved state: present from the start to the end (or `--reset`).
+    saved: PathBuf,
+    /// Held by the process driving the bisect (start, resume, reset).
+    lock: PathBuf,
+    /// The bisect's own git worktree: no `build REV` or `check REV` moves its HEAD.
+    worktree: PathBuf,
+    /// The config's copy, taken at the start, that every step builds with.
+    config: PathBuf,
+}
+
+/// The bisect's own worktree of `tree`.
+pub fn worktree_dir(state: &crate::state::StateDir, tree: &Path) -> PathBuf {
+    Place::of(state, tree).worktree
+}
+
+impl Place {
+    fn of(state: &crate::state::StateDir, tree: &Path) -> Place {
+        let dir = state
+            .root
+            .join("bisect")
+            .join(build::source::path_tag(tree));
+        Place {
+            saved: dir.join("state.json"),
+            lock: dir.with_extension("lock"),
+            worktree: dir.join("worktree"),
+            config: dir.join("config"),
+        }
+    }
+}
+
+/// What `--resume`, `--status` and `--reset` find.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct Saved {
-    /// The original command line (after `cargo xtask`), re-parsed on resume.
-    argv: Vec<String>,
-    tree: PathBuf,
-    worktree: PathBuf,
+    version: u32,
     run_dir: PathBuf,
-    good: String,
-    bad: String,
+    /// The check every step runs, resolved once at the start (its build takes the frozen
+    /// config); `--resume` takes it from here, not from the command line.
+    request: CheckRequest,
+    engine: Engine<String>,
 }
 
-fn saved_path(ctx: &Ctx, tree: &Path) -> PathBuf {
-    ctx.state
-        .root
-        .join("bisect")
-        .join(format!("{}.json", build::source::path_tag(tree)))
+fn read_saved(place: &Place) -> Result<Option<(Saved, Report)>> {
+    let Ok(text) = std::fs::read_to_string(&place.saved) else {
+        return Ok(None);
+    };
+    let saved: Saved = serde_json::from_str(&text)
+        .ok()
+        .filter(|s: &Saved| s.version == SAVED_VERSION)
+        .ok_or_else(|| {
+            anyhow!(
+                "{} is not a bisect state this version reads: `cargo xtask bisect --reset` ends it",
+                place.saved.display()
+            )
+        })?;
+    let report_path = saved.run_dir.join("bisect.json");
+    let report: Report = serde_json::from_str(
+        &std::fs::read_to_string(&report_path)
+            .with_context(|| format!("reading {}", report_path.display()))?,
+    )
+    .with_context(|| format!("reading {}", report_path.display()))?;
+    Ok(Some((saved, report)))
 }
 
-fn git(dir: &Path) -> Command {
-    crate::git::git(dir)
+/// Writes the state and the report (each by rename, so a kill leaves the old or the new).
+fn save(place: &Place, saved: &Saved, report: &Report) -> Result<()> {
+    write_atomic(
+        &saved.run_dir.join("bisect.json"),
+        &serde_json::to_string_pretty(report)?,
+    )?;
+    write_atomic(&place.saved, &serde_json::to_string_pretty(saved)?)
 }
 
-fn rev_parse(dir: &Path, rev: &str) -> Result<String> {
-    git(dir)
-        .args([
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            "--end-of-options",
-            &format!("{rev}^{{commit}}"),
-        ])
-        .read_logged()
-        .map_err(|_| anyhow::anyhow!("unknown revision {rev}: not in {}", dir.display()))
-}
-
-fn subject(dir: &Path, commit: &str) -> String {
-    git(dir)
-        .args(["log", "-1", "--format=%s", commit])
-        .read_logged()
-        .unwrap_or_default()
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The check as one line, for the report.
@@ -71,6 +112,9 @@ fn describe_check(cmd: &BisectCmd) -> String {
     }
     for r in &cmd.check.bad_if_console {
         parts.push(format!("--bad-if-console {r:?}"));
+    }
+    if let Some(n) = &cmd.check.repeat {
+        parts.push(format!("--repeat {n:?}"));
     }
     if let Ok(t) = cmd.check.tests.resolve() {
         parts.extend(crate::kunit::run::describe(&t));
@@ -85,17 +129,343 @@ fn describe_check(cmd: &BisectCmd) -> String {
     }
 }
 
-fn sha256_file(p: &Path) -> Option<String> {
-    let data = std::fs::read(p).ok()?;
-    Some(format!("{:x}", Sha256::digest(&data)))
+impl BisectCmd {
+    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+        let tree = ctx.require_tree()?;
+        let place = Place::of(&ctx.state, &tree);
+        if self.status {
+            return status(&place);
+        }
+        let Some(_lock) = FileLock::try_acquire(&place.lock)? else {
+            bail!(
+                "a bisect of {} is running ({}): wait for it, or end it",
+                tree.display(),
+                lock::holder(&place.lock)
+            );
+        };
+        if self.reset {
+            return reset(&place);
+        }
+        let result = if self.resume {
+            resume(ctx, &tree, &place)
+        } else {
+            self.start(ctx, &tree, &place)
+        };
+        if let Err(e) = &result {
+            if signals::is_interrupted(e) {
+                eprintln!("bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it");
+            }
+        }
+        result
+    }
+
+    fn start(self, ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
+        let start = Instant::now();
+        let argv = saved_argv()?;
+        // Every option the steps use is resolved before the first side effect.
+        let mut req = self.request(&ctx.file)?;
+        let good = git::rev_parse(tree, self.good.as_deref().unwrap_or_default())?;
+        let bad = git::rev_parse(tree, self.bad.as_deref().unwrap_or_default())?;
+        if place.saved.exists() {
+            bail!("a bisect of {} is already under way: `cargo xtask bisect --resume` continues it, `--reset` ends it", tree.display());
+        }
+        // The inputs, frozen: the config's content, the rootfs generation, the check.
+        let KernelSource::Build { build: opts, .. } = &mut req.kernel else {
+            bail!("a bisect builds each step's commit: it cannot boot one image")
+        };
+        let config_from = opts
+            .config
+            .clone()
+            .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
+        let config = std::fs::read(&config_from).with_context(|| {
+            format!(
+                "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
+                config_from.display()
+            )
+        })?;
+        std::fs::create_dir_all(place.config.parent().unwrap_or(Path::new(".")))?;
+        std::fs::write(&place.config, &config)?;
+        opts.config = Some(place.config.clone());
+        let rootfs = rootfs::generation::in_use(&ctx.state)?.tree;
+        let inputs = Inputs {
+            good: good.clone(),
+            bad: bad.clone(),
+            reverse: self.reverse,
+            paths: self.paths.clone(),
+            check: describe_check(&self),
+            config: place.config.display().to_string(),
+            config_sha256: format!("{:x}", Sha256::digest(&config)),
+            rootfs: rootfs.display().to_string(),
+            confirm: !self.no_confirm,
+            argv,
+        };
+        let mut report = Report::new(inputs);
+        let terms = Terms {
+            reverse: self.reverse,
+        };
+        let mut engine = Engine::new(terms, good.clone(), bad.clone());
+        // Endpoints first: a wrong check is caught before hours are spent.
+        for (which, end, commit) in [("GOOD", End::Old, &good), ("BAD", End::New, &bad)] {
+            eprintln!(
+                "bisect: checking the {which} end {} {}",
+                short(commit),
+                git::subject(tree, commit)
+            );
+            let dir = ctx
+                .run_dir
+                .join(format!("endpoint-{}", which.to_lowercase()));
+            let step = test_commit(ctx, &req, tree, commit, Role::Endpoint(end), dir)?;
+            if let Err(is) = engine.endpoint(end, step.verdict) {
+                bail!(
+                    "{which} {} is {is} ({}): pick other endpoints or another check (logs: {})",
+                    short(commit),
+                    step.reason,
+                    step.run_dir
+                );
+            }
+            eprintln!(
+                "bisect: {which} {} is {} as expected",
+                short(commit),
+                step.term
+            );
+            report.steps.push(step);
+        }
+        git::ensure_worktree(tree, &place.worktree, &bad)?;
+        let bisect = Bisect {
+            wt: place.worktree.clone(),
+        };
+        // A bisect left in the worktree by a state that is gone (removed by hand).
+        bisect.reset()?;
+        let answer = bisect.start(
+            (terms.old_term(), terms.new_term()),
+            &good,
+            &bad,
+            &self.paths,
+        )?;
+        let saved = Saved {
+            version: SAVED_VERSION,
+            run_dir: ctx.run_dir.clone(),
+            request: req,
+            engine,
+        };
+        drive(ctx, tree, place, &bisect, saved, report, answer, start)
+    }
 }
 
-/// Builds and checks one commit. Setup problems are `Err` (the bisect stops, logs kept).
+/// Continues the bisect saved in `place`, with the inputs it froze.
+fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
+    let start = Instant::now();
+    let Some((mut saved, report)) = read_saved(place)? else {
+        bail!(
+            "no bisect to resume for {}: start one with `cargo xtask bisect GOOD BAD`",
+            tree.display()
+        );
+    };
+    // The same inputs as at the start, or no resume.
+    let rootfs = rootfs::generation::in_use(&ctx.state)?.tree;
+    if rootfs.display().to_string() != report.inputs.rootfs {
+        bail!(
+            "the rootfs is now {}, not {} that this bisect started with (setup-rootfs ran): \
+             `cargo xtask bisect --reset` and start again",
+            rootfs.display(),
+            report.inputs.rootfs
+        );
+    }
+    let config = std::fs::read(&place.config).unwrap_or_default();
+    if format!("{:x}", Sha256::digest(&config)) != report.inputs.config_sha256 {
+        bail!(
+            "the bisect's copy of its config {} is gone or changed: `cargo xtask bisect --reset` and start again",
+            place.config.display()
+        );
+    }
+    eprintln!(
+        "bisect: resuming {}..{} (logs in {})",
+        short(&report.inputs.good),
+        short(&report.inputs.bad),
+        saved.run_dir.display()
+    );
+    let bisect = Bisect {
+        wt: place.worktree.clone(),
+    };
+    let answer = if saved.engine.outcome.is_some() {
+        None
+    } else {
+        // git's bisect state is the truth: HEAD goes back where it says, if it moved.
+        let (expected, head) = bisect.expected_and_head()?;
+        if head != expected {
+            eprintln!(
+                "bisect: HEAD of {} is at {}, not at {} where the bisect left it: restoring it",
+                place.worktree.display(),
+                short(&head),
+                short(&expected)
+            );
+            bisect.restore(&expected)?;
+        }
+        Some(super::progress::Progress::Next {
+            candidate: expected,
+            revisions_left: 0,
+            steps_left: 0,
+        })
+    };
+    if answer.is_none() {
+        let outcome = saved.engine.outcome.clone().expect("checked");
+        return finish(ctx, tree, place, &bisect, saved, report, outcome, start);
+    }
+    saved.engine.next = None;
+    drive(ctx, tree, place, &bisect, saved, report, answer, start)
+}
+
+/// Steps until git names the end, then [`finish`].
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    ctx: &Ctx,
+    tree: &Path,
+    place: &Place,
+    bisect: &Bisect,
+    mut saved: Saved,
+    mut report: Report,
+    answer: Option<super::progress::Progress>,
+    start: Instant,
+) -> Result<u8> {
+    let unexpected = |e: engine::Unexpected| anyhow!("bisect: {}", e.0);
+    let mut next = saved.engine.on_git(answer).map_err(unexpected)?;
+    save(place, &saved, &report)?;
+    let total = estimate_steps(git::count(tree, &report.inputs.good, &report.inputs.bad))
+        + saved.engine.steps() as u32;
+    let outcome = loop {
+        let commit = match next {
+            Next::Test(c) => c,
+            Next::Done(o) => break o,
+        };
+        signals::check()?;
+        let n = saved.engine.steps() + 1;
+        let dir = saved
+            .run_dir
+            .join(format!("step-{n:02}-{}", short(&commit)));
+        let mut step = test_commit(ctx, &saved.request, tree, &commit, Role::Step, dir)?;
+        let term = saved
+            .engine
+            .mark(&commit, step.verdict)
+            .map_err(unexpected)?;
+        step.term = term.into();
+        print_step(n, total.max(n as u32), &step);
+        report.steps.push(step);
+        save(place, &saved, &report)?;
+        let answer = bisect.mark(term, &commit)?;
+        next = saved.engine.on_git(answer).map_err(unexpected)?;
+        save(place, &saved, &report)?;
+    };
+    finish(ctx, tree, place, bisect, saved, report, outcome, start)
+}
+
+/// The end: git's bisect reset, the culprit's examination and confirmation, the report.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &Ctx,
+    tree: &Path,
+    place: &Place,
+    bisect: &Bisect,
+    saved: Saved,
+    mut report: Report,
+    outcome: Outcome<String>,
+    start: Instant,
+) -> Result<u8> {
+    bisect.reset()?;
+    if let Outcome::Found { culprit } = &outcome {
+        let (subject, author, stat) = git::describe(tree, culprit);
+        report.culprit = Some(Culprit {
+            commit: culprit.clone(),
+            subject,
+            author,
+            stat,
+        });
+        let KernelSource::Build { build, .. } = &saved.request.kernel else {
+            bail!("a bisect builds each step's commit: it cannot boot one image")
+        };
+        let facts = git::culprit_facts(tree, culprit, build.arch.srcarch)?;
+        report.suspicions = suspect::suspicions(&facts);
+        if report.inputs.confirm {
+            report.confirmation = confirm(ctx, tree, bisect, &saved, &mut report, culprit)?;
+        }
+    }
+    report.outcome = Some(outcome);
+    report.total_secs += start.elapsed().as_secs_f64();
+    save(place, &saved, &report)?;
+    let md = report.markdown();
+    std::fs::write(saved.run_dir.join("bisect.md"), &md)?;
+    println!("{md}");
+    eprintln!(
+        "bisect: report saved in {}",
+        saved.run_dir.join("bisect.md").display()
+    );
+    std::fs::remove_file(&place.saved)?;
+    Ok(0)
+}
+
+/// Tests the culprit again, its parent, and the new end with the culprit reverted (made in
+/// the bisect's worktree, see [`Bisect::revert`]).
+fn confirm(
+    ctx: &Ctx,
+    tree: &Path,
+    bisect: &Bisect,
+    saved: &Saved,
+    report: &mut Report,
+    culprit: &str,
+) -> Result<engine::Confirmation> {
+    let terms = saved.engine.terms;
+    let parent = git::rev_parse(tree, &format!("{culprit}^")).ok();
+    let revert = bisect.revert(culprit, &report.inputs.bad)?;
+    let revert_failed = revert.as_ref().err().cloned();
+    if let Some(why) = &revert_failed {
+        eprintln!("bisect: the culprit does not revert on the BAD end: {why}");
+    }
+    let plan = engine::confirmation_plan(
+        terms,
+        &culprit.to_string(),
+        parent.as_ref(),
+        revert.ok().as_ref(),
+    );
+    let mut results = Vec::new();
+    for t in plan {
+        signals::check()?;
+        let name = match t.role {
+            Role::Culprit => "culprit",
+            Role::Parent => "parent",
+            _ => "revert",
+        };
+        eprintln!(
+            "bisect: confirming: the {name} {} {}",
+            short(&t.candidate),
+            git::subject(tree, &t.candidate)
+        );
+        let dir = saved.run_dir.join(format!("confirm-{name}"));
+        let mut step = test_commit(ctx, &saved.request, tree, &t.candidate, t.role, dir)?;
+        step.term = terms.term(step.verdict).into();
+        eprintln!(
+            "bisect: the {name} is {} (expected {}): {}",
+            step.term,
+            terms.term(t.expect),
+            step.reason
+        );
+        results.push((t, step.verdict));
+        report.steps.push(step);
+    }
+    Ok(engine::judge_confirmation(
+        terms,
+        &results,
+        revert_failed.as_deref(),
+    ))
+}
+
+/// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
+/// copy of the config). Setup problems are `Err` (the bisect stops, its state kept for
+/// --resume).
 fn test_commit(
     ctx: &Ctx,
     req: &CheckRequest,
     tree: &Path,
     commit: &str,
+    role: Role,
     dir: PathBuf,
 ) -> Result<Step> {
     let sctx = ctx.for_step(dir.clone())?;
@@ -105,396 +475,85 @@ fn test_commit(
         bail!("a bisect builds each step's commit: it cannot boot one image")
     };
     let t = Instant::now();
-    let (build_secs, image) = match build::ensure_kernel(&sctx, Some(commit), bopts)? {
-        BuildOutcome::Built(a) => (
-            (!a.cache_hit).then(|| t.elapsed().as_secs_f64()),
-            sha256_file(&a.image),
-        ),
+    let mut step = Step {
+        role,
+        commit: commit.into(),
+        subject: git::subject(tree, commit),
+        verdict: StepVerdict::Skip,
+        term: "skip".into(),
+        reason: String::new(),
+        build_secs: None,
+        runs: Vec::new(),
+        run_dir: dir.display().to_string(),
+    };
+    match build::ensure_kernel(&sctx, Some(commit), bopts)? {
+        BuildOutcome::Built(a) => {
+            step.build_secs = (!a.cache_hit).then(|| t.elapsed().as_secs_f64())
+        }
         BuildOutcome::Failed {
             summary, cached, ..
         } => {
-            return Ok(Step {
-                commit: commit.into(),
-                subject: subject(tree, commit),
-                verdict: StepVerdict::Skip,
-                term: "skip".into(),
-                reason: format!(
-                    "does not build: {}",
-                    summary.lines().next().unwrap_or_default()
-                ),
-                build_secs: (!cached).then(|| t.elapsed().as_secs_f64()),
-                boot_secs: None,
-                check_secs: None,
-                image_sha256: None,
-                run_dir: Some(dir.display().to_string()),
-            })
+            step.reason = format!(
+                "does not build: {}",
+                summary.lines().next().unwrap_or_default()
+            );
+            step.build_secs = (!cached).then(|| t.elapsed().as_secs_f64());
+            return Ok(step);
         }
-    };
+    }
+    // The build is in the cache now: the check finds it there.
     let out = vm::check(&sctx, &req.at(commit), true)?;
-    let verdict = match out.verdict() {
-        Verdict::Good => StepVerdict::Good,
-        Verdict::Bad => StepVerdict::Bad,
-        Verdict::Skip => StepVerdict::Skip,
-        Verdict::Abort => bail!(
+    if out.verdict() == Verdict::Abort {
+        bail!(
             "the check could not run at {}: {} (logs: {})",
             short(commit),
             out.judgement.reason,
             dir.display()
-        ),
-    };
-    let boot: f64 = out
-        .runs
-        .iter()
-        .filter_map(|r| r.timings.boot)
-        .map(|d| d.as_secs_f64())
-        .sum();
-    let check: f64 = out
-        .runs
-        .iter()
-        .filter_map(|r| r.timings.command)
-        .map(|d| d.as_secs_f64())
-        .sum();
-    Ok(Step {
-        commit: commit.into(),
-        subject: subject(tree, commit),
-        verdict,
-        term: String::new(),
-        reason: out.judgement.reason,
-        build_secs,
-        boot_secs: (boot > 0.0).then_some(boot),
-        check_secs: (check > 0.0).then_some(check),
-        image_sha256: image,
-        run_dir: Some(dir.display().to_string()),
-    })
+        );
+    }
+    for r in &out.runs {
+        step.runs.push(Run {
+            verdict: step_verdict(r.judgement.verdict()),
+            reason: r.judgement.reason.clone(),
+            boot_secs: r.timings.boot.map(|d| d.as_secs_f64()),
+            check_secs: r.timings.command.map(|d| d.as_secs_f64()),
+        });
+    }
+    let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
+    step.verdict = Repeat(req.repeat)
+        .decide(&verdicts)
+        .unwrap_or(step_verdict(out.verdict()));
+    step.term = super::report::verdict_word(step.verdict).into();
+    step.reason = out.judgement.reason;
+    Ok(step)
 }
 
-fn print_step(n: usize, total: u32, left: Option<u32>, s: &Step) {
+fn step_verdict(v: Verdict) -> StepVerdict {
+    match v {
+        Verdict::Good => StepVerdict::Good,
+        Verdict::Bad => StepVerdict::Bad,
+        Verdict::Skip | Verdict::Abort => StepVerdict::Skip,
+    }
+}
+
+fn print_step(n: usize, total: u32, s: &Step) {
     let build = match s.build_secs {
         Some(b) => format!("build {}", human_secs(b)),
         None => "build cached".into(),
     };
-    let boot = s
-        .boot_secs
-        .map(|b| format!(", boot {}", human_secs(b)))
-        .unwrap_or_default();
-    let left = left
-        .map(|l| format!(", {l} revisions left"))
-        .unwrap_or_default();
+    let boot: f64 = s.runs.iter().filter_map(|r| r.boot_secs).sum();
+    let boot = if boot > 0.0 {
+        format!(", boot {}", human_secs(boot))
+    } else {
+        String::new()
+    };
     eprintln!(
-        "bisect: step {n} of ~{total}: {} {} → {} ({build}{boot}{left}): {}",
+        "bisect: step {n} of ~{total}: {} {} → {} ({build}{boot}): {}",
         short(&s.commit),
         s.subject,
         s.term,
         s.reason
     );
-}
-
-impl BisectCmd {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let tree = ctx.require_tree()?;
-        let saved_at = saved_path(ctx, &tree);
-        if self.status {
-            return status(&saved_at);
-        }
-        if self.reset {
-            return reset(&saved_at);
-        }
-        let (cmd, saved, argv) = if self.resume {
-            let text = std::fs::read_to_string(&saved_at).with_context(|| {
-                format!(
-                    "no bisect to resume for {}: start one with `cargo xtask bisect GOOD BAD`",
-                    tree.display()
-                )
-            })?;
-            let saved: Saved = serde_json::from_str(&text)?;
-            let cli = Cli::try_parse_from(
-                std::iter::once("xtask".to_string()).chain(saved.argv.iter().cloned()),
-            )?;
-            let CliCommand::Bisect(cmd) = cli.command else {
-                bail!("{} does not hold a bisect", saved_at.display())
-            };
-            eprintln!(
-                "bisect: resuming {}..{} (logs in {})",
-                short(&saved.good),
-                short(&saved.bad),
-                saved.run_dir.display()
-            );
-            (cmd, Some(saved), Vec::new())
-        } else {
-            (self, None, saved_argv()?)
-        };
-        // Every option the steps use is checked before the first side effect (a build, `git
-        // bisect start`): a bad one must not leave the worktree bisecting.
-        let req = cmd.request(&ctx.file)?;
-        let result = cmd.drive(ctx, &req, &tree, &saved_at, saved, &argv);
-        if let Err(e) = &result {
-            if signals::is_interrupted(e) {
-                eprintln!("bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it");
-            }
-        }
-        result
-    }
-
-    /// Runs the bisect; `argv` is the command line to save for `--resume` (unused when
-    /// resuming `saved`).
-    fn drive(
-        &self,
-        ctx: &Ctx,
-        req: &CheckRequest,
-        tree: &Path,
-        saved_at: &Path,
-        saved: Option<Saved>,
-        argv: &[String],
-    ) -> Result<u8> {
-        let start = Instant::now();
-        let terms = Terms {
-            reverse: self.reverse,
-        };
-        let worktree = build::source::worktree_dir(&ctx.state, tree);
-        let (saved, mut report) = match saved {
-            Some(s) => {
-                let report: Report =
-                    serde_json::from_str(&std::fs::read_to_string(s.run_dir.join("bisect.json"))?)?;
-                (s, report)
-            }
-            None => {
-                let good = rev_parse(tree, self.good.as_deref().unwrap_or_default())?;
-                let bad = rev_parse(tree, self.bad.as_deref().unwrap_or_default())?;
-                if saved_at.exists() {
-                    bail!("a bisect of {} is already under way: `cargo xtask bisect --resume` continues it, `--reset` ends it", tree.display());
-                }
-                let mut report = Report {
-                    good: good.clone(),
-                    bad: bad.clone(),
-                    terms: (terms.old_term().into(), terms.new_term().into()),
-                    check: describe_check(self),
-                    steps: Vec::new(),
-                    outcome: None,
-                    warning: None,
-                    total_secs: 0.0,
-                };
-                // Endpoints first: a wrong check is caught before hours are spent.
-                for (which, commit, want_good) in
-                    [("GOOD", &good, !self.reverse), ("BAD", &bad, self.reverse)]
-                {
-                    eprintln!(
-                        "bisect: checking the {} endpoint {} {}",
-                        which,
-                        short(commit),
-                        subject(tree, commit)
-                    );
-                    let s = test_commit(
-                        ctx,
-                        req,
-                        tree,
-                        commit,
-                        ctx.run_dir
-                            .join(format!("endpoint-{}", which.to_lowercase())),
-                    )?;
-                    let ok = match s.verdict {
-                        StepVerdict::Good => want_good,
-                        StepVerdict::Bad => !want_good,
-                        StepVerdict::Skip => bail!(
-                            "{which} {} cannot be tested: {} (logs: {})",
-                            short(commit),
-                            s.reason,
-                            s.run_dir.unwrap_or_default()
-                        ),
-                    };
-                    if !ok {
-                        let is = if s.verdict == StepVerdict::Good {
-                            "good"
-                        } else {
-                            "bad"
-                        };
-                        bail!("{which} {} is {is} under this check ({}): pick other endpoints or another check (logs: {})", short(commit), s.reason, s.run_dir.unwrap_or_default());
-                    }
-                    eprintln!(
-                        "bisect: {which} {} is {} as expected",
-                        short(commit),
-                        if want_good { "good" } else { "bad" }
-                    );
-                }
-                build::source::checkout_worktree(tree, &worktree, &bad, None)?;
-                let mut args = vec![
-                    "bisect".to_string(),
-                    "start".into(),
-                    format!("--term-old={}", terms.old_term()),
-                    format!("--term-new={}", terms.new_term()),
-                ];
-                if self.reverse {
-                    // With --reverse the old state is the bad one and the new state the good one.
-                    args.extend([good.clone(), bad.clone()]);
-                } else {
-                    args.extend([bad.clone(), good.clone()]);
-                }
-                args.push("--".into());
-                args.extend(self.paths.iter().cloned());
-                let out = git(&worktree)
-                    .args(&args)
-                    .output_logged()
-                    .context("git bisect start")?;
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                let saved = Saved {
-                    argv: argv.to_vec(),
-                    tree: tree.to_path_buf(),
-                    worktree: worktree.clone(),
-                    run_dir: ctx.run_dir.clone(),
-                    good,
-                    bad,
-                };
-                if let Some(dir) = saved_at.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(saved_at, serde_json::to_string_pretty(&saved)?)?;
-                std::fs::write(
-                    ctx.run_dir.join("bisect.json"),
-                    serde_json::to_string_pretty(&report)?,
-                )?;
-                if let Some(done) =
-                    self.finish_if_done(&text, tree, &saved, saved_at, &mut report, start)?
-                {
-                    return Ok(done);
-                }
-                (saved, report)
-            }
-        };
-        let commits = git(tree)
-            .args([
-                "rev-list",
-                "--count",
-                &format!("{}..{}", saved.good, saved.bad),
-            ])
-            .read_logged()?
-            .parse()
-            .unwrap_or(1);
-        let total = estimate_steps(commits) + report.steps.len() as u32;
-        let mut left = None;
-        loop {
-            signals::check()?;
-            let commit = git(&saved.worktree)
-                .args(["rev-parse", "HEAD"])
-                .read_logged()?;
-            let n = report.steps.len() + 1;
-            let mut step = test_commit(
-                ctx,
-                req,
-                tree,
-                &commit,
-                saved
-                    .run_dir
-                    .join(format!("step-{n:02}-{}", short(&commit))),
-            )?;
-            step.term = match step.verdict {
-                StepVerdict::Good => terms.term(StepVerdict::Good).into(),
-                StepVerdict::Bad => terms.term(StepVerdict::Bad).into(),
-                StepVerdict::Skip => "skip".into(),
-            };
-            let term = step.term.clone();
-            let out = git(&saved.worktree)
-                .args(["bisect", &term])
-                .output_unchecked()?;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if let Some(Progress::Next { revisions_left, .. }) = progress::parse(&text) {
-                left = Some(revisions_left);
-            }
-            print_step(n, total.max(n as u32), left, &step);
-            report.steps.push(step);
-            std::fs::write(
-                saved.run_dir.join("bisect.json"),
-                serde_json::to_string_pretty(&report)?,
-            )?;
-            if let Some(done) =
-                self.finish_if_done(&text, tree, &saved, saved_at, &mut report, start)?
-            {
-                return Ok(done);
-            }
-            if !out.status.success() {
-                bail!("git bisect {term} failed: {}", text.trim());
-            }
-        }
-    }
-
-    /// When git says the bisect is over: the report, saved and printed.
-    fn finish_if_done(
-        &self,
-        git_out: &str,
-        tree: &Path,
-        saved: &Saved,
-        saved_at: &Path,
-        report: &mut Report,
-        start: Instant,
-    ) -> Result<Option<u8>> {
-        let outcome = match progress::parse(git_out) {
-            Some(Progress::Found { commit }) => {
-                let show = git(tree)
-                    .args(["show", "--stat", "--format=%s%n%an <%ae>", &commit])
-                    .read_logged()?;
-                let mut lines = show.lines();
-                let subject = lines.next().unwrap_or_default().to_string();
-                let author = lines.next().unwrap_or_default().to_string();
-                let stat = lines.collect::<Vec<_>>().join("\n");
-                report.warning = self.identical_parent_image(tree, &commit, report)?;
-                Outcome::Found {
-                    commit,
-                    subject,
-                    author,
-                    stat,
-                }
-            }
-            Some(Progress::OnlySkipped { candidates }) => Outcome::Range { candidates },
-            _ => return Ok(None),
-        };
-        report.outcome = Some(outcome);
-        report.total_secs = start.elapsed().as_secs_f64();
-        std::fs::write(
-            saved.run_dir.join("bisect.json"),
-            serde_json::to_string_pretty(&report)?,
-        )?;
-        let md = report.markdown();
-        std::fs::write(saved.run_dir.join("bisect.md"), &md)?;
-        println!("{md}");
-        eprintln!(
-            "bisect: report saved in {}",
-            saved.run_dir.join("bisect.md").display()
-        );
-        let _ = git(&saved.worktree)
-            .args(["bisect", "reset"])
-            .output_unchecked();
-        let _ = std::fs::remove_file(saved_at);
-        Ok(Some(0))
-    }
-
-    /// Compares the culprit's kernel image with its parent's (both through the cache).
-    fn identical_parent_image(
-        &self,
-        tree: &Path,
-        commit: &str,
-        report: &Report,
-    ) -> Result<Option<String>> {
-        let parent = format!("{commit}^");
-        let Ok(parent) = rev_parse(tree, &parent) else {
-            return Ok(None);
-        };
-        let mine = report
-            .steps
-            .iter()
-            .find(|s| s.commit == commit)
-            .and_then(|s| s.image_sha256.clone());
-        let theirs = report
-            .steps
-            .iter()
-            .find(|s| s.commit == parent)
-            .and_then(|s| s.image_sha256.clone());
-        Ok(Report::identical_image_warning(
-            mine.as_deref(),
-            theirs.as_deref(),
-        ))
-    }
 }
 
 /// This command line (after `cargo xtask`), saved as text so that `--resume` can parse it
@@ -504,7 +563,7 @@ fn saved_argv() -> Result<Vec<String>> {
         .skip(1)
         .map(|a| {
             a.into_string().map_err(|a| {
-                anyhow::anyhow!(
+                anyhow!(
                     "the argument {:?} is not UTF-8, and a bisect saves its command line as text \
                      for --resume: rename the file or pass a path that is UTF-8",
                     a.to_string_lossy()
@@ -514,47 +573,46 @@ fn saved_argv() -> Result<Vec<String>> {
         .collect()
 }
 
-fn status(saved_at: &Path) -> Result<u8> {
-    let Ok(text) = std::fs::read_to_string(saved_at) else {
+fn status(place: &Place) -> Result<u8> {
+    let Some((saved, report)) = read_saved(place)? else {
         println!("no bisect under way");
         return Ok(0);
     };
-    let saved: Saved = serde_json::from_str(&text)?;
-    let report: Option<Report> = std::fs::read_to_string(saved.run_dir.join("bisect.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
     println!(
-        "bisect {}..{} in {}",
-        short(&saved.good),
-        short(&saved.bad),
-        saved.worktree.display()
+        "bisect {}..{} in {}, {} steps so far",
+        short(&report.inputs.good),
+        short(&report.inputs.bad),
+        place.worktree.display(),
+        saved.engine.steps()
     );
-    if let Some(r) = report {
-        println!("{}", r.markdown());
+    println!("{}", report.markdown());
+    let bisect = Bisect {
+        wt: place.worktree.clone(),
+    };
+    if let Ok((expected, head)) = bisect.expected_and_head() {
+        println!(
+            "next to test: {} {}",
+            short(&expected),
+            git::subject(&place.worktree, &expected)
+        );
+        if head != expected {
+            println!("HEAD has moved to {}; --resume puts it back", short(&head));
+        }
     }
-    let next = git(&saved.worktree)
-        .args(["log", "-1", "--format=%h %s"])
-        .read_logged()
-        .unwrap_or_default();
-    println!("next to test: {next}");
-    let log = git(&saved.worktree)
-        .args(["bisect", "log"])
-        .read_logged()
-        .unwrap_or_default();
-    println!("git bisect log:\n{log}");
+    println!("git bisect log:\n{}", bisect.log());
     Ok(0)
 }
 
-fn reset(saved_at: &Path) -> Result<u8> {
-    let Ok(text) = std::fs::read_to_string(saved_at) else {
-        println!("no bisect under way");
-        return Ok(0);
-    };
-    let saved: Saved = serde_json::from_str(&text)?;
-    let _ = git(&saved.worktree)
-        .args(["bisect", "reset"])
-        .output_unchecked();
-    std::fs::remove_file(saved_at)?;
-    println!("bisect ended; its logs stay in {}", saved.run_dir.display());
+fn reset(place: &Place) -> Result<u8> {
+    let saved = read_saved(place).ok().flatten();
+    Bisect {
+        wt: place.worktree.clone(),
+    }
+    .reset()?;
+    let _ = std::fs::remove_file(&place.saved);
+    match saved {
+        Some((s, _)) => println!("bisect ended; its logs stay in {}", s.run_dir.display()),
+        None => println!("no bisect under way"),
+    }
     Ok(0)
 }

@@ -1,0 +1,238 @@
+//! The bisect's thin git layer: its own worktree, `git bisect` in it (every mark names its
+//! commit), the state git keeps, the culprit's facts and its revert. No decisions here.
+
+use super::progress::{self, Progress};
+use super::suspect::CulpritFacts;
+use crate::cmd::CommandExt;
+use crate::git::git;
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The identity and date the revert is committed with: the same revert of the same commit on
+/// the same end is the same commit, so its cache key is stable.
+const IDENTITY: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "xtask bisect"),
+    ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
+    ("GIT_COMMITTER_NAME", "xtask bisect"),
+    ("GIT_COMMITTER_EMAIL", "xtask@localhost"),
+];
+
+/// The commit `rev` names in `dir`.
+pub fn rev_parse(dir: &Path, rev: &str) -> Result<String> {
+    git(dir)
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{rev}^{{commit}}"))
+        .read_logged()
+        .map_err(|_| anyhow!("unknown revision {rev}: not in {}", dir.display()))
+}
+
+pub fn subject(dir: &Path, commit: &str) -> String {
+    git(dir)
+        .args(["log", "-1", "--format=%s", commit])
+        .read_logged()
+        .unwrap_or_default()
+}
+
+/// How many commits lie in `old..new`.
+pub fn count(dir: &Path, old: &str, new: &str) -> u32 {
+    git(dir)
+        .args(["rev-list", "--count", &format!("{old}..{new}")])
+        .read_logged()
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The bisect's worktree of `tree` at `dir`, made (detached) on first use; kept between
+/// bisects so that later ones do not check out the whole tree again.
+pub fn ensure_worktree(tree: &Path, dir: &Path, at: &str) -> Result<()> {
+    let usable = dir.join(".git").exists()
+        && git(dir)
+            .args(["rev-parse", "--git-dir"])
+            .output_unchecked()
+            .is_ok_and(|o| o.status.success());
+    if usable {
+        return Ok(());
+    }
+    git(tree).args(["worktree", "prune"]).output_logged()?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing the broken worktree {}", dir.display()))?;
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    eprintln!("bisect: creating its worktree {} (once)", dir.display());
+    git(tree)
+        .args(["worktree", "add", "--quiet", "--force", "--detach"])
+        .arg(dir)
+        .arg(at)
+        .output_logged()
+        .with_context(|| format!("creating the bisect's worktree {}", dir.display()))?;
+    Ok(())
+}
+
+/// The bisect in worktree `wt`.
+pub struct Bisect {
+    pub wt: PathBuf,
+}
+
+impl Bisect {
+    /// `git bisect start --term-old --term-new NEW OLD -- PATHS`; git's answer.
+    pub fn start(
+        &self,
+        terms: (&str, &str),
+        old: &str,
+        new: &str,
+        paths: &[String],
+    ) -> Result<Option<Progress>> {
+        let out = git(&self.wt)
+            .arg("bisect")
+            .arg("start")
+            .arg(format!("--term-old={}", terms.0))
+            .arg(format!("--term-new={}", terms.1))
+            .args([new, old, "--"])
+            .args(paths)
+            .output_logged()
+            .context("git bisect start")?;
+        Ok(progress::parse(&text(&out)))
+    }
+
+    /// `git bisect TERM COMMIT`: marks the commit that was tested, whatever HEAD is.
+    pub fn mark(&self, term: &str, commit: &str) -> Result<Option<Progress>> {
+        let out = git(&self.wt)
+            .args(["bisect", term, commit])
+            .output_unchecked()?;
+        let said = text(&out);
+        let answer = progress::parse(&said);
+        if !out.status.success() && answer.is_none() {
+            bail!("git bisect {term} {commit} failed: {}", said.trim());
+        }
+        Ok(answer)
+    }
+
+    /// Whether git holds a bisect in the worktree.
+    pub fn is_bisecting(&self) -> bool {
+        git(&self.wt)
+            .args(["bisect", "log"])
+            .output_unchecked()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// The commit git checked out for the next test, and HEAD.
+    pub fn expected_and_head(&self) -> Result<(String, String)> {
+        let expected = git(&self.wt)
+            .args(["rev-parse", "--verify", "--quiet", "BISECT_EXPECTED_REV"])
+            .read_logged()
+            .context("git keeps no BISECT_EXPECTED_REV: the bisect's git state is gone; `cargo xtask bisect --reset` and start again")?;
+        let head = git(&self.wt).args(["rev-parse", "HEAD"]).read_logged()?;
+        Ok((expected, head))
+    }
+
+    /// Puts HEAD back on `commit` (detached), as git's bisect state says it should be.
+    pub fn restore(&self, commit: &str) -> Result<()> {
+        git(&self.wt)
+            .args(["checkout", "--quiet", "--force", "--detach", commit])
+            .output_logged()
+            .map(drop)
+    }
+
+    pub fn log(&self) -> String {
+        git(&self.wt)
+            .args(["bisect", "log"])
+            .read_logged()
+            .unwrap_or_default()
+    }
+
+    /// `git bisect reset` (to the worktree's HEAD before the start); quiet when not bisecting.
+    pub fn reset(&self) -> Result<()> {
+        if self.is_bisecting() {
+            git(&self.wt).args(["bisect", "reset"]).output_logged()?;
+        }
+        Ok(())
+    }
+
+    /// The culprit reverted on top of `on`, committed in the worktree with a fixed identity
+    /// and `on`'s committer date; Err(why) when it does not apply (the worktree is left clean).
+    pub fn revert(&self, culprit: &str, on: &str) -> Result<std::result::Result<String, String>> {
+        self.restore(on)?;
+        let date = git(&self.wt)
+            .args(["log", "-1", "--format=%cD", on])
+            .read_logged()?;
+        let mut c = git(&self.wt);
+        c.args(["revert", "--no-edit", culprit]);
+        for (k, v) in IDENTITY {
+            c.env(k, v);
+        }
+        c.env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date);
+        let out = c.output_unchecked()?;
+        if out.status.success() {
+            return Ok(Ok(git(&self.wt)
+                .args(["rev-parse", "HEAD"])
+                .read_logged()?));
+        }
+        let why = text(&out)
+            .lines()
+            .find(|l| l.starts_with("CONFLICT") || l.starts_with("error:"))
+            .unwrap_or("git revert failed")
+            .to_string();
+        let _ = git(&self.wt).args(["revert", "--abort"]).output_unchecked();
+        self.restore(on)?;
+        Ok(Err(why))
+    }
+}
+
+/// What the culprit changes, against its first parent.
+pub fn culprit_facts(tree: &Path, culprit: &str, arch_dir: &str) -> Result<CulpritFacts> {
+    let parents = git(tree)
+        .args(["rev-list", "--parents", "-n", "1", culprit])
+        .read_logged()?
+        .split_whitespace()
+        .count()
+        .saturating_sub(1);
+    let range = [format!("{culprit}^"), culprit.to_string()];
+    let files = git(tree)
+        .args(["diff", "--name-only"])
+        .args(&range)
+        .read_logged()
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let diff = git(tree)
+        .args(["diff", "-U0", "--no-color", "--no-ext-diff"])
+        .args(&range)
+        .read_logged()
+        .unwrap_or_default();
+    Ok(CulpritFacts {
+        parents,
+        files,
+        diff,
+        arch_dir: arch_dir.into(),
+        same_kernel_as_parent: None,
+    })
+}
+
+/// `git show --stat` of the culprit: subject, author and the files, for the report.
+pub fn describe(tree: &Path, commit: &str) -> (String, String, String) {
+    let show = git(tree)
+        .args(["show", "--stat", "--format=%s%n%an <%ae>", commit])
+        .read_logged()
+        .unwrap_or_default();
+    let mut lines = show.lines();
+    let subject = lines.next().unwrap_or_default().to_string();
+    let author = lines.next().unwrap_or_default().to_string();
+    let stat = lines
+        .skip_while(|l| l.trim().is_empty())
+        .collect::<Vec<_>>();
+    (subject, author, stat.join("\n"))
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
