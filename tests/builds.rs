@@ -142,10 +142,16 @@ pub fn side_commit(tree: &Path) -> String {
 /// A commit on HEAD where `path` holds `text`, made without touching the checkout, its index
 /// or its refs. Its author, committer and dates are fixed: the same text gives the same commit.
 pub fn commit_with(tree: &Path, path: &str, text: &str) -> String {
+    let head = git(tree, &["rev-parse", "HEAD"]).trim().to_string();
+    commit_on(tree, &head, path, text, "xtask e2e")
+}
+
+/// As [`commit_with`], on `parent`, with this subject.
+pub fn commit_on(tree: &Path, parent: &str, path: &str, text: &str, subject: &str) -> String {
     let scratch = tempfile::tempdir().unwrap();
     let index = scratch.path().join("index");
     let blob_src = scratch.path().join("blob");
-    let head = git(tree, &["rev-parse", "HEAD"]).trim().to_string();
+    let head = parent.to_string();
     std::fs::write(&blob_src, text).unwrap();
     let with_index = |args: &[&str]| {
         let out = Command::new("git")
@@ -164,7 +170,7 @@ pub fn commit_with(tree: &Path, path: &str, text: &str) -> String {
         assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
         stdout(&out).trim().to_string()
     };
-    with_index(&["read-tree", "HEAD"]);
+    with_index(&["read-tree", &head]);
     let blob = with_index(&["hash-object", "-w", blob_src.to_str().unwrap()]);
     with_index(&[
         "update-index",
@@ -172,5 +178,5 @@ pub fn commit_with(tree: &Path, path: &str, text: &str) -> String {
         &format!("100644,{blob},{path}"),
     ]);
     let new_tree = with_index(&["write-tree"]);
-    with_index(&["commit-tree", &new_tree, "-p", &head, "-m", "xtask e2e"])
+    with_index(&["commit-tree", &new_tree, "-p", &head, "-m", subject])
 }

@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::process::Output;
 use std::time::{Duration, Instant};
 use tests::builds::{
-    build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, EDITED,
+    build, checkout_state, clean_build, command_log, entry_of, side_commit, unique, Restore, Run,
+    EDITED,
 };
-use tests::{code, fixture, run, stderr, stdout};
+use tests::{code, fixture, run, run_with_pid, stderr, stdout};
 
 #[test]
 fn a_second_build_is_a_cache_hit_that_runs_no_make() {
@@ -49,37 +49,88 @@ fn a_second_build_is_a_cache_hit_that_runs_no_make() {
 }
 
 /// Which git runs and the time zone change neither the key nor the image: git 2.39 (Debian's
-/// /usr/bin/git) and 2.47 write `%cI` differently, and the date goes into the version banner.
+/// /usr/bin/git) writes the committer date `%cI` as `+00:00`, git 2.47 (/usr/local/bin/git)
+/// as `Z`, and the date goes into the version banner. A new working state built with one git
+/// and `TZ` is, with the other git and another `TZ`, one entry and no make run. (The working
+/// state, not a revision: its build dir is the one the suite builds anyway, so this costs one
+/// incremental build.)
 #[test]
 fn the_key_ignores_which_git_runs_and_the_time_zone() {
     let f = fixture();
-    let with = |path: &str, tz: &str| {
-        let mut cmd = f.xtask();
-        cmd.env("PATH", path).env("TZ", tz).arg("build");
-        let start = Instant::now();
-        let out = run(&mut cmd);
-        (out, start.elapsed())
-    };
-    let plain = "/usr/sbin:/usr/bin:/sbin:/bin";
-    let (first, _) = with(plain, "America/New_York");
-    assert_eq!(code(&first), 0, "{}", stderr(&first));
-    // Another git first on PATH when the machine has one, and another time zone.
+    let before = checkout_state(&f.tree);
+    let plain = "/usr/sbin:/usr/bin:/sbin:/bin".to_string();
     let other = format!("/usr/local/bin:{plain}");
-    let (second, took) = with(&other, "Asia/Kolkata");
-    assert_eq!(code(&second), 0, "{}", stderr(&second));
-    assert!(
-        stdout(&second).contains("no make run"),
-        "the second build ran make: {}",
-        stdout(&second)
-    );
-    let entry = |o: &Output| {
-        stdout(o)
-            .lines()
-            .find_map(|l| l.strip_prefix("entry:").map(|s| s.trim().to_string()))
-            .expect("an entry line")
+    // The two gits must write HEAD's date differently, or this test proves nothing.
+    let iso = |path: &str| {
+        let out = Command::new("git")
+            .env("PATH", path)
+            .arg("-C")
+            .arg(&f.tree)
+            .args(["log", "-1", "--format=%cI", "HEAD"])
+            .output()
+            .unwrap();
+        stdout(&out).trim().to_string()
     };
-    assert_eq!(entry(&first), entry(&second));
-    assert!(took < Duration::from_secs(30), "a cache hit took {took:?}");
+    let (old_iso, new_iso) = (iso(&plain), iso(&other));
+    assert!(old_iso.ends_with("+00:00"), "{old_iso}: HEAD's date is UTC");
+    assert!(
+        new_iso.ends_with('Z'),
+        "{new_iso}: this test needs git 2.47 at /usr/local/bin/git"
+    );
+    let utc = new_iso;
+    let with = |path: &str, tz: &str| {
+        let (out, took, pid) = run_with_pid(f.xtask().env("PATH", path).env("TZ", tz).arg("build"));
+        Run {
+            commands: command_log(&f.state, pid),
+            out,
+            took,
+        }
+    };
+    let (first, second) = {
+        let mut restore = Restore::new();
+        restore.append(
+            f.tree.join(EDITED),
+            // Unique per run, so that it is never in the cache already.
+            &format!("\n/* xtask e2e: git and TZ, {} */\n", unique()),
+        );
+        let first = with(&plain, "America/New_York");
+        assert_eq!(code(&first.out), 0, "{}", stderr(&first.out));
+        assert!(
+            stdout(&first.out).contains("built:"),
+            "{}",
+            stdout(&first.out)
+        );
+        assert!(first.make_runs() > 0, "{}", first.commands);
+        let second = with(&other, "Asia/Kolkata");
+        (first, second)
+    };
+    assert_eq!(checkout_state(&f.tree), before);
+    assert_eq!(code(&second.out), 0, "{}", stderr(&second.out));
+    assert!(
+        stdout(&second.out).contains("cache hit"),
+        "the second build missed the cache: {}",
+        stdout(&second.out)
+    );
+    assert_eq!(second.make_runs(), 0, "{}", second.commands);
+    assert_eq!(entry_of(&first), entry_of(&second));
+    // A cache hit reads git and the cache: seconds, not a build's minutes.
+    assert!(second.took < Duration::from_secs(30), "{:?}", second.took);
+    // make was given the date in the one UTC form, which is 2.47's `%cI` here.
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(&entry_of(&first)).join("metadata.json")).unwrap(),
+    )
+    .unwrap();
+    let make = meta["inputs"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == "make")
+        .expect("a make step in the key");
+    let stamp = format!("KBUILD_BUILD_TIMESTAMP={utc}");
+    assert!(
+        make["env"].as_array().unwrap().iter().any(|v| *v == *stamp),
+        "{make}"
+    );
 }
 
 #[test]

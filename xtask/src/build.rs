@@ -5,10 +5,10 @@ pub mod cache;
 pub mod failure;
 pub mod key;
 mod miss;
-mod plan;
+pub mod plan;
 pub use plan::InitramfsMode;
 mod progress;
-mod runner;
+pub mod runner;
 pub mod source;
 mod toolchain;
 
@@ -85,12 +85,15 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
     let config = std::fs::read(&config_path)
         .with_context(|| format!("reading the config {}", config_path.display()))?;
     let source = source::resolve(&tree, rev)?;
+    let dirs = miss::Dirs::of(ctx, &tree, &source, opts);
+    let plan = dirs.plan(&source, opts, &miss::ccache_host(ctx));
     let inputs = KeyInputs {
         tree_id: source.tree_id.clone(),
         dirty: source.dirty.clone(),
         config: sha256_hex([config.as_slice()]),
         toolchain: toolchain::identity(&ctx.state, opts.host)?,
-        make_args: plan::key_args(opts.arch, &source.date, opts.initramfs),
+        arch: plan.make.arch.name.to_string(),
+        commands: plan.key(),
     };
     let key = inputs.key();
     let cache = Cache::new(&ctx.state);
@@ -107,6 +110,8 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
         rev: rev.map(str::to_string),
         source,
         config_path,
+        dirs,
+        plan,
         inputs,
         key,
     };

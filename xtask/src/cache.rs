@@ -81,13 +81,9 @@ fn ls(cache: &Cache) -> Result<u8> {
             short(&e.meta.commit),
             if e.meta.dirty { "+" } else { "" }
         );
-        // The key's make arguments name the architecture.
-        let arch = e
-            .meta
-            .inputs
-            .make_args
-            .iter()
-            .find_map(|a| a.strip_prefix("ARCH="))
+        // The key names the architecture (entries from before it did: `?`).
+        let arch = Some(e.meta.inputs.arch.as_str())
+            .filter(|a| !a.is_empty())
             .unwrap_or("?");
         println!(
             "{:<12}  {:<6}  {:<6}  {:<13}  {:>9}  {:>10}  {}",

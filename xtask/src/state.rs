@@ -202,7 +202,7 @@ pub fn timestamp() -> String {
 }
 
 /// Days since 1970-01-01 to a (year, month, day) date (the proleptic Gregorian calendar).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719468;
     let era = z.div_euclid(146097);
     let doe = z.rem_euclid(146097);

@@ -3,17 +3,18 @@
 //! asked-for option kept its value. Deciding is in `kconfig`; this file executes.
 
 use crate::arch::Arch;
+use crate::build::plan::{Make, Paths};
+use crate::build::runner::{Place, Runner};
 use crate::cli::TrimConfigArgs;
-use crate::cmd::{self, CommandExt};
+use crate::cmd;
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::{self, config, verify, Config, Layer, SymbolIndex};
 use crate::lock::FileLock;
-use crate::settings::{workspace_root, FileTrim};
+use crate::settings::{workspace_root, FileTrim, DEFAULT_BUILD_TIMEOUT};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The fragment every trimmed config gets first, relative to the workspace root; the
@@ -189,7 +190,8 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
         "another trim-config",
         Duration::from_secs(10 * 60),
     )?;
-    let make = KernelMake::new(ctx, &tree, &scratch, opts.arch, opts.host)?;
+    let make =
+        KernelMake::new(ctx, &tree, &scratch, opts.arch, opts.host)?.with_status("trim-config");
     let log = ctx.run_dir.join("make.log");
     let dot_config = scratch.join(".config");
     let base = make_base(&opts.base, &make, &tree, &log)?;
@@ -380,46 +382,52 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// `make` for one kernel tree and one output dir (`O=`): in the rootfs container, with the
-/// tree at /src read-only and the output dir at /build, or on the host. Kbuild with `O=` only
-/// reads the source tree.
+/// `make` for one kernel tree and one output dir (`O=`), in the rootfs container (the tree at
+/// /src read-only, the output dir at /build) or on the host: the build's [`Make`] decides its
+/// argv and environment, the build's [`Runner`] runs it.
 pub struct KernelMake {
-    /// The tree and output dir as make sees them (/src and /build in the container).
-    src: String,
-    out: String,
+    make: Make,
     /// The output dir on the host.
     out_dir: PathBuf,
-    /// make's `ARCH=` and `CROSS_COMPILE=` (none for the host's architecture).
-    arch_vars: Vec<String>,
-    container: Option<Container>,
+    place: Place,
+    /// The status line's title; None shows none (the caller has its own).
+    status: Option<&'static str>,
 }
 
 impl KernelMake {
-    pub fn new(ctx: &Ctx, tree: &Path, out: &Path, arch: &Arch, host: bool) -> Result<KernelMake> {
+    pub fn new(
+        ctx: &Ctx,
+        tree: &Path,
+        out: &Path,
+        arch: &'static Arch,
+        host: bool,
+    ) -> Result<KernelMake> {
         if host {
             return Ok(KernelMake::on_host(tree, out, arch));
         }
-        let container = Container::new(&ctx.state)?
-            .bind_ro(tree, "/src")
-            .bind(out, "/build")
-            .workdir("/build");
         Ok(KernelMake {
-            src: "/src".into(),
-            out: "/build".into(),
+            make: Make::config(arch, Paths::container()),
             out_dir: out.to_path_buf(),
-            arch_vars: arch.make_vars(),
-            container: Some(container),
+            place: Place::container(Container::new(&ctx.state)?, tree, out),
+            status: None,
         })
     }
 
-    pub fn on_host(tree: &Path, out: &Path, arch: &Arch) -> KernelMake {
+    pub fn on_host(tree: &Path, out: &Path, arch: &'static Arch) -> KernelMake {
         KernelMake {
-            src: tree.display().to_string(),
-            out: out.display().to_string(),
+            make: Make::config(arch, Paths::host(tree, out)),
             out_dir: out.to_path_buf(),
-            arch_vars: arch.make_vars(),
-            container: None,
+            place: Place::Host {
+                build_dir: out.to_path_buf(),
+            },
+            status: None,
         }
+    }
+
+    /// Shows a status line titled `title` while make runs.
+    pub fn with_status(mut self, title: &'static str) -> KernelMake {
+        self.status = Some(title);
+        self
     }
 
     /// The output dir (`O=`) on the host.
@@ -427,50 +435,29 @@ impl KernelMake {
         &self.out_dir
     }
 
-    /// `make -C SRC O=OUT ARGS...`, as pure data.
-    pub fn argv(&self, args: &[&str]) -> Vec<String> {
-        let mut v = vec![
-            "make".to_string(),
-            "-C".to_string(),
-            self.src.clone(),
-            format!("O={}", self.out),
-        ];
-        v.extend(self.arch_vars.iter().cloned());
-        v.extend(args.iter().map(|a| a.to_string()));
-        v
-    }
-
-    pub fn command(&self, args: &[&str]) -> Result<Command> {
-        let argv = self.argv(args);
-        match &self.container {
-            Some(c) => c.command(&argv),
-            None => {
-                let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                Ok(c)
-            }
-        }
-    }
-
-    /// Runs make with its output appended to `log`; a failure names the log and ends with its tail.
+    /// Runs make with its output appended to `log`; a failure names the log and ends with
+    /// its tail.
     pub fn run_to_log(&self, args: &[&str], log: &Path) -> Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let mut c = self.command(args)?;
-        c.stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file);
-        c.run_logged().map_err(|e| {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            anyhow::anyhow!(
-                "{e:#}\n{}\n(full log: {})",
-                cmd::tail(&text, 15),
+        let bar = self.status.map(crate::progress::Progress::start);
+        let mut runner = Runner::new(
+            self.place.clone(),
+            log.to_path_buf(),
+            bar,
+            DEFAULT_BUILD_TIMEOUT,
+        )?;
+        let run = self.make.run(args);
+        let label = format!("make {}", args.join(" "));
+        let step = runner.step(&label, &run)?;
+        if !step.ok {
+            bail!(
+                "`{}` failed ({})\n{}\n(full log: {})",
+                run.argv.join(" "),
+                step.status,
+                cmd::tail(&step.output, 15),
                 log.display()
-            )
-        })
+            );
+        }
+        Ok(())
     }
 }
 
@@ -555,26 +542,6 @@ mod tests {
         assert_eq!(o.base, Base::File("/cwd/old.config".into()));
         assert_eq!(o.output, Path::new("/cwd/out.config"));
         assert_eq!(o.fragments.len(), 3);
-    }
-
-    #[test]
-    fn make_argv_in_the_container_and_on_the_host() {
-        let m = KernelMake::on_host(Path::new("/l"), Path::new("/o"), crate::arch::HOST);
-        assert_eq!(
-            m.argv(&["tinyconfig"]),
-            ["make", "-C", "/l", "O=/o", "tinyconfig"]
-        );
-        let m = KernelMake {
-            src: "/src".into(),
-            out: "/build".into(),
-            out_dir: "/state/build/x".into(),
-            arch_vars: Vec::new(),
-            container: Some(Container::at("/r".into())),
-        };
-        assert_eq!(
-            m.argv(&["olddefconfig"]),
-            ["make", "-C", "/src", "O=/build", "olddefconfig"]
-        );
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! The cache key: what a kernel image depends on, hashed. Pure, so what changes a key is tested.
+//! The cache key: what a kernel image depends on, hashed. Pure, so what changes a key is
+//! tested. The commands' part is the build's own steps ([`super::plan::Plan::key`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped when the key's meaning changes, so old entries are never mistaken for new ones.
-const KEY_VERSION: &str = "xtask-build-v1";
+const KEY_VERSION: &str = "xtask-build-v2";
 
 /// Everything that decides the image a build makes; equal inputs share one cache entry.
-/// What does not change the image (`-j`, ccache, the host path of the tree) is left out.
+/// What does not change the image (`-j`, ccache) is left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInputs {
     /// The git tree id of the commit: the sources, whatever the commit's message or parents.
@@ -18,8 +19,24 @@ pub struct KeyInputs {
     pub config: String,
     /// The compiler and binutils that build it.
     pub toolchain: String,
-    /// The make arguments and environment that change the output.
-    pub make_args: Vec<String>,
+    /// The architecture built for (`x86_64`).
+    #[serde(default)]
+    pub arch: String,
+    /// Each step the build may run, as it runs, but what cannot change the image.
+    #[serde(default)]
+    pub commands: Vec<CommandKey>,
+}
+
+/// One step of a build in the key: its argv and environment as the runner gets them, less
+/// the exempt words and variables (`plan::exempt_arg`, `plan::EXEMPT_ENV`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandKey {
+    pub step: String,
+    /// When it runs (`modules`: when the final config has modules).
+    pub when: String,
+    pub argv: Vec<String>,
+    /// `NAME=value`, in the order given.
+    pub env: Vec<String>,
 }
 
 impl KeyInputs {
@@ -64,13 +81,23 @@ pub fn dirty_digest(diff: &[u8], untracked: &[(String, Vec<u8>)]) -> String {
 mod tests {
     use super::*;
 
+    fn command(argv: &[&str]) -> CommandKey {
+        CommandKey {
+            step: "make".into(),
+            when: "always".into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: vec!["KBUILD_BUILD_USER=xtask".into()],
+        }
+    }
+
     fn base() -> KeyInputs {
         KeyInputs {
             tree_id: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
             dirty: None,
             config: sha256_hex([b"CONFIG_64BIT=y\n".as_slice()]),
             toolchain: "gcc (Debian 12.2.0-14) 12.2.0; GNU ld 2.40".into(),
-            make_args: vec!["bzImage".into(), "modules".into()],
+            arch: "x86_64".into(),
+            commands: vec![command(&["make", "bzImage"])],
         }
     }
 
@@ -101,7 +128,11 @@ mod tests {
                 ..base()
             },
             KeyInputs {
-                make_args: vec!["bzImage".into()],
+                arch: "arm64".into(),
+                ..base()
+            },
+            KeyInputs {
+                commands: vec![command(&["make", "Image"])],
                 ..base()
             },
         ];
@@ -113,11 +144,11 @@ mod tests {
     #[test]
     fn field_boundaries_do_not_collide() {
         let a = KeyInputs {
-            make_args: vec!["ab".into(), "c".into()],
+            commands: vec![command(&["ab", "c"])],
             ..base()
         };
         let b = KeyInputs {
-            make_args: vec!["a".into(), "bc".into()],
+            commands: vec![command(&["a", "bc"])],
             ..base()
         };
         assert_ne!(a.key(), b.key());

@@ -4,14 +4,16 @@
 use super::cache::{self, Cache, Metadata, Status};
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
-use super::plan::{self, ConfigFacts, Paths, Plan};
+use super::plan::{self, ConfigFacts, Make, Paths, Plan};
 use super::progress;
 use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::{artifacts, BuildOutcome};
 use crate::container::Container;
 use crate::ctx::Ctx;
+use crate::kconfig::Config;
 use crate::lock::FileLock;
+use crate::progress::Progress;
 use crate::settings::BuildRequest;
 use crate::units::short;
 use anyhow::{bail, Context, Result};
@@ -25,8 +27,83 @@ pub struct Request {
     pub rev: Option<String>,
     pub source: Source,
     pub config_path: PathBuf,
+    pub dirs: Dirs,
+    pub plan: Plan,
     pub inputs: KeyInputs,
     pub key: String,
+}
+
+/// Where a build runs on the host: one source dir (the tree, or the toolkit's worktree) and
+/// its build dir, locked together.
+pub struct Dirs {
+    pub src: PathBuf,
+    pub build: PathBuf,
+    /// The source dir's tag, which names its lock.
+    tag: String,
+    /// In the container (else on the host).
+    container: bool,
+    /// The rootfs's `/ccache` mount point is used: the state's ccache dir is bound there.
+    ccache_mount: bool,
+}
+
+impl Dirs {
+    pub fn of(ctx: &Ctx, tree: &Path, source: &Source, opts: &BuildRequest) -> Dirs {
+        let src = match source.checkout {
+            Checkout::WorkingState => tree.to_path_buf(),
+            Checkout::Worktree => source::worktree_dir(&ctx.state, tree),
+        };
+        let tag = source::path_tag(&src);
+        // Host and container builds record different paths and compilers in kbuild's .cmd
+        // files: in one build dir, each would rebuild everything after the other.
+        // Another architecture has its own build dir too (the host's keeps the plain name).
+        let arch = if opts.arch.is_host() {
+            String::new()
+        } else {
+            format!("-{}", opts.arch.name)
+        };
+        let build = ctx.state.build_dir(&if opts.host {
+            format!("{tag}{arch}-host")
+        } else {
+            format!("{tag}{arch}")
+        });
+        Dirs {
+            src,
+            build,
+            tag,
+            container: !opts.host,
+            // The rootfs may have a /ccache mount point; otherwise ccache lives in the build dir.
+            ccache_mount: !opts.host && opts.ccache && ctx.state.rootfs().join("ccache").is_dir(),
+        }
+    }
+
+    /// What the build runs here.
+    pub fn plan(&self, source: &Source, opts: &BuildRequest, ccache_host: &Path) -> Plan {
+        let paths = if self.container {
+            Paths::container()
+        } else {
+            Paths::host(&self.src, &self.build)
+        };
+        let ccache_dir = match (self.container, self.ccache_mount) {
+            (true, true) => "/ccache".to_string(),
+            (true, false) => format!("{}/.ccache", paths.build),
+            (false, _) => ccache_host.display().to_string(),
+        };
+        Plan {
+            make: Make {
+                arch: opts.arch,
+                paths,
+                jobs: Some(opts.jobs),
+                ccache_dir: opts.ccache.then_some(ccache_dir),
+                timestamp: Some(source.date.clone()),
+            },
+            initramfs: opts.initramfs,
+        }
+    }
+}
+
+/// Where ccache keeps its cache on the host.
+pub fn ccache_host(ctx: &Ctx) -> PathBuf {
+    ctx.state.root.join("ccache")
 }
 
 /// What the steps of a build left behind.
@@ -47,35 +124,17 @@ pub fn build(
     } else {
         Some(Container::new(&ctx.state)?)
     };
-    // One source dir (the tree, or the worktree) and its build dir, locked together.
-    let src_dir = match req.source.checkout {
-        Checkout::WorkingState => req.tree.clone(),
-        Checkout::Worktree => source::worktree_dir(&ctx.state, &req.tree),
-    };
-    let tag = source::path_tag(&src_dir);
-    // Host and container builds record different paths and compilers in kbuild's .cmd
-    // files: in one build dir, each would rebuild everything after the other.
-    // Another architecture has its own build dir too (the host's keeps the plain name).
-    let arch = if opts.arch.is_host() {
-        String::new()
-    } else {
-        format!("-{}", opts.arch.name)
-    };
-    let build_dir = ctx.state.build_dir(&if opts.host {
-        format!("{tag}{arch}-host")
-    } else {
-        format!("{tag}{arch}")
-    });
+    let (src_dir, build_dir) = (&req.dirs.src, &req.dirs.build);
     let _src_lock = FileLock::acquire(
-        &ctx.state.build_dir(&format!("{tag}.lock")),
+        &ctx.state.build_dir(&format!("{}.lock", req.dirs.tag)),
         &format!("another build in the build dir of {}", src_dir.display()),
         opts.timeout,
     )?;
     let locked_since = std::time::SystemTime::now();
     if req.source.checkout == Checkout::Worktree {
-        source::checkout_worktree(&req.tree, &src_dir, &req.source.commit, Some(locked_since))?;
+        source::checkout_worktree(&req.tree, src_dir, &req.source.commit, Some(locked_since))?;
     }
-    std::fs::create_dir_all(&build_dir)
+    std::fs::create_dir_all(build_dir)
         .with_context(|| format!("creating the build dir {}", build_dir.display()))?;
     let staging = build_dir.join(plan::STAGING);
     if staging.exists() {
@@ -83,36 +142,18 @@ pub fn build(
     }
     std::fs::create_dir_all(&staging)?;
 
-    let ccache_host = ctx.state.root.join("ccache");
-    let (place, paths, ccache_dir) = match container {
-        Some(c) => {
-            let paths = Paths::container();
-            // The rootfs may have a /ccache mount point; otherwise ccache lives in the build dir.
-            let has_mount_point = ctx.state.rootfs().join("ccache").is_dir();
-            let (c, dir) = if opts.ccache && has_mount_point {
-                std::fs::create_dir_all(&ccache_host)?;
-                (c.bind(&ccache_host, "/ccache"), "/ccache".to_string())
-            } else {
-                (c, format!("{}/.ccache", paths.build))
-            };
-            (Place::container(c, &src_dir, &build_dir), paths, dir)
+    let place = match container {
+        Some(c) if req.dirs.ccache_mount => {
+            let ccache_host = ccache_host(ctx);
+            std::fs::create_dir_all(&ccache_host)?;
+            Place::container(c.bind(&ccache_host, "/ccache"), src_dir, build_dir)
         }
-        None => (
-            Place::Host {
-                build_dir: build_dir.clone(),
-            },
-            Paths::host(&src_dir, &build_dir),
-            ccache_host.display().to_string(),
-        ),
+        Some(c) => Place::container(c, src_dir, build_dir),
+        None => Place::Host {
+            build_dir: build_dir.clone(),
+        },
     };
-    let plan = Plan {
-        arch: opts.arch,
-        paths,
-        jobs: opts.jobs,
-        ccache_dir: opts.ccache.then_some(ccache_dir),
-        timestamp: req.source.date.clone(),
-        initramfs: opts.initramfs,
-    };
+    let plan = &req.plan;
     std::fs::copy(&req.config_path, build_dir.join(".config"))
         .with_context(|| format!("copying {} into the build dir", req.config_path.display()))?;
 
@@ -123,22 +164,36 @@ pub fn build(
     };
     eprintln!("building {what}, key {}", short(&req.key));
     let log_path = ctx.run_dir.join("build.log");
-    let mut runner = Runner::new(place, &plan, log_path, "build", opts.timeout)?;
+    // One build's log: a run that builds again starts it afresh.
+    std::fs::write(&log_path, "")
+        .with_context(|| format!("creating the build log {}", log_path.display()))?;
+    let mut runner = Runner::new(
+        place,
+        log_path,
+        Some(Progress::start("build")),
+        opts.timeout,
+    )?;
     let mut record = Record {
         durations: BTreeMap::new(),
         kernelrelease: None,
     };
 
-    let step = runner.step("olddefconfig", &plan.olddefconfig())?;
+    let steps = plan.steps();
+    let step = runner.step(steps.configure.label, &steps.configure.run)?;
     record
         .durations
-        .insert("olddefconfig".into(), step.duration.as_secs_f64());
+        .insert(steps.configure.label.into(), step.duration.as_secs_f64());
     if !step.ok {
-        return failed(ctx, cache, req, &runner, record, &step);
+        return failed(cache, req, &runner, record, &step);
     }
-    let final_config = std::fs::read_to_string(build_dir.join(".config"))?;
-    let facts = ConfigFacts::parse(&final_config);
-    if facts.wants_initramfs(opts.initramfs) && !opts.arch.is_host() {
+    let final_config = Config::parse(&std::fs::read_to_string(build_dir.join(".config"))?)
+        .context("the .config olddefconfig wrote")?;
+    let facts = ConfigFacts::of(&final_config);
+    let runs_dracut = steps
+        .then
+        .iter()
+        .any(|s| s.label == plan::DRACUT && s.when.holds(&facts));
+    if runs_dracut && !opts.arch.is_host() {
         // dracut in the build container would pack the host's binaries.
         bail!(
             "an initramfs for {} cannot be made here (dracut packs the build container's own, \
@@ -147,41 +202,36 @@ pub fn build(
             crate::arch::HOST.name
         );
     }
-    let step = runner.step("make", &plan.build(facts.modules))?;
-    record
-        .durations
-        .insert("make".into(), step.duration.as_secs_f64());
-    if !step.ok {
-        return failed(ctx, cache, req, &runner, record, &step);
-    }
-    record.kernelrelease = std::fs::read_to_string(build_dir.join("include/config/kernel.release"))
-        .ok()
-        .map(|s| s.trim().to_string());
-    if facts.modules {
-        let step = runner.step("modules_install", &plan.modules_install())?;
-        record
-            .durations
-            .insert("modules_install".into(), step.duration.as_secs_f64());
-        if !step.ok {
-            return failed(ctx, cache, req, &runner, record, &step);
+    for planned in steps.then.iter().filter(|s| s.when.holds(&facts)) {
+        let mut run = planned.run.clone();
+        if run.argv.iter().any(|a| a.contains(plan::RELEASE)) {
+            let release = record
+                .kernelrelease
+                .as_deref()
+                .context("the build made no include/config/kernel.release")?;
+            run = run.with_release(release);
         }
-    }
-    if facts.wants_initramfs(opts.initramfs) {
-        let release = record
-            .kernelrelease
-            .clone()
-            .context("the build made no include/config/kernel.release")?;
-        let step = runner.step("dracut", &plan.dracut(&release, facts.modules))?;
+        let step = runner.step(planned.label, &run)?;
         record
             .durations
-            .insert("dracut".into(), step.duration.as_secs_f64());
+            .insert(planned.label.into(), step.duration.as_secs_f64());
+        if !step.ok && planned.kernels {
+            return failed(cache, req, &runner, record, &step);
+        }
         if !step.ok {
-            // dracut is ours, not the kernel's: a setup problem, never cached.
+            // Our own tool, not the kernel's: a setup problem, never cached.
             bail!(
-                "dracut failed (log: {}):\n{}",
+                "{} failed (log: {}):\n{}",
+                planned.label,
                 runner.log_path.display(),
                 crate::cmd::tail(&step.output, 10)
             );
+        }
+        if record.kernelrelease.is_none() {
+            record.kernelrelease =
+                std::fs::read_to_string(build_dir.join("include/config/kernel.release"))
+                    .ok()
+                    .map(|s| s.trim().to_string());
         }
     }
     runner.finish();
@@ -195,7 +245,7 @@ pub fn build(
     let mut sizes = BTreeMap::new();
     sizes.insert(
         cache::BZIMAGE.to_string(),
-        copy(build_dir.join(plan.arch.image_path), cache::BZIMAGE)?,
+        copy(build_dir.join(plan.make.arch.image_path), cache::BZIMAGE)?,
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;
@@ -223,7 +273,7 @@ pub fn build(
     record
         .durations
         .insert("total".into(), start.elapsed().as_secs_f64());
-    let meta = metadata(req, &src_dir, &runner, record, sizes, Status::Ok, None);
+    let meta = metadata(req, &runner, record, sizes, Status::Ok, None);
     let entry = cache.publish(staged, &meta)?;
     Ok(BuildOutcome::Built(artifacts(
         &entry,
@@ -237,7 +287,6 @@ pub fn build(
 /// (a full disk, a killed compiler, a tree configured in-tree, a build that never started)
 /// is an `Err` naming the cause, and nothing is cached.
 fn failed(
-    ctx: &Ctx,
     cache: &Cache,
     req: &Request,
     runner: &Runner,
@@ -256,13 +305,8 @@ fn failed(
     let summary = progress::error_summary(&log, 10);
     let staged = cache.staging(&req.key)?;
     std::fs::copy(&runner.log_path, staged.path().join(cache::BUILD_LOG))?;
-    let src_dir = match req.source.checkout {
-        Checkout::WorkingState => req.tree.clone(),
-        Checkout::Worktree => source::worktree_dir(&ctx.state, &req.tree),
-    };
     let meta = metadata(
         req,
-        &src_dir,
         runner,
         record,
         BTreeMap::new(),
@@ -281,7 +325,6 @@ fn failed(
 
 fn metadata(
     req: &Request,
-    src_dir: &Path,
     runner: &Runner,
     record: Record,
     sizes: BTreeMap<String, u64>,
@@ -296,7 +339,7 @@ fn metadata(
         dirty: req.source.dirty.is_some(),
         rev: req.rev.clone(),
         tree: req.tree.clone(),
-        source_dir: src_dir.to_path_buf(),
+        source_dir: req.dirs.src.clone(),
         config_path: req.config_path.clone(),
         commands: runner.commands.clone(),
         durations: record.durations,

@@ -1,6 +1,10 @@
-//! What a build runs, as data: make's and dracut's argv, the environment that makes the image
-//! reproducible, and the facts read from a .config. Pure; [`super::runner`] executes it.
+//! What a build runs, as data: make's argv and environment (the one function that decides
+//! them, [`Make::run`]), the build's steps with when each runs, and the key material taken
+//! from those same steps. Pure; [`super::runner`] executes it.
 
+use super::key::CommandKey;
+use crate::arch::Arch;
+use crate::kconfig::Config;
 use serde::{Deserialize, Serialize};
 
 /// When a build makes an initramfs.
@@ -14,8 +18,6 @@ pub enum InitramfsMode {
     /// Never make one
     None,
 }
-
-use crate::arch::Arch;
 
 /// Where the sources and the build dir are, as the build commands see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,7 @@ impl Paths {
         }
     }
 
-    /// `--host`: the real paths.
+    /// `--host`: the real paths (which then are in the image, and so in the key).
     pub fn host(src: &std::path::Path, build: &std::path::Path) -> Paths {
         Paths {
             src: src.display().to_string(),
@@ -55,62 +57,260 @@ pub const STAGING: &str = ".xtask-staging";
 pub const BUILD_USER: &str = "xtask";
 pub const BUILD_HOST: &str = "xtask";
 
-/// What one build makes, decided before it runs.
+/// One command as it runs: its argv and the environment it is given (nothing else: the
+/// container starts from an empty environment, and a host command's is cleared but `PATH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct Invocation {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The words of a command line that cannot change the image, so the key leaves them out:
+/// make's job count, and ccache in front of the compiler (it gives the compiler's own
+/// output, or that output from its cache).
+pub fn exempt_arg(word: &str) -> bool {
+    word.starts_with("-j") || word.starts_with("CC=ccache ")
+}
+
+/// The environment variables that cannot change the image: where ccache keeps its cache, and
+/// the base it makes paths relative to.
+pub const EXEMPT_ENV: &[&str] = &["CCACHE_DIR", "CCACHE_BASEDIR"];
+
+/// `make` for one source tree and one output dir (`O=`): kbuild with `O=` only reads the
+/// sources. Both the build and trim-config run make through this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Make {
     /// The architecture built for: its image target, and `ARCH=`/`CROSS_COMPILE=` when it is
     /// not the host's.
     pub arch: &'static Arch,
     pub paths: Paths,
-    pub jobs: u32,
-    /// The ccache directory as the build sees it; None builds without ccache.
+    /// `-jN`; None leaves make serial (config targets, which take seconds).
+    pub jobs: Option<u32>,
+    /// The ccache directory as make sees it; None builds without ccache.
     pub ccache_dir: Option<String>,
-    /// KBUILD_BUILD_TIMESTAMP: the commit's date, so a commit always gives the same image.
-    pub timestamp: String,
-    pub initramfs: InitramfsMode,
+    /// KBUILD_BUILD_TIMESTAMP in one UTC form (source.rs `utc_timestamp`), so that git's
+    /// version or `TZ` change neither the image nor the key; None for config targets.
+    pub timestamp: Option<String>,
 }
 
-impl Plan {
-    /// `make` with the source and build dirs; `-j` and ccache do not change the image.
-    pub fn make(&self, targets: &[&str]) -> Vec<String> {
-        let mut a: Vec<String> = vec![
+impl Make {
+    /// Config targets (tinyconfig, olddefconfig): serial, no ccache, no timestamp.
+    pub fn config(arch: &'static Arch, paths: Paths) -> Make {
+        Make {
+            arch,
+            paths,
+            jobs: None,
+            ccache_dir: None,
+            timestamp: None,
+        }
+    }
+
+    /// `make -C SRC O=BUILD [-jN] [ARCH= CROSS_COMPILE=] [CC=ccache …gcc] TARGETS…`, with its
+    /// environment.
+    pub fn run(&self, targets: &[&str]) -> Invocation {
+        let mut argv: Vec<String> = vec![
             "make".into(),
             "-C".into(),
             self.paths.src.clone(),
             format!("O={}", self.paths.build),
-            format!("-j{}", self.jobs),
         ];
-        a.extend(self.arch.make_vars());
+        if let Some(j) = self.jobs {
+            argv.push(format!("-j{j}"));
+        }
+        argv.extend(self.arch.make_vars());
         if self.ccache_dir.is_some() {
-            a.push(format!("CC=ccache {}gcc", self.arch.toolchain_prefix()));
+            argv.push(format!("CC=ccache {}gcc", self.arch.toolchain_prefix()));
         }
-        a.extend(targets.iter().map(|t| t.to_string()));
-        a
-    }
-
-    /// `make olddefconfig`: fills in what the input config leaves unset, as the tree defines it.
-    pub fn olddefconfig(&self) -> Vec<String> {
-        self.make(&["olddefconfig"])
-    }
-
-    /// The image, plus the modules when the config has any.
-    pub fn build(&self, modules: bool) -> Vec<String> {
-        if modules {
-            self.make(&[self.arch.image_target, "modules"])
-        } else {
-            self.make(&[self.arch.image_target])
+        argv.extend(targets.iter().map(|t| t.to_string()));
+        Invocation {
+            argv,
+            env: self.env(),
         }
     }
 
-    pub fn modules_install(&self) -> Vec<String> {
-        let mut a = self.make(&["modules_install"]);
-        a.push(format!("INSTALL_MOD_PATH={}/modules", self.paths.staging()));
-        a
+    /// The environment every command of a build gets.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut e = Vec::new();
+        if let Some(t) = &self.timestamp {
+            e.push(("KBUILD_BUILD_TIMESTAMP".into(), t.clone()));
+        }
+        e.extend([
+            // Reproducible images: no build user, host or build counter of our own.
+            ("KBUILD_BUILD_USER".into(), BUILD_USER.into()),
+            ("KBUILD_BUILD_HOST".into(), BUILD_HOST.into()),
+            ("KBUILD_BUILD_VERSION".into(), "1".into()),
+            // Messages as the log parser expects them, whatever the user's locale.
+            ("LC_ALL".into(), "C".into()),
+        ]);
+        if let Some(dir) = &self.ccache_dir {
+            e.push(("CCACHE_DIR".into(), dir.clone()));
+            // The same object whatever the path of the tree: hits across worktrees.
+            e.push(("CCACHE_BASEDIR".into(), self.paths.src.clone()));
+        }
+        e
+    }
+}
+
+/// When a step runs, decided by the final `.config` (which olddefconfig writes first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// CONFIG_MODULES=y.
+    Modules,
+    /// CONFIG_MODULES is not set.
+    NoModules,
+    /// Modules, and an option the boot needs is one (`--initramfs auto`).
+    BootNeedsModules,
+}
+
+impl When {
+    pub fn holds(self, facts: &ConfigFacts) -> bool {
+        match self {
+            When::Always => true,
+            When::Modules => facts.modules,
+            When::NoModules => !facts.modules,
+            When::BootNeedsModules => facts.modules && facts.boot_needs_modules,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            When::Always => "always",
+            When::Modules => "modules",
+            When::NoModules => "no-modules",
+            When::BootNeedsModules => "boot-needs-modules",
+        }
+    }
+}
+
+/// Stands for the kernel's release (`include/config/kernel.release`) in a step's argv until
+/// make has written it: [`Invocation::with_release`].
+pub const RELEASE: &str = "{kernelrelease}";
+
+impl Invocation {
+    /// The command with [`RELEASE`] replaced by `release`.
+    pub fn with_release(&self, release: &str) -> Invocation {
+        Invocation {
+            argv: self
+                .argv
+                .iter()
+                .map(|a| a.replace(RELEASE, release))
+                .collect(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+/// The label of the step that makes the initramfs.
+pub const DRACUT: &str = "dracut";
+
+/// One step of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub label: &'static str,
+    pub when: When,
+    pub run: Invocation,
+    /// A failure is the kernel's (cached, 125 for a bisect); false for our own tools
+    /// (dracut), whose failure is a setup problem and never cached.
+    pub kernels: bool,
+}
+
+impl Step {
+    /// What of this step goes into the cache key: everything it runs with, but the exempt
+    /// words and variables.
+    pub fn key(&self) -> CommandKey {
+        CommandKey {
+            step: self.label.to_string(),
+            when: self.when.name().to_string(),
+            argv: self
+                .run
+                .argv
+                .iter()
+                .filter(|a| !exempt_arg(a))
+                .cloned()
+                .collect(),
+            env: self
+                .run
+                .env
+                .iter()
+                .filter(|(k, _)| !EXEMPT_ENV.contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        }
+    }
+}
+
+/// What one build makes, decided before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub make: Make,
+    pub initramfs: InitramfsMode,
+}
+
+/// A build's steps: olddefconfig first, whose `.config` then decides which of the rest run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steps {
+    pub configure: Step,
+    pub then: Vec<Step>,
+}
+
+impl Plan {
+    /// Every step the build may run, in order.
+    pub fn steps(&self) -> Steps {
+        let image = self.make.arch.image_target;
+        let kernel = |label, when, run| Step {
+            label,
+            when,
+            run,
+            kernels: true,
+        };
+        let mut install = self.make.run(&["modules_install"]);
+        install.argv.push(format!(
+            "INSTALL_MOD_PATH={}/modules",
+            self.make.paths.staging()
+        ));
+        let mut then = vec![
+            kernel("make", When::NoModules, self.make.run(&[image])),
+            kernel("make", When::Modules, self.make.run(&[image, "modules"])),
+            kernel("modules_install", When::Modules, install),
+        ];
+        let dracut = |when, modules| Step {
+            label: DRACUT,
+            when,
+            run: self.dracut(modules),
+            kernels: false,
+        };
+        match self.initramfs {
+            InitramfsMode::None => {}
+            InitramfsMode::Dracut => {
+                then.push(dracut(When::Modules, true));
+                then.push(dracut(When::NoModules, false));
+            }
+            InitramfsMode::Auto => then.push(dracut(When::BootNeedsModules, true)),
+        }
+        Steps {
+            // Fills in what the input config leaves unset, as the tree defines it.
+            configure: kernel(
+                "olddefconfig",
+                When::Always,
+                self.make.run(&["olddefconfig"]),
+            ),
+            then,
+        }
+    }
+
+    /// The key material: every step's [`Step::key`].
+    pub fn key(&self) -> Vec<CommandKey> {
+        let steps = self.steps();
+        std::iter::once(&steps.configure)
+            .chain(&steps.then)
+            .map(Step::key)
+            .collect()
     }
 
     /// dracut over the staged modules, for kernels that need a module to mount the root.
-    pub fn dracut(&self, kernelrelease: &str, modules: bool) -> Vec<String> {
-        let staging = self.paths.staging();
+    fn dracut(&self, modules: bool) -> Invocation {
+        let staging = self.make.paths.staging();
         let mut a: Vec<String> = vec![
             "dracut".into(),
             "--quiet".into(),
@@ -122,12 +322,12 @@ impl Plan {
             "--tmpdir".into(),
             "/tmp".into(),
             "--kver".into(),
-            kernelrelease.into(),
+            RELEASE.into(),
         ];
         if modules {
             a.extend([
                 "--kmoddir".into(),
-                format!("{staging}/modules/lib/modules/{kernelrelease}"),
+                format!("{staging}/modules/lib/modules/{RELEASE}"),
                 // What the VM's virtiofs root needs before it is mounted.
                 "--add-drivers".into(),
                 "virtio_pci virtiofs fuse".into(),
@@ -137,63 +337,18 @@ impl Plan {
             a.push("--no-kernel".into());
         }
         a.push(format!("{staging}/initramfs.img"));
-        a
-    }
-
-    /// The environment every build command gets.
-    pub fn env(&self) -> Vec<(String, String)> {
-        let mut e = vec![
-            // Reproducible images: no build time, user, host or build counter of our own.
-            ("KBUILD_BUILD_TIMESTAMP".into(), self.timestamp.clone()),
-            ("KBUILD_BUILD_USER".into(), BUILD_USER.into()),
-            ("KBUILD_BUILD_HOST".into(), BUILD_HOST.into()),
-            ("KBUILD_BUILD_VERSION".into(), "1".into()),
-            // Messages as the log parser expects them, whatever the user's locale.
-            ("LC_ALL".into(), "C".into()),
-        ];
-        if let Some(dir) = &self.ccache_dir {
-            e.push(("CCACHE_DIR".into(), dir.clone()));
-            // The same object whatever the path of the tree: hits across worktrees.
-            e.push(("CCACHE_BASEDIR".into(), self.paths.src.clone()));
+        Invocation {
+            argv: a,
+            env: self.make.env(),
         }
-        e
-    }
-}
-
-/// The make arguments and environment that change the image, for the cache key: targets,
-/// the reproducibility settings, and the initramfs choice. `-j` and ccache are left out.
-pub fn key_args(arch: &Arch, timestamp: &str, initramfs: InitramfsMode) -> Vec<String> {
-    vec![
-        format!("ARCH={}", arch.name),
-        "olddefconfig".into(),
-        arch.image_target.into(),
-        "modules".into(),
-        format!("KBUILD_BUILD_TIMESTAMP={timestamp}"),
-        format!("KBUILD_BUILD_USER={BUILD_USER}"),
-        format!("KBUILD_BUILD_HOST={BUILD_HOST}"),
-        "KBUILD_BUILD_VERSION=1".into(),
-        format!("initramfs={}", initramfs_name(initramfs)),
-    ]
-}
-
-pub fn initramfs_name(m: InitramfsMode) -> &'static str {
-    match m {
-        InitramfsMode::Auto => "auto",
-        InitramfsMode::Dracut => "dracut",
-        InitramfsMode::None => "none",
     }
 }
 
 /// Options the VM needs before its virtiofs root is mounted: built as modules (`=m`), they
 /// must come from an initramfs.
-const BOOT_OPTIONS: &[&str] = &[
-    "CONFIG_VIRTIO",
-    "CONFIG_VIRTIO_PCI",
-    "CONFIG_VIRTIO_FS",
-    "CONFIG_FUSE_FS",
-];
+const BOOT_OPTIONS: &[&str] = &["VIRTIO", "VIRTIO_PCI", "VIRTIO_FS", "FUSE_FS"];
 
-/// What a final .config says about the artifacts a build must make.
+/// What a final .config says about the steps a build runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigFacts {
     /// CONFIG_MODULES=y: build and install modules.
@@ -203,27 +358,10 @@ pub struct ConfigFacts {
 }
 
 impl ConfigFacts {
-    pub fn parse(config: &str) -> ConfigFacts {
-        let value = |name: &str| {
-            config.lines().find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix('='))
-                    .map(str::trim)
-            })
-        };
+    pub fn of(config: &Config) -> ConfigFacts {
         ConfigFacts {
-            modules: value("CONFIG_MODULES") == Some("y"),
-            boot_needs_modules: BOOT_OPTIONS.iter().any(|o| value(o) == Some("m")),
-        }
-    }
-
-    /// Whether to make an initramfs: always with `dracut`, never with `none`, and with
-    /// `auto` only when booting needs modules.
-    pub fn wants_initramfs(&self, mode: InitramfsMode) -> bool {
-        match mode {
-            InitramfsMode::Dracut => true,
-            InitramfsMode::None => false,
-            InitramfsMode::Auto => self.modules && self.boot_needs_modules,
+            modules: config.value("MODULES") == "y",
+            boot_needs_modules: BOOT_OPTIONS.iter().any(|o| config.value(o) == "m"),
         }
     }
 }
@@ -231,111 +369,248 @@ impl ConfigFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::X86_64;
+    use crate::build::key::{sha256_hex, KeyInputs};
 
     fn plan() -> Plan {
         Plan {
-            arch: crate::arch::HOST,
-            paths: Paths::container(),
-            jobs: 2,
-            ccache_dir: None,
-            timestamp: "2023-01-01T00:00:00+00:00".into(),
+            make: Make {
+                arch: &X86_64,
+                paths: Paths::container(),
+                jobs: Some(2),
+                ccache_dir: None,
+                timestamp: Some("2023-01-01T00:00:00Z".into()),
+            },
             initramfs: InitramfsMode::Auto,
+        }
+    }
+
+    fn facts(text: &str) -> ConfigFacts {
+        ConfigFacts::of(&Config::parse(text).unwrap())
+    }
+
+    /// The steps that run for a final config, release filled in.
+    fn run(plan: &Plan, facts: ConfigFacts) -> Vec<Vec<String>> {
+        let steps = plan.steps();
+        std::iter::once(&steps.configure)
+            .chain(steps.then.iter().filter(|s| s.when.holds(&facts)))
+            .map(|s| s.run.with_release("6.1.0").argv)
+            .collect()
+    }
+
+    fn inputs(commands: Vec<CommandKey>) -> KeyInputs {
+        KeyInputs {
+            tree_id: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
+            dirty: None,
+            config: sha256_hex([b"CONFIG_64BIT=y\n".as_slice()]),
+            toolchain: "gcc (Debian 12.2.0-14) 12.2.0; GNU ld 2.40".into(),
+            arch: X86_64.name.into(),
+            commands,
         }
     }
 
     #[test]
     fn make_argv_in_the_container() {
+        let no_modules = facts("# CONFIG_MODULES is not set\n");
+        let argv = run(&plan(), no_modules);
+        assert_eq!(argv.len(), 2, "{argv:?}");
         assert_eq!(
-            plan().build(false),
+            argv[0],
+            ["make", "-C", "/src", "O=/build", "-j2", "olddefconfig"]
+        );
+        assert_eq!(
+            argv[1],
             ["make", "-C", "/src", "O=/build", "-j2", "bzImage"]
         );
+        let modules = facts("CONFIG_MODULES=y\nCONFIG_VIRTIO_FS=y\n");
+        let argv = run(&plan(), modules);
+        assert!(argv[1].ends_with(&["bzImage".into(), "modules".into()]));
         assert_eq!(
-            plan().modules_install().last().unwrap(),
+            argv[2].last().unwrap(),
             "INSTALL_MOD_PATH=/build/.xtask-staging/modules"
         );
-        let p = Plan {
-            ccache_dir: Some("/build/.ccache".into()),
-            ..plan()
-        };
-        assert!(p.build(true).contains(&"CC=ccache gcc".to_string()));
-        assert!(p
-            .build(true)
-            .ends_with(&["bzImage".into(), "modules".into()]));
-        assert!(p
-            .env()
+        assert_eq!(argv.len(), 3, "no initramfs when the boot needs no module");
+        let mut p = plan();
+        p.make.ccache_dir = Some("/build/.ccache".into());
+        let inv = &p.steps().then[1].run;
+        assert!(inv.argv.contains(&"CC=ccache gcc".to_string()));
+        assert!(inv
+            .env
             .contains(&("CCACHE_DIR".into(), "/build/.ccache".into())));
+        // Config targets: serial, no timestamp.
+        let c = Make::config(&X86_64, Paths::container()).run(&["tinyconfig"]);
+        assert_eq!(c.argv, ["make", "-C", "/src", "O=/build", "tinyconfig"]);
+        assert!(!c.env.iter().any(|(k, _)| k == "KBUILD_BUILD_TIMESTAMP"));
     }
 
     #[test]
     fn an_arm64_build_is_a_cross_build_of_its_image() {
-        let p = Plan {
-            arch: &crate::arch::ARM64,
-            ccache_dir: Some("/ccache".into()),
-            ..plan()
-        };
-        let argv = p.build(false);
-        assert!(argv.contains(&"ARCH=arm64".to_string()), "{argv:?}");
-        assert!(argv.contains(&"CROSS_COMPILE=aarch64-linux-gnu-".to_string()));
+        let mut p = plan();
+        p.make.arch = &crate::arch::ARM64;
+        p.make.ccache_dir = Some("/ccache".into());
+        let argv = run(&p, facts("# CONFIG_MODULES is not set\n"));
+        let make = &argv[1];
+        assert!(make.contains(&"ARCH=arm64".to_string()), "{make:?}");
+        assert!(make.contains(&"CROSS_COMPILE=aarch64-linux-gnu-".to_string()));
         // ccache wraps the cross compiler, not the host's.
-        assert!(argv.contains(&"CC=ccache aarch64-linux-gnu-gcc".to_string()));
-        assert_eq!(argv.last().unwrap(), "Image");
-        let x86 = key_args(&crate::arch::X86_64, "t", InitramfsMode::Auto);
-        let arm = key_args(&crate::arch::ARM64, "t", InitramfsMode::Auto);
-        assert_ne!(x86, arm);
-        assert!(arm.contains(&"ARCH=arm64".to_string()));
+        assert!(make.contains(&"CC=ccache aarch64-linux-gnu-gcc".to_string()));
+        assert_eq!(make.last().unwrap(), "Image");
+        // The arch is in the key through make's words, and on its own.
+        p.make.ccache_dir = None;
+        assert_ne!(p.key(), plan().key());
+        assert!(p.key()[0].argv.contains(&"ARCH=arm64".to_string()));
     }
 
     #[test]
-    fn dracut_uses_the_staged_modules_or_none() {
-        let with = plan().dracut("6.1.0", true);
-        assert!(with.contains(&"/build/.xtask-staging/modules/lib/modules/6.1.0".to_string()));
-        assert_eq!(with.last().unwrap(), "/build/.xtask-staging/initramfs.img");
-        let without = plan().dracut("6.1.0", false);
-        assert!(without.contains(&"--no-kernel".to_string()));
-        assert!(!without.iter().any(|a| a.contains("lib/modules")));
+    fn dracut_runs_as_the_initramfs_mode_and_the_config_say() {
+        let boot_module = facts("CONFIG_MODULES=y\nCONFIG_VIRTIO_FS=m\n");
+        let argv = run(&plan(), boot_module);
+        let dracut = argv.last().unwrap();
+        assert_eq!(dracut[0], "dracut");
+        assert!(dracut.contains(&"/build/.xtask-staging/modules/lib/modules/6.1.0".to_string()));
+        assert!(dracut.contains(&"6.1.0".to_string()));
+        assert_eq!(
+            dracut.last().unwrap(),
+            "/build/.xtask-staging/initramfs.img"
+        );
+        let p = Plan {
+            initramfs: InitramfsMode::Dracut,
+            ..plan()
+        };
+        let argv = run(&p, facts("# CONFIG_MODULES is not set\n"));
+        let dracut = argv.last().unwrap();
+        assert!(dracut.contains(&"--no-kernel".to_string()));
+        assert!(!dracut.iter().any(|a| a.contains("lib/modules")));
+        let p = Plan {
+            initramfs: InitramfsMode::None,
+            ..plan()
+        };
+        assert!(!run(&p, boot_module).iter().any(|a| a[0] == "dracut"));
     }
 
     #[test]
     fn env_is_reproducible() {
-        let env = plan().env();
-        for k in [
-            "KBUILD_BUILD_TIMESTAMP",
-            "KBUILD_BUILD_USER",
-            "KBUILD_BUILD_HOST",
-            "KBUILD_BUILD_VERSION",
+        let env = plan().make.env();
+        for (k, v) in [
+            ("KBUILD_BUILD_TIMESTAMP", "2023-01-01T00:00:00Z"),
+            ("KBUILD_BUILD_USER", BUILD_USER),
+            ("KBUILD_BUILD_HOST", BUILD_HOST),
+            ("KBUILD_BUILD_VERSION", "1"),
+            ("LC_ALL", "C"),
         ] {
-            assert!(env.iter().any(|(n, _)| n == k), "{k}");
+            assert!(env.contains(&(k.into(), v.into())), "{k}");
         }
     }
 
+    /// Every word and variable a step runs with is in the key, but the exempt ones: each
+    /// changed in turn, and one added, changes the key.
     #[test]
-    fn key_args_ignore_jobs_and_ccache_but_not_initramfs() {
-        let a = key_args(&crate::arch::X86_64, "t", InitramfsMode::Auto);
-        assert!(!a
+    fn every_make_variable_and_env_var_changes_the_key() {
+        let p = Plan {
+            initramfs: InitramfsMode::Dracut,
+            ..plan()
+        };
+        let steps = p.steps();
+        let all: Vec<Step> = std::iter::once(steps.configure).chain(steps.then).collect();
+        let key_of = |steps: &[Step]| inputs(steps.iter().map(Step::key).collect()).key();
+        let base = key_of(&all);
+        assert_eq!(base, inputs(p.key()).key());
+        let mut tried = 0;
+        for i in 0..all.len() {
+            for w in 0..all[i].run.argv.len() {
+                let mut changed = all.clone();
+                changed[i].run.argv[w].push('x');
+                if exempt_arg(&all[i].run.argv[w]) {
+                    // The exempt list: -j (the next test).
+                    assert_eq!(key_of(&changed), base);
+                    continue;
+                }
+                tried += 1;
+                assert_ne!(key_of(&changed), base, "{:?} word {w}", all[i].run.argv);
+            }
+            for v in 0..all[i].run.env.len() {
+                let mut changed = all.clone();
+                changed[i].run.env[v].1.push('x');
+                tried += 1;
+                assert_ne!(key_of(&changed), base, "{:?}", all[i].run.env[v]);
+            }
+            let mut added = all.clone();
+            added[i].run.env.push(("KCFLAGS".into(), "-O3".into()));
+            assert_ne!(key_of(&added), base);
+            let mut added = all.clone();
+            added[i].run.argv.push("W=1".into());
+            assert_ne!(key_of(&added), base);
+            let mut when = all.clone();
+            when[i].when = When::Always;
+            if all[i].when != When::Always {
+                assert_ne!(key_of(&when), base, "{}", all[i].label);
+            }
+        }
+        assert!(tried > 60, "{tried}");
+        // And through the plan: the timestamp, the initramfs mode.
+        let mut t = p.clone();
+        t.make.timestamp = Some("2023-01-01T00:00:01Z".into());
+        assert_ne!(inputs(t.key()).key(), base);
+        for mode in [InitramfsMode::Auto, InitramfsMode::None] {
+            let m = Plan {
+                initramfs: mode,
+                ..p.clone()
+            };
+            assert_ne!(inputs(m.key()).key(), base, "{mode:?}");
+        }
+    }
+
+    /// The exempt list, and only it, leaves the key alone: `-j` and ccache.
+    #[test]
+    fn jobs_and_ccache_leave_the_key_alone() {
+        let base = inputs(plan().key()).key();
+        let mut p = plan();
+        p.make.jobs = Some(64);
+        assert_eq!(inputs(p.key()).key(), base);
+        p.make.jobs = None;
+        assert_eq!(inputs(p.key()).key(), base);
+        p.make.ccache_dir = Some("/ccache".into());
+        assert_eq!(inputs(p.key()).key(), base);
+        // ccache added words and variables, all of them exempt.
+        let with = p.steps().then[1].run.clone();
+        let without = plan().steps().then[1].run.clone();
+        let added_args: Vec<&String> = with
+            .argv
             .iter()
-            .any(|x| x.starts_with("-j") || x.contains("ccache")));
-        assert_ne!(
-            a,
-            key_args(&crate::arch::X86_64, "t", InitramfsMode::Dracut)
-        );
-        assert_ne!(a, key_args(&crate::arch::X86_64, "t2", InitramfsMode::Auto));
+            .filter(|a| !without.argv.contains(a))
+            .collect();
+        assert_eq!(added_args, ["CC=ccache gcc"]);
+        assert!(added_args.iter().all(|a| exempt_arg(a)));
+        let added_env: Vec<&str> = with
+            .env
+            .iter()
+            .filter(|e| !without.env.contains(e))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(added_env, EXEMPT_ENV);
+        // Whatever their values.
+        for i in 0..with.env.len() {
+            let mut changed = p.steps().then[1].clone();
+            changed.run.env[i].1.push('x');
+            let (name, _) = &with.env[i];
+            let same = changed.key() == p.steps().then[1].key();
+            assert_eq!(same, EXEMPT_ENV.contains(&name.as_str()), "{name}");
+        }
+        assert!(exempt_arg("-j2") && !exempt_arg("bzImage") && !exempt_arg("CC=clang"));
     }
 
     #[test]
     fn config_facts() {
-        let f = ConfigFacts::parse(
-            "CONFIG_MODULES=y\nCONFIG_VIRTIO_FS=m\nCONFIG_MODULES_USE_ELF_RELA=y\n",
-        );
+        let f = facts("CONFIG_MODULES=y\nCONFIG_VIRTIO_FS=m\nCONFIG_MODULES_USE_ELF_RELA=y\n");
         assert!(f.modules && f.boot_needs_modules);
-        assert!(f.wants_initramfs(InitramfsMode::Auto));
-        assert!(!f.wants_initramfs(InitramfsMode::None));
-        let f = ConfigFacts::parse(
+        assert!(When::BootNeedsModules.holds(&f));
+        let f = facts(
             "# CONFIG_MODULES is not set\nCONFIG_MODULES_USE_ELF_RELA=y\nCONFIG_VIRTIO_FS=y\n",
         );
         assert!(!f.modules && !f.boot_needs_modules);
-        assert!(!f.wants_initramfs(InitramfsMode::Auto));
-        assert!(f.wants_initramfs(InitramfsMode::Dracut));
-        let f = ConfigFacts::parse("CONFIG_MODULES=y\nCONFIG_VIRTIO_FS=y\nCONFIG_VIRTIO_PCI=y\n");
+        assert!(When::NoModules.holds(&f) && !When::Modules.holds(&f));
+        let f = facts("CONFIG_MODULES=y\nCONFIG_VIRTIO_FS=y\nCONFIG_VIRTIO_PCI=y\n");
         assert!(f.modules && !f.boot_needs_modules);
+        assert!(!When::BootNeedsModules.holds(&f));
     }
 }

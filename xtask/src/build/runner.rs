@@ -1,7 +1,8 @@
-//! Runs a build's commands, in the container or on the host: each through `CommandExt`, its
-//! output teed into the build log, a status line with the current target and elapsed time.
+//! Runs make (and a build's other commands) in the container or on the host: each through
+//! `CommandExt`, its output teed into a log, a status line with the current target and
+//! elapsed time. The one make runner: builds and trim-config both run make here.
 
-use super::plan::Plan;
+use super::plan::Invocation;
 use super::progress::step_of;
 use crate::cmd::{self, CommandExt};
 use crate::container::Container;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where a build's commands run.
+#[derive(Clone)]
 pub enum Place {
     /// The rootfs container, with the sources at /src (read-only) and the build dir at /build.
     Container(Container),
@@ -36,10 +38,10 @@ impl Place {
 
 pub struct Runner {
     place: Place,
-    env: Vec<(String, String)>,
     log: Arc<Mutex<File>>,
     pub log_path: PathBuf,
-    bar: Progress,
+    /// The progress display; None when the caller shows its own.
+    bar: Option<Progress>,
     /// The commands run, in order, for the metadata.
     pub commands: Vec<Vec<String>>,
     /// How many `make` runs this build made.
@@ -59,19 +61,20 @@ pub struct Step {
 }
 
 impl Runner {
+    /// A runner whose steps append to `log_path`, shown on `bar` (None: not shown).
     pub fn new(
         place: Place,
-        plan: &Plan,
         log_path: PathBuf,
-        title: &str,
+        bar: Option<Progress>,
         limit: Duration,
     ) -> Result<Runner> {
-        let log = File::create(&log_path)
-            .with_context(|| format!("creating the build log {}", log_path.display()))?;
-        let bar = Progress::start(title);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening the log {}", log_path.display()))?;
         Ok(Runner {
             place,
-            env: plan.env(),
             log: Arc::new(Mutex::new(log)),
             log_path,
             bar,
@@ -81,11 +84,16 @@ impl Runner {
         })
     }
 
-    fn command(&self, argv: &[String]) -> Result<Command> {
+    /// The command with exactly the invocation's environment: the container starts from an
+    /// empty one; on the host ours is cleared but `PATH` (whose compiler the toolchain
+    /// identity names) and `HOME` (ccache's config), so a user's `ARCH`, `KCFLAGS` or `TZ`
+    /// cannot reach make without being in the key.
+    fn command(&self, run: &Invocation) -> Result<Command> {
+        let argv = &run.argv;
         Ok(match &self.place {
             Place::Container(c) => {
                 let mut c = c.clone();
-                for (k, v) in &self.env {
+                for (k, v) in &run.env {
                     c = c.env(k, v);
                 }
                 // Tied: a make that outlived a killed run would race the next build.
@@ -93,8 +101,13 @@ impl Runner {
             }
             Place::Host { build_dir } => {
                 let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..])
-                    .envs(self.env.iter().map(|(k, v)| (k, v)));
+                c.args(&argv[1..]).env_clear();
+                for name in ["PATH", "HOME"] {
+                    if let Some(v) = std::env::var_os(name) {
+                        c.env(name, v);
+                    }
+                }
+                c.envs(run.env.iter().map(|(k, v)| (k, v)));
                 c.current_dir(build_dir).stdin(Stdio::null());
                 c
             }
@@ -103,13 +116,16 @@ impl Runner {
 
     /// Runs one step; a non-zero exit is `ok: false` (the kernel's failure), while a command
     /// that cannot start, one still running at the limit, or Ctrl-C, is an error.
-    pub fn step(&mut self, label: &str, argv: &[String]) -> Result<Step> {
-        let mut cmd = self.command(argv)?;
+    pub fn step(&mut self, label: &str, run: &Invocation) -> Result<Step> {
+        let argv = &run.argv;
+        let mut cmd = self.command(run)?;
         self.commands.push(argv.to_vec());
         if argv.first().is_some_and(|p| p == "make") {
             self.make_runs += 1;
         }
-        self.bar.set_message(label);
+        if let Some(bar) = &self.bar {
+            bar.set_message(label);
+        }
         let offset = {
             let mut log = self.log.lock().unwrap();
             writeln!(log, "### {label}: {}", argv.join(" "))?;
@@ -170,17 +186,19 @@ impl Runner {
 
     /// Clears the status line.
     pub fn finish(&self) {
-        self.bar.finish();
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
     }
 }
 
 /// Copies a stream into the log line by line, showing each kbuild step on the status line.
-fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &Progress) {
+fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &Option<Progress>) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
         let text = String::from_utf8_lossy(&line);
-        if let Some(step) = step_of(text.trim_end()) {
+        if let (Some(step), Some(bar)) = (step_of(text.trim_end()), bar) {
             bar.set_message(&step);
         }
         let _ = log.lock().unwrap().write_all(&line);
@@ -190,6 +208,6 @@ fn tee(stream: Box<dyn Read + Send>, log: &Mutex<File>, bar: &Progress) {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        self.bar.finish();
+        self.finish();
     }
 }

@@ -7,8 +7,9 @@ use crate::ctx::Ctx;
 use crate::kselftest;
 use crate::ktap::{self, Source};
 use crate::trim::{self, Base, TrimOptions};
-use crate::vm::run::{self, read_lossy, Report};
+use crate::vm::run::{self, read_lossy, Event, Report};
 use crate::vm::spec::RunPaths;
+use crate::vm::verdict::BootEnd;
 use crate::vm::verdict::Verdict;
 use crate::vm::{CheckOutcome, CheckRequest, KernelSource};
 use anyhow::{bail, Context, Result};
@@ -94,6 +95,20 @@ pub fn describe(t: &TestRequest) -> Option<String> {
         Some(name) => format!("{} --test {name}", what.trim_end()),
         None => what.trim_end().to_string(),
     })
+}
+
+/// How a `--kunit` run says what happened where it differs from any check's: its VM ends
+/// without an agent on purpose (`kunit_shutdown`), which is no failed boot.
+pub fn event_line(e: &Event, t: &TestRequest) -> Option<String> {
+    match e {
+        Event::BootFailed(BootEnd::VmEnded, d) if source(t) == Some(Source::Console) => {
+            Some(format!(
+                "the VM ended after {:.2}s (KUnit done, or the boot ended first)",
+                d.as_secs_f64()
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// `kunit.filter_glob` (from `--kunit-filter`, else the one SUITE_GLOB given) and
@@ -286,5 +301,15 @@ mod tests {
             ..TestRequest::default()
         };
         assert_eq!(describe(&k).as_deref(), Some("--kselftest size"));
+    }
+
+    #[test]
+    fn a_kunit_vm_that_ends_is_no_failed_boot() {
+        let ended = Event::BootFailed(BootEnd::VmEnded, std::time::Duration::from_secs(2));
+        assert_eq!(
+            event_line(&ended, &kunit(&["example"])).as_deref(),
+            Some("the VM ended after 2.00s (KUnit done, or the boot ended first)")
+        );
+        assert_eq!(event_line(&ended, &TestRequest::default()), None);
     }
 }

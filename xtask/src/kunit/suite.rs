@@ -70,6 +70,12 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// `obj-$(CONFIG_X) += … object …` line, or, for a part of a composite object
 /// (`foo-y += object`), the line that builds `foo.o`.
 pub fn kconfig_symbol(makefile: &str, object: &str) -> Option<String> {
+    // A composite of a composite is rare; a Makefile naming an object as its own part
+    // must not loop.
+    symbol_within(makefile, object, 4)
+}
+
+fn symbol_within(makefile: &str, object: &str, depth: u32) -> Option<String> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
         Regex::new(r"^\s*([\w-]+)-(\$\(CONFIG_(\w+)\)|y|objs)\s*[:+]?=\s*(.*)$")
@@ -89,7 +95,7 @@ pub fn kconfig_symbol(makefile: &str, object: &str) -> Option<String> {
             (name, _) => composite = Some(format!("{name}.o")),
         }
     }
-    kconfig_symbol(makefile, &composite?)
+    symbol_within(makefile, &composite?, depth.checked_sub(1)?)
 }
 
 /// The `.kunitconfig` nearest above `file` (relative to the tree), if `exists` says one is.
@@ -274,6 +280,7 @@ kunit_test_suites(&example_test_suite, &example_init_test_suite);
         );
         assert_eq!(kconfig_symbol(m, "resource.o").as_deref(), Some("KUNIT"));
         assert_eq!(kconfig_symbol(m, "nothing.o"), None);
+        assert_eq!(kconfig_symbol("a-y += a.o\n", "a.o"), None);
     }
 
     #[test]

@@ -299,7 +299,10 @@ pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome>
             );
         }
         let mut print = |e: Event| {
-            if !quiet {
+            if quiet {
+            } else if let Some(line) = crate::kunit::run::event_line(&e, &req.tests) {
+                eprintln!("{line}")
+            } else {
                 print_event(&e)
             }
         };
