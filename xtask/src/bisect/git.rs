@@ -23,7 +23,13 @@ pub fn rev_parse(dir: &Path, rev: &str) -> Result<String> {
         .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
         .arg(format!("{rev}^{{commit}}"))
         .read_logged()
-        .map_err(|_| anyhow!("unknown revision {rev}: not in {}", dir.display()))
+        .map_err(|e| {
+            if crate::signals::is_interrupted(&e) {
+                e
+            } else {
+                anyhow!("unknown revision {rev}: not in {}", dir.display())
+            }
+        })
 }
 
 pub fn subject(dir: &Path, commit: &str) -> String {

@@ -51,8 +51,14 @@ pub fn resolve(tree: &Path, rev: Option<&str>) -> Result<Source> {
             })
         }
         Some(rev) => {
-            let (commit, tree_id, date) = commit_info(tree, rev)
-                .map_err(|_| anyhow!("unknown revision {rev}: not in {}", tree.display()))?;
+            // Ctrl-C ends git too: that is an interruption (130), not an unknown revision.
+            let (commit, tree_id, date) = commit_info(tree, rev).map_err(|e| {
+                if crate::signals::is_interrupted(&e) {
+                    e
+                } else {
+                    anyhow!("unknown revision {rev}: not in {}", tree.display())
+                }
+            })?;
             Ok(Source {
                 commit,
                 tree_id,
