@@ -31,6 +31,8 @@ mod rootfs;
 mod settings;
 mod signals;
 mod state;
+#[cfg(test)]
+mod test_data;
 mod testrun;
 mod tools;
 mod trim;

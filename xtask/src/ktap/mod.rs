@@ -591,17 +591,10 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-/// A recording under `src/ktap/test_data/`, without its `# recorded:` header line.
+/// A recording under `src/ktap/test_data/`, without its header line.
 #[cfg(test)]
 pub fn recorded(path: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/ktap/test_data")
-        .join(path);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    match text.strip_prefix("# recorded:") {
-        Some(rest) => rest.split_once('\n').map_or("", |(_, r)| r).to_string(),
-        None => text,
-    }
+    crate::test_data::recorded("ktap/test_data", path)
 }
 
 #[cfg(test)]

@@ -210,18 +210,10 @@ pub fn scan(console: &str, extra: &[Regex]) -> Vec<Finding> {
     out
 }
 
-/// A recording under `src/vm/test_data/`, without its header line (`# recorded: …`, naming
-/// the trigger and the config): line numbers are those of the run's own log.
+/// A recording under `src/vm/test_data/`, without its header line.
 #[cfg(test)]
 pub fn recorded(path: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/vm/test_data")
-        .join(path);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    match text.strip_prefix("# recorded:") {
-        Some(rest) => rest.split_once('\n').map_or("", |(_, r)| r).to_string(),
-        None => text,
-    }
+    crate::test_data::recorded("vm/test_data", path)
 }
 
 #[cfg(test)]
