@@ -229,9 +229,14 @@ pub fn judge(f: &Facts) -> Judgement {
     }
     let finding = f.findings.first().map(|x| x.summary());
     if !f.command.is_empty() && f.boot != BootEnd::AgentUp {
+        // Untestable, and the console's first finding says why (e.g. the panic).
+        let why = finding
+            .as_ref()
+            .map(|s| format!("; console: {s}"))
+            .unwrap_or_default();
         return j(
             Boot,
-            format!("{} before the command could run", boot_failure(f)),
+            format!("{} before the command could run{why}", boot_failure(f)),
         );
     }
     if let Some(s) = finding {
@@ -427,6 +432,25 @@ mod tests {
             Some(CommandEnd::Exited { code: 0 }),
         );
         assert_eq!(judge(&f).failure, None);
+    }
+
+    /// A boot that panics before the command: untestable, and the reason names the panic
+    /// (recorded: arm64, `--append init=/nonexistent -- true`).
+    #[test]
+    fn a_panic_before_the_command_is_named_in_the_boot_failure() {
+        let console = crate::vm::console::recorded("console/arm64_panic_no_init.log");
+        let mut f = facts(&["true"], BootEnd::VmEnded, None);
+        f.findings = crate::vm::console::scan(&console, &[]);
+        let j = judge(&f);
+        assert_eq!(j.failure, Some(Failure::Boot));
+        assert!(
+            j.reason
+                .starts_with("the VM exited during boot before the command could run; console: ")
+                && j.reason
+                    .contains("Kernel panic - not syncing: Requested init /nonexistent failed"),
+            "{}",
+            j.reason
+        );
     }
 
     #[test]
