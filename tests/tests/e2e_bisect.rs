@@ -50,6 +50,35 @@ fn make_runs(run_dir: &Path) -> usize {
 }
 
 /// The run dir a bisect's report went to (a resumed bisect's is the one it started in).
+/// The config digests of the cache entries that the `building …, key K` lines of `stderr`
+/// name.
+fn built_configs(state: &Path, stderr: &str) -> Vec<String> {
+    let entries = state.join("cache/entries");
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("building "))
+        .filter_map(|l| l.rsplit_once(", key ").map(|(_, k)| k.trim().to_string()))
+        .filter_map(|short| {
+            let dir = std::fs::read_dir(&entries)
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with(&short))?;
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join("metadata.json")).ok()?)
+                    .ok()?;
+            meta["inputs"]["config"].as_str().map(str::to_string)
+        })
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn report_dir(stderr: &str) -> PathBuf {
     let line = stderr
         .lines()
@@ -325,12 +354,24 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     let dir = report_dir(&seen);
     let md = std::fs::read_to_string(dir.join("bisect.md")).unwrap();
     assert!(md.contains(&ids[CULPRIT]), "another culprit:\n{md}");
-    // Every step built with the frozen config, not the changed one: all cached, no make.
+    // Every step built with the frozen config, not the changed one: the bisect froze the
+    // original's content, and each build it made is keyed by that content.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("bisect.json")).unwrap()).unwrap();
+    let frozen = report["inputs"]["config_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
-        make_runs(&dir),
-        0,
-        "see the commands.log files in {}",
-        dir.display()
+        frozen,
+        sha256_hex(&_restore.1),
+        "the bisect froze another config"
+    );
+    let configs = built_configs(&f.state, &seen);
+    assert!(!configs.is_empty(), "no build named in:\n{seen}");
+    assert!(
+        configs.iter().all(|c| *c == frozen),
+        "a step built with another config: {configs:?}, frozen {frozen}"
     );
 
     // Interrupted, its HEAD moved by someone, then resumed: the same answer.
