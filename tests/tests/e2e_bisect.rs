@@ -408,7 +408,20 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
         report.contains(&ids[CULPRIT]),
         "resume named another culprit:\n{report}"
     );
-    assert_eq!(make_runs(&report_dir(&stderr(&out))), 0);
+    // The resumed steps build with the inputs the bisect froze when it started (this second
+    // bisect started after the config changed, so its steps are new builds, or hits).
+    let resumed = report_dir(&stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(resumed.join("bisect.json")).unwrap()).unwrap();
+    let frozen = report["inputs"]["config_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let configs = built_configs(&f.state, &stderr(&out));
+    assert!(
+        configs.iter().all(|c| *c == frozen),
+        "a resumed step built with another config: {configs:?}, frozen {frozen}"
+    );
     let out = run(f.xtask().args(["bisect", "--status"]));
     assert!(stdout(&out).contains("no bisect under way"));
 }
