@@ -79,6 +79,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The digest of the config a bisect froze, from its report in `run_dir`.
+fn frozen_config(run_dir: &Path) -> String {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("bisect.json")).unwrap()).unwrap();
+    report["inputs"]["config_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn report_dir(stderr: &str) -> PathBuf {
     let line = stderr
         .lines()
@@ -356,12 +366,7 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     assert!(md.contains(&ids[CULPRIT]), "another culprit:\n{md}");
     // Every step built with the frozen config, not the changed one: the bisect froze the
     // original's content, and each build it made is keyed by that content.
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("bisect.json")).unwrap()).unwrap();
-    let frozen = report["inputs"]["config_sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let frozen = frozen_config(&dir);
     assert_eq!(
         frozen,
         sha256_hex(&_restore.1),
@@ -411,12 +416,7 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     // The resumed steps build with the inputs the bisect froze when it started (this second
     // bisect started after the config changed, so its steps are new builds, or hits).
     let resumed = report_dir(&stderr(&out));
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(resumed.join("bisect.json")).unwrap()).unwrap();
-    let frozen = report["inputs"]["config_sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let frozen = frozen_config(&resumed);
     let configs = built_configs(&f.state, &stderr(&out));
     assert!(
         configs.iter().all(|c| *c == frozen),
