@@ -3,11 +3,15 @@
 
 mod engine;
 mod git;
+mod metric;
+mod mode;
 mod progress;
 mod report;
 mod run;
-#[allow(dead_code)] // the flaky and metric judges use it (next commits)
 mod stats;
+mod step;
 mod suspect;
+mod symptom;
 
+pub use mode::{Asked, MetricAsked, DEFAULT_CONFIDENCE, DEFAULT_ENDPOINT_RUNS};
 pub use run::worktree_dir;
