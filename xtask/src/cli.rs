@@ -531,6 +531,10 @@ pub enum BenchWhat {
         /// Commits in the synthetic history, 4 to 4096
         #[arg(long, default_value = "64", value_parser = Count::parse)]
         commits: Count,
+        /// 10 seeded bisects of a check bad half the time at and after the culprit (each run
+        /// a seeded stand-in, not a boot; git bisect over the real history)
+        #[arg(long)]
+        flaky: bool,
     },
 }
 

@@ -8,10 +8,12 @@ mod mode;
 mod progress;
 mod report;
 mod run;
+pub mod simulate;
 mod stats;
 mod step;
 mod suspect;
 mod symptom;
 
+pub use engine::StepVerdict;
 pub use mode::{Asked, MetricAsked, DEFAULT_CONFIDENCE, DEFAULT_ENDPOINT_RUNS};
 pub use run::worktree_dir;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ENDPOINT_RUNS: u32 = 5;
 /// The whole bisect's confidence, by default.
 pub const DEFAULT_CONFIDENCE: f64 = 0.95;
-/// A flaky BAD end runs until this many bad runs…
+/// A flaky BAD end runs until this many bad runs (and a rate bound above the floor)…
 pub const FLAKY_BAD_RUNS: u32 = 3;
 /// …or this many runs in all.
 pub const FLAKY_MAX_RUNS: u32 = 30;
@@ -143,7 +143,10 @@ pub fn bad_end_needs_more(asked: &Asked, runs: &[StepVerdict]) -> bool {
     if bad == n && !asked.flaky {
         return false;
     }
-    bad < FLAKY_BAD_RUNS && n < FLAKY_MAX_RUNS
+    // 3 bad runs, and a rate known above the floor (else a rate of one half would be
+    // refused whenever its first 3 bad runs came late), or 30 runs.
+    let known = bad >= FLAKY_BAD_RUNS && stats::rate_lower_bound(bad, n) >= RATE_FLOOR;
+    !known && n < FLAKY_MAX_RUNS
 }
 
 /// The mode the BAD end's runs call for, or why the bisect is refused.
@@ -259,6 +262,10 @@ mod tests {
         // 0.95 over 2 good steps: each 0.9747, which 1 - 0.847^m passes at m = 23.
         assert_eq!(clean_runs, 23);
         assert!(!bad_end_needs_more(&a, &[Good; 30]), "30 runs at most");
+        // 3 bad of 9 is under the floor (0.098): on until the bound is above it.
+        let late = [Good, Good, Good, Good, Good, Good, Bad, Bad, Bad];
+        assert!(bad_end_needs_more(&a, &late));
+        assert!(!bad_end_needs_more(&a, &[&late[..], &[Bad]].concat()));
         // --flaky with every run bad: still flaky, the rate from 5 of 5.
         let f = Asked {
             flaky: true,
