@@ -1,6 +1,8 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
 
 mod arch;
+#[cfg(test)]
+mod arrows;
 mod bench;
 mod bisect;
 mod build;
