@@ -416,7 +416,6 @@ fn circles(g: &Graph) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "fails until the task entry points leave the domain modules (issue #12)"]
 fn no_module_circles() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let found = circles(&graph(&src));

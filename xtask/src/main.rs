@@ -7,6 +7,7 @@ mod bench;
 mod bisect;
 mod build;
 mod cache;
+mod check;
 mod cli;
 mod cmd;
 mod container;
