@@ -9,7 +9,7 @@ use crate::exit;
 use crate::units::{human_bytes, human_duration, short};
 use crate::vm::run::Plan;
 use crate::vm::spec::{Console, RunPaths};
-use crate::vm::{find_tools, kernel_for, prepare, CheckOutcome};
+use crate::vm::{kernel_for, prepare, CheckOutcome};
 use anyhow::{bail, Result};
 use std::io::Write;
 
@@ -136,7 +136,7 @@ fn boot(a: BootCmd, ctx: &Ctx) -> Result<u8> {
     {
         let req = a.request(&ctx.file)?;
         let opts = &req.vm;
-        let tools = find_tools(opts)?;
+        let tools = crate::backend::find_tools(opts)?;
         let kernel = match kernel_for(ctx, &req.kernel)? {
             Ok(k) => k,
             Err(j) => {
