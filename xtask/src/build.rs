@@ -9,6 +9,7 @@ pub mod plan;
 pub use plan::InitramfsMode;
 mod progress;
 pub mod runner;
+pub mod signature;
 pub mod source;
 mod toolchain;
 

@@ -383,11 +383,13 @@ fn finish(
         let KernelSource::Build { build, .. } = &saved.request.kernel else {
             bail!("a bisect builds each step's commit: it cannot boot one image")
         };
-        let facts = git::culprit_facts(tree, culprit, build.arch.srcarch)?;
-        report.suspicions = suspect::suspicions(&facts);
+        let mut facts = git::culprit_facts(tree, culprit, build.arch.srcarch)?;
         if report.inputs.confirm {
             report.confirmation = confirm(ctx, tree, bisect, &saved, &mut report, culprit)?;
         }
+        // After the confirmation, which built the parent: here its kernel is a cache hit.
+        facts.same_kernel_as_parent = same_kernel_as_parent(ctx, tree, &saved, culprit)?;
+        report.suspicions = suspect::suspicions(&facts);
     }
     report.outcome = Some(outcome);
     report.total_secs += start.elapsed().as_secs_f64();
@@ -456,6 +458,55 @@ fn confirm(
         &results,
         revert_failed.as_deref(),
     ))
+}
+
+/// Whether the culprit's kernel is its parent's, from the signatures their cache entries
+/// keep (`build::signature`); the parent is built if no step did. None when it cannot be
+/// told: no parent, a build that fails, an entry made before signatures were kept.
+fn same_kernel_as_parent(
+    ctx: &Ctx,
+    tree: &Path,
+    saved: &Saved,
+    culprit: &str,
+) -> Result<Option<bool>> {
+    let Ok(parent) = git::rev_parse(tree, &format!("{culprit}^")) else {
+        return Ok(None);
+    };
+    let sctx = ctx.for_step(saved.run_dir.join("compare-parent"))?;
+    let req = crate::kunit::run::with_kunit_config(&sctx, &saved.request)?;
+    let KernelSource::Build { build: bopts, .. } = &req.kernel else {
+        bail!("a bisect builds each step's commit: it cannot boot one image")
+    };
+    let cache = build::cache::Cache::new(&ctx.state);
+    let mut signatures = Vec::new();
+    for commit in [culprit, parent.as_str()] {
+        let signature = match build::ensure_kernel(&sctx, Some(commit), bopts) {
+            Ok(BuildOutcome::Built(a)) => {
+                cache.lookup(&a.key).and_then(|e| e.meta.kernel_signature)
+            }
+            Ok(BuildOutcome::Failed { .. }) => None,
+            Err(e) if signals::is_interrupted(&e) => return Err(e),
+            Err(e) => {
+                eprintln!("bisect: the culprit's kernel is not compared with its parent's: {e:#}");
+                None
+            }
+        };
+        let Some(signature) = signature else {
+            return Ok(None);
+        };
+        signatures.push(signature);
+    }
+    let same = signatures[0] == signatures[1];
+    eprintln!(
+        "bisect: the culprit's kernel {} its parent's (signature {})",
+        if same {
+            "is the same as"
+        } else {
+            "differs from"
+        },
+        &signatures[0][..12]
+    );
+    Ok(Some(same))
 }
 
 /// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
