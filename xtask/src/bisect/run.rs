@@ -144,7 +144,7 @@ impl BisectCmd {
             );
         };
         if self.reset {
-            return reset(&place);
+            return reset(&tree, &place);
         }
         let result = if self.resume {
             resume(ctx, &tree, &place)
@@ -231,6 +231,15 @@ impl BisectCmd {
             report.steps.push(step);
         }
         git::ensure_worktree(tree, &place.worktree, &bad)?;
+        if git::worktree_lock(tree, &place.worktree).is_some() {
+            // No saved state (checked above): the bisect that locked it is gone.
+            eprintln!(
+                "bisect: {} was locked by a bisect whose state is gone: this one takes it over",
+                place.worktree.display()
+            );
+        }
+        // Locked until the end or --reset, across an interrupt and its --resume.
+        git::lock_worktree(tree, &place.worktree)?;
         let bisect = Bisect {
             wt: place.worktree.clone(),
         };
@@ -284,6 +293,13 @@ fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
         short(&report.inputs.bad),
         saved.run_dir.display()
     );
+    if git::worktree_lock(tree, &place.worktree).is_none() {
+        eprintln!(
+            "bisect: {} was unlocked while the bisect was interrupted: locking it again",
+            place.worktree.display()
+        );
+        git::lock_worktree(tree, &place.worktree)?;
+    }
     let bisect = Bisect {
         wt: place.worktree.clone(),
     };
@@ -402,6 +418,7 @@ fn finish(
         saved.run_dir.join("bisect.md").display()
     );
     std::fs::remove_file(&place.saved)?;
+    git::unlock_worktree(tree, &place.worktree)?;
     Ok(0)
 }
 
@@ -655,13 +672,14 @@ fn status(place: &Place) -> Result<u8> {
     Ok(0)
 }
 
-fn reset(place: &Place) -> Result<u8> {
+fn reset(tree: &Path, place: &Place) -> Result<u8> {
     let saved = read_saved(place).ok().flatten();
     Bisect {
         wt: place.worktree.clone(),
     }
     .reset()?;
     let _ = std::fs::remove_file(&place.saved);
+    git::unlock_worktree(tree, &place.worktree)?;
     match saved {
         Some((s, _)) => println!("bisect ended; its logs stay in {}", s.run_dir.display()),
         None => println!("no bisect under way"),
