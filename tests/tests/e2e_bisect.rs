@@ -436,6 +436,11 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("HEAD has moved"), "{}", stdout(&out));
     assert!(stdout(&out).contains("git bisect skip"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("its worktree is locked for it"),
+        "{}",
+        stdout(&out)
+    );
     let t = Instant::now();
     let out = run(f.xtask().args(["bisect", "--resume"]));
     assert_eq!(code(&out), 0, "resume failed");

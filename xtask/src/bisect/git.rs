@@ -84,19 +84,24 @@ pub fn ensure_worktree(tree: &Path, dir: &Path, at: &str) -> Result<()> {
 pub const LOCK_REASON: &str =
     "a cargo xtask bisect is under way here: `cargo xtask bisect --resume` continues it, `cargo xtask bisect --reset` ends it";
 
-/// The reason `wt` is locked with, if git holds it locked.
+/// The reason `wt` is locked with, if git holds it locked ("" for a lock with no reason).
 pub fn worktree_lock(tree: &Path, wt: &Path) -> Option<String> {
     let list = git(tree)
         .args(["worktree", "list", "--porcelain"])
         .read_logged()
         .ok()?;
-    let want = std::fs::canonicalize(wt).unwrap_or_else(|_| wt.to_path_buf());
+    let wt = std::fs::canonicalize(wt).unwrap_or_else(|_| wt.to_path_buf());
+    lock_reason(&list, &wt)
+}
+
+/// In `git worktree list --porcelain`, the reason worktree `wt` is locked with, if it is.
+fn lock_reason(list: &str, wt: &Path) -> Option<String> {
     list.split("\n\n")
         .find(|block| {
             block
                 .lines()
                 .find_map(|l| l.strip_prefix("worktree "))
-                .is_some_and(|p| Path::new(p) == want)
+                .is_some_and(|p| Path::new(p) == wt)
         })?
         .lines()
         .find_map(|l| l.strip_prefix("locked"))
@@ -297,4 +302,25 @@ fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worktrees_lock_is_read_from_gits_list() {
+        let list = crate::test_data::recorded("bisect", "test_data/worktree_list_locked.txt");
+        assert_eq!(lock_reason(&list, Path::new("/tmp/wtrec/a")), None);
+        assert_eq!(
+            lock_reason(&list, Path::new("/tmp/wtrec/b")).as_deref(),
+            Some(LOCK_REASON)
+        );
+        assert_eq!(
+            lock_reason(&list, Path::new("/tmp/wtrec/c")).as_deref(),
+            Some("")
+        );
+        assert_eq!(lock_reason(&list, Path::new("/tmp/wtrec")), None);
+        assert_eq!(lock_reason("", Path::new("/tmp/wtrec/b")), None);
+    }
 }

@@ -134,7 +134,7 @@ impl BisectCmd {
         let tree = ctx.require_tree()?;
         let place = Place::of(&ctx.state, &tree);
         if self.status {
-            return status(&place);
+            return status(&tree, &place);
         }
         let Some(_lock) = FileLock::try_acquire(&place.lock)? else {
             bail!(
@@ -642,7 +642,7 @@ fn saved_argv() -> Result<Vec<String>> {
         .collect()
 }
 
-fn status(place: &Place) -> Result<u8> {
+fn status(tree: &Path, place: &Place) -> Result<u8> {
     let Some((saved, report)) = read_saved(place)? else {
         println!("no bisect under way");
         return Ok(0);
@@ -655,6 +655,10 @@ fn status(place: &Place) -> Result<u8> {
         saved.engine.steps()
     );
     println!("{}", report.markdown());
+    match git::worktree_lock(tree, &place.worktree) {
+        Some(_) => println!("its worktree is locked for it until it ends or `--reset` ends it"),
+        None => println!("its worktree is not locked: `--resume` locks it again"),
+    }
     let bisect = Bisect {
         wt: place.worktree.clone(),
     };
