@@ -8,6 +8,7 @@ mod miss;
 pub mod plan;
 mod progress;
 pub mod runner;
+pub mod signature;
 pub mod source;
 mod toolchain;
 
