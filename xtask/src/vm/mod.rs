@@ -15,8 +15,10 @@ pub mod guest;
 pub mod kmsg;
 pub mod qemu;
 pub mod qga;
+pub mod qmp;
 pub mod run;
 pub mod spec;
+pub mod timeline;
 pub mod verdict;
 pub mod virtiofsd;
 
@@ -349,6 +351,7 @@ fn print_outcome(o: &CheckOutcome, print_output: bool) {
             eprintln!("note: the guest agent truncated the command's output");
         }
         eprintln!("timings: {}", last.timings.line());
+        print_timeline(last);
     }
     eprintln!(
         "verdict: {} (exit {}): {}",
@@ -359,6 +362,16 @@ fn print_outcome(o: &CheckOutcome, print_output: bool) {
     if o.verdict() != Verdict::Good {
         if let Some(last) = o.runs.last() {
             eprintln!("console log: {}", last.console_log.display());
+        }
+    }
+}
+
+/// With `-v`: the run's boot timeline, a step a line.
+fn print_timeline(r: &Report) {
+    if let (true, Some(t)) = (crate::cmd::verbose(), &r.timeline) {
+        eprintln!("timeline (seconds since the run started, and since the step before):");
+        for line in t.lines() {
+            eprintln!("  {line}");
         }
     }
 }
@@ -488,6 +501,7 @@ impl BootCmd {
                     let _ = std::io::stderr().write_all(&e.stderr);
                 }
                 eprintln!("timings: {}", r.timings.line());
+                print_timeline(&r);
                 Ok(match &r.facts.command_end {
                     Some(verdict::CommandEnd::Exited { code }) => {
                         exit::passed_on(Some(*code), None)
