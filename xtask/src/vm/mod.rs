@@ -15,8 +15,10 @@ pub mod guest;
 pub mod kmsg;
 pub mod qemu;
 pub mod qga;
+pub mod qmp;
 pub mod run;
 pub mod spec;
+pub mod timeline;
 pub mod verdict;
 pub mod virtiofsd;
 
