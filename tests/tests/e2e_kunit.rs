@@ -239,6 +239,15 @@ fn a_kselftest_target_gives_per_test_results() {
         err.contains("verdict: good (exit 0): 1 tests: 1 passed"),
         "{err}"
     );
+    // The build shows progress (stderr is a pipe here: plain lines), and says when done.
+    assert!(
+        err.contains("kselftest: building size of the working state"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kselftest build...\n") && err.contains("kselftest build: done in"),
+        "{err}"
+    );
     let json: Value = serde_json::from_str(&stdout(&out)).expect("--json is JSON");
     let mut all = Vec::new();
     names(&json["runs"][0]["tests"], &mut all);

@@ -39,7 +39,12 @@ pub fn prepare(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
         if req.vm.share.is_some() {
             bail!("--kselftest shares the selftests with the guest: it cannot take --share too");
         }
-        req.vm.share = Some(kselftest::build(ctx, &t.kselftest)?);
+        // The selftests of the revision the kernel is built from (a bisect step's).
+        let rev = match &req.kernel {
+            KernelSource::Build { rev, .. } => rev.as_deref(),
+            KernelSource::Image(_) => None,
+        };
+        req.vm.share = Some(kselftest::build(ctx, rev, &t.kselftest)?);
         req.plan.command = kselftest::command();
         return Ok(req);
     }
