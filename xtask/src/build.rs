@@ -8,6 +8,7 @@ mod miss;
 pub mod plan;
 mod progress;
 pub mod runner;
+pub mod signature;
 pub mod source;
 mod toolchain;
 
@@ -81,7 +82,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
     let config_path = input_config(ctx, opts)?;
     let config = std::fs::read(&config_path)
         .with_context(|| format!("reading the config {}", config_path.display()))?;
-    let source = source::resolve(&tree, rev)?;
+    let source = source::resolve(&ctx.state, &tree, rev)?;
     let dirs = miss::Dirs::of(ctx, &tree, &source, opts);
     let plan = dirs.plan(&source, opts, &miss::ccache_host(ctx));
     let inputs = KeyInputs {

@@ -97,6 +97,16 @@ pub fn print_event(e: &Event) {
     }
 }
 
+/// With `-v`: the run's boot timeline, a step a line.
+pub fn print_timeline(r: &crate::vm::run::Report) {
+    if let (true, Some(t)) = (crate::cmd::verbose(), &r.timeline) {
+        eprintln!("timeline (seconds since the run started, and since the step before):");
+        for line in t.lines() {
+            eprintln!("  {line}");
+        }
+    }
+}
+
 /// The command's output, the timings and the verdict line, as a person reads them.
 pub fn print_outcome(o: &CheckOutcome, print_output: bool) {
     if let Some(last) = o.runs.last() {
@@ -109,6 +119,7 @@ pub fn print_outcome(o: &CheckOutcome, print_output: bool) {
             eprintln!("note: the guest agent truncated the command's output");
         }
         eprintln!("timings: {}", last.timings.line());
+        print_timeline(last);
     }
     eprintln!(
         "verdict: {} (exit {}): {}",

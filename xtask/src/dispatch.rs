@@ -160,6 +160,7 @@ fn boot(a: BootCmd, ctx: &Ctx) -> Result<u8> {
                     let _ = std::io::stderr().write_all(&e.stderr);
                 }
                 eprintln!("timings: {}", r.timings.line());
+                crate::check::print_timeline(&r);
                 Ok(match &r.facts.command_end {
                     Some(crate::vm::verdict::CommandEnd::Exited { code }) => {
                         exit::passed_on(Some(*code), None)

@@ -15,8 +15,10 @@ pub mod guest;
 pub mod kmsg;
 pub mod qemu;
 pub mod qga;
+pub mod qmp;
 pub mod run;
 pub mod spec;
+pub mod timeline;
 pub mod verdict;
 pub mod virtiofsd;
 
@@ -155,15 +157,6 @@ pub fn prepare(
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
     let arch = opts.arch;
-    if !arch.is_host() && tools.launcher != Launcher::Qemu {
-        // Not tried: libvirt's aarch64 domains want UEFI for ACPI, and -cpu max's
-        // pauth-impdef has no libvirt spelling.
-        bail!(
-            "--backend libvirt boots {} guests only for now: use --backend qemu for {}",
-            crate::arch::HOST.name,
-            arch.name
-        );
-    }
     let accel = kvm::choose(
         arch,
         opts.accel,
