@@ -56,7 +56,10 @@ fn foreign_arch(ctx: &Ctx, arch: &crate::arch::Arch) {
             None => "apt-get install qemu-user-static".into(),
         },
     );
-    let binfmt = crate::rootfs::binfmt::status(arch);
+    let binfmt = {
+        use crate::rootfs::binfmt;
+        binfmt::status(arch, &binfmt::Facts::read(arch, &binfmt::dir_from_env()))
+    };
     row(
         format!("binfmt {}", arch.name),
         binfmt.is_ok(),
