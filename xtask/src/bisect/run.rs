@@ -13,7 +13,7 @@ use crate::cli::BisectCmd;
 use crate::ctx::Ctx;
 use crate::lock::{self, FileLock};
 use crate::units::human_secs;
-use crate::vm::{self, verdict::Verdict, CheckRequest, KernelSource};
+use crate::vm::{verdict::Verdict, CheckRequest, KernelSource};
 use crate::{rootfs, signals};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -571,7 +571,7 @@ fn test_commit(
         }
     }
     // The build is in the cache now: the check finds it there.
-    let out = vm::check(&sctx, &req.at(commit), true)?;
+    let out = crate::check::run(&sctx, &req.at(commit), true)?;
     if out.verdict() == Verdict::Abort {
         bail!(
             "the check could not run at {}: {} (logs: {})",
