@@ -3,7 +3,7 @@
 mod resolve;
 
 use crate::arch::Arch;
-use crate::build::InitramfsMode;
+use crate::build::plan::InitramfsMode;
 use crate::units::{Count, Size, Span};
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -169,7 +169,7 @@ fn verdict_of(t: &Tally, judging: &Judging, rule: &Rule) -> StepVerdict {
 
 /// Runs the check of one commit (already built) until the rule decides.
 pub fn check(sctx: &Ctx, req: &CheckRequest, judging: &Judging, rule: Rule) -> Result<Checked> {
-    let outcome = vm::check_until(sctx, req, true, &mut |reports: &[Report]| {
+    let outcome = crate::check::run_until(sctx, req, true, &mut |reports: &[Report]| {
         let aborted = reports
             .last()
             .is_some_and(|r| r.judgement.verdict() == Verdict::Abort);

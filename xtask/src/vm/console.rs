@@ -122,6 +122,20 @@ fn kernel_messages<'a>(lines: &[&'a str]) -> Vec<Option<(Option<u64>, &'a str)>>
         .collect()
 }
 
+/// The kernel's stamped lines of a console, in order: the byte offset just past each line
+/// (its newline included), its printk stamp in microseconds and its message.
+pub fn stamped(console: &str) -> Vec<(usize, u64, &str)> {
+    let mut out = Vec::new();
+    let mut end = 0;
+    for line in console.split_inclusive('\n') {
+        end += line.len();
+        if let Some((Some(usec), msg)) = message(line.trim_end_matches('\n')) {
+            out.push((end, usec, msg));
+        }
+    }
+    out
+}
+
 /// The kind of the kernel report a message starts, if any. The more specific patterns come
 /// first: a KASAN report is also a `BUG:` line.
 fn classify(msg: &str) -> Option<FindingKind> {
@@ -510,6 +524,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--bad-if-console"));
+    }
+
+    #[test]
+    fn an_oom_panic_is_found_alike_on_arm64_and_x86_64() {
+        // Recorded on each: panic_on_oom, then /dev/shm filled; the OOM report before the
+        // panic (arm64's `Call trace:`, x86's `Call Trace:`) is no finding.
+        let oom = "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled";
+        assert_eq!(
+            found("arm64_panic_after_agent_oom.log"),
+            want(&[(FindingKind::Panic, 189, oom)])
+        );
+        let x86: Vec<_> = found("panic_after_agent_oom.log")
+            .into_iter()
+            .map(|(k, _, t)| (k, t))
+            .collect();
+        assert_eq!(x86, [(FindingKind::Panic, oom.to_string())]);
     }
 
     #[test]
