@@ -212,7 +212,10 @@ impl BisectCmd {
         let asked = self.judging()?;
         let mut judging = Judging {
             any_failure: asked.any_failure,
-            ..Judging::default()
+            mode: mode::Mode::Deterministic {
+                repeat: asked.repeat.unwrap_or(1),
+            },
+            target: None,
         };
         let good_steps = mode::expected_good_steps(git::count(tree, &good, &bad));
         let mut samples = Vec::new();
