@@ -279,6 +279,37 @@ impl BisectCmd {
     }
 }
 
+impl BisectCmd {
+    /// How steps are to be judged (bisect/mode.rs): `--repeat`, `--flaky`, `--metric` and
+    /// their options, checked.
+    pub fn judging(&self) -> Result<crate::bisect::Asked> {
+        let endpoint_runs = match &self.endpoint_runs {
+            Some(n) => u32::try_from(n.within("--endpoint-runs", (1, "1"), (30, "30"))?)?,
+            None => crate::bisect::DEFAULT_ENDPOINT_RUNS,
+        };
+        let confidence = self.confidence.unwrap_or(crate::bisect::DEFAULT_CONFIDENCE);
+        if !(confidence > 0.0 && confidence < 1.0) {
+            bail!("--confidence {confidence}: give a number above 0 and below 1, such as 0.95");
+        }
+        Ok(crate::bisect::Asked {
+            repeat: self
+                .check
+                .repeat
+                .is_some()
+                .then(|| self.check.repeat())
+                .transpose()?,
+            flaky: self.flaky,
+            endpoint_runs,
+            confidence,
+            any_failure: self.any_failure,
+            metric: self.metric.then_some(crate::bisect::MetricAsked {
+                threshold: self.threshold,
+                higher_is_better: self.higher_is_better,
+            }),
+        })
+    }
+}
+
 impl BootCmd {
     /// The boot's request: systemd init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
