@@ -18,6 +18,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 impl VmArgs {
+    /// [`VmArgs::resolve`] for the arch the build's `--arch` names.
+    pub fn resolve_with_arch(
+        &self,
+        file: &FileVm,
+        default_init: InitMode,
+        build: &BuildArgs,
+    ) -> Result<VmRequest> {
+        Ok(self.resolve(file, default_init)?.with_arch(build.arch()))
+    }
+
     /// The VM's request on this host; see [`VmArgs::resolve_for`].
     pub fn resolve(&self, file: &FileVm, default_init: InitMode) -> Result<VmRequest> {
         self.resolve_for(file, default_init, &Host::probe())
@@ -246,8 +256,7 @@ impl CheckCmd {
         Ok(CheckRequest {
             vm: self
                 .vm
-                .resolve(&file.vm, InitMode::Fast)?
-                .with_arch(self.build.arch()),
+                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
             kernel: self
                 .kernel
                 .source(self.rev.as_deref(), &self.build, &file.build)?,
@@ -266,8 +275,7 @@ impl BisectCmd {
         Ok(CheckRequest {
             vm: self
                 .vm
-                .resolve(&file.vm, InitMode::Fast)?
-                .with_arch(self.build.arch()),
+                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
             kernel: KernelSource::Build {
                 rev: None,
                 build: self.build.resolve(&file.build)?,
@@ -284,8 +292,7 @@ impl BootCmd {
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
         let vm = self
             .vm
-            .resolve(&file.vm, InitMode::Systemd)?
-            .with_arch(self.build.arch());
+            .resolve_with_arch(&file.vm, InitMode::Systemd, &self.build)?;
         if self.print_xml && vm.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
