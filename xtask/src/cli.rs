@@ -111,6 +111,9 @@ pub struct TrimConfigArgs {
     /// The architecture to configure for: x86_64 or arm64 [default: the host's]
     #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
     pub arch: Option<&'static Arch>,
+    /// The machine the config is for: fast (virtio-mmio, no PCI or ACPI) or pci (q35, libvirt) [default: the arch's first: fast on x86_64, pci on arm64]
+    #[arg(long, value_name = "LANE")]
+    pub lane: Option<crate::arch::Lane>,
     /// tinyconfig, defconfig, localmodconfig, olddefconfig or a config file [default: tinyconfig]
     #[arg(long, value_name = "BASE")]
     pub base: Option<String>,
@@ -126,7 +129,7 @@ pub struct TrimConfigArgs {
     /// Run make with the host's tools instead of inside the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Where to write the config [default: <state-dir>/config/trimmed.config, trimmed-ARCH.config for another arch]
+    /// Where to write the config [default: <state-dir>/config/trimmed.config; trimmed-ARCH.config for another arch, trimmed-pci.config for x86_64's pci lane]
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
