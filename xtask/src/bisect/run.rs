@@ -557,6 +557,16 @@ fn confirm(
     ))
 }
 
+/// The clean runs of each good step (what the confidence reached is the product over).
+fn good_steps_runs(report: &Report) -> Vec<u32> {
+    report
+        .steps
+        .iter()
+        .filter(|s| s.role == Role::Step && s.verdict == StepVerdict::Good)
+        .map(|s| s.runs.len() as u32)
+        .collect()
+}
+
 /// Whether the culprit's kernel is its parent's, from the signatures their cache entries
 /// keep (`build::signature`); the parent is built if no step did. None when it cannot be
 /// told: no parent, a build that fails, an entry made before signatures were kept.
@@ -604,16 +614,6 @@ fn same_kernel_as_parent(
         &signatures[0][..12]
     );
     Ok(Some(same))
-}
-
-/// The clean runs of each good step (what the confidence reached is the product over).
-fn good_steps_runs(report: &Report) -> Vec<u32> {
-    report
-        .steps
-        .iter()
-        .filter(|s| s.role == Role::Step && s.verdict == StepVerdict::Good)
-        .map(|s| s.runs.len() as u32)
-        .collect()
 }
 
 /// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
