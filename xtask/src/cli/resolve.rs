@@ -270,7 +270,12 @@ impl BisectCmd {
                 .with_arch(self.build.arch()),
             kernel: KernelSource::Build {
                 rev: None,
-                build: self.build.resolve(&file.build)?,
+                build: BuildRequest {
+                    // On by default in a bisect (its endpoints, built first, have compiled
+                    // most of what a step compiles); `ccache = false` in xtask.toml turns it off.
+                    ccache: self.build.ccache || file.build.ccache.unwrap_or(true),
+                    ..self.build.resolve(&file.build)?
+                },
             },
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
@@ -506,7 +511,11 @@ mod tests {
             (rev.as_deref(), build),
             (
                 Some("abc123"),
-                &b.build.resolve(&FileBuild::default()).unwrap()
+                &BuildRequest {
+                    // A bisect's default.
+                    ccache: true,
+                    ..b.build.resolve(&FileBuild::default()).unwrap()
+                }
             )
         );
         // A saved regex that no longer compiles is an error, not a panic.
