@@ -239,6 +239,15 @@ fn a_kselftest_target_gives_per_test_results() {
         err.contains("verdict: good (exit 0): 1 tests: 1 passed"),
         "{err}"
     );
+    // The build shows progress (stderr is a pipe here: plain lines), and says when done.
+    assert!(
+        err.contains("kselftest: building size of the working state"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kselftest build...\n") && err.contains("kselftest build: done in"),
+        "{err}"
+    );
     let json: Value = serde_json::from_str(&stdout(&out)).expect("--json is JSON");
     let mut all = Vec::new();
     names(&json["runs"][0]["tests"], &mut all);
@@ -251,4 +260,37 @@ fn a_kselftest_target_gives_per_test_results() {
         xml.contains("<testsuite name=\"kselftest\" tests=\"1\" failures=\"0\""),
         "{xml}"
     );
+}
+
+/// A suite's option that olddefconfig drops (ext4's tests without ext4) fails the check
+/// before any build, with the option explained and a fix that `check` takes: it has no
+/// `--allow-dropped` (trim-config's), which the error named before.
+#[test]
+fn a_dropped_kunit_option_names_a_fix_that_check_takes() {
+    let f = fixture();
+    let kunitconfig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        kunitconfig.path(),
+        "CONFIG_KUNIT=y\nCONFIG_EXT4_KUNIT_TESTS=y\n",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = run(f
+        .xtask()
+        .arg("check")
+        .arg("--kunitconfig")
+        .arg(kunitconfig.path()));
+    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let err = stderr(&out);
+    assert_eq!(code(&out), 128, "{err}");
+    assert!(err.contains("CONFIG_EXT4_KUNIT_TESTS: asked y"), "{err}");
+    assert!(err.contains("depends on EXT4_FS"), "{err}");
+    assert!(
+        err.contains("1 asked-for option(s) did not keep their value"),
+        "{err}"
+    );
+    assert!(err.contains("in a --kunitconfig FILE"), "{err}");
+    assert!(!err.contains("--allow-dropped"), "{err}");
+    // No build ran: the config was refused first.
+    assert!(!err.contains("building"), "{err}");
 }

@@ -52,6 +52,9 @@ impl Base {
     }
 }
 
+/// trim-config's fix for an asked-for option that olddefconfig dropped.
+pub const DROPPED_FIX: &str = "fix their dependencies, or pass --allow-dropped";
+
 /// Everything trim-config needs, resolved from the command line over xtask.toml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrimOptions {
@@ -66,6 +69,9 @@ pub struct TrimOptions {
     pub sets: Vec<(String, String)>,
     /// Warn instead of failing when an asked-for option does not survive.
     pub allow_dropped: bool,
+    /// The fix the error names when one does not: [`DROPPED_FIX`], or the caller's own (a
+    /// check has no `--allow-dropped`).
+    pub dropped_fix: &'static str,
     /// Run make on the host instead of in the rootfs container.
     pub host: bool,
     /// Default: the arch's trimmed config in the state dir ([`StateDir::trimmed_config_for`]).
@@ -119,6 +125,7 @@ impl TrimOptions {
             fragments,
             sets,
             allow_dropped: args.allow_dropped,
+            dropped_fix: DROPPED_FIX,
             host: args.host,
             output: args
                 .output
@@ -216,9 +223,10 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
     if !dropped.is_empty() {
         if !opts.allow_dropped {
             bail!(
-                "{} asked-for option(s) did not keep their value (above); fix their dependencies, \
-                 or pass --allow-dropped. The config as olddefconfig left it: {}",
+                "{} asked-for option(s) did not keep their value (above); {}. The config as \
+                 olddefconfig left it: {}",
                 dropped.len(),
+                opts.dropped_fix,
                 dot_config.display()
             );
         }

@@ -39,7 +39,12 @@ pub fn prepare(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
         if req.vm.share.is_some() {
             bail!("--kselftest shares the selftests with the guest: it cannot take --share too");
         }
-        req.vm.share = Some(kselftest::build(ctx, &t.kselftest)?);
+        // The selftests of the revision the kernel is built from (a bisect step's).
+        let rev = match &req.kernel {
+            KernelSource::Build { rev, .. } => rev.as_deref(),
+            KernelSource::Image(_) => None,
+        };
+        req.vm.share = Some(kselftest::build(ctx, rev, &t.kselftest)?);
         req.plan.command = kselftest::command();
         return Ok(req);
     }
@@ -165,6 +170,12 @@ fn options(ctx: &Ctx, t: &TestRequest) -> Result<Vec<(String, String)>> {
     Ok(sets)
 }
 
+/// A check's fix for a suite's option that olddefconfig dropped: it has no `--allow-dropped`
+/// (a kernel without the suite would run no test of it).
+pub const DROPPED_FIX: &str = "enable their dependencies too: list them with the suite's \
+                               options in a --kunitconfig FILE, or build on a --config PATH \
+                               that has them";
+
 /// The base config with `sets` merged in, through olddefconfig, each option verified as
 /// trim-config verifies a `--set` (a dropped one fails with its explanation). Kept by its
 /// inputs in the config dir, so the next check with the same suites reuses it.
@@ -196,6 +207,7 @@ fn config(ctx: &Ctx, base: PathBuf, sets: &[(String, String)]) -> Result<PathBuf
     eprintln!("kunit: adding {} to {}", asked.join(" "), base.display());
     opts.base = Base::File(base);
     opts.sets = sets.to_vec();
+    opts.dropped_fix = DROPPED_FIX;
     opts.output = out;
     opts.quiet = true;
     trim::trim(ctx, &opts).context("making the KUnit config")
