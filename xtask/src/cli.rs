@@ -507,6 +507,9 @@ pub enum BenchWhat {
         /// Commits in the synthetic history, 4 to 4096
         #[arg(long, default_value = "64", value_parser = Count::parse)]
         commits: Count,
+        /// Every fourth commit declares a global in a widely included header (ccache's case)
+        #[arg(long)]
+        headers: bool,
     },
 }
 

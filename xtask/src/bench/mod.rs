@@ -44,9 +44,9 @@ impl BenchArgs {
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants)
             }
-            BenchWhat::Bisect { commits } => {
+            BenchWhat::Bisect { commits, headers } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
-                bisect::run(ctx, u32::try_from(commits)?)
+                bisect::run(ctx, u32::try_from(commits)?, headers)
             }
         }
     }
