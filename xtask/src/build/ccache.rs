@@ -27,14 +27,20 @@ pub struct Stats {
 impl Stats {
     /// Reads a `CCACHE_STATSLOG` file: each compilation is a `# FILE` line, then one counter
     /// name a line. A compilation counts as a hit (direct or preprocessed) or a miss; the
-    /// uncacheable calls (a link, preprocessing only) count as neither.
+    /// uncacheable calls (a link, preprocessing only) count as neither, and so do Kbuild's
+    /// probes of the compiler (`cc-option`: the input is /dev/null), which are not the tree's.
     pub fn parse(log: &str) -> Stats {
         let mut s = Stats::default();
+        let mut probe = false;
         for line in log.lines().map(str::trim) {
-            match line {
-                "direct_cache_hit" | "preprocessed_cache_hit" => s.hits += 1,
-                "cache_miss" => s.misses += 1,
-                _ => {}
+            match line.strip_prefix("# ") {
+                Some(file) => probe = file == "/dev/null",
+                None if probe => {}
+                None => match line {
+                    "direct_cache_hit" | "preprocessed_cache_hit" => s.hits += 1,
+                    "cache_miss" => s.misses += 1,
+                    _ => {}
+                },
             }
         }
         s
@@ -64,14 +70,15 @@ mod tests {
     use super::*;
 
     /// Recorded in the build container (ccache 4.7.5): a miss, then a hit of the same file,
-    /// then a call that only links.
+    /// then a call that only links, then two of Kbuild's compiler probes.
     #[test]
     fn a_stats_log_counts_hits_and_misses() {
         let log = "# a.c\ncache_miss\ndirect_cache_miss\nlocal_storage_miss\n\
                    local_storage_read_miss\nlocal_storage_write\npreprocessed_cache_miss\n\
                    # a.c\ndirect_cache_hit\nlocal_storage_hit\nlocal_storage_read_hit\n\
                    # b.c\npreprocessed_cache_hit\ndirect_cache_miss\n\
-                   # a.o\ncalled_for_link\n";
+                   # a.o\ncalled_for_link\n\
+                   # /dev/null\ncache_miss\n# /dev/null\ndirect_cache_hit\n";
         let s = Stats::parse(log);
         assert_eq!(s, Stats { hits: 2, misses: 1 });
         assert_eq!(s.describe(), "ccache 67% (2 of 3 compilations)");
