@@ -462,6 +462,35 @@ mod tests {
         super::super::Cli::try_parse_from(argv).unwrap().command
     }
 
+    /// ccache: on in a bisect unless xtask.toml says `ccache = false`; off in a check unless
+    /// asked for.
+    #[test]
+    fn ccache_is_on_in_a_bisect_unless_the_file_turns_it_off() {
+        let ccache = |args: &[&str], file: Option<bool>| {
+            let file = FileConfig {
+                build: FileBuild {
+                    ccache: file,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let req = match command(args) {
+                super::super::Command::Bisect(b) => b.request(&file).unwrap(),
+                super::super::Command::Check(c) => c.request(&file).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            match req.kernel {
+                KernelSource::Build { build, .. } => build.ccache,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(ccache(&["bisect", "v1", "v2"], None));
+        assert!(!ccache(&["bisect", "v1", "v2"], Some(false)));
+        assert!(ccache(&["bisect", "v1", "v2", "--ccache"], Some(false)));
+        assert!(!ccache(&["check"], None));
+        assert!(ccache(&["check", "--ccache"], None));
+    }
+
     /// A bisect stores its request for `--resume`: it reads back as the same request, the
     /// script's bytes and the regexes included, and each step checks its own commit.
     #[test]
