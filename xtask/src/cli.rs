@@ -538,6 +538,9 @@ pub enum BenchWhat {
         /// a seeded stand-in, not a boot; git bisect over the real history)
         #[arg(long)]
         flaky: bool,
+        /// Every fourth commit declares a global in a widely included header (ccache's case)
+        #[arg(long)]
+        headers: bool,
     },
 }
 
