@@ -301,13 +301,18 @@ impl BisectCmd {
             wt: place.worktree.clone(),
         };
         // A bisect left in the worktree by a state that is gone (removed by hand).
-        bisect.reset()?;
-        let answer = bisect.start(
-            (terms.old_term(), terms.new_term()),
-            &good,
-            &bad,
-            &self.paths,
-        )?;
+        let answer = bisect.reset().and_then(|()| {
+            bisect.start(
+                (terms.old_term(), terms.new_term()),
+                &good,
+                &bad,
+                &self.paths,
+            )
+        });
+        // Until the state is saved (in `drive`), a failure leaves no bisect: nor its lock.
+        let answer = answer.inspect_err(|_| {
+            let _ = git::unlock_worktree(tree, &place.worktree);
+        })?;
         let saved = Saved {
             version: SAVED_VERSION,
             run_dir: ctx.run_dir.clone(),
