@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: dispatches to one measurement per module.
 
 mod bisect;
+mod kunit;
 mod trim;
 mod vm;
 
@@ -43,6 +44,10 @@ impl BenchArgs {
                 let kernel = kernel.source(None, &build, &ctx.file.build)?;
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants)
+            }
+            BenchWhat::Kunit { runs } => {
+                let runs = runs.within("--runs", (1, "1"), (100, "100"))?;
+                kunit::run(ctx, u32::try_from(runs)?)
             }
             BenchWhat::Bisect { commits } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
