@@ -37,6 +37,11 @@ pub fn fixture() -> Fixture {
     }
 }
 
+/// The arm64 Image `cargo xtask test` built from the tree (XTASK_TEST_KERNEL_ARM64).
+pub fn arm64_kernel() -> PathBuf {
+    env_path("XTASK_TEST_KERNEL_ARM64")
+}
+
 impl Fixture {
     /// `cargo xtask` with the fixture's state dir and tree.
     pub fn xtask(&self) -> Command {

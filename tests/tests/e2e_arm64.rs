@@ -3,17 +3,10 @@
 //! on the arm64 guest root, and a short arm64 bisect. `cargo xtask test` prepares the arm64
 //! root, config and kernel (XTASK_TEST_KERNEL_ARM64).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::{code, fixture, run, stderr, stdout, Fixture};
-
-fn arm64_kernel() -> PathBuf {
-    match std::env::var_os("XTASK_TEST_KERNEL_ARM64") {
-        Some(k) => PathBuf::from(k),
-        None => panic!("XTASK_TEST_KERNEL_ARM64 is not set: run through `cargo xtask test`"),
-    }
-}
+use tests::{arm64_kernel, code, fixture, run, stderr, stdout, Fixture};
 
 /// `cargo xtask check --arch arm64 --kernel <the arm64 kernel> ARGS`.
 fn check(f: &Fixture, args: &[&str]) -> Command {

@@ -117,6 +117,11 @@ fn bisect_finds_the_warning_skips_the_broken_commit_and_is_cached_the_second_tim
         "{report}"
     );
     assert!(report.contains("## First bad commit"), "{report}");
+    assert!(
+        stderr(&out).contains("the culprit's kernel differs from its parent's"),
+        "the warning's commit changes the kernel: {}",
+        stderr(&out)
+    );
     assert!(report.contains("| confirm: revert |"), "{report}");
     assert!(
         report.contains(culprit.as_str()),
@@ -171,6 +176,17 @@ fn bisect_worktree(f: &Fixture) -> PathBuf {
         .map(|e| e.path().join("worktree"))
         .find(|p| p.is_dir())
         .expect("the bisect's worktree")
+}
+
+/// The reason git holds worktree `wt` of `tree` locked with, if it does.
+fn worktree_lock(tree: &Path, wt: &Path) -> Option<String> {
+    let list = read(git(tree).args(["worktree", "list", "--porcelain"]));
+    let wt = wt.canonicalize().unwrap();
+    list.split("\n\n")
+        .find(|b| b.lines().next() == Some(&format!("worktree {}", wt.display())))?
+        .lines()
+        .find_map(|l| l.strip_prefix("locked"))
+        .map(|r| r.trim().to_string())
 }
 
 fn git(dir: &Path) -> Command {
@@ -290,13 +306,20 @@ fn a_tools_only_culprit_is_suspicious_and_its_parent_disagrees() {
         "{report}"
     );
     assert!(report.contains("it changes only tools/"), "{report}");
+    // Its kernel and its parent's are compared by the signatures their cache entries keep
+    // (vmlinux, banner masked): the two builds differ only in their dates, so they are equal.
+    assert!(
+        report.contains("its kernel is the same as its parent's"),
+        "{report}"
+    );
     assert!(report.contains("- its parent is bad, not good"), "{report}");
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(last_bisect_run(&f.state).join("bisect.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(json["confirmation"]["result"], "not_confirmed");
-    assert_eq!(json["suspicions"][0], "only_tools");
+    assert_eq!(json["suspicions"][0], "same_kernel_as_parent");
+    assert_eq!(json["suspicions"][1], "only_tools");
 }
 
 #[test]
@@ -352,11 +375,21 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
             .args(["bisect", "--no-confirm", "base", "bisect-e2e"]),
         "bisect: step 1 ",
     );
-    // Beside it: a build of another commit (it moves the build worktree and waits on its
-    // lock), and a config that changes (as trim-config would).
-    let mut cfg = std::fs::read_to_string(&config).unwrap();
-    cfg.push_str("# changed while a bisect runs\n");
-    std::fs::write(&config, cfg).unwrap();
+    // Beside it: a real trim-config that changes the state's config, and a build of another
+    // commit (it moves the build worktree and waits on its lock).
+    let out = run(f.xtask().args([
+        "trim-config",
+        "--set",
+        "CONFIG_LOCALVERSION=\"-trimmed-during-a-bisect\"",
+    ]));
+    assert_eq!(code(&out), 0, "trim-config failed: {}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("-trimmed-during-a-bisect"),
+        "trim-config did not change {}",
+        config.display()
+    );
     let out = run(f.xtask().args(["build", "--retry-failed", &ids[7]]));
     assert_eq!(code(&out), 1, "the broken commit built");
     let (status, seen) = bisect.finish(Duration::from_secs(8 * 60));
@@ -403,6 +436,11 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("HEAD has moved"), "{}", stdout(&out));
     assert!(stdout(&out).contains("git bisect skip"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("its worktree is locked for it"),
+        "{}",
+        stdout(&out)
+    );
     let t = Instant::now();
     let out = run(f.xtask().args(["bisect", "--resume"]));
     assert_eq!(code(&out), 0, "resume failed");
@@ -438,12 +476,34 @@ fn reset_ends_an_interrupted_bisect() {
     );
     let (status, _) = bisect.interrupt(Duration::from_secs(60));
     assert_eq!(status.code(), Some(130));
+    // Interrupted, the bisect still holds its worktree: git keeps it locked, saying how to
+    // end it, and a second bisect is refused with the fix named and leaves HEAD alone.
+    let wt = bisect_worktree(&f);
+    let head = read(git(&wt).args(["rev-parse", "HEAD"]));
+    let lock = worktree_lock(&f.tree, &wt);
+    assert!(
+        lock.as_deref()
+            .is_some_and(|r| r.contains("--resume") && r.contains("--reset")),
+        "the interrupted bisect's worktree is not locked: {lock:?}"
+    );
+    let t = Instant::now();
+    let out = run(f.xtask().args(["bisect", "base", "bisect-e2e"]));
+    assert_eq!(code(&out), 128, "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(
+        stderr(&out).contains("already under way")
+            && stderr(&out).contains("--resume")
+            && stderr(&out).contains("--reset"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read(git(&wt).args(["rev-parse", "HEAD"])), head);
     let out = run(f.xtask().args(["bisect", "--reset"]));
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("bisect ended"), "{}", stdout(&out));
+    assert_eq!(worktree_lock(&f.tree, &wt), None, "--reset left it locked");
     let out = run(f.xtask().args(["bisect", "--status"]));
     assert!(stdout(&out).contains("no bisect under way"));
-    let wt = bisect_worktree(&f);
     let log = git(&wt).args(["bisect", "log"]).output().unwrap();
     assert!(!log.status.success(), "the worktree is still bisecting");
 }

@@ -7,7 +7,7 @@
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tests::{code, fixture, run, stderr, stdout, Fixture};
+use tests::{arm64_kernel, code, fixture, run, run_with_pid, stderr, stdout, Fixture};
 
 const URI: &str = "qemu:///system";
 
@@ -277,10 +277,15 @@ fn libvirt_print_xml_is_a_domain_libvirt_accepts() {
         xml.contains(&format!("<kernel>{}</kernel>", kernel.display())),
         "{xml}"
     );
-    // libvirt's own parser and schema: define it (persistently, not started), then undefine.
+    assert_libvirt_accepts(&xml);
+}
+
+/// libvirt's own parser and schema take `xml`: define it (persistently, not started), then
+/// undefine it.
+fn assert_libvirt_accepts(xml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("domain.xml");
-    std::fs::write(&file, &xml).unwrap();
+    std::fs::write(&file, xml).unwrap();
     let define = run(Command::new("virsh")
         .args(["-c", URI, "define", "--validate"])
         .arg(&file));
@@ -495,5 +500,143 @@ fn libvirt_a_virtiofsd_killed_twice_is_an_infrastructure_fault() {
         err.contains("verdict: abort (exit 128): virtiofsd (the rootfs share) exited"),
         "{err}"
     );
+    assert_no_domain_left();
+}
+
+/// `cargo xtask check --backend libvirt --arch arm64 --kernel <the arm64 Image> ARGS`.
+fn check_arm64(f: &Fixture, args: &[&str]) -> Command {
+    let mut c = f.xtask();
+    c.args([
+        "check",
+        "--backend",
+        "libvirt",
+        "--connect",
+        URI,
+        "--arch",
+        "arm64",
+    ])
+    .arg("--kernel")
+    .arg(arm64_kernel())
+    .args(["--boot-timeout", "180s"])
+    .args(args);
+    c
+}
+
+/// An arm64 guest under TCG on a loaded CI machine: well under this when it works.
+const ARM64_LIMIT: Duration = Duration::from_secs(240);
+
+/// What libvirt keeps for a domain while it runs (its agent channel and virtiofsd sockets,
+/// monitor socket, pid and XML files), left after the run of this pid ended: the entries of
+/// libvirt's directories named by the domain's name or its 20-character short name.
+fn libvirt_files_left(f: &Fixture, pid: u32) -> Vec<std::path::PathBuf> {
+    let run_dir = tests::run_dir_of(f, pid);
+    let name = format!("xtask-{}", run_dir.file_name().unwrap().to_string_lossy());
+    let short: String = name.chars().take(20).collect();
+    let mut left = vec![];
+    for dir in [
+        "/var/lib/libvirt/qemu",
+        "/var/lib/libvirt/qemu/channel/target",
+        "/var/lib/libvirt/qemu/ram",
+        "/run/libvirt/qemu",
+    ] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(&short) {
+                left.push(e.path());
+            }
+        }
+    }
+    // Nor a socket in the run's own dir.
+    for e in std::fs::read_dir(&run_dir).unwrap().flatten() {
+        use std::os::unix::fs::FileTypeExt;
+        if e.file_type().unwrap().is_socket() {
+            left.push(e.path());
+        }
+    }
+    left
+}
+
+/// An arm64 guest as a libvirt domain: an aarch64 `virt` machine under TCG with the arm64
+/// root over virtiofs, its console scanned and the agent reached through libvirt; powered
+/// off at the end, leaving no domain, socket or process.
+#[test]
+fn libvirt_arm64_uname_says_aarch64_and_nothing_is_left() {
+    let _one = serial();
+    let f = fixture();
+    let (out, took, pid) = run_with_pid(&mut check_arm64(&f, &["--", "uname", "-m"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(took < ARM64_LIMIT, "{took:?}");
+    assert_eq!(stdout(&out).trim(), "aarch64");
+    assert!(
+        err.contains("verdict: good (exit 0): the command exited 0"),
+        "{err}"
+    );
+    assert!(err.contains("guest powered off"), "{err}");
+    assert_no_domain_left();
+    let left = libvirt_files_left(&f, pid);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let run_dir = tests::run_dir_of(&f, pid);
+    let xml = std::fs::read_to_string(run_dir.join("domain.xml")).unwrap();
+    assert!(
+        xml.contains("<type arch='aarch64' machine='virt'>"),
+        "{xml}"
+    );
+    // The QEMU that ran had the pointer authentication TCG emulates fast.
+    let log = std::fs::read_to_string(run_dir.join("qemu.log")).unwrap();
+    assert!(log.contains("-global max-arm-cpu.pauth-impdef=on"), "{log}");
+    let procs = tests::processes_mentioning(&run_dir.to_string_lossy());
+    assert!(procs.is_empty(), "{procs:?}");
+}
+
+#[test]
+fn libvirt_arm64_a_panic_at_boot_is_untestable_and_named() {
+    let _one = serial();
+    let f = fixture();
+    let (out, took, pid) = run_with_pid(&mut check_arm64(
+        &f,
+        &["--append", "init=/nonexistent", "--", "true"],
+    ));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert!(took < ARM64_LIMIT, "{took:?}");
+    assert!(
+        err.contains("verdict: untestable (exit 125)")
+            && err.contains("console: panic at line")
+            && err.contains("Kernel panic - not syncing: Requested init /nonexistent failed"),
+        "{err}"
+    );
+    assert_no_domain_left();
+    let left = libvirt_files_left(&f, pid);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn libvirt_arm64_print_xml_is_a_domain_libvirt_accepts() {
+    let _one = serial();
+    let f = fixture();
+    let out = run(f
+        .xtask()
+        .args([
+            "boot",
+            "--backend",
+            "libvirt",
+            "--arch",
+            "arm64",
+            "--print-xml",
+        ])
+        .arg("--kernel")
+        .arg(arm64_kernel()));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let xml = stdout(&out);
+    for want in [
+        "<type arch='aarch64' machine='virt'>hvm</type>",
+        "<emulator>/usr/bin/qemu-system-aarch64</emulator>",
+        "console=ttyAMA0",
+        "guest-arm64/rootfs",
+    ] {
+        assert!(xml.contains(want), "{want} not in\n{xml}");
+    }
+    assert!(!xml.contains("<acpi/>"), "{xml}");
+    assert_libvirt_accepts(&xml);
     assert_no_domain_left();
 }

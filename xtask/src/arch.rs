@@ -53,8 +53,11 @@ pub struct Arch {
     pub machine: Machine,
     /// The machine the libvirt backend and the KVM probe boot (it has firmware).
     pub full_machine: Machine,
-    /// `-cpu` under TCG (under KVM it is always `host`).
+    /// `-cpu` under TCG (under KVM it is always `host`): a model, then its properties.
     pub tcg_cpu: &'static str,
+    /// The QOM type of `tcg_cpu`'s model, which `-global TYPE.PROPERTY=VALUE` names: how the
+    /// libvirt backend sets the model's properties (libvirt 9 has no spelling for them).
+    pub tcg_cpu_type: &'static str,
     /// The serial console's device in the guest (`console=`).
     pub console: &'static str,
     /// The kernel command line's part for this architecture, each with its reason below.
@@ -80,6 +83,7 @@ pub const X86_64: Arch = Arch {
     full_machine: Machine::Q35,
     // Every feature TCG can emulate.
     tcg_cpu: "max",
+    tcg_cpu_type: "max-x86_64-cpu",
     // The 8250 UART at the ISA serial port, which microvm and q35 both have.
     console: "ttyS0",
     cmdline: &[
@@ -110,6 +114,7 @@ pub const ARM64: Arch = Arch {
     // TCG's QARMA pointer authentication costs much of a boot; the implementation-defined
     // algorithm keeps pointer authentication, far cheaper to emulate.
     tcg_cpu: "max,pauth-impdef=on",
+    tcg_cpu_type: "max-arm-cpu",
     // virt's PL011 UART.
     console: "ttyAMA0",
     cmdline: &[],
@@ -151,6 +156,13 @@ impl Arch {
         } else {
             self.cross_compile
         }
+    }
+
+    /// `tcg_cpu`'s model (`max`) and its properties (`pauth-impdef=on`).
+    pub fn tcg_cpu_parts(&self) -> (&'static str, Vec<&'static str>) {
+        let mut parts = self.tcg_cpu.split(',');
+        let model = parts.next().unwrap_or_default();
+        (model, parts.collect())
     }
 
     /// make's variables for this architecture: none for the host's (make's own default),
@@ -228,6 +240,12 @@ mod tests {
     }
 
     #[test]
+    fn the_tcg_cpu_is_a_model_and_its_properties() {
+        assert_eq!(X86_64.tcg_cpu_parts(), ("max", vec![]));
+        assert_eq!(ARM64.tcg_cpu_parts(), ("max", vec!["pauth-impdef=on"]));
+    }
+
+    #[test]
     fn every_record_is_consistent() {
         for a in ALL {
             assert!(a.image_path.starts_with(&format!("arch/{}/", a.srcarch)));
@@ -235,6 +253,14 @@ mod tests {
             assert!(a.qemu.starts_with("qemu-system-"));
             assert!(a.fragment.ends_with(&format!("{}.config", a.name)));
             assert!(a.cross_compile.ends_with('-'));
+            let (model, _) = a.tcg_cpu_parts();
+            // libvirt's `<cpu mode='maximum'/>` is `-cpu max` (libvirt/xml.rs).
+            assert_eq!(model, "max", "{}", a.name);
+            assert!(
+                a.tcg_cpu_type.starts_with(&format!("{model}-")),
+                "{}",
+                a.name
+            );
             let fragment = crate::settings::workspace_root().join(a.fragment);
             let text = std::fs::read_to_string(&fragment).unwrap();
             crate::kconfig::config::parse(&text).unwrap();

@@ -6,17 +6,15 @@ pub mod failure;
 pub mod key;
 mod miss;
 pub mod plan;
-pub use plan::InitramfsMode;
 mod progress;
 pub mod runner;
+pub mod signature;
 pub mod source;
 mod toolchain;
 
-use crate::cli::BuildCmd;
 use crate::ctx::Ctx;
-use crate::exit;
 use crate::settings::BuildRequest;
-use crate::units::{human_bytes, human_duration, short};
+use crate::units::short;
 use anyhow::{bail, Context, Result};
 use cache::{Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
@@ -84,7 +82,7 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
     let config_path = input_config(ctx, opts)?;
     let config = std::fs::read(&config_path)
         .with_context(|| format!("reading the config {}", config_path.display()))?;
-    let source = source::resolve(&tree, rev)?;
+    let source = source::resolve(&ctx.state, &tree, rev)?;
     let dirs = miss::Dirs::of(ctx, &tree, &source, opts);
     let plan = dirs.plan(&source, opts, &miss::ccache_host(ctx));
     let inputs = KeyInputs {
@@ -188,56 +186,6 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
         make_runs,
         modules: present(cache::MODULES),
         log: entry.path(cache::BUILD_LOG),
-    }
-}
-
-impl BuildCmd {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let opts = self.build.resolve(&ctx.file.build)?;
-        match ensure_kernel(ctx, self.rev.as_deref(), &opts)? {
-            BuildOutcome::Built(a) => {
-                let what = a.commit.as_deref().map_or("working state", short);
-                if a.cache_hit {
-                    println!(
-                        "cache hit: {} ({what}) in {}, no make run",
-                        short(&a.key),
-                        human_duration(a.duration)
-                    );
-                } else {
-                    println!(
-                        "built: {} ({what}) in {}, {} make runs",
-                        short(&a.key),
-                        human_duration(a.duration),
-                        a.make_runs
-                    );
-                }
-                println!(
-                    "{:<11}{} ({})",
-                    format!("{}:", opts.arch.image_target),
-                    a.image.display(),
-                    human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
-                );
-                if let Some(i) = &a.initramfs {
-                    println!("initramfs: {}", i.display());
-                }
-                if let Some(m) = &a.modules {
-                    println!("modules:   {}", m.display());
-                }
-                println!("config:    {}", a.config.display());
-                println!("log:       {}", a.log.display());
-                println!("entry:     {}", a.dir.display());
-                Ok(exit::OK)
-            }
-            BuildOutcome::Failed {
-                key, log, summary, ..
-            } => {
-                eprintln!("build failed (key {}):\n{summary}", short(&key));
-                eprintln!("full log: {}", log.display());
-                eprintln!("the failure is cached for these inputs; --retry-failed builds again");
-                // The kernel's failure, as `git bisect run cargo xtask build` reads it: bad.
-                Ok(exit::FAILED)
-            }
-        }
     }
 }
 

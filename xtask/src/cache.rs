@@ -129,7 +129,7 @@ fn show(ctx: &Ctx, cache: &Cache, what: &str) -> Result<u8> {
     };
     if found.is_empty() {
         let tree = ctx.require_tree()?;
-        let src = crate::build::source::resolve(&tree, Some(what))
+        let src = crate::build::source::resolve(&ctx.state, &tree, Some(what))
             .with_context(|| format!("{what} is neither a cache key nor a revision"))?;
         found = entries
             .iter()

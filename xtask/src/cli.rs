@@ -3,7 +3,7 @@
 mod resolve;
 
 use crate::arch::Arch;
-use crate::build::InitramfsMode;
+use crate::build::plan::InitramfsMode;
 use crate::units::{Count, Size, Span};
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -73,11 +73,15 @@ pub struct MakeHistoryArgs {
     #[arg(long, default_value_t = 16)]
     pub commits: usize,
     /// Which commit (0-based) adds the boot warning
-    #[arg(long)]
-    pub culprit: usize,
+    #[arg(long, required_unless_present = "changes")]
+    pub culprit: Option<usize>,
     /// Which commit (0-based) breaks the build (the next one fixes it)
     #[arg(long)]
     pub broken: Option<usize>,
+    /// The commits by name instead, in order (comment, code, warn, break, fix, other-warn,
+    /// other-fix, marker, delay)
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["culprit", "broken"])]
+    pub changes: Vec<String>,
 }
 
 #[derive(Args, Debug)]

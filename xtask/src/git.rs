@@ -1,7 +1,8 @@
 //! The one git command builder: `git -C DIR …` with what every git call of ours gets (no
 //! optional locks: a status's index refresh would take the index lock of a tree the user may be
 //! working in), written as a line with xshell's `cmd!` ([`line`]) or built up ([`git`]), and
-//! run through `CommandExt`; [`owned`] adds the toolkit's identity for commits in trees it owns.
+//! run through `CommandExt`; [`with_index`] reads a private index of ours instead; [`owned`]
+//! adds the toolkit's identity for commits in trees it owns.
 
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -32,6 +33,15 @@ pub fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.arg("-C").arg(dir);
     with_our_env(c)
+}
+
+/// `git -C dir` with `index` in place of the tree's own index: a private index in the state
+/// dir, which only we use, so git may refresh and write it (optional locks on: nobody else
+/// takes its lock).
+pub fn with_index(dir: &Path, index: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.env("GIT_INDEX_FILE", index).arg("-C").arg(dir);
+    c
 }
 
 /// As [`git`], committing as the toolkit: only for trees it owns (the linux-source tree, the
@@ -65,5 +75,10 @@ mod tests {
             "GIT_OPTIONAL_LOCKS=0 git -C '/a tree' status"
         );
         assert!(crate::cmd::display(&owned(dir)).contains("GIT_COMMITTER_NAME=xtask"));
+        let private = with_index(dir, Path::new("/s/index"));
+        assert_eq!(
+            crate::cmd::display(&private),
+            "GIT_INDEX_FILE=/s/index git -C '/a tree'"
+        );
     }
 }

@@ -23,6 +23,16 @@ pub enum Change {
     Break,
     /// Removes that `#error` again.
     Fix,
+    /// Adds a `late_initcall` that warns at boot in kernel/fork.c: a failure other than the
+    /// culprit's (another kind of trouble in another place), for `bisect`'s target symptom.
+    OtherWarn,
+    /// Removes that warning again.
+    OtherFix,
+    /// Prints a marker line at boot after do_basic_setup(): a check tells the kernels with it
+    /// apart (the flaky bisect's culprit).
+    Marker,
+    /// Adds `mdelay(200)` after do_basic_setup(): every later boot is 200 ms slower.
+    Delay,
 }
 
 /// Files that a trimmed config compiles, and one it does not.
@@ -40,6 +50,27 @@ const BREAK_FILE: &str = "kernel/panic.c";
 const BREAK_LINE: &str = "#error \"xtask history: this commit does not build\"\n";
 const WARN_ANCHOR: &str = "\tdo_basic_setup();\n";
 const WARN_LINE: &str = "\tWARN(1, \"xtask history: injected boot warning\\n\");\n";
+const OTHER_FILE: &str = "kernel/fork.c";
+const OTHER_WARN: &str = "static int __init xtask_history_other(void)\n{\n\tWARN(1, \"xtask history: another warning\\n\");\n\treturn 0;\n}\nlate_initcall(xtask_history_other);\n";
+/// What [`Change::Marker`] prints at boot.
+pub const MARKER: &str = "xtask history: marker";
+const DELAY_LINE: &str = "\tmdelay(200); /* xtask history: 200 ms at boot */\n";
+
+/// A change by the name `make-history --changes` gives it.
+pub fn change_named(name: &str) -> Result<Change> {
+    Ok(match name {
+        "comment" => Change::Comment(COMPILED[0]),
+        "code" => Change::Code(COMPILED[2]),
+        "warn" => Change::Warn,
+        "break" => Change::Break,
+        "fix" => Change::Fix,
+        "other-warn" => Change::OtherWarn,
+        "other-fix" => Change::OtherFix,
+        "marker" => Change::Marker,
+        "delay" => Change::Delay,
+        _ => bail!("no change named {name:?}: comment, code, warn, break, fix, other-warn, other-fix, marker or delay"),
+    })
+}
 
 /// The plan: `n` commits, the warning at index `culprit` (0-based), a broken commit at
 /// `broken` (fixed at `broken + 1`) when given. Others alternate comments and code.
@@ -79,15 +110,22 @@ pub fn apply(change: &Change, index: usize, old: &str) -> Result<(&'static str, 
         }
         Change::Comment(f) => (f, format!("{old}\n.. xtask history: commit {index}\n")),
         Change::Code(f) => (f, format!("{old}int xtask_history_{index} = {index};\n")),
-        Change::Warn => {
+        Change::Warn | Change::Delay | Change::Marker => {
             if !old.contains(WARN_ANCHOR) {
-                bail!("init/main.c has no `do_basic_setup();` line to put the warning after");
+                bail!("init/main.c has no `do_basic_setup();` line to put the change after");
             }
+            let line = match change {
+                Change::Warn => WARN_LINE.to_string(),
+                Change::Delay => DELAY_LINE.to_string(),
+                _ => format!("\tpr_info(\"{MARKER}\\n\");\n"),
+            };
             (
                 "init/main.c",
-                old.replacen(WARN_ANCHOR, &format!("{WARN_ANCHOR}{WARN_LINE}"), 1),
+                old.replacen(WARN_ANCHOR, &format!("{WARN_ANCHOR}{line}"), 1),
             )
         }
+        Change::OtherWarn => (OTHER_FILE, format!("{old}{OTHER_WARN}")),
+        Change::OtherFix => (OTHER_FILE, old.replacen(OTHER_WARN, "", 1)),
         Change::Break => (BREAK_FILE, format!("{old}{BREAK_LINE}")),
         Change::Fix => (BREAK_FILE, old.replacen(BREAK_LINE, "", 1)),
     })
@@ -96,8 +134,9 @@ pub fn apply(change: &Change, index: usize, old: &str) -> Result<(&'static str, 
 fn path_of(change: &Change) -> &'static str {
     match change {
         Change::Comment(f) | Change::Code(f) => f,
-        Change::Warn => "init/main.c",
+        Change::Warn | Change::Delay | Change::Marker => "init/main.c",
         Change::Break | Change::Fix => BREAK_FILE,
+        Change::OtherWarn | Change::OtherFix => OTHER_FILE,
     }
 }
 
@@ -108,6 +147,10 @@ fn subject(change: &Change, i: usize) -> String {
         Change::Warn => format!("history {i}: init: warn at boot"),
         Change::Break => format!("history {i}: panic: break the build"),
         Change::Fix => format!("history {i}: panic: fix the build"),
+        Change::OtherWarn => format!("history {i}: fork: warn at boot"),
+        Change::OtherFix => format!("history {i}: fork: no warning at boot"),
+        Change::Marker => format!("history {i}: init: print a marker at boot"),
+        Change::Delay => format!("history {i}: init: 200 ms more at boot"),
     }
 }
 
@@ -170,7 +213,14 @@ impl crate::cli::MakeHistoryArgs {
     /// Writes the history and prints one commit id a line, oldest first.
     pub fn run(self, ctx: &crate::ctx::Ctx) -> Result<u8> {
         let tree = ctx.require_tree()?;
-        let changes = plan(self.commits, self.culprit, self.broken)?;
+        let changes = match (&self.changes[..], self.culprit) {
+            ([], Some(culprit)) => plan(self.commits, culprit, self.broken)?,
+            ([], None) => bail!("give --culprit N, or --changes"),
+            (names, _) => names
+                .iter()
+                .map(|n| change_named(n))
+                .collect::<Result<_>>()?,
+        };
         for id in write(&tree, &self.base, &self.branch, &changes)? {
             println!("{id}");
         }
@@ -207,6 +257,16 @@ mod tests {
         let (_, broken) = apply(&Change::Break, 1, "x\n").unwrap();
         let (_, fixed) = apply(&Change::Fix, 2, &broken).unwrap();
         assert_eq!(fixed, "x\n");
+        let (path, other) = apply(&Change::OtherWarn, 1, "x\n").unwrap();
+        assert_eq!(path, "kernel/fork.c");
+        assert!(other.contains("late_initcall(xtask_history_other);"));
+        assert_eq!(apply(&Change::OtherFix, 2, &other).unwrap().1, "x\n");
+        let (_, slow) = apply(&Change::Delay, 4, old).unwrap();
+        let (_, both) = apply(&Change::Marker, 5, &slow).unwrap();
+        assert!(both.contains(
+            "do_basic_setup();\n\tpr_info(\"xtask history: marker\\n\");\n\tmdelay(200);"
+        ));
+        assert!(change_named("delay").is_ok() && change_named("nope").is_err());
     }
 
     #[test]

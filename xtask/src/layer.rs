@@ -2,8 +2,6 @@
 //! upper and work dirs of an overlay over the rootfs generation), so that no guest ever
 //! writes into the rootfs the build container uses; and `cargo xtask layer ls|rm`.
 
-use crate::cli::{LayerAction, LayerArgs};
-use crate::ctx::Ctx;
 use crate::lock::FileLock;
 use crate::state::StateDir;
 use crate::units::human_bytes;
@@ -74,52 +72,48 @@ pub fn hold(state: &StateDir, name: &str) -> Result<LayerDirs> {
     Ok(dirs)
 }
 
-impl LayerArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let state = &ctx.state;
-        match self.action {
-            LayerAction::Ls => {
-                let mut names: Vec<String> = std::fs::read_dir(state.root.join("layers"))
-                    .map(|rd| {
-                        rd.flatten()
-                            .filter(|e| e.path().is_dir())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                names.sort();
-                if names.is_empty() {
-                    println!("no layers (a `check --rw` or `boot --rw` makes `{DEFAULT}`)");
-                }
-                for n in names {
-                    let size = crate::state::dir_size(&dir(state, &n));
-                    println!(
-                        "{n:<24} {:>10}  {}",
-                        human_bytes(size),
-                        dir(state, &n).display()
-                    );
-                }
-                Ok(0)
-            }
-            LayerAction::Rm { name } => {
-                let d = dir(state, checked_name(&name)?);
-                if !d.is_dir() {
-                    bail!("no layer {name}: `cargo xtask layer ls` lists them");
-                }
-                let lock = lock_path(state, &name);
-                let Some(_lock) = FileLock::try_acquire(&lock)? else {
-                    bail!(
-                        "the layer {name} is in use by a VM ({}): remove it when that ends",
-                        crate::lock::holder(&lock)
-                    );
-                };
-                std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
-                let _ = std::fs::remove_file(&lock);
-                println!("removed the layer {name}");
-                Ok(0)
-            }
-        }
+/// `layer ls`: every layer with its size.
+pub fn ls(state: &StateDir) -> Result<u8> {
+    let mut names: Vec<String> = std::fs::read_dir(state.root.join("layers"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    if names.is_empty() {
+        println!("no layers (a `check --rw` or `boot --rw` makes `{DEFAULT}`)");
     }
+    for n in names {
+        let size = crate::state::dir_size(&dir(state, &n));
+        println!(
+            "{n:<24} {:>10}  {}",
+            human_bytes(size),
+            dir(state, &n).display()
+        );
+    }
+    Ok(0)
+}
+
+/// `layer rm NAME`: the layer removed, unless a VM holds it.
+pub fn rm(state: &StateDir, name: &str) -> Result<u8> {
+    let d = dir(state, checked_name(name)?);
+    if !d.is_dir() {
+        bail!("no layer {name}: `cargo xtask layer ls` lists them");
+    }
+    let lock = lock_path(state, name);
+    let Some(_lock) = FileLock::try_acquire(&lock)? else {
+        bail!(
+            "the layer {name} is in use by a VM ({}): remove it when that ends",
+            crate::lock::holder(&lock)
+        );
+    };
+    std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+    let _ = std::fs::remove_file(&lock);
+    println!("removed the layer {name}");
+    Ok(0)
 }
 
 #[cfg(test)]

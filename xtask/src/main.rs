@@ -1,15 +1,19 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
 
 mod arch;
+#[cfg(test)]
+mod arrows;
 mod bench;
 mod bisect;
 mod build;
 mod cache;
+mod check;
 mod cli;
 mod cmd;
 mod container;
 mod ctx;
 mod deps;
+mod dispatch;
 mod doctor;
 mod exit;
 mod git;
@@ -109,23 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if std::env::var_os("XTASK_TEST_PANIC").is_some() {
         panic!("XTASK_TEST_PANIC is set");
     }
-    match cli.command {
-        Command::SetupRootfs(a) => a.run(&ctx),
-        Command::TrimConfig(a) => a.run(&ctx),
-        Command::Build(a) => a.run(&ctx),
-        Command::Boot(a) => a.run(&ctx),
-        Command::Check(a) => a.run(&ctx),
-        Command::Bisect(a) => a.run(&ctx),
-        Command::Doctor(a) => a.run(&ctx),
-        Command::Deps(a) => a.run(&ctx),
-        Command::Quickstart(a) => a.run(&ctx),
-        Command::Cache(a) => a.run(&ctx),
-        Command::Layer(a) => a.run(&ctx),
-        Command::Bench(a) => a.run(&ctx),
-        Command::Test(a) => a.run(&ctx),
-        Command::MakeHistory(a) => a.run(&ctx),
-        Command::Completions(_) => unreachable!("handled above"),
-    }
+    dispatch::run(cli.command, &ctx)
 }
 
 fn task_name(c: &Command) -> &'static str {

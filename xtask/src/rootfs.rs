@@ -18,7 +18,6 @@ mod progress;
 mod recipe;
 mod staging;
 
-use crate::cli::SetupRootfsArgs;
 use crate::cmd::{self, CommandExt};
 use crate::container::Container;
 use crate::ctx::Ctx;
@@ -38,120 +37,118 @@ const RECIPE_MOUNT: &str = "/run/xtask-recipe";
 /// Mount points the read-only build container binds over (nspawn cannot create them).
 pub const MOUNT_POINTS: &[&str] = &["/src", "/build", "/ccache", "/out", "/xtask"];
 
-impl SetupRootfsArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        if self.shell {
-            return shell(&ctx.state, &self.command);
-        }
-        let source = Source::resolve(
-            self.suite.as_deref(),
-            self.mirror.as_deref(),
-            &ctx.file.rootfs,
-        )?;
-        // The host's architecture's root is the build container too; another's is a guest
-        // root only, in its own corner of the state dir.
-        let arch = self.arch.unwrap_or(crate::arch::HOST);
-        let build_container = arch.is_host();
-        let state = ctx.state.guest_roots(arch);
-        let recipe = recipe::recipe_dir();
-        let packages = recipe::read_packages(&recipe, build_container)?;
-        let digest = recipe::digest_for_arch(&recipe::digest(&recipe, &source)?, arch);
-        let what = if build_container {
-            "rootfs".to_string()
-        } else {
-            format!("{} rootfs", arch.name)
-        };
-        if !self.force {
-            if let Some(meta) = up_to_date(&state, &digest) {
-                println!(
-                    "{what} is up to date (recipe {}, {}): {}",
-                    crate::units::short(&digest),
-                    meta.gcc,
-                    state.rootfs().display()
-                );
-                if let Some(_lock) = try_lock(&state)? {
-                    generation::sweep_and_say(&state)?;
-                }
-                return Ok(0);
+/// `setup-rootfs [--arch ARCH]`: the root for `arch` (the host's is the build container too),
+/// from the recipe and the Debian `suite` at `mirror` (None: xtask.toml's, then the default).
+pub fn setup(
+    ctx: &Ctx,
+    arch: &'static crate::arch::Arch,
+    suite: Option<&str>,
+    mirror: Option<&str>,
+    force: bool,
+) -> Result<u8> {
+    let source = Source::resolve(suite, mirror, &ctx.file.rootfs)?;
+    // The host's architecture's root is the build container too; another's is a guest
+    // root only, in its own corner of the state dir.
+    let build_container = arch.is_host();
+    let state = ctx.state.guest_roots(arch);
+    let recipe = recipe::recipe_dir();
+    let packages = recipe::read_packages(&recipe, build_container)?;
+    let digest = recipe::digest_for_arch(&recipe::digest(&recipe, &source)?, arch);
+    let what = if build_container {
+        "rootfs".to_string()
+    } else {
+        format!("{} rootfs", arch.name)
+    };
+    if !force {
+        if let Some(meta) = up_to_date(&state, &digest) {
+            println!(
+                "{what} is up to date (recipe {}, {}): {}",
+                crate::units::short(&digest),
+                meta.gcc,
+                state.rootfs().display()
+            );
+            if let Some(_lock) = try_lock(&state)? {
+                generation::sweep_and_say(&state)?;
             }
+            return Ok(0);
         }
-
-        require_root("building the rootfs")?;
-        let (tool, tool_path) = tools::bootstrapper()?;
-        let bootstrapper = Bootstrapper::from_tool(&tool);
-        if !build_container {
-            binfmt::ensure(arch)?;
-        }
-        std::fs::create_dir_all(&state.root)
-            .with_context(|| format!("creating {}", state.root.display()))?;
-        let _lock = lock(&state)?;
-        let started = Instant::now();
-        let root = std::fs::canonicalize(&state.root)?;
-        let staging = staging::Staging::new(root.join("rootfs.tmp"))?;
-        println!(
-            "building the {what}: Debian {} {} from {} with {} (recipe {})",
-            source.suite,
-            arch.debian_arch,
-            source.mirror,
-            bootstrapper.name(),
-            crate::units::short(&digest)
-        );
-
-        let foreign = (!build_container).then_some(arch.debian_arch);
-        let mut c = std::process::Command::new(&tool_path);
-        c.args(bootstrapper.argv(&packages, &source, foreign, staging.path()));
-        run_step(
-            &format!("bootstrapping Debian {}", source.suite),
-            c,
-            &ctx.run_dir.join("bootstrap.log"),
-            |log| bootstrap::classify(log, &source),
-        )?;
-
-        signals::check()?;
-        let n = overlay::copy(&recipe.join("overlay"), staging.path())?;
-        eprintln!("overlay: {n} files copied");
-
-        let c = Container::at(staging.path().to_path_buf())
-            .writable()
-            .bind_ro(&recipe, RECIPE_MOUNT)
-            .env("XTASK_SUITE", &source.suite)
-            .command(&["/bin/sh", &format!("{RECIPE_MOUNT}/customize.sh")])?;
-        run_step(
-            "running rootfs/customize.sh",
-            c,
-            &ctx.run_dir.join("customize.log"),
-            |_| None,
-        )?;
-
-        signals::check()?;
-        let gcc = if build_container {
-            gcc_version(staging.path())?
-        } else {
-            // A guest root only: the build container's cross toolchain builds its kernels.
-            "no toolchain (guest root)".to_string()
-        };
-        check_tree(staging.path(), build_container)?;
-        let meta = Meta {
-            digest,
-            suite: source.suite,
-            mirror: source.mirror,
-            bootstrapper: bootstrapper.name().into(),
-            gcc,
-            built: crate::state::timestamp(),
-        };
-        let g = generation::install(&state, staging, &meta)?;
-        println!(
-            "{what} ready in {:.0}s: {} (generation {}, recipe {}, {})",
-            started.elapsed().as_secs_f64(),
-            state.rootfs().display(),
-            g.tree.file_name().unwrap_or_default().to_string_lossy(),
-            crate::units::short(&meta.digest),
-            meta.gcc
-        );
-        // Builds, VMs and bisects that started before keep the old one until they end.
-        generation::sweep_and_say(&state)?;
-        Ok(0)
     }
+
+    require_root("building the rootfs")?;
+    let (tool, tool_path) = tools::bootstrapper()?;
+    let bootstrapper = Bootstrapper::from_tool(&tool);
+    if !build_container {
+        binfmt::ensure(arch)?;
+    }
+    std::fs::create_dir_all(&state.root)
+        .with_context(|| format!("creating {}", state.root.display()))?;
+    let _lock = lock(&state)?;
+    let started = Instant::now();
+    let root = std::fs::canonicalize(&state.root)?;
+    let staging = staging::Staging::new(root.join("rootfs.tmp"))?;
+    println!(
+        "building the {what}: Debian {} {} from {} with {} (recipe {})",
+        source.suite,
+        arch.debian_arch,
+        source.mirror,
+        bootstrapper.name(),
+        crate::units::short(&digest)
+    );
+
+    let foreign = (!build_container).then_some(arch.debian_arch);
+    let mut c = std::process::Command::new(&tool_path);
+    c.args(bootstrapper.argv(&packages, &source, foreign, staging.path()));
+    run_step(
+        &format!("bootstrapping Debian {}", source.suite),
+        c,
+        &ctx.run_dir.join("bootstrap.log"),
+        |log| bootstrap::classify(log, &source),
+    )?;
+
+    signals::check()?;
+    let n = overlay::copy(&recipe.join("overlay"), staging.path())?;
+    eprintln!("overlay: {n} files copied");
+
+    let c = Container::at(staging.path().to_path_buf())
+        .writable()
+        .bind_ro(&recipe, RECIPE_MOUNT)
+        .env("XTASK_SUITE", &source.suite)
+        .command(&["/bin/sh", &format!("{RECIPE_MOUNT}/customize.sh")])?;
+    run_step(
+        "running rootfs/customize.sh",
+        c,
+        &ctx.run_dir.join("customize.log"),
+        |_| None,
+    )?;
+
+    signals::check()?;
+    let gcc = if build_container {
+        gcc_version(staging.path())?
+    } else {
+        // A guest root only: the build container's cross toolchain builds its kernels.
+        "no toolchain (guest root)".to_string()
+    };
+    check_tree(staging.path(), build_container)?;
+    let meta = Meta {
+        digest,
+        suite: source.suite,
+        mirror: source.mirror,
+        bootstrapper: bootstrapper.name().into(),
+        gcc,
+        built: crate::state::timestamp(),
+    };
+    let g = generation::install(&state, staging, &meta)?;
+    println!(
+        "{what} ready in {:.0}s: {} (generation {}, recipe {}, {})",
+        started.elapsed().as_secs_f64(),
+        state.rootfs().display(),
+        g.tree.file_name().unwrap_or_default().to_string_lossy(),
+        crate::units::short(&meta.digest),
+        meta.gcc
+    );
+    // Builds, VMs and bisects that started before keep the old one until they end.
+    generation::sweep_and_say(&state)?;
+    Ok(0)
 }
 
 /// What the build cache keys builds by: the rootfs recipe digest and the gcc inside. Read
@@ -235,7 +232,7 @@ fn check_tree(tree: &Path, build_container: bool) -> Result<()> {
 }
 
 /// `--shell [-- CMD ARGS]`: a shell, or one command, in the read-only build container.
-fn shell(state: &StateDir, command: &[String]) -> Result<u8> {
+pub fn shell(state: &StateDir, command: &[String]) -> Result<u8> {
     require_root("the rootfs container")?;
     let interactive = command.is_empty() && std::io::stdin().is_terminal();
     let mut container = Container::new(state)?;

@@ -1,6 +1,6 @@
 //! Settings: `xtask.toml`, each option's default and bounds, the resolved VM and build requests.
 
-use crate::build::InitramfsMode;
+use crate::build::plan::InitramfsMode;
 use crate::units::{Bound, Count, Size, Span};
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use anyhow::{bail, Context, Result};

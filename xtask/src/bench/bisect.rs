@@ -35,8 +35,9 @@ impl Drop for WorktreeGuard<'_> {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
+        // Twice: a bisect's worktree is locked while its bisect is under way (bisect/git.rs).
         let _ = owned(self.tree)
-            .args(["worktree", "remove", "--force"])
+            .args(["worktree", "remove", "--force", "--force"])
             .arg(&self.worktree)
             .stderr(std::process::Stdio::null())
             .status();

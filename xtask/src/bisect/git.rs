@@ -78,6 +78,62 @@ pub fn ensure_worktree(tree: &Path, dir: &Path, at: &str) -> Result<()> {
     Ok(())
 }
 
+/// The reason a bisect's worktree is locked with (`git worktree lock`) from its start to its
+/// end or `--reset`, an interrupt and the `--resume` after it included: git then refuses to
+/// move, remove or prune it, and `git worktree list` says why and how to end it.
+pub const LOCK_REASON: &str =
+    "a cargo xtask bisect is under way here: `cargo xtask bisect --resume` continues it, `cargo xtask bisect --reset` ends it";
+
+/// The reason `wt` is locked with, if git holds it locked ("" for a lock with no reason).
+pub fn worktree_lock(tree: &Path, wt: &Path) -> Option<String> {
+    let list = git(tree)
+        .args(["worktree", "list", "--porcelain"])
+        .read_logged()
+        .ok()?;
+    let wt = std::fs::canonicalize(wt).unwrap_or_else(|_| wt.to_path_buf());
+    lock_reason(&list, &wt)
+}
+
+/// In `git worktree list --porcelain`, the reason worktree `wt` is locked with, if it is.
+fn lock_reason(list: &str, wt: &Path) -> Option<String> {
+    list.split("\n\n")
+        .find(|block| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix("worktree "))
+                .is_some_and(|p| Path::new(p) == wt)
+        })?
+        .lines()
+        .find_map(|l| l.strip_prefix("locked"))
+        .map(|r| r.trim().to_string())
+}
+
+/// Locks `wt` for the bisect (kept locked if it is).
+pub fn lock_worktree(tree: &Path, wt: &Path) -> Result<()> {
+    if worktree_lock(tree, wt).is_some() {
+        return Ok(());
+    }
+    git(tree)
+        .args(["worktree", "lock", "--reason", LOCK_REASON])
+        .arg(wt)
+        .output_logged()
+        .with_context(|| format!("locking the bisect's worktree {}", wt.display()))
+        .map(drop)
+}
+
+/// Unlocks `wt` (quiet when it is not locked).
+pub fn unlock_worktree(tree: &Path, wt: &Path) -> Result<()> {
+    if worktree_lock(tree, wt).is_none() {
+        return Ok(());
+    }
+    git(tree)
+        .args(["worktree", "unlock"])
+        .arg(wt)
+        .output_logged()
+        .with_context(|| format!("unlocking the bisect's worktree {}", wt.display()))
+        .map(drop)
+}
+
 /// The bisect in worktree `wt`.
 pub struct Bisect {
     pub wt: PathBuf,
@@ -246,4 +302,25 @@ fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worktrees_lock_is_read_from_gits_list() {
+        let list = crate::test_data::recorded("bisect", "test_data/worktree_list_locked.txt");
+        assert_eq!(lock_reason(&list, Path::new("/tmp/wtrec/a")), None);
+        assert_eq!(
+            lock_reason(&list, Path::new("/tmp/wtrec/b")).as_deref(),
+            Some(LOCK_REASON)
+        );
+        assert_eq!(
+            lock_reason(&list, Path::new("/tmp/wtrec/c")).as_deref(),
+            Some("")
+        );
+        assert_eq!(lock_reason(&list, Path::new("/tmp/wtrec")), None);
+        assert_eq!(lock_reason("", Path::new("/tmp/wtrec/b")), None);
+    }
 }

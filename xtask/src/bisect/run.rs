@@ -13,7 +13,7 @@ use crate::cli::BisectCmd;
 use crate::ctx::Ctx;
 use crate::lock::{self, FileLock};
 use crate::units::human_secs;
-use crate::vm::{self, verdict::Verdict, CheckRequest, KernelSource};
+use crate::vm::{verdict::Verdict, CheckRequest, KernelSource};
 use crate::{rootfs, signals};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -134,7 +134,7 @@ impl BisectCmd {
         let tree = ctx.require_tree()?;
         let place = Place::of(&ctx.state, &tree);
         if self.status {
-            return status(&place);
+            return status(&tree, &place);
         }
         let Some(_lock) = FileLock::try_acquire(&place.lock)? else {
             bail!(
@@ -144,7 +144,7 @@ impl BisectCmd {
             );
         };
         if self.reset {
-            return reset(&place);
+            return reset(&tree, &place);
         }
         let result = if self.resume {
             resume(ctx, &tree, &place)
@@ -231,6 +231,15 @@ impl BisectCmd {
             report.steps.push(step);
         }
         git::ensure_worktree(tree, &place.worktree, &bad)?;
+        if git::worktree_lock(tree, &place.worktree).is_some() {
+            // No saved state (checked above): the bisect that locked it is gone.
+            eprintln!(
+                "bisect: {} was locked by a bisect whose state is gone: this one takes it over",
+                place.worktree.display()
+            );
+        }
+        // Locked until the end or --reset, across an interrupt and its --resume.
+        git::lock_worktree(tree, &place.worktree)?;
         let bisect = Bisect {
             wt: place.worktree.clone(),
         };
@@ -284,6 +293,13 @@ fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
         short(&report.inputs.bad),
         saved.run_dir.display()
     );
+    if git::worktree_lock(tree, &place.worktree).is_none() {
+        eprintln!(
+            "bisect: {} was unlocked while the bisect was interrupted: locking it again",
+            place.worktree.display()
+        );
+        git::lock_worktree(tree, &place.worktree)?;
+    }
     let bisect = Bisect {
         wt: place.worktree.clone(),
     };
@@ -383,11 +399,13 @@ fn finish(
         let KernelSource::Build { build, .. } = &saved.request.kernel else {
             bail!("a bisect builds each step's commit: it cannot boot one image")
         };
-        let facts = git::culprit_facts(tree, culprit, build.arch.srcarch)?;
-        report.suspicions = suspect::suspicions(&facts);
+        let mut facts = git::culprit_facts(tree, culprit, build.arch.srcarch)?;
         if report.inputs.confirm {
             report.confirmation = confirm(ctx, tree, bisect, &saved, &mut report, culprit)?;
         }
+        // After the confirmation, which built the parent: here its kernel is a cache hit.
+        facts.same_kernel_as_parent = same_kernel_as_parent(ctx, tree, &saved, culprit)?;
+        report.suspicions = suspect::suspicions(&facts);
     }
     report.outcome = Some(outcome);
     report.total_secs += start.elapsed().as_secs_f64();
@@ -400,6 +418,7 @@ fn finish(
         saved.run_dir.join("bisect.md").display()
     );
     std::fs::remove_file(&place.saved)?;
+    git::unlock_worktree(tree, &place.worktree)?;
     Ok(0)
 }
 
@@ -458,6 +477,55 @@ fn confirm(
     ))
 }
 
+/// Whether the culprit's kernel is its parent's, from the signatures their cache entries
+/// keep (`build::signature`); the parent is built if no step did. None when it cannot be
+/// told: no parent, a build that fails, an entry made before signatures were kept.
+fn same_kernel_as_parent(
+    ctx: &Ctx,
+    tree: &Path,
+    saved: &Saved,
+    culprit: &str,
+) -> Result<Option<bool>> {
+    let Ok(parent) = git::rev_parse(tree, &format!("{culprit}^")) else {
+        return Ok(None);
+    };
+    let sctx = ctx.for_step(saved.run_dir.join("compare-parent"))?;
+    let req = crate::kunit::run::with_kunit_config(&sctx, &saved.request)?;
+    let KernelSource::Build { build: bopts, .. } = &req.kernel else {
+        bail!("a bisect builds each step's commit: it cannot boot one image")
+    };
+    let cache = build::cache::Cache::new(&ctx.state);
+    let mut signatures = Vec::new();
+    for commit in [culprit, parent.as_str()] {
+        let signature = match build::ensure_kernel(&sctx, Some(commit), bopts) {
+            Ok(BuildOutcome::Built(a)) => {
+                cache.lookup(&a.key).and_then(|e| e.meta.kernel_signature)
+            }
+            Ok(BuildOutcome::Failed { .. }) => None,
+            Err(e) if signals::is_interrupted(&e) => return Err(e),
+            Err(e) => {
+                eprintln!("bisect: the culprit's kernel is not compared with its parent's: {e:#}");
+                None
+            }
+        };
+        let Some(signature) = signature else {
+            return Ok(None);
+        };
+        signatures.push(signature);
+    }
+    let same = signatures[0] == signatures[1];
+    eprintln!(
+        "bisect: the culprit's kernel {} its parent's (signature {})",
+        if same {
+            "is the same as"
+        } else {
+            "differs from"
+        },
+        &signatures[0][..12]
+    );
+    Ok(Some(same))
+}
+
 /// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
 /// copy of the config). Setup problems are `Err` (the bisect stops, its state kept for
 /// --resume).
@@ -503,7 +571,7 @@ fn test_commit(
         }
     }
     // The build is in the cache now: the check finds it there.
-    let out = vm::check(&sctx, &req.at(commit), true)?;
+    let out = crate::check::run(&sctx, &req.at(commit), true)?;
     if out.verdict() == Verdict::Abort {
         bail!(
             "the check could not run at {}: {} (logs: {})",
@@ -574,7 +642,7 @@ fn saved_argv() -> Result<Vec<String>> {
         .collect()
 }
 
-fn status(place: &Place) -> Result<u8> {
+fn status(tree: &Path, place: &Place) -> Result<u8> {
     let Some((saved, report)) = read_saved(place)? else {
         println!("no bisect under way");
         return Ok(0);
@@ -587,6 +655,10 @@ fn status(place: &Place) -> Result<u8> {
         saved.engine.steps()
     );
     println!("{}", report.markdown());
+    match git::worktree_lock(tree, &place.worktree) {
+        Some(_) => println!("its worktree is locked for it until it ends or `--reset` ends it"),
+        None => println!("its worktree is not locked: `--resume` locks it again"),
+    }
     let bisect = Bisect {
         wt: place.worktree.clone(),
     };
@@ -604,13 +676,14 @@ fn status(place: &Place) -> Result<u8> {
     Ok(0)
 }
 
-fn reset(place: &Place) -> Result<u8> {
+fn reset(tree: &Path, place: &Place) -> Result<u8> {
     let saved = read_saved(place).ok().flatten();
     Bisect {
         wt: place.worktree.clone(),
     }
     .reset()?;
     let _ = std::fs::remove_file(&place.saved);
+    git::unlock_worktree(tree, &place.worktree)?;
     match saved {
         Some((s, _)) => println!("bisect ended; its logs stay in {}", s.run_dir.display()),
         None => println!("no bisect under way"),

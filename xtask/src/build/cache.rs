@@ -64,6 +64,11 @@ pub struct Metadata {
     /// `sizes` is checked instead).
     #[serde(default)]
     pub files: BTreeMap<String, FileRecord>,
+    /// The built vmlinux's signature (`super::signature`): equal for two commits that make
+    /// the same kernel, whatever their dates. None for a failure, an entry made before it was
+    /// recorded, or a vmlinux without a banner.
+    #[serde(default)]
+    pub kernel_signature: Option<String>,
 }
 
 /// What publish recorded of one file of an entry.
@@ -469,6 +474,7 @@ mod tests {
             created: 1,
             summary: None,
             files: BTreeMap::new(),
+            kernel_signature: None,
         }
     }
 

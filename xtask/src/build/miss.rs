@@ -352,6 +352,9 @@ fn metadata(
         summary,
         // Recorded by `Cache::publish` from the staged files.
         files: BTreeMap::new(),
+        kernel_signature: (status == Status::Ok)
+            .then(|| super::signature::of_file(&req.dirs.build.join("vmlinux")))
+            .flatten(),
     }
 }
 

@@ -32,8 +32,9 @@ pub enum Checkout {
     Worktree,
 }
 
-/// Resolves `rev` (None: the working state) in `tree` without changing anything.
-pub fn resolve(tree: &Path, rev: Option<&str>) -> Result<Source> {
+/// Resolves `rev` (None: the working state) in `tree` without changing anything of the tree's:
+/// the working state is read through the state's own index of it ([`working_index`]).
+pub fn resolve(state: &StateDir, tree: &Path, rev: Option<&str>) -> Result<Source> {
     match rev {
         None => {
             let (commit, tree_id, date) = commit_info(tree, "HEAD").with_context(|| {
@@ -42,11 +43,12 @@ pub fn resolve(tree: &Path, rev: Option<&str>) -> Result<Source> {
                     tree.display()
                 )
             })?;
+            let dirty = working_state_digest(tree, &commit, &working_index(state, tree))?;
             Ok(Source {
                 commit,
                 tree_id,
                 date,
-                dirty: working_state_digest(tree)?,
+                dirty,
                 checkout: Checkout::WorkingState,
             })
         }
@@ -101,30 +103,48 @@ pub fn utc_timestamp(secs: i64) -> String {
     )
 }
 
-/// None when the working state is HEAD; otherwise a digest of `git diff HEAD` and the
-/// untracked (not ignored) files.
-fn working_state_digest(tree: &Path) -> Result<Option<String>> {
-    let sh = shell()?;
-    let status = git::line(cmd!(
-        sh,
-        "git -C {tree} status --porcelain -z --untracked-files=all"
-    ))
+/// None when the working state is `head`'s tree; otherwise a digest of `git diff HEAD` and the
+/// untracked (not ignored) files. Staging (`git add`) changes neither: a build compiles the
+/// files, not the index.
+///
+/// git answers from its index's stat data, hashing only the files whose stat changed, and a
+/// refresh writes what it hashed back into the index. The tree's own index is never written
+/// (the user may be working in the tree: we take no lock of theirs), so after a copy of the
+/// tree, a `touch`, or a checkout's racily-clean files, every run would hash the whole tree
+/// again (6 s on the 6.1 tree). So git reads and refreshes a private index of ours instead,
+/// with the untracked cache on, which spares it most of the untracked walk too; when that
+/// index cannot be made (another run holds its lock), the tree's own is read as it is.
+fn working_state_digest(tree: &Path, head: &str, index: &Path) -> Result<Option<String>> {
+    let private = match prepare_index(tree, head, index) {
+        Ok(()) => Some(index),
+        Err(e) if crate::signals::is_interrupted(&e) => return Err(e),
+        Err(_) => None,
+    };
+    let git = |args: &[&str]| {
+        let mut c = match private {
+            Some(index) => git::with_index(tree, index),
+            None => git::git(tree),
+        };
+        c.args(args);
+        c
+    };
+    let status = git(&[
+        "-c",
+        "core.untrackedCache=true",
+        "status",
+        "--porcelain",
+        "-z",
+        "--untracked-files=normal",
+    ])
     .output_logged()
     .context("reading the tree's status")?;
     if status.stdout.is_empty() {
         return Ok(None);
     }
-    let diff = git::line(cmd!(
-        sh,
-        "git -C {tree} diff HEAD --binary --no-ext-diff --no-color"
-    ))
-    .output_logged()
-    .context("reading the tree's uncommitted changes")?;
-    let listed = git::line(cmd!(
-        sh,
-        "git -C {tree} ls-files --others --exclude-standard -z"
-    ))
-    .output_logged()?;
+    let diff = git(&["diff", "HEAD", "--binary", "--no-ext-diff", "--no-color"])
+        .output_logged()
+        .context("reading the tree's uncommitted changes")?;
+    let listed = git(&["ls-files", "--others", "--exclude-standard", "-z"]).output_logged()?;
     let mut untracked = Vec::new();
     for name in listed.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let name = String::from_utf8_lossy(name).into_owned();
@@ -138,6 +158,52 @@ fn working_state_digest(tree: &Path) -> Result<Option<String>> {
         untracked.push((name, data));
     }
     Ok(Some(dirty_digest(&diff.stdout, &untracked)))
+}
+
+/// The state's private git index of `tree` (see [`working_state_digest`]).
+pub fn working_index(state: &StateDir, tree: &Path) -> PathBuf {
+    state
+        .root
+        .join("git-index")
+        .join(path_tag(tree))
+        .join("index")
+}
+
+/// Makes the private `index` hold `head`'s tree, unless it already does (its `.head` file
+/// names the commit it was made for). A new one starts as a copy of the tree's own index, whose
+/// stat data spares hashing the files that did not change; `read-tree -m` then keeps the stat
+/// data of every entry whose content is `head`'s.
+fn prepare_index(tree: &Path, head: &str, index: &Path) -> Result<()> {
+    let made_for = index.with_file_name("head");
+    if index.exists() && std::fs::read_to_string(&made_for).is_ok_and(|h| h == head) {
+        return Ok(());
+    }
+    if let Some(dir) = index.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if !index.exists() {
+        let sh = shell()?;
+        let theirs =
+            git::line(cmd!(sh, "git -C {tree} rev-parse --git-path index")).read_logged()?;
+        // A tree without an index yet: git makes ours from nothing.
+        let _ = copy_index(&tree.join(theirs), index);
+    }
+    let merged = git::with_index(tree, index)
+        .args(["read-tree", "-m", head])
+        .output_logged();
+    if let Err(e) = merged {
+        if crate::signals::is_interrupted(&e) {
+            return Err(e);
+        }
+        // A copy with unmerged entries (a conflict under way) cannot be merged: start afresh.
+        git::with_index(tree, index)
+            .args(["read-tree", head])
+            .output_logged()?;
+    }
+    let tmp = made_for.with_file_name("head.tmp");
+    std::fs::write(&tmp, head)?;
+    std::fs::rename(&tmp, &made_for)?;
+    Ok(())
 }
 
 /// A short, stable name for a path: the build dir and worktree of each tree are named by it.
@@ -211,6 +277,20 @@ pub fn checkout_worktree(
     Ok(())
 }
 
+/// Copies a git index with its mtime: git trusts an entry's stat data only when the entry is
+/// older than the index file (an entry as new as the index may be "racily clean", a file
+/// changed in the second the index was written, so git compares its content), and a copy
+/// with a new mtime would make every such entry look trustworthy.
+fn copy_index(from: &Path, to: &Path) -> Result<()> {
+    let modified = std::fs::metadata(from)?.modified()?;
+    std::fs::copy(from, to)?;
+    std::fs::File::options()
+        .write(true)
+        .open(to)?
+        .set_modified(modified)?;
+    Ok(())
+}
+
 /// Removes the worktree's `index.lock` when it is older than our hold on the build dir's
 /// lock: git left it when a run of ours was killed mid-checkout, and every later checkout
 /// would fail on it.
@@ -278,32 +358,34 @@ mod tests {
         let repo = t.path().join("repo");
         std::fs::create_dir(&repo).unwrap();
         sh(&repo, "git init -q && echo a > f && git add f && git commit -qm one && git tag one && echo b > f && git commit -qam two");
+        let state = StateDir::new(t.path().join("state"));
+        let resolve = |rev| resolve(&state, &repo, rev);
 
-        let clean = resolve(&repo, None).unwrap();
+        let clean = resolve(None).unwrap();
         assert_eq!(clean.dirty, None);
         assert_eq!(clean.checkout, Checkout::WorkingState);
-        let head = resolve(&repo, Some("HEAD")).unwrap();
+        let head = resolve(Some("HEAD")).unwrap();
         assert_eq!(head.tree_id, clean.tree_id);
-        let one = resolve(&repo, Some("one")).unwrap();
+        let one = resolve(Some("one")).unwrap();
         assert_ne!(one.tree_id, clean.tree_id);
 
         // An edit, then an untracked file, each give a different digest; ignored files do not.
         sh(&repo, "echo c > f");
-        let edited = resolve(&repo, None).unwrap().dirty.expect("dirty");
+        let edited = resolve(None).unwrap().dirty.expect("dirty");
         sh(&repo, "echo n > new");
-        let with_new = resolve(&repo, None).unwrap().dirty.expect("dirty");
+        let with_new = resolve(None).unwrap().dirty.expect("dirty");
         assert_ne!(edited, with_new);
         sh(
             &repo,
             "echo new > .gitignore && git add .gitignore && git commit -qm ign && echo c > f",
         );
-        let a = resolve(&repo, None).unwrap().dirty;
+        let a = resolve(None).unwrap().dirty;
         sh(&repo, "echo other > new");
-        assert_eq!(a, resolve(&repo, None).unwrap().dirty);
+        assert_eq!(a, resolve(None).unwrap().dirty);
 
-        let e = resolve(&repo, Some("nope")).unwrap_err().to_string();
+        let e = resolve(Some("nope")).unwrap_err().to_string();
         assert!(e.starts_with("unknown revision nope: not in"), "{e}");
-        assert!(resolve(&repo, Some("--all")).is_err());
+        assert!(resolve(Some("--all")).is_err());
 
         // The worktree follows revisions and leaves the checkout alone.
         let before = std::fs::read(repo.join("f")).unwrap();
@@ -346,6 +428,62 @@ mod tests {
         std::fs::remove_dir_all(&wt).unwrap();
         checkout_worktree(&repo, &wt, &one.commit, None).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
+    }
+
+    /// The working state is read through the private index, which a run refreshes: after a
+    /// `touch` of every file the next run finds every stat matching (git hashes nothing), and
+    /// the tree's own index is never written.
+    #[test]
+    fn the_private_index_is_refreshed_and_the_trees_is_untouched() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        sh(&repo, "git init -q && for i in 1 2 3 4 5; do echo $i > f$i; done && git add . && git commit -qm one");
+        let state = StateDir::new(t.path().join("state"));
+        let theirs = std::fs::read(repo.join(".git/index")).unwrap();
+        assert_eq!(resolve(&state, &repo, None).unwrap().dirty, None);
+        let index = working_index(&state, &repo);
+        // Stat data that no longer matches: new mtimes (and a later second than the index's).
+        sh(&repo, "sleep 1 && touch f1 f2 f3 f4 f5");
+        let stale = |index: &Path| {
+            let out = git::with_index(&repo, index)
+                .args(["diff-files", "--name-only"])
+                .output_logged()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        assert_eq!(stale(&index), 5);
+        assert_eq!(resolve(&state, &repo, None).unwrap().dirty, None);
+        assert_eq!(stale(&index), 0, "the refresh was written back");
+        assert_eq!(std::fs::read(repo.join(".git/index")).unwrap(), theirs);
+        // A new commit: the private index follows HEAD.
+        sh(&repo, "echo x > f1 && git commit -qam two");
+        assert_eq!(resolve(&state, &repo, None).unwrap().dirty, None);
+        sh(&repo, "echo y > f1");
+        assert!(resolve(&state, &repo, None).unwrap().dirty.is_some());
+    }
+
+    /// What is staged does not matter: the same files give the same digest.
+    #[test]
+    fn staging_leaves_the_digest_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        sh(
+            &repo,
+            "git init -q && echo a > f && echo b > g && git add . && git commit -qm one",
+        );
+        let state = StateDir::new(t.path().join("state"));
+        let digest = || resolve(&state, &repo, None).unwrap().dirty.expect("dirty");
+        sh(&repo, "echo c > f && echo n > new && rm g");
+        let unstaged = digest();
+        sh(&repo, "git add -A");
+        assert_eq!(digest(), unstaged);
+        sh(&repo, "git reset -q && git add new");
+        assert_eq!(digest(), unstaged);
+        // A private index that is gone is made again.
+        std::fs::remove_file(working_index(&state, &repo)).unwrap();
+        assert_eq!(digest(), unstaged);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `xtask.toml`, which wins over the defaults in settings.rs; every value checked once.
 
 use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, ResultArgs, VmArgs};
-use crate::build::InitramfsMode;
+use crate::build::plan::InitramfsMode;
 use crate::settings::{
     default_boot_timeout, from_workspace, given, require_utf8, BuildRequest, FileBuild, FileConfig,
     FileVm, Host, VmRequest, DEFAULT_BUILD_TIMEOUT, DEFAULT_CONNECT, DEFAULT_CPUS,

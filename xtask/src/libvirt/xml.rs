@@ -1,6 +1,7 @@
 //! The libvirt domain XML of one VM: pure code from plain data, every value escaped, each
 //! element with the reason it is there.
 
+use crate::arch::Machine;
 use anyhow::{bail, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -85,8 +86,15 @@ fn path(what: &str, p: &Path) -> Result<String> {
 pub fn domain_xml(d: &DomainDef) -> Result<String> {
     let mut x = String::new();
     let kind = if d.kvm { "kvm" } else { "qemu" };
-    // `type`: the accelerator; TCG when the KVM probe says KVM does not work here.
-    let _ = writeln!(x, "<domain type='{kind}'>");
+    let qemu_args = qemu_args(d);
+    // `type`: the accelerator; TCG when the KVM probe says KVM does not work here. The qemu
+    // namespace only when QEMU gets arguments of ours (`<qemu:commandline>` below).
+    let ns = if qemu_args.is_empty() {
+        ""
+    } else {
+        " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
+    };
+    let _ = writeln!(x, "<domain type='{kind}'{ns}>");
     let _ = writeln!(x, "  <name>{}</name>", text("the domain name", &d.name)?);
     let _ = writeln!(
         x,
@@ -98,9 +106,14 @@ pub fn domain_xml(d: &DomainDef) -> Result<String> {
     x.push_str("  <memoryBacking>\n    <source type='memfd'/>\n    <access mode='shared'/>\n  </memoryBacking>\n");
     let _ = writeln!(x, "  <vcpu>{}</vcpu>", d.cpus);
     x.push_str(&os(d)?);
-    // ACPI: the guest's poweroff (guest-shutdown) turns the machine off.
-    x.push_str("  <features>\n    <acpi/>\n  </features>\n");
-    // KVM: the host's CPU as it is; TCG: every feature TCG can emulate (`-cpu max`).
+    if d.arch.full_machine == Machine::Q35 {
+        // ACPI: the guest's poweroff (guest-shutdown) turns the machine off. arm64's virt
+        // has none (libvirt 9: "ACPI requires UEFI on this architecture"): its kernel reads
+        // the device tree QEMU makes and powers off through PSCI.
+        x.push_str("  <features>\n    <acpi/>\n  </features>\n");
+    }
+    // KVM: the host's CPU as it is; TCG: every feature TCG can emulate (`-cpu max`, the
+    // model of every arch's `tcg_cpu`; its properties follow in `<qemu:commandline>`).
     x.push_str(if d.kvm {
         "  <cpu mode='host-passthrough'/>\n"
     } else {
@@ -132,8 +145,34 @@ pub fn domain_xml(d: &DomainDef) -> Result<String> {
     // libvirt does not chown our files for the run (the kernel may sit in a shared cache);
     // the qemu user reads them by their modes, which `access` checks beforehand.
     x.push_str("  <seclabel type='none' model='dac'/>\n");
+    if !qemu_args.is_empty() {
+        x.push_str("  <qemu:commandline>\n");
+        for a in &qemu_args {
+            let _ = writeln!(x, "    <qemu:arg value='{}'/>", text("a QEMU argument", a)?);
+        }
+        x.push_str("  </qemu:commandline>\n");
+    }
     x.push_str("</domain>\n");
     Ok(x)
+}
+
+/// QEMU arguments libvirt has no element for: under TCG, the properties of the arch's CPU
+/// model (arm64's `pauth-impdef=on`: the pointer authentication TCG emulates fast), each as
+/// `-global TYPE.PROPERTY`, which sets it on every CPU of that type.
+fn qemu_args(d: &DomainDef) -> Vec<String> {
+    if d.kvm {
+        return Vec::new();
+    }
+    let (_, props) = d.arch.tcg_cpu_parts();
+    props
+        .iter()
+        .flat_map(|p| {
+            [
+                "-global".to_string(),
+                format!("{}.{p}", d.arch.tcg_cpu_type),
+            ]
+        })
+        .collect()
 }
 
 /// Direct kernel boot: no firmware boot menu, no disk, no bootloader.
@@ -188,7 +227,8 @@ fn root_share(d: &DomainDef) -> Result<String> {
     Ok(x)
 }
 
-/// The serial port (ttyS0) and the console alias of it.
+/// The first serial port (x86's 8250, ttyS0; arm64 virt's PL011, ttyAMA0) and the console
+/// alias of it.
 fn console(c: &ConsoleSink) -> Result<String> {
     Ok(match c {
         // libvirt opens the file and passes QEMU the descriptor: the log may sit in our
@@ -297,6 +337,84 @@ mod tests {
 </domain>
 ";
         assert_eq!(domain_xml(&def()).unwrap(), want);
+    }
+
+    /// arm64 on the virt board under TCG, as `virsh define --validate` accepts it (e2e's
+    /// `libvirt_arm64_print_xml_is_a_domain_libvirt_accepts`).
+    #[test]
+    fn an_arm64_guest_under_tcg() {
+        let want = "\
+<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>xtask-20261127-093000-check-42</name>
+  <description>cargo xtask check, run dir /state/runs/20261127-093000-check-42</description>
+  <memory unit='MiB'>1024</memory>
+  <memoryBacking>
+    <source type='memfd'/>
+    <access mode='shared'/>
+  </memoryBacking>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='aarch64' machine='virt'>hvm</type>
+    <kernel>/state/cache/k/Image</kernel>
+    <cmdline>console=ttyAMA0 root=rootfs rootfstype=virtiofs ro</cmdline>
+  </os>
+  <cpu mode='maximum'/>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-aarch64</emulator>
+    <filesystem type='mount' accessmode='passthrough'>
+      <driver type='virtiofs'/>
+      <binary path='/root/.cargo/bin/virtiofsd'>
+        <cache mode='always'/>
+      </binary>
+      <source dir='/state/guest-arm64/rootfs'/>
+      <target dir='rootfs'/>
+    </filesystem>
+    <serial type='file'>
+      <source path='/state/runs/r/console.log' append='off'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='/state/runs/r/console.log' append='off'/>
+      <target type='serial' port='0'/>
+    </console>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <rng model='virtio'>
+      <backend model='random'>/dev/urandom</backend>
+    </rng>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='none' model='dac'/>
+  <qemu:commandline>
+    <qemu:arg value='-global'/>
+    <qemu:arg value='max-arm-cpu.pauth-impdef=on'/>
+  </qemu:commandline>
+</domain>
+";
+        let arm64 = DomainDef {
+            emulator: "/usr/bin/qemu-system-aarch64".into(),
+            kernel: "/state/cache/k/Image".into(),
+            cmdline: vec![
+                "console=ttyAMA0".into(),
+                "root=rootfs".into(),
+                "rootfstype=virtiofs".into(),
+                "ro".into(),
+            ],
+            rootfs: "/state/guest-arm64/rootfs".into(),
+            arch: &crate::arch::ARM64,
+            ..def()
+        };
+        assert_eq!(domain_xml(&arm64).unwrap(), want);
+        // Under KVM the CPU is the host's: no TCG properties, no qemu namespace.
+        let kvm = domain_xml(&DomainDef { kvm: true, ..arm64 }).unwrap();
+        assert!(kvm.starts_with("<domain type='kvm'>\n"), "{kvm}");
+        assert!(!kvm.contains("qemu:"), "{kvm}");
     }
 
     #[test]

@@ -27,14 +27,17 @@ const WRAPPER: &str = "trap 'echo $? >/run/xtask-not-started' EXIT
 exec </dev/null >/run/xtask-stdout 2>/run/xtask-stderr
 exec \"$@\"";
 
+/// The wrapper's `$0`: what its error messages start with, and how a transcript tells the
+/// command's guest-exec from others.
+pub const WRAPPER_NAME: &str = "xtask-command";
+
 /// The argv given to guest-exec for the command's argv.
 pub fn wrapped(argv: &[String]) -> Vec<String> {
     let mut v = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
         WRAPPER.to_string(),
-        // $0 of the wrapper: what its error messages start with.
-        "xtask-command".to_string(),
+        WRAPPER_NAME.to_string(),
     ];
     v.extend(argv.iter().cloned());
     v

@@ -122,6 +122,20 @@ fn kernel_messages<'a>(lines: &[&'a str]) -> Vec<Option<(Option<u64>, &'a str)>>
         .collect()
 }
 
+/// The kernel's stamped lines of a console, in order: the byte offset just past each line
+/// (its newline included), its printk stamp in microseconds and its message.
+pub fn stamped(console: &str) -> Vec<(usize, u64, &str)> {
+    let mut out = Vec::new();
+    let mut end = 0;
+    for line in console.split_inclusive('\n') {
+        end += line.len();
+        if let Some((Some(usec), msg)) = message(line.trim_end_matches('\n')) {
+            out.push((end, usec, msg));
+        }
+    }
+    out
+}
+
 /// The kind of the kernel report a message starts, if any. The more specific patterns come
 /// first: a KASAN report is also a `BUG:` line.
 fn classify(msg: &str) -> Option<FindingKind> {

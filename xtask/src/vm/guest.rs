@@ -26,6 +26,14 @@ pub enum Launcher {
     Libvirt { uri: String, keep: bool },
 }
 
+/// What a backend saw of its VM's life on the host's clock, for the boot timeline.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub virtiofsd_ready: Option<Instant>,
+    pub qemu_started: Option<Instant>,
+    pub qemu_exit: Option<Instant>,
+}
+
 /// A started VM as a run sees it, whichever backend started it.
 pub trait Guest {
     /// When the VM was started: the boot deadline counts from here.
@@ -39,6 +47,18 @@ pub trait Guest {
         if self.ended().is_some() {
             return Err(Stop::VmExited.into());
         }
+        Ok(())
+    }
+    /// When its parts started and ended, as far as the backend sees them.
+    fn seen(&self) -> Seen {
+        Seen {
+            qemu_started: Some(self.started()),
+            ..Seen::default()
+        }
+    }
+    /// Waits until the guest has opened the agent's port, where the backend can tell (the
+    /// agent can answer from then on), else returns at once; `Err` as [`Guest::watch`].
+    fn wait_agent_port(&mut self, _deadline: Instant) -> Result<()> {
         Ok(())
     }
     /// Opens connections to the guest agent.

@@ -1,7 +1,7 @@
-//! Booting kernels in VMs: `boot` and `check`, and the entry point other tasks (bisect) use
-//! to judge one kernel: [`check`].
+//! Booting kernels in VMs: the requests of `boot` and `check`, the kernel to boot
+//! ([`kernel_for`]) and everything decided before a VM starts.
 //!
-//! Layers, from the top: [`check`] ([`CheckRequest`] → build → N checks → [`CheckOutcome`]);
+//! Layers, from the top: `check.rs` ([`CheckRequest`] → build → N checks → [`CheckOutcome`]);
 //! [`prepare`] (request → [`spec::VmSpec`] + tools, all decided up front); [`run::check`]
 //! (one VM through its phases → [`run::Report`]); below that, pure parts a libvirt backend
 //! reuses as they are: [`spec`], [`qga`] (agent over any [`qga::Stream`]), [`console`],
@@ -15,22 +15,22 @@ pub mod guest;
 pub mod kmsg;
 pub mod qemu;
 pub mod qga;
+pub mod qmp;
 pub mod run;
 pub mod spec;
+pub mod timeline;
 pub mod verdict;
 pub mod virtiofsd;
 
 use crate::build::{self, BuildOutcome};
-use crate::cli::{BootCmd, CheckCmd};
 use crate::ctx::Ctx;
 use crate::settings::{BuildRequest, VmRequest};
-use crate::{exit, kvm, tools};
-use anyhow::{bail, Context, Result};
+use crate::{kvm, tools};
+use anyhow::{bail, Result};
 use guest::{Launcher, Tools};
-use run::{Event, Plan, Report};
+use run::{Plan, Report};
 use serde::{Deserialize, Serialize};
-use spec::{Backend, CmdlineInput, Console, RunPaths, VmSpec};
-use std::io::Write;
+use spec::{Backend, CmdlineInput, Console, VmSpec};
 use std::path::PathBuf;
 use verdict::{Failure, Judgement, Verdict};
 
@@ -179,15 +179,6 @@ pub fn prepare(
     console: Console,
 ) -> Result<(VmSpec, Tools)> {
     let arch = opts.arch;
-    if !arch.is_host() && tools.launcher != Launcher::Qemu {
-        // Not tried: libvirt's aarch64 domains want UEFI for ACPI, and -cpu max's
-        // pauth-impdef has no libvirt spelling.
-        bail!(
-            "--backend libvirt boots {} guests only for now: use --backend qemu for {}",
-            crate::arch::HOST.name,
-            arch.name
-        );
-    }
     let accel = kvm::choose(
         arch,
         opts.accel,
@@ -242,7 +233,7 @@ pub fn prepare(
     Ok((spec, tools))
 }
 
-/// What [`check`] found.
+/// What `check::run` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
     /// The runs' judgement combined (bad if any run is bad), or the build's failure.
@@ -251,297 +242,9 @@ pub struct CheckOutcome {
     pub runs: Vec<Report>,
 }
 
-/// Judges one kernel (a revision, or `--kernel`): build if needed, then up to `--repeat`
-/// checks, stopping at the first bad one. Prints progress on stderr unless `quiet`.
-pub fn check(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
-    // `--kunit`, `--kselftest`: the suites' config and KUnit's command line, the selftests
-    // built and shared (kunit/run.rs).
-    let req = &crate::kunit::run::prepare(ctx, req)?;
-    let (opts, plan, repeat) = (&req.vm, &req.plan, req.repeat);
-    let tools = find_tools(opts)?;
-    let kernel = match kernel_for(ctx, &req.kernel)? {
-        Ok(k) => k,
-        Err(j) => {
-            // The run's result.json says which stage failed, as a boot's does.
-            let saved = serde_json::json!({ "judgement": &j });
-            let path = RunPaths::new(&ctx.run_dir).result();
-            std::fs::write(&path, format!("{saved:#}\n"))
-                .with_context(|| format!("writing {}", path.display()))?;
-            return Ok(CheckOutcome {
-                judgement: j,
-                runs: vec![],
-            });
-        }
-    };
-    let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
-    let mut runs = Vec::new();
-    for i in 1..=repeat {
-        let dir = if repeat == 1 {
-            ctx.run_dir.clone()
-        } else {
-            let d = ctx.run_dir.join(format!("run-{i}"));
-            std::fs::create_dir_all(&d)?;
-            d
-        };
-        if !quiet {
-            let nth = if repeat > 1 {
-                format!(" ({i}/{repeat})")
-            } else {
-                String::new()
-            };
-            eprintln!(
-                "booting {}{nth}: {:?}, {} init, {} vCPUs, {} MiB",
-                spec.kernel.display(),
-                spec.accel,
-                spec.init.name(),
-                spec.cpus,
-                spec.memory_mib
-            );
-        }
-        let mut print = |e: Event| {
-            if quiet {
-            } else if let Some(line) = crate::kunit::run::event_line(&e, &req.tests) {
-                eprintln!("{line}")
-            } else {
-                print_event(&e)
-            }
-        };
-        let r = run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
-        let r = crate::kunit::run::judge_run(r, &req.tests)?;
-        let bad = r.judgement.verdict() == Verdict::Bad;
-        runs.push(r);
-        if bad {
-            break;
-        }
-    }
-    let verdicts: Vec<Verdict> = runs.iter().map(|r| r.judgement.verdict()).collect();
-    let verdict = Verdict::combine(&verdicts);
-    let judgement = runs
-        .iter()
-        .find(|r| r.judgement.verdict() == verdict)
-        .map(|r| r.judgement.clone())
-        .expect("at least one run, and the combined verdict is one of theirs");
-    Ok(CheckOutcome { judgement, runs })
-}
-
-fn print_event(e: &Event) {
-    match e {
-        Event::Started => {}
-        Event::AgentUp(d) => eprintln!("guest agent up after {:.2}s", d.as_secs_f64()),
-        Event::BootFailed(b, d) => eprintln!("boot failed after {:.2}s: {b:?}", d.as_secs_f64()),
-        Event::CommandDone(end, d) => {
-            eprintln!("command ended after {:.2}s: {end:?}", d.as_secs_f64())
-        }
-        Event::ShutDown(how, d) => eprintln!("shut down in {:.2}s ({how})", d.as_secs_f64()),
-        Event::Retrying(what) => eprintln!("not the kernel's fault: {what}; running it once more"),
-    }
-}
-
-/// The command's output, the timings and the verdict line, as a person reads them.
-fn print_outcome(o: &CheckOutcome, print_output: bool) {
-    if let Some(last) = o.runs.last() {
-        if let (Some(e), true) = (&last.exec, print_output) {
-            let _ = std::io::stdout().write_all(&e.stdout);
-            let _ = std::io::stderr().write_all(&e.stderr);
-            let _ = std::io::stdout().flush();
-        }
-        if last.out_truncated {
-            eprintln!("note: the guest agent truncated the command's output");
-        }
-        eprintln!("timings: {}", last.timings.line());
-    }
-    eprintln!(
-        "verdict: {} (exit {}): {}",
-        o.verdict().word(),
-        o.verdict().exit_code(),
-        o.judgement.reason
-    );
-    if o.verdict() != Verdict::Good {
-        if let Some(last) = o.runs.last() {
-            eprintln!("console log: {}", last.console_log.display());
-        }
-    }
-}
-
-/// The judgement saved in a run dir whose kernel did not build (so nothing booted).
-fn unbuilt(dir: &std::path::Path) -> Option<Judgement> {
-    #[derive(Deserialize)]
-    struct Saved {
-        judgement: Judgement,
-        facts: Option<serde::de::IgnoredAny>,
-    }
-    let text = std::fs::read_to_string(RunPaths::new(dir).result()).ok()?;
-    let saved: Saved = serde_json::from_str(&text).ok()?;
-    let unbuilt = matches!(
-        saved.judgement.failure,
-        Some(Failure::Config { .. } | Failure::Build { .. })
-    );
-    (unbuilt && saved.facts.is_none()).then_some(saved.judgement)
-}
-
 impl CheckOutcome {
     pub fn verdict(&self) -> Verdict {
         self.judgement.verdict()
-    }
-}
-
-/// `--json`: the outcome, with each run's output as text.
-#[derive(Serialize)]
-struct JsonOutcome<'a> {
-    verdict: Verdict,
-    exit_code: u8,
-    /// The stage that failed; null when good.
-    failure: &'a Option<Failure>,
-    reason: &'a str,
-    /// The check's run dir: its command log, build log, and each run's logs.
-    run_dir: &'a std::path::Path,
-    runs: Vec<JsonRun<'a>>,
-}
-
-#[derive(Serialize)]
-struct JsonRun<'a> {
-    #[serde(flatten)]
-    report: &'a Report,
-    stdout: Option<String>,
-    stderr: Option<String>,
-}
-
-fn json(o: &CheckOutcome, run_dir: &std::path::Path) -> Result<String> {
-    let runs = o
-        .runs
-        .iter()
-        .map(|r| JsonRun {
-            report: r,
-            stdout: r
-                .exec
-                .as_ref()
-                .map(|e| String::from_utf8_lossy(&e.stdout).into()),
-            stderr: r
-                .exec
-                .as_ref()
-                .map(|e| String::from_utf8_lossy(&e.stderr).into()),
-        })
-        .collect();
-    Ok(serde_json::to_string_pretty(&JsonOutcome {
-        verdict: o.verdict(),
-        exit_code: o.verdict().exit_code(),
-        failure: &o.judgement.failure,
-        reason: &o.judgement.reason,
-        run_dir,
-        runs,
-    })?)
-}
-
-impl CheckCmd {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let outcome = match &self.from_run {
-            Some(dir) => {
-                let re = console::compile(&self.check.bad_if_console)?;
-                if let Some(j) = unbuilt(dir) {
-                    bail!(
-                        "{} holds no boot to judge again: {}",
-                        dir.display(),
-                        j.reason
-                    );
-                }
-                let r = run::rejudge(dir, &re)?;
-                let r = crate::kunit::run::judge_run(r, &self.check.tests.resolve()?)?;
-                CheckOutcome {
-                    judgement: r.judgement.clone(),
-                    runs: vec![r],
-                }
-            }
-            None => check(ctx, &self.request(&ctx.file)?, false)?,
-        };
-        if self.json {
-            println!("{}", json(&outcome, &ctx.run_dir)?);
-        }
-        crate::kunit::run::show(&outcome, &self.check.tests.resolve()?)?;
-        print_outcome(&outcome, !self.json);
-        Ok(outcome.verdict().exit_code())
-    }
-}
-
-impl BootCmd {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let req = self.request(&ctx.file)?;
-        let opts = &req.vm;
-        let tools = find_tools(opts)?;
-        let kernel = match kernel_for(ctx, &req.kernel)? {
-            Ok(k) => k,
-            Err(j) => {
-                eprintln!("{}", j.reason);
-                return Ok(j.verdict().exit_code());
-            }
-        };
-        let paths = RunPaths::new(&ctx.run_dir);
-        match &req.exec {
-            Some(cmdline) => {
-                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
-                let plan = Plan {
-                    command: vec!["/bin/sh".into(), "-c".into(), cmdline.clone()],
-                    ..Plan::default()
-                };
-                let r = run::check(&spec, &paths, &tools, &plan, &mut |e| print_event(&e))?;
-                if let Some(e) = &r.exec {
-                    let _ = std::io::stdout().write_all(&e.stdout);
-                    let _ = std::io::stderr().write_all(&e.stderr);
-                }
-                eprintln!("timings: {}", r.timings.line());
-                Ok(match &r.facts.command_end {
-                    Some(verdict::CommandEnd::Exited { code }) => {
-                        exit::passed_on(Some(*code), None)
-                    }
-                    Some(verdict::CommandEnd::Signaled { signal }) => {
-                        exit::passed_on(None, Some(*signal))
-                    }
-                    _ => {
-                        eprintln!(
-                            "{} (console log: {})",
-                            r.judgement.reason,
-                            r.console_log.display()
-                        );
-                        // Not the kernel's doing (the guest lacks sh, virtiofsd died): 128.
-                        match r.judgement.verdict() {
-                            verdict::Verdict::Abort => verdict::Verdict::Abort,
-                            _ => verdict::Verdict::Skip,
-                        }
-                        .exit_code()
-                    }
-                })
-            }
-            None if req.print_xml => {
-                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
-                #[cfg(feature = "libvirt")]
-                print!("{}", crate::libvirt::xml_for(&spec, &paths, &tools)?);
-                #[cfg(not(feature = "libvirt"))]
-                let _ = (spec, tools);
-                Ok(0)
-            }
-            #[cfg(feature = "libvirt")]
-            None if opts.backend == Backend::Libvirt => {
-                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Interactive)?;
-                crate::libvirt::boot_interactive(&spec, &paths, &tools)
-            }
-            None => {
-                let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Interactive)?;
-                eprintln!(
-                    "booting {} ({:?}, {} init); Ctrl-A X quits, Ctrl-A C is the QEMU monitor",
-                    spec.kernel.display(),
-                    spec.accel,
-                    spec.init.name()
-                );
-                let mut vm = run::Vm::start(&spec, &paths, &tools)?;
-                let st = vm.wait_foreground()?;
-                eprintln!("console log: {}", paths.console_log().display());
-                // A guest that powers off, reboots or panics ends QEMU with 0 (-no-reboot);
-                // anything else is QEMU's own failure.
-                if !st.success() {
-                    bail!("QEMU exited with {st}");
-                }
-                Ok(exit::OK)
-            }
-        }
     }
 }
 

@@ -158,7 +158,12 @@ fn agent_port(socket: &Path) -> Vec<OsString> {
         "-chardev".into(),
         with_path("socket,id=agent,path=", socket, ",server=on,wait=off"),
         "-device".into(),
-        format!("virtserialport,bus=vser.0,chardev=agent,name={AGENT_PORT}").into(),
+        // An id, so that QMP's VSERPORT_CHANGE event says when qemu-ga opens it.
+        format!(
+            "virtserialport,bus=vser.0,chardev=agent,name={AGENT_PORT},id={}",
+            super::qmp::AGENT_PORT_ID
+        )
+        .into(),
     ]
 }
 
@@ -250,7 +255,7 @@ mod tests {
             "-chardev",
             "socket,id=agent,path=/run/1/qga.sock,server=on,wait=off",
             "-device",
-            "virtserialport,bus=vser.0,chardev=agent,name=org.qemu.guest_agent.0",
+            "virtserialport,bus=vser.0,chardev=agent,name=org.qemu.guest_agent.0,id=qga-port",
             "-qmp",
             "unix:/run/1/qmp.sock,server=on,wait=off",
             "-object",

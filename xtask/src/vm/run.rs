@@ -6,11 +6,13 @@
 use super::command;
 use super::console;
 use super::fault::{FaultKind, VmEnd};
-use super::guest::{Guest, Launcher, Tools};
+use super::guest::{Guest, Launcher, Seen, Tools};
 use super::kmsg;
 use super::qemu;
 use super::qga::{self, Agent, ExecStatus, Stop, UnixConnect};
+use super::qmp::Qmp;
 use super::spec::{Console, RunPaths, VmSpec};
+use super::timeline::{self, Clock, ConsoleWatch, Timeline};
 use super::verdict::{self, judge, BootEnd, CommandEnd, Facts, Judgement, Timings};
 use super::virtiofsd::{self, ShareInput};
 use crate::cmd::{self, CommandExt};
@@ -22,7 +24,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Phase 1 with the backend `tools.launcher` names.
 pub fn start(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<Box<dyn Guest>> {
@@ -124,6 +126,9 @@ pub struct Report {
     pub tests: Vec<crate::ktap::Test>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_counts: Option<crate::ktap::Counts>,
+    /// When each step of the boot happened (none in a result.json older than the timeline).
+    #[serde(default)]
+    pub timeline: Option<Timeline>,
 }
 
 /// A started VM. Dropping it ends QEMU and virtiofsd and removes the sockets.
@@ -132,8 +137,14 @@ pub struct Vm {
     /// The rootfs's virtiofsd, then the `--share` dir's.
     virtiofsd: Vec<Child>,
     paths: RunPaths,
+    /// QMP, connected as QEMU starts: the events, and `quit`. None when it could not be
+    /// reached (the run goes on; its timeline lacks the events).
+    qmp: Option<Qmp>,
+    virtiofsd_ready: Instant,
     pub started: Instant,
     exited: Option<ExitStatus>,
+    /// When QEMU's exit was first seen.
+    exited_at: Option<Instant>,
     end: Option<VmEnd>,
 }
 
@@ -185,6 +196,7 @@ impl Vm {
                 }
             }
         }
+        let virtiofsd_ready = Instant::now();
         let mut c = Command::new(&tools.qemu);
         c.args(qemu::argv(spec, paths))
             .stdin(Stdio::null())
@@ -203,7 +215,7 @@ impl Vm {
                     .with_context(|| format!("could not start `{}`", cmd::display(&c)))
             }
         };
-        let qemu = match spawned {
+        let mut qemu = match spawned {
             Ok(q) => q,
             Err(e) => {
                 for d in &mut daemons {
@@ -212,12 +224,35 @@ impl Vm {
                 return Err(e);
             }
         };
+        let started = Instant::now();
+        // QEMU makes the socket before the guest runs; seconds before the guest opens the
+        // agent's port. A QEMU that exits at start ends the wait.
+        let qmp = {
+            let mut watch = || match qemu.try_wait() {
+                Ok(None) => Ok(()),
+                _ => Err(Stop::VmExited.into()),
+            };
+            Qmp::connect(
+                &paths.qmp_socket(),
+                &paths.qmp_transcript(),
+                started + QMP_CONNECT,
+                &mut watch,
+            )
+        };
+        let qmp = match qmp {
+            Ok(q) => Some(q),
+            Err(e) if signals::is_interrupted(&e) => return Err(e),
+            Err(_) => None,
+        };
         Ok(Vm {
             qemu,
             virtiofsd: daemons,
             paths: paths.clone(),
-            started: Instant::now(),
+            qmp,
+            virtiofsd_ready,
+            started,
             exited: None,
+            exited_at: None,
             end: None,
         })
     }
@@ -266,6 +301,9 @@ impl Vm {
     pub fn exited(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
             self.exited = self.qemu.try_wait().ok().flatten();
+            if self.exited.is_some() {
+                self.exited_at = Some(Instant::now());
+            }
         }
         self.exited
     }
@@ -279,7 +317,7 @@ impl Vm {
             if Instant::now() >= deadline {
                 return Ok(false);
             }
-            signals::sleep(Duration::from_millis(20))?;
+            signals::sleep(Duration::from_millis(5))?;
         }
     }
 
@@ -290,8 +328,11 @@ impl Vm {
         Ok(st)
     }
 
-    /// Asks QEMU to quit over QMP.
-    pub fn qmp_quit(&self, deadline: Instant) -> Result<()> {
+    /// Asks QEMU to quit over QMP (the run's connection, else a new one).
+    pub fn qmp_quit(&mut self, deadline: Instant) -> Result<()> {
+        if let Some(q) = self.qmp.as_mut() {
+            return q.quit();
+        }
         let s = UnixStream::connect(self.paths.qmp_socket()).context("connecting to QMP")?;
         s.set_read_timeout(Some(
             deadline
@@ -352,6 +393,27 @@ impl Guest for Vm {
     fn agent(&self) -> Box<dyn qga::Connect> {
         Box::new(UnixConnect(self.paths.agent_socket()))
     }
+    /// On QMP's event: qemu-ga opened its port. Without QMP, at once (the agent client
+    /// then polls).
+    fn wait_agent_port(&mut self, deadline: Instant) -> Result<()> {
+        let Some(mut q) = self.qmp.take() else {
+            return Ok(());
+        };
+        let opened = |e: &super::qmp::Event| e.port_opened(super::qmp::AGENT_PORT_ID);
+        let waited = {
+            let mut watch = || self.watch();
+            q.wait_for(&opened, deadline, &mut watch)
+        };
+        self.qmp = Some(q);
+        waited.map(|_| ())
+    }
+    fn seen(&self) -> Seen {
+        Seen {
+            virtiofsd_ready: Some(self.virtiofsd_ready),
+            qemu_started: Some(self.started),
+            qemu_exit: self.exited_at,
+        }
+    }
     fn shut_down(&mut self, agent: Option<&mut Agent>, timeout: Duration) -> Result<&'static str> {
         Vm::shut_down(self, agent, timeout)
     }
@@ -360,6 +422,8 @@ impl Guest for Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         cmd::terminate(&mut self.qemu, Duration::from_secs(2));
+        // QEMU is gone: its QMP reader ends.
+        drop(self.qmp.take());
         for mut v in self.virtiofsd.drain(..) {
             cmd::terminate(&mut v, Duration::from_secs(1));
         }
@@ -425,6 +489,12 @@ fn attempt(
     plan: &Plan,
     events: &mut dyn FnMut(Event),
 ) -> Result<Report> {
+    let t0 = Instant::now();
+    let start_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let console_watch = ConsoleWatch::start(paths.console_log(), t0);
     let mut vm = start(spec, paths, tools)?;
     events(Event::Started);
     let mut timings = Timings::default();
@@ -433,14 +503,21 @@ fn attempt(
     let transcript = std::fs::File::create(paths.agent_transcript())?;
     let boot_deadline = vm.started() + spec.boot_timeout;
     let mut conn = vm.agent();
-    let agent = {
-        let mut watch = || vm.watch();
-        Agent::connect(
-            conn.as_mut(),
-            boot_deadline,
-            &mut watch,
-            Some(Box::new(transcript)),
-        )
+    // No guest-sync before the guest listens: each unanswered one costs a reconnect.
+    let mut agent_client = Instant::now();
+    let agent = match vm.wait_agent_port(boot_deadline) {
+        Ok(()) => {
+            // agent.jsonl's clock starts here.
+            agent_client = Instant::now();
+            let mut watch = || vm.watch();
+            Agent::connect(
+                conn.as_mut(),
+                boot_deadline,
+                &mut watch,
+                Some(Box::new(transcript)),
+            )
+        }
+        Err(e) => Err(e),
     };
     let (boot, mut agent) = match agent {
         Ok(a) => (BootEnd::AgentUp, Some(a)),
@@ -513,10 +590,20 @@ fn attempt(
     let took = start.elapsed();
     timings.shutdown = Some(took);
     events(Event::ShutDown(how, took));
+    let seen = vm.seen();
     drop(vm);
+    let clock = Clock {
+        start_unix,
+        virtiofsd_ready: timeline::secs_since(t0, seen.virtiofsd_ready),
+        qemu_started: timeline::secs_since(t0, seen.qemu_started),
+        agent_client: timeline::secs_since(t0, Some(agent_client)),
+        qemu_exit: timeline::secs_since(t0, seen.qemu_exit),
+        console: console_watch.stop(),
+    };
 
     // The verdict, from the recordings.
     let console_text = read_lossy(&paths.console_log());
+    let timeline = save_timeline(paths, &clock, &console_text)?;
     let (findings, from_userspace) = findings(&console_text, paths, &plan.bad_if_console);
     let facts = Facts {
         command: plan.command.clone(),
@@ -539,9 +626,25 @@ fn attempt(
         ktap: None,
         tests: Vec::new(),
         test_counts: None,
+        timeline: Some(timeline),
     };
     save(paths, &report)?;
     Ok(report)
+}
+
+/// How long QEMU may take to make its QMP socket.
+const QMP_CONNECT: Duration = Duration::from_secs(5);
+
+/// Writes clock.json and assembles the run's timeline from its recordings.
+fn save_timeline(paths: &RunPaths, clock: &Clock, console_text: &str) -> Result<Timeline> {
+    std::fs::write(paths.clock(), serde_json::to_string(clock)? + "\n")
+        .with_context(|| format!("writing {}", paths.clock().display()))?;
+    Ok(timeline::assemble(
+        clock,
+        console_text,
+        &read_lossy(&paths.qmp_transcript()),
+        &read_lossy(&paths.agent_transcript()),
+    ))
 }
 
 /// Whether the VM ends within a moment (a QEMU on its way out; libvirt takes a few seconds
@@ -657,6 +760,7 @@ mod tests {
             ktap: None,
             tests: Vec::new(),
             test_counts: None,
+            timeline: None,
         };
         std::fs::write(paths.result(), serde_json::to_string(&r).unwrap()).unwrap();
         std::fs::write(paths.console_log(), console::recorded(console)).unwrap();

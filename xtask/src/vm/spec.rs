@@ -257,6 +257,14 @@ impl RunPaths {
     pub fn agent_socket(&self) -> PathBuf {
         self.dir.join("qga.sock")
     }
+    /// Every line QEMU sent over QMP (its events are stamped), and the host's clock
+    /// readings: the boot timeline's recordings (vm/timeline.rs).
+    pub fn qmp_transcript(&self) -> PathBuf {
+        self.dir.join("qmp.jsonl")
+    }
+    pub fn clock(&self) -> PathBuf {
+        self.dir.join("clock.json")
+    }
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.join("qmp.sock")
     }
