@@ -82,7 +82,7 @@ impl Dirs {
 /// may write into it; the build's own stays as built).
 pub fn build(ctx: &Ctx, rev: Option<&str>, targets: &[String]) -> Result<PathBuf> {
     let tree = ctx.require_tree()?;
-    let source = source::resolve(&tree, rev)?;
+    let source = source::resolve(&ctx.state, &tree, rev)?;
     let dirs = Dirs::of(&ctx.state, &tree, source.checkout);
     let _lock = FileLock::acquire(
         &dirs.lock,
