@@ -413,6 +413,13 @@ fn run_to_end(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration
     (out, took, run_dir_of(f, pid))
 }
 
+/// The run ended with `code`, within `secs` seconds, and its stderr `says` why.
+fn assert_ended(out: &std::process::Output, took: Duration, code: i32, secs: u64, says: &str) {
+    assert_eq!(tests::code(out), code, "{}", stderr(out));
+    assert!(took < Duration::from_secs(secs), "{took:?}");
+    assert!(stderr(out).contains(says), "{}", stderr(out));
+}
+
 /// No QEMU or virtiofsd of the run is left, and none of its sockets.
 fn assert_nothing_left(run_dir: &Path) {
     assert_eq!(
@@ -478,13 +485,7 @@ fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
 fn a_command_the_guest_lacks_is_a_setup_fault() {
     let f = fixture();
     let (out, took, run_dir) = run_to_end(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
-    assert_eq!(code(&out), 128);
-    assert!(took < Duration::from_secs(45), "{took:?}");
-    assert!(
-        stderr(&out).contains("the guest cannot run `no-such-cmd`"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ended(&out, took, 128, 45, "the guest cannot run `no-such-cmd`");
     assert_nothing_left(&run_dir);
 }
 
@@ -526,12 +527,12 @@ fn qemu_exiting_at_start_is_a_setup_fault_with_its_words() {
         .arg(&bogus)
         .args(["--", "true"]);
     let (out, took, run_dir) = run_to_end(&f, &mut c);
-    assert_eq!(code(&out), 128);
-    assert!(took < Duration::from_secs(20), "{took:?}");
-    assert!(
-        stderr(&out).contains("QEMU exited at start (exit 1): qemu: invalid kernel header"),
-        "{}",
-        stderr(&out)
+    assert_ended(
+        &out,
+        took,
+        128,
+        20,
+        "QEMU exited at start (exit 1): qemu: invalid kernel header",
     );
     assert_nothing_left(&run_dir);
 }
@@ -683,13 +684,7 @@ fn a_command_past_its_timeout_is_bad_at_the_timeout() {
         &f,
         &mut check(&f, &["--timeout", "5s", "--", "sleep", "600"]),
     );
-    assert_eq!(code(&out), 1);
-    assert!(took < Duration::from_secs(45), "{took:?}");
-    assert!(
-        stderr(&out).contains("the command timed out"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ended(&out, took, 1, 45, "the command timed out");
     assert_nothing_left(&run_dir);
 }
 

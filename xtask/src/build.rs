@@ -28,7 +28,7 @@ pub struct Artifacts {
     pub key: String,
     /// The cache entry's directory.
     pub dir: PathBuf,
-    /// The kernel image ([`cache::BZIMAGE`] in the entry, whatever the architecture).
+    /// The kernel image, named in the entry as make named it (`bzImage`, arm64's `Image`).
     pub image: PathBuf,
     /// Present only when booting needs modules (or `--initramfs dracut`).
     pub initramfs: Option<PathBuf>,
@@ -177,7 +177,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
     Artifacts {
         key: entry.meta.key.clone(),
         dir: entry.dir.clone(),
-        image: entry.path(cache::BZIMAGE),
+        image: entry.path(entry.meta.image_name()),
         initramfs: present(cache::INITRAMFS),
         config: entry.path(cache::CONFIG),
         commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),

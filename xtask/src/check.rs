@@ -6,7 +6,7 @@ use crate::ctx::Ctx;
 use crate::vm::run::{Event, Report};
 use crate::vm::spec::{Console, RunPaths};
 use crate::vm::verdict::{Failure, Judgement, Verdict};
-use crate::vm::{self, find_tools, kernel_for, prepare, CheckOutcome, CheckRequest};
+use crate::vm::{self, kernel_for, prepare, CheckOutcome, CheckRequest};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -18,7 +18,7 @@ pub fn run(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
     // built and shared (kunit/run.rs).
     let req = &crate::kunit::run::prepare(ctx, req)?;
     let (opts, plan, repeat) = (&req.vm, &req.plan, req.repeat);
-    let tools = find_tools(opts)?;
+    let tools = crate::backend::find_tools(opts)?;
     let kernel = match kernel_for(ctx, &req.kernel)? {
         Ok(k) => k,
         Err(j) => {

@@ -1,8 +1,6 @@
 //! `cargo xtask deps [--install]`: the Debian packages the toolkit needs, and virtiofsd.
 
-use crate::cli::DepsArgs;
 use crate::cmd::CommandExt;
-use crate::ctx::Ctx;
 use crate::tools;
 use anyhow::{Context, Result};
 use std::process::Command;
@@ -111,47 +109,46 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
-impl DepsArgs {
-    pub fn run(self, _ctx: &Ctx) -> Result<u8> {
-        if self.install {
-            install()?;
-            println!(
-                "all packages installed; virtiofsd at {}",
-                tools::find(&tools::VIRTIOFSD)?.display()
-            );
-            return Ok(0);
-        }
-        let missing = missing_packages()?;
-        for (name, why) in PACKAGES {
-            let mark = if missing.contains(name) {
-                "missing"
-            } else {
-                "ok"
-            };
-            println!("{mark:<8} {name:<24} {why}");
-        }
-        let vfs = tools::search(&tools::VIRTIOFSD);
-        for r in &vfs.rejected {
-            println!(
-                "{:<8} {:<24} {}: {}",
-                "refused",
-                "virtiofsd",
-                r.path.display(),
-                r.reason
-            );
-        }
-        let vfs = vfs.usable;
+/// `deps [--install]`: what is missing (exit 1 if anything), or everything installed.
+pub fn run(install_all: bool) -> Result<u8> {
+    if install_all {
+        install()?;
         println!(
-            "{:<8} {:<24} {}",
-            if vfs.is_some() { "ok" } else { "missing" },
-            "virtiofsd",
-            tools::VIRTIOFSD_INSTALL
+            "all packages installed; virtiofsd at {}",
+            tools::find(&tools::VIRTIOFSD)?.display()
         );
-        if missing.is_empty() && vfs.is_some() {
-            Ok(crate::exit::OK)
+        return Ok(0);
+    }
+    let missing = missing_packages()?;
+    for (name, why) in PACKAGES {
+        let mark = if missing.contains(name) {
+            "missing"
         } else {
-            println!("run `cargo xtask deps --install` to install what is missing");
-            Ok(crate::exit::FAILED)
-        }
+            "ok"
+        };
+        println!("{mark:<8} {name:<24} {why}");
+    }
+    let vfs = tools::search(&tools::VIRTIOFSD);
+    for r in &vfs.rejected {
+        println!(
+            "{:<8} {:<24} {}: {}",
+            "refused",
+            "virtiofsd",
+            r.path.display(),
+            r.reason
+        );
+    }
+    let vfs = vfs.usable;
+    println!(
+        "{:<8} {:<24} {}",
+        if vfs.is_some() { "ok" } else { "missing" },
+        "virtiofsd",
+        tools::VIRTIOFSD_INSTALL
+    );
+    if missing.is_empty() && vfs.is_some() {
+        Ok(crate::exit::OK)
+    } else {
+        println!("run `cargo xtask deps --install` to install what is missing");
+        Ok(crate::exit::FAILED)
     }
 }

@@ -243,9 +243,11 @@ pub fn build(
         std::fs::copy(&from, out.join(name)).with_context(|| format!("copying {}", from.display()))
     };
     let mut sizes = BTreeMap::new();
+    // Named as make named it (`bzImage`, arm64's `Image`): cache::image_for.
+    let image = plan.make.arch.image_target;
     sizes.insert(
-        cache::BZIMAGE.to_string(),
-        copy(build_dir.join(plan.make.arch.image_path), cache::BZIMAGE)?,
+        image.to_string(),
+        copy(build_dir.join(plan.make.arch.image_path), image)?,
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;

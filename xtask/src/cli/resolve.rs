@@ -351,38 +351,39 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert_eq!(
-            bad(&["--memory", "99999G"]),
-            "--memory 99999G is out of range: at most 4.0 GiB (this host's RAM)"
-        );
-        assert_eq!(
-            bad(&["--memory", "99999999999999T"]),
-            "--memory 99999999999999T is out of range: at most 4.0 GiB (this host's RAM)"
-        );
-        assert_eq!(
-            bad(&["--memory", "64M"]),
-            "--memory 64M is out of range: at least 128M (what a guest needs)"
-        );
-        assert_eq!(
-            bad(&["--cpus", "5"]),
-            "--cpus 5 is out of range: at most 4 (this host's CPUs)"
-        );
-        assert_eq!(
-            bad(&["--cpus", "0"]),
-            "--cpus 0 is out of range: at least 1"
-        );
-        assert_eq!(
-            bad(&["--timeout", "99999999999999999999"]),
-            "--timeout 99999999999999999999 is out of range: at most 7d"
-        );
-        assert_eq!(
-            bad(&["--boot-timeout", "8d"]),
-            "--boot-timeout 8d is out of range: at most 7d"
-        );
-        assert_eq!(
-            bad(&["--shutdown-timeout", "0"]),
-            "--shutdown-timeout 0 is out of range: at least 1ms"
-        );
+        for (line, want) in [
+            (
+                &["--memory", "99999G"][..],
+                "--memory 99999G is out of range: at most 4.0 GiB (this host's RAM)",
+            ),
+            (
+                &["--memory", "99999999999999T"][..],
+                "--memory 99999999999999T is out of range: at most 4.0 GiB (this host's RAM)",
+            ),
+            (
+                &["--memory", "64M"][..],
+                "--memory 64M is out of range: at least 128M (what a guest needs)",
+            ),
+            (
+                &["--cpus", "5"][..],
+                "--cpus 5 is out of range: at most 4 (this host's CPUs)",
+            ),
+            (&["--cpus", "0"][..], "--cpus 0 is out of range: at least 1"),
+            (
+                &["--timeout", "99999999999999999999"][..],
+                "--timeout 99999999999999999999 is out of range: at most 7d",
+            ),
+            (
+                &["--boot-timeout", "8d"][..],
+                "--boot-timeout 8d is out of range: at most 7d",
+            ),
+            (
+                &["--shutdown-timeout", "0"][..],
+                "--shutdown-timeout 0 is out of range: at least 1ms",
+            ),
+        ] {
+            assert_eq!(bad(line), want, "{line:?}");
+        }
         // The edges themselves are in range.
         let o = resolve(
             &cli(&["--memory", "4G", "--cpus", "4", "--timeout", "7d"]),

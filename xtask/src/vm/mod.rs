@@ -24,13 +24,13 @@ pub mod virtiofsd;
 
 use crate::build::{self, BuildOutcome};
 use crate::ctx::Ctx;
+use crate::kvm;
 use crate::settings::{BuildRequest, VmRequest};
-use crate::{kvm, tools};
 use anyhow::{bail, Result};
 use guest::{Launcher, Tools};
 use run::{Plan, Report};
 use serde::{Deserialize, Serialize};
-use spec::{Backend, CmdlineInput, Console, VmSpec};
+use spec::{CmdlineInput, Console, VmSpec};
 use std::path::PathBuf;
 use verdict::{Failure, Judgement, Verdict};
 
@@ -148,28 +148,6 @@ pub const NEEDS_LIBVIRT_FEATURE: &str = "the libvirt backend needs the `libvirt`
      which this build lacks: run `cargo run -p xtask --features libvirt -- …` with the same \
      arguments instead of `cargo xtask …` (needs libvirt-dev)";
 
-/// Who starts the VM, from `--backend`, `--connect` and `--keep`.
-fn launcher(opts: &VmRequest) -> Result<Launcher> {
-    match opts.backend {
-        Backend::Qemu => Ok(Launcher::Qemu),
-        Backend::Libvirt if cfg!(feature = "libvirt") => Ok(Launcher::Libvirt {
-            uri: opts.connect.clone(),
-            keep: opts.keep,
-        }),
-        Backend::Libvirt => bail!(NEEDS_LIBVIRT_FEATURE),
-    }
-}
-
-/// The programs a VM run needs: found before anything is built, so that a missing or
-/// unusable tool ends the run at once.
-pub fn find_tools(opts: &VmRequest) -> Result<Tools> {
-    Ok(Tools {
-        qemu: tools::find(&tools::qemu(opts.arch))?,
-        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
-        launcher: launcher(opts)?,
-    })
-}
-
 /// The accelerator and the spec for one VM, with its tools: everything decided up front.
 pub fn prepare(
     ctx: &Ctx,
@@ -245,40 +223,5 @@ pub struct CheckOutcome {
 impl CheckOutcome {
     pub fn verdict(&self) -> Verdict {
         self.judgement.verdict()
-    }
-}
-
-#[cfg(test)]
-mod backend_tests {
-    use super::*;
-    use crate::settings::FileVm;
-
-    fn opts(backend: Backend) -> VmRequest {
-        let args = crate::cli::VmArgs {
-            backend: Some(backend),
-            keep: true,
-            ..Default::default()
-        };
-        args.resolve(&FileVm::default(), spec::InitMode::Fast)
-            .unwrap()
-    }
-
-    #[test]
-    fn the_backend_picks_the_launcher() {
-        assert_eq!(launcher(&opts(Backend::Qemu)).unwrap(), Launcher::Qemu);
-        let l = launcher(&opts(Backend::Libvirt));
-        if cfg!(feature = "libvirt") {
-            assert_eq!(
-                l.unwrap(),
-                Launcher::Libvirt {
-                    uri: "qemu:///system".into(),
-                    keep: true
-                }
-            );
-        } else {
-            // One line that says how to get the feature.
-            let e = l.unwrap_err().to_string();
-            assert!(e.contains("--features libvirt") && !e.contains('\n'), "{e}");
-        }
     }
 }
