@@ -304,13 +304,18 @@ impl BisectCmd {
             wt: place.worktree.clone(),
         };
         // A bisect left in the worktree by a state that is gone (removed by hand).
-        bisect.reset()?;
-        let answer = bisect.start(
-            (terms.old_term(), terms.new_term()),
-            &good,
-            &bad,
-            &self.paths,
-        )?;
+        let answer = bisect.reset().and_then(|()| {
+            bisect.start(
+                (terms.old_term(), terms.new_term()),
+                &good,
+                &bad,
+                &self.paths,
+            )
+        });
+        // Until the state is saved (in `drive`), a failure leaves no bisect: nor its lock.
+        let answer = answer.inspect_err(|_| {
+            let _ = git::unlock_worktree(tree, &place.worktree);
+        })?;
         let saved = Saved {
             version: SAVED_VERSION,
             run_dir: ctx.run_dir.clone(),
@@ -648,12 +653,14 @@ fn test_commit(
         term: "skip".into(),
         reason: String::new(),
         build_secs: None,
+        ccache: None,
         runs: Vec::new(),
         run_dir: dir.display().to_string(),
     };
     match build::ensure_kernel(&sctx, Some(commit), bopts)? {
         BuildOutcome::Built(a) => {
-            step.build_secs = (!a.cache_hit).then(|| t.elapsed().as_secs_f64())
+            step.build_secs = (!a.cache_hit).then(|| t.elapsed().as_secs_f64());
+            step.ccache = a.ccache;
         }
         BuildOutcome::Failed {
             summary, cached, ..
@@ -685,9 +692,10 @@ fn test_commit(
 }
 
 fn print_step(n: usize, total: u32, s: &Step) {
-    let build = match s.build_secs {
-        Some(b) => format!("build {}", human_secs(b)),
-        None => "build cached".into(),
+    let build = match (s.build_secs, s.ccache) {
+        (Some(b), Some(c)) => format!("build {}, {}", human_secs(b), c.describe()),
+        (Some(b), None) => format!("build {}", human_secs(b)),
+        (None, _) => "build cached".into(),
     };
     let boot: f64 = s.runs.iter().filter_map(|r| r.boot_secs).sum();
     let boot = if boot > 0.0 {

@@ -18,6 +18,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 impl VmArgs {
+    /// [`VmArgs::resolve`] for the arch the build's `--arch` names.
+    pub fn resolve_with_arch(
+        &self,
+        file: &FileVm,
+        default_init: InitMode,
+        build: &BuildArgs,
+    ) -> Result<VmRequest> {
+        Ok(self.resolve(file, default_init)?.with_arch(build.arch()))
+    }
+
     /// The VM's request on this host; see [`VmArgs::resolve_for`].
     pub fn resolve(&self, file: &FileVm, default_init: InitMode) -> Result<VmRequest> {
         self.resolve_for(file, default_init, &Host::probe())
@@ -246,8 +256,7 @@ impl CheckCmd {
         Ok(CheckRequest {
             vm: self
                 .vm
-                .resolve(&file.vm, InitMode::Fast)?
-                .with_arch(self.build.arch()),
+                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
             kernel: self
                 .kernel
                 .source(self.rev.as_deref(), &self.build, &file.build)?,
@@ -266,11 +275,15 @@ impl BisectCmd {
         Ok(CheckRequest {
             vm: self
                 .vm
-                .resolve(&file.vm, InitMode::Fast)?
-                .with_arch(self.build.arch()),
+                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
             kernel: KernelSource::Build {
                 rev: None,
-                build: self.build.resolve(&file.build)?,
+                build: BuildRequest {
+                    // On by default in a bisect (its endpoints, built first, have compiled
+                    // most of what a step compiles); `ccache = false` in xtask.toml turns it off.
+                    ccache: self.build.ccache || file.build.ccache.unwrap_or(true),
+                    ..self.build.resolve(&file.build)?
+                },
             },
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
@@ -315,8 +328,7 @@ impl BootCmd {
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
         let vm = self
             .vm
-            .resolve(&file.vm, InitMode::Systemd)?
-            .with_arch(self.build.arch());
+            .resolve_with_arch(&file.vm, InitMode::Systemd, &self.build)?;
         if self.print_xml && vm.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
@@ -382,38 +394,22 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        for (line, want) in [
+        // Each line is refused with the option, its value and the limit.
+        for (line, limit) in [
+            ("--memory 99999G", "at most 4.0 GiB (this host's RAM)"),
             (
-                &["--memory", "99999G"][..],
-                "--memory 99999G is out of range: at most 4.0 GiB (this host's RAM)",
+                "--memory 99999999999999T",
+                "at most 4.0 GiB (this host's RAM)",
             ),
-            (
-                &["--memory", "99999999999999T"][..],
-                "--memory 99999999999999T is out of range: at most 4.0 GiB (this host's RAM)",
-            ),
-            (
-                &["--memory", "64M"][..],
-                "--memory 64M is out of range: at least 128M (what a guest needs)",
-            ),
-            (
-                &["--cpus", "5"][..],
-                "--cpus 5 is out of range: at most 4 (this host's CPUs)",
-            ),
-            (&["--cpus", "0"][..], "--cpus 0 is out of range: at least 1"),
-            (
-                &["--timeout", "99999999999999999999"][..],
-                "--timeout 99999999999999999999 is out of range: at most 7d",
-            ),
-            (
-                &["--boot-timeout", "8d"][..],
-                "--boot-timeout 8d is out of range: at most 7d",
-            ),
-            (
-                &["--shutdown-timeout", "0"][..],
-                "--shutdown-timeout 0 is out of range: at least 1ms",
-            ),
+            ("--memory 64M", "at least 128M (what a guest needs)"),
+            ("--cpus 5", "at most 4 (this host's CPUs)"),
+            ("--cpus 0", "at least 1"),
+            ("--timeout 99999999999999999999", "at most 7d"),
+            ("--boot-timeout 8d", "at most 7d"),
+            ("--shutdown-timeout 0", "at least 1ms"),
         ] {
-            assert_eq!(bad(line), want, "{line:?}");
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(bad(&words), format!("{line} is out of range: {limit}"));
         }
         // The edges themselves are in range.
         let o = resolve(
@@ -489,6 +485,35 @@ mod tests {
         super::super::Cli::try_parse_from(argv).unwrap().command
     }
 
+    /// ccache: on in a bisect unless xtask.toml says `ccache = false`; off in a check unless
+    /// asked for.
+    #[test]
+    fn ccache_is_on_in_a_bisect_unless_the_file_turns_it_off() {
+        let ccache = |args: &[&str], file: Option<bool>| {
+            let file = FileConfig {
+                build: FileBuild {
+                    ccache: file,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let req = match command(args) {
+                super::super::Command::Bisect(b) => b.request(&file).unwrap(),
+                super::super::Command::Check(c) => c.request(&file).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            match req.kernel {
+                KernelSource::Build { build, .. } => build.ccache,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(ccache(&["bisect", "v1", "v2"], None));
+        assert!(!ccache(&["bisect", "v1", "v2"], Some(false)));
+        assert!(ccache(&["bisect", "v1", "v2", "--ccache"], Some(false)));
+        assert!(!ccache(&["check"], None));
+        assert!(ccache(&["check", "--ccache"], None));
+    }
+
     /// A bisect stores its request for `--resume`: it reads back as the same request, the
     /// script's bytes and the regexes included, and each step checks its own commit.
     #[test]
@@ -538,7 +563,11 @@ mod tests {
             (rev.as_deref(), build),
             (
                 Some("abc123"),
-                &b.build.resolve(&FileBuild::default()).unwrap()
+                &BuildRequest {
+                    // A bisect's default.
+                    ccache: true,
+                    ..b.build.resolve(&FileBuild::default()).unwrap()
+                }
             )
         );
         // A saved regex that no longer compiles is an error, not a panic.
