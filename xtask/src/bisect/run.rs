@@ -262,6 +262,7 @@ impl BisectCmd {
                         })?;
                     step.verdict = terms.new_verdict();
                 }
+                step.term = super::report::verdict_word(step.verdict).into();
             } else if is_bad_end && step.verdict == StepVerdict::Bad {
                 let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
                 judging.mode = mode::from_bad_end(&asked, &verdicts, good_steps)
