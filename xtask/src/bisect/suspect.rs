@@ -114,7 +114,7 @@ pub fn only_comments(diff: &str) -> bool {
                     body.starts_with("//")
                         || body.starts_with("/*")
                         || body.starts_with('*')
-                        || body.ends_with("*/")
+                        || (body.ends_with("*/") && !body.contains("/*"))
                 }
                 Some('#') => body.starts_with('#'),
                 _ => false,
@@ -181,6 +181,9 @@ mod tests {
         let multi = "+++ b/a.h\n@@ @@\n- * old words\n+ * new words\n+\n";
         assert!(only_comments(multi));
         assert!(!only_comments("+++ b/a.c\n@@ @@\n+int x;\n"));
+        assert!(!only_comments(
+            "+++ b/a.c\n@@ @@\n+\tmdelay(200); /* why */\n"
+        ));
         assert!(!only_comments("+++ b/a.rs\n@@ @@\n+// a comment\n"));
         assert!(only_comments("+++ b/drivers/Kconfig\n@@ @@\n+# note\n"));
         assert!(!only_comments(""), "no change at all is no comment change");
