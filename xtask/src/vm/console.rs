@@ -551,6 +551,26 @@ mod tests {
     }
 
     #[test]
+    fn an_arm64_warning_made_a_panic_is_both() {
+        use FindingKind::*;
+        assert_eq!(
+            found("arm64_panic_on_warn_at_boot.log"),
+            want(&[
+                (
+                    Warning,
+                    130,
+                    "WARNING: CPU: 0 PID: 1 at init/main.c:1600 0xffffffc008380e00"
+                ),
+                (
+                    Panic,
+                    151,
+                    "Kernel panic - not syncing: kernel: panic_on_warn set ..."
+                ),
+            ])
+        );
+    }
+
+    #[test]
     fn an_oom_panic_is_found_alike_on_arm64_and_x86_64() {
         // Recorded on each: panic_on_oom, then /dev/shm filled; the OOM report before the
         // panic (arm64's `Call trace:`, x86's `Call Trace:`) is no finding.
