@@ -111,6 +111,9 @@ pub struct TrimConfigArgs {
     /// The architecture to configure for: x86_64 or arm64 [default: the host's]
     #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
     pub arch: Option<&'static Arch>,
+    /// The machine the config is for: fast (virtio-mmio, no PCI or ACPI) or pci (q35, libvirt) [default: the arch's first: fast on x86_64, pci on arm64]
+    #[arg(long, value_name = "LANE")]
+    pub lane: Option<crate::arch::Lane>,
     /// tinyconfig, defconfig, localmodconfig, olddefconfig or a config file [default: tinyconfig]
     #[arg(long, value_name = "BASE")]
     pub base: Option<String>,
@@ -126,7 +129,7 @@ pub struct TrimConfigArgs {
     /// Run make with the host's tools instead of inside the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Where to write the config [default: <state-dir>/config/trimmed.config, trimmed-ARCH.config for another arch]
+    /// Where to write the config [default: <state-dir>/config/trimmed.config; trimmed-ARCH.config for another arch, trimmed-pci.config for x86_64's pci lane]
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -526,6 +529,12 @@ pub enum BenchWhat {
         #[command(flatten)]
         vm: Box<VmArgs>,
     },
+    /// `check --kunit example` against the kernel's `kunit.py run` (UML and QEMU), same suite
+    Kunit {
+        /// Runs per variant after the first, 1 to 100; medians are reported
+        #[arg(long, default_value = "3", value_parser = Count::parse)]
+        runs: Count,
+    },
     /// `bisect` against a plain `git bisect run` of the article's script
     Bisect {
         /// Commits in the synthetic history, 4 to 4096
@@ -535,6 +544,9 @@ pub enum BenchWhat {
         /// a seeded stand-in, not a boot; git bisect over the real history)
         #[arg(long)]
         flaky: bool,
+        /// Every fourth commit declares a global in a widely included header (ccache's case)
+        #[arg(long)]
+        headers: bool,
     },
 }
 

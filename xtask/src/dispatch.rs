@@ -78,11 +78,13 @@ fn build(a: BuildCmd, ctx: &Ctx) -> Result<u8> {
                     human_duration(a.duration)
                 );
             } else {
+                let ccache = a.ccache.map(|c| format!(", {}", c.describe()));
                 println!(
-                    "built: {} ({what}) in {}, {} make runs",
+                    "built: {} ({what}) in {}, {} make runs{}",
                     short(&a.key),
                     human_duration(a.duration),
-                    a.make_runs
+                    a.make_runs,
+                    ccache.unwrap_or_default()
                 );
             }
             println!(

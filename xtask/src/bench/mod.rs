@@ -2,6 +2,7 @@
 
 mod bisect;
 mod flaky;
+mod kunit;
 mod trim;
 mod vm;
 
@@ -45,12 +46,20 @@ impl BenchArgs {
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants)
             }
-            BenchWhat::Bisect { commits, flaky } => {
+            BenchWhat::Kunit { runs } => {
+                let runs = runs.within("--runs", (1, "1"), (100, "100"))?;
+                kunit::run(ctx, u32::try_from(runs)?)
+            }
+            BenchWhat::Bisect {
+                commits,
+                flaky,
+                headers,
+            } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
                 if flaky {
                     return flaky::run(ctx, u32::try_from(commits)?);
                 }
-                bisect::run(ctx, u32::try_from(commits)?)
+                bisect::run(ctx, u32::try_from(commits)?, headers)
             }
         }
     }

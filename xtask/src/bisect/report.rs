@@ -54,6 +54,9 @@ pub struct Step {
     pub reason: String,
     /// None when the cache answered.
     pub build_secs: Option<f64>,
+    /// What ccache answered of the step's compilations (a build with ccache on).
+    #[serde(default)]
+    pub ccache: Option<crate::build::ccache::Stats>,
     pub runs: Vec<Run>,
     /// The run dir with this step's logs.
     pub run_dir: String,
@@ -249,7 +252,10 @@ impl Report {
                 short(&s.commit),
                 cell(&s.subject),
                 s.term,
-                secs(s.build_secs, "cache hit"),
+                match s.ccache {
+                    Some(c) => format!("{} ({})", secs(s.build_secs, "cache hit"), c.describe()),
+                    None => secs(s.build_secs, "cache hit"),
+                },
                 runs,
                 cell(&s.reason),
             ));
@@ -339,6 +345,7 @@ mod tests {
             term: verdict_word(v).into(),
             reason: "WARNING at init/main.c\nsecond line of the reason".into(),
             build_secs: build,
+            ccache: None,
             runs: vec![Run {
                 verdict: v,
                 reason: "r".into(),

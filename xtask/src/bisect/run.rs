@@ -301,13 +301,18 @@ impl BisectCmd {
             wt: place.worktree.clone(),
         };
         // A bisect left in the worktree by a state that is gone (removed by hand).
-        bisect.reset()?;
-        let answer = bisect.start(
-            (terms.old_term(), terms.new_term()),
-            &good,
-            &bad,
-            &self.paths,
-        )?;
+        let answer = bisect.reset().and_then(|()| {
+            bisect.start(
+                (terms.old_term(), terms.new_term()),
+                &good,
+                &bad,
+                &self.paths,
+            )
+        });
+        // Until the state is saved (in `drive`), a failure leaves no bisect: nor its lock.
+        let answer = answer.inspect_err(|_| {
+            let _ = git::unlock_worktree(tree, &place.worktree);
+        })?;
         let saved = Saved {
             version: SAVED_VERSION,
             run_dir: ctx.run_dir.clone(),
@@ -557,6 +562,16 @@ fn confirm(
     ))
 }
 
+/// The clean runs of each good step (what the confidence reached is the product over).
+fn good_steps_runs(report: &Report) -> Vec<u32> {
+    report
+        .steps
+        .iter()
+        .filter(|s| s.role == Role::Step && s.verdict == StepVerdict::Good)
+        .map(|s| s.runs.len() as u32)
+        .collect()
+}
+
 /// Whether the culprit's kernel is its parent's, from the signatures their cache entries
 /// keep (`build::signature`); the parent is built if no step did. None when it cannot be
 /// told: no parent, a build that fails, an entry made before signatures were kept.
@@ -606,16 +621,6 @@ fn same_kernel_as_parent(
     Ok(Some(same))
 }
 
-/// The clean runs of each good step (what the confidence reached is the product over).
-fn good_steps_runs(report: &Report) -> Vec<u32> {
-    report
-        .steps
-        .iter()
-        .filter(|s| s.role == Role::Step && s.verdict == StepVerdict::Good)
-        .map(|s| s.runs.len() as u32)
-        .collect()
-}
-
 /// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
 /// copy of the config), its runs as `rule` and `judging` say; also gives the symptom the BAD
 /// end showed. Setup problems are `Err` (the bisect stops, its state kept for --resume).
@@ -645,12 +650,14 @@ fn test_commit(
         term: "skip".into(),
         reason: String::new(),
         build_secs: None,
+        ccache: None,
         runs: Vec::new(),
         run_dir: dir.display().to_string(),
     };
     match build::ensure_kernel(&sctx, Some(commit), bopts)? {
         BuildOutcome::Built(a) => {
-            step.build_secs = (!a.cache_hit).then(|| t.elapsed().as_secs_f64())
+            step.build_secs = (!a.cache_hit).then(|| t.elapsed().as_secs_f64());
+            step.ccache = a.ccache;
         }
         BuildOutcome::Failed {
             summary, cached, ..
@@ -682,9 +689,10 @@ fn test_commit(
 }
 
 fn print_step(n: usize, total: u32, s: &Step) {
-    let build = match s.build_secs {
-        Some(b) => format!("build {}", human_secs(b)),
-        None => "build cached".into(),
+    let build = match (s.build_secs, s.ccache) {
+        (Some(b), Some(c)) => format!("build {}, {}", human_secs(b), c.describe()),
+        (Some(b), None) => format!("build {}", human_secs(b)),
+        (None, _) => "build cached".into(),
     };
     let boot: f64 = s.runs.iter().filter_map(|r| r.boot_secs).sum();
     let boot = if boot > 0.0 {

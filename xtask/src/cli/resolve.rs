@@ -278,7 +278,12 @@ impl BisectCmd {
                 .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
             kernel: KernelSource::Build {
                 rev: None,
-                build: self.build.resolve(&file.build)?,
+                build: BuildRequest {
+                    // On by default in a bisect (its endpoints, built first, have compiled
+                    // most of what a step compiles); `ccache = false` in xtask.toml turns it off.
+                    ccache: self.build.ccache || file.build.ccache.unwrap_or(true),
+                    ..self.build.resolve(&file.build)?
+                },
             },
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
@@ -480,6 +485,35 @@ mod tests {
         super::super::Cli::try_parse_from(argv).unwrap().command
     }
 
+    /// ccache: on in a bisect unless xtask.toml says `ccache = false`; off in a check unless
+    /// asked for.
+    #[test]
+    fn ccache_is_on_in_a_bisect_unless_the_file_turns_it_off() {
+        let ccache = |args: &[&str], file: Option<bool>| {
+            let file = FileConfig {
+                build: FileBuild {
+                    ccache: file,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let req = match command(args) {
+                super::super::Command::Bisect(b) => b.request(&file).unwrap(),
+                super::super::Command::Check(c) => c.request(&file).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            match req.kernel {
+                KernelSource::Build { build, .. } => build.ccache,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(ccache(&["bisect", "v1", "v2"], None));
+        assert!(!ccache(&["bisect", "v1", "v2"], Some(false)));
+        assert!(ccache(&["bisect", "v1", "v2", "--ccache"], Some(false)));
+        assert!(!ccache(&["check"], None));
+        assert!(ccache(&["check", "--ccache"], None));
+    }
+
     /// A bisect stores its request for `--resume`: it reads back as the same request, the
     /// script's bytes and the regexes included, and each step checks its own commit.
     #[test]
@@ -529,7 +563,11 @@ mod tests {
             (rev.as_deref(), build),
             (
                 Some("abc123"),
-                &b.build.resolve(&FileBuild::default()).unwrap()
+                &BuildRequest {
+                    // A bisect's default.
+                    ccache: true,
+                    ..b.build.resolve(&FileBuild::default()).unwrap()
+                }
             )
         );
         // A saved regex that no longer compiles is an error, not a panic.
