@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: dispatches to one measurement per module.
 
 mod bisect;
+mod peers;
 mod trim;
 mod vm;
 
@@ -18,6 +19,7 @@ impl BenchArgs {
                 kernel,
                 vm,
                 arch,
+                peers,
             } => {
                 let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
                 let build = BuildArgs {
@@ -42,7 +44,7 @@ impl BenchArgs {
                 // --kernel, else the tree's working state built as xtask.toml says.
                 let kernel = kernel.source(None, &build, &ctx.file.build)?;
                 let runs = u32::try_from(runs)?;
-                vm::bench_boot(ctx, runs, &kernel, &base, &variants)
+                vm::bench_boot(ctx, runs, &kernel, &base, &variants, peers)
             }
             BenchWhat::Bisect { commits } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
