@@ -245,3 +245,179 @@ fn an_arm64_bisect_names_the_commit_that_warns() {
         ids[2]
     );
 }
+
+/// `setup-rootfs --arch arm64`'s binfmt_misc step on a machine made for it, whatever this one
+/// has registered: stand-ins for every tool it runs (and nothing else) on the search path,
+/// binfmt_misc at a directory of the test's (XTASK_BINFMT_MISC), a clean HOME, a fresh state
+/// dir. The stand-in mmdebstrap stops the set-up right after the step, before any download.
+struct BinfmtMachine {
+    dir: tempfile::TempDir,
+}
+
+/// What `update-binfmts --enable qemu-aarch64` leaves in binfmt_misc on Debian 12.
+const QEMU_AARCH64_ENTRY: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\n";
+
+impl BinfmtMachine {
+    /// `update_binfmts_entry`: what the stand-in update-binfmts writes as the handler's entry.
+    fn new(qemu_user: bool, update_binfmts_entry: &str) -> BinfmtMachine {
+        let m = BinfmtMachine {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for d in ["stubs", "binfmt_misc", "home"] {
+            std::fs::create_dir(m.path(d)).unwrap();
+        }
+        let log = m.path("calls.log");
+        let log = log.display();
+        // Shell builtins only: the search path has nothing but the stand-ins.
+        m.stub(
+            "mount",
+            &format!("echo \"mount $*\" >> {log}\n: > \"$4/register\""),
+        );
+        m.stub(
+            "update-binfmts",
+            &format!(
+                "echo \"update-binfmts $*\" >> {log}\nprintf '%s' '{update_binfmts_entry}' > {}/qemu-aarch64",
+                m.path("binfmt_misc").display()
+            ),
+        );
+        m.stub(
+            "mmdebstrap",
+            &format!("echo \"mmdebstrap $*\" >> {log}\necho 'E: stand-in mmdebstrap stops here' >&2\nexit 1"),
+        );
+        if qemu_user {
+            m.stub("qemu-aarch64-static", "exit 0");
+        }
+        m
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn stub(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path("stubs").join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// binfmt_misc as mounted (its `register` file), with the handler's entry if given.
+    fn mounted(self, entry: Option<&str>) -> BinfmtMachine {
+        std::fs::write(self.path("binfmt_misc/register"), "").unwrap();
+        if let Some(e) = entry {
+            std::fs::write(self.path("binfmt_misc/qemu-aarch64"), e).unwrap();
+        }
+        self
+    }
+
+    /// The stand-ins' calls, one a line.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// `cargo xtask setup-rootfs --arch arm64` on this machine, within a minute.
+    fn setup_rootfs(&self) -> std::process::Output {
+        let f = fixture();
+        let mut c = Command::new(&f.bin);
+        c.env_clear()
+            .env("HOME", self.path("home"))
+            .env("PATH", self.path("stubs"))
+            .env("TERM", "dumb")
+            .env("XTASK_BINFMT_MISC", self.path("binfmt_misc"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--tree")
+            .arg(&f.tree)
+            .args(["setup-rootfs", "--arch", "arm64"]);
+        within(&mut c, Duration::from_secs(60))
+    }
+
+    /// Nothing of a root under construction is left in the fresh state dir.
+    fn assert_no_root_left(&self) {
+        let roots = self.path("state/guest-arm64");
+        for leftover in ["rootfs", "rootfs.tmp", "rootfs.json"] {
+            assert!(!roots.join(leftover).exists(), "{leftover} left behind");
+        }
+    }
+}
+
+/// The bootstrap the stand-in was asked for: an arm64 root.
+fn asked_for_an_arm64_root(call: &str) -> bool {
+    call.starts_with("mmdebstrap ") && call.contains("arm64")
+}
+
+#[test]
+fn binfmt_unmounted_and_unregistered_is_mounted_registered_and_said() {
+    let m = BinfmtMachine::new(true, QEMU_AARCH64_ENTRY);
+    let out = m.setup_rootfs();
+    let err = stderr(&out);
+    let calls = m.calls();
+    let dir = m.path("binfmt_misc");
+    assert_eq!(
+        calls[..2],
+        [
+            format!("mount -t binfmt_misc binfmt_misc {}", dir.display()),
+            "update-binfmts --enable qemu-aarch64".to_string()
+        ],
+        "{err}"
+    );
+    assert!(
+        err.contains("registering qemu-aarch64 with binfmt_misc")
+            && err.contains("a host-wide setting"),
+        "{err}"
+    );
+    // Registered, the set-up went on to the bootstrap (which the stand-in ends: 128).
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(asked_for_an_arm64_root(&calls[2]), "{calls:?}");
+    assert_eq!(code(&out), 128, "{err}");
+    m.assert_no_root_left();
+}
+
+#[test]
+fn binfmt_already_registered_is_left_alone() {
+    let m = BinfmtMachine::new(true, "").mounted(Some(QEMU_AARCH64_ENTRY));
+    let out = m.setup_rootfs();
+    let err = stderr(&out);
+    let calls = m.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(asked_for_an_arm64_root(&calls[0]), "{calls:?}");
+    assert!(!err.contains("registering"), "{err}");
+    assert_eq!(code(&out), 128, "{err}");
+}
+
+#[test]
+fn binfmt_registered_without_f_stops_with_the_fix() {
+    let no_f = QEMU_AARCH64_ENTRY.replace("flags: PF", "flags: P");
+    let m = BinfmtMachine::new(true, &no_f).mounted(None);
+    let out = m.setup_rootfs();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 128, "{err}");
+    assert_eq!(m.calls(), ["update-binfmts --enable qemu-aarch64"]);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("without the F flag")
+            && errors[0].contains("update-binfmts --enable qemu-aarch64"),
+        "{err}"
+    );
+    m.assert_no_root_left();
+}
+
+#[test]
+fn binfmt_without_qemu_user_static_registers_nothing_and_names_the_package() {
+    let m = BinfmtMachine::new(false, QEMU_AARCH64_ENTRY).mounted(None);
+    let out = m.setup_rootfs();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 128, "{err}");
+    assert_eq!(m.calls(), Vec::<String>::new());
+    assert!(
+        err.contains("qemu-user-static, which is not installed")
+            && err.contains("apt-get install qemu-user-static binfmt-support"),
+        "{err}"
+    );
+    m.assert_no_root_left();
+}

@@ -415,6 +415,13 @@ fn run_to_end(f: &Fixture, cmd: &mut Command) -> (std::process::Output, Duration
     (out, took, run_dir_of(f, pid))
 }
 
+/// The run ended with `code`, within `secs` seconds, and its stderr `says` why.
+fn assert_ended(out: &std::process::Output, took: Duration, code: i32, secs: u64, says: &str) {
+    assert_eq!(tests::code(out), code, "{}", stderr(out));
+    assert!(took < Duration::from_secs(secs), "{took:?}");
+    assert!(stderr(out).contains(says), "{}", stderr(out));
+}
+
 /// No QEMU or virtiofsd of the run is left, and none of its sockets.
 fn assert_nothing_left(run_dir: &Path) {
     assert_eq!(
@@ -480,13 +487,7 @@ fn a_background_child_holding_the_output_does_not_hold_the_verdict() {
 fn a_command_the_guest_lacks_is_a_setup_fault() {
     let f = fixture();
     let (out, took, run_dir) = run_to_end(&f, &mut check(&f, &["--", "no-such-cmd", "x"]));
-    assert_eq!(code(&out), 128);
-    assert!(took < Duration::from_secs(45), "{took:?}");
-    assert!(
-        stderr(&out).contains("the guest cannot run `no-such-cmd`"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ended(&out, took, 128, 45, "the guest cannot run `no-such-cmd`");
     assert_nothing_left(&run_dir);
 }
 
@@ -528,12 +529,12 @@ fn qemu_exiting_at_start_is_a_setup_fault_with_its_words() {
         .arg(&bogus)
         .args(["--", "true"]);
     let (out, took, run_dir) = run_to_end(&f, &mut c);
-    assert_eq!(code(&out), 128);
-    assert!(took < Duration::from_secs(20), "{took:?}");
-    assert!(
-        stderr(&out).contains("QEMU exited at start (exit 1): qemu: invalid kernel header"),
-        "{}",
-        stderr(&out)
+    assert_ended(
+        &out,
+        took,
+        128,
+        20,
+        "QEMU exited at start (exit 1): qemu: invalid kernel header",
     );
     assert_nothing_left(&run_dir);
 }
@@ -685,13 +686,7 @@ fn a_command_past_its_timeout_is_bad_at_the_timeout() {
         &f,
         &mut check(&f, &["--timeout", "5s", "--", "sleep", "600"]),
     );
-    assert_eq!(code(&out), 1);
-    assert!(took < Duration::from_secs(45), "{took:?}");
-    assert!(
-        stderr(&out).contains("the command timed out"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ended(&out, took, 1, 45, "the command timed out");
     assert_nothing_left(&run_dir);
 }
 
@@ -759,4 +754,44 @@ fn virtiofsd_exiting_at_start_is_a_setup_fault_with_its_words() {
         .unwrap_or_else(|| panic!("{err}"));
     assert!(line.contains("invalid value 'lots'"), "{err}");
     assert_nothing_left(&run_dir);
+}
+
+/// The fixture's config is the fast lane's (no PCI, no ACPI): the check boots it on microvm
+/// without ACPI, its virtio-mmio devices named on the kernel command line by QEMU, and the
+/// guest ends the VM itself (a reboot, which -no-reboot turns into QEMU's exit) rather than
+/// halting until the host quits QEMU.
+#[test]
+fn the_fast_lane_boots_on_virtio_mmio_and_ends_by_itself() {
+    let f = fixture();
+    let out = within(
+        &mut check(&f, &["-v", "--", "cat", "/proc/cmdline"]),
+        Duration::from_secs(90),
+    );
+    let (o, e) = (tests::stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "stdout: {o}\nstderr: {e}");
+    assert!(e.contains("microvm,acpi=off"), "{e}");
+    assert!(
+        e.contains("vhost-user-fs-device") && !e.contains("-pci,"),
+        "{e}"
+    );
+    assert!(o.contains("virtio_mmio.device="), "{o}");
+    assert!(e.contains("(guest powered off)"), "{e}");
+}
+
+/// A PCI-lane kernel boots where it did before lanes: microvm with PCIe (and ACPI), virtio-pci.
+#[test]
+fn a_pci_lane_kernel_boots_on_pcie() {
+    let f = Fixture {
+        kernel: tests::pci_kernel(),
+        ..fixture()
+    };
+    let out = within(
+        &mut check(&f, &["-v", "--", "test", "-d", "/sys/bus/pci/devices"]),
+        Duration::from_secs(90),
+    );
+    let e = stderr(&out);
+    assert_eq!(code(&out), 0, "{e}");
+    assert!(e.contains("microvm,pcie=on"), "{e}");
+    assert!(e.contains("vhost-user-fs-pci"), "{e}");
+    assert!(e.contains("(guest powered off)"), "{e}");
 }

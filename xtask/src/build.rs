@@ -2,6 +2,7 @@
 //! a revision through the cache, built in the rootfs container when the cache has none.
 
 pub mod cache;
+pub mod ccache;
 pub mod failure;
 pub mod key;
 mod miss;
@@ -28,7 +29,7 @@ pub struct Artifacts {
     pub key: String,
     /// The cache entry's directory.
     pub dir: PathBuf,
-    /// The kernel image ([`cache::BZIMAGE`] in the entry, whatever the architecture).
+    /// The kernel image, named in the entry as make named it (`bzImage`, arm64's `Image`).
     pub image: PathBuf,
     /// Present only when booting needs modules (or `--initramfs dracut`).
     pub initramfs: Option<PathBuf>,
@@ -46,6 +47,8 @@ pub struct Artifacts {
     pub modules: Option<PathBuf>,
     /// The build's log, kept in the entry.
     pub log: PathBuf,
+    /// What ccache answered of this build's compilations; None on a cache hit or without ccache.
+    pub ccache: Option<ccache::Stats>,
 }
 
 /// A build either gives a kernel or fails on the kernel's side (which a bisect skips).
@@ -83,13 +86,14 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
     let config = std::fs::read(&config_path)
         .with_context(|| format!("reading the config {}", config_path.display()))?;
     let source = source::resolve(&ctx.state, &tree, rev)?;
-    let dirs = miss::Dirs::of(ctx, &tree, &source, opts);
-    let plan = dirs.plan(&source, opts, &miss::ccache_host(ctx));
+    let toolchain = toolchain::identity(&ctx.state, opts.host)?;
+    let dirs = miss::Dirs::of(ctx, &tree, &source, opts, &toolchain);
+    let plan = dirs.plan(&source, opts);
     let inputs = KeyInputs {
         tree_id: source.tree_id.clone(),
         dirty: source.dirty.clone(),
         config: sha256_hex([config.as_slice()]),
-        toolchain: toolchain::identity(&ctx.state, opts.host)?,
+        toolchain,
         arch: plan.make.arch.name.to_string(),
         commands: plan.key(),
     };
@@ -177,7 +181,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
     Artifacts {
         key: entry.meta.key.clone(),
         dir: entry.dir.clone(),
-        image: entry.path(cache::BZIMAGE),
+        image: entry.path(entry.meta.image_name()),
         initramfs: present(cache::INITRAMFS),
         config: entry.path(cache::CONFIG),
         commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),
@@ -186,6 +190,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
         make_runs,
         modules: present(cache::MODULES),
         log: entry.path(cache::BUILD_LOG),
+        ccache: None,
     }
 }
 

@@ -2,7 +2,6 @@
 //! least recently used first (the store itself: `crate::build::cache`).
 
 use crate::build::cache::{Cache, Entry, Status};
-use crate::cli::{CacheAction, CacheArgs};
 use crate::ctx::Ctx;
 use crate::units::{human_bytes, human_duration, short, Bound};
 use anyhow::{bail, Context, Result};
@@ -34,23 +33,9 @@ fn age(t: SystemTime) -> String {
 }
 
 /// The largest `gc --max-size`: beyond any disk, well inside 64 bits of bytes.
-const MAX_SIZE: Bound<'static, u64> = (1 << 50, "1024T");
+pub const MAX_SIZE: Bound<'static, u64> = (1 << 50, "1024T");
 
-impl CacheArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let cache = Cache::new(&ctx.state);
-        match self.action {
-            CacheAction::Ls => ls(&cache),
-            CacheAction::Show { what } => show(ctx, &cache, &what),
-            CacheAction::Gc { max_size } => gc(
-                &cache,
-                max_size.bytes_within("--max-size", (0, "0"), MAX_SIZE)?,
-            ),
-        }
-    }
-}
-
-fn ls(cache: &Cache) -> Result<u8> {
+pub fn ls(cache: &Cache) -> Result<u8> {
     let mut entries = Vec::new();
     let mut corrupt = Vec::new();
     for (name, entry) in cache.scan()? {
@@ -117,7 +102,7 @@ fn ls(cache: &Cache) -> Result<u8> {
     Ok(0)
 }
 
-fn show(ctx: &Ctx, cache: &Cache, what: &str) -> Result<u8> {
+pub fn show(ctx: &Ctx, cache: &Cache, what: &str) -> Result<u8> {
     let entries = cache.entries()?;
     let mut found: Vec<&Entry> = if what.len() >= 4 && what.chars().all(|c| c.is_ascii_hexdigit()) {
         entries
@@ -151,7 +136,7 @@ fn show(ctx: &Ctx, cache: &Cache, what: &str) -> Result<u8> {
     Ok(0)
 }
 
-fn gc(cache: &Cache, max: u64) -> Result<u8> {
+pub fn gc(cache: &Cache, max: u64) -> Result<u8> {
     for (name, why) in cache.sweep(true) {
         println!("removed {} ({why})", short(&name));
     }

@@ -1,9 +1,7 @@
 //! `cargo xtask deps [--install] [--peers]`: the Debian packages the toolkit needs, virtiofsd,
 //! and (`--peers`) the tools `bench boot --peers` compares with, installed in the state dir.
 
-use crate::cli::DepsArgs;
 use crate::cmd::CommandExt;
-use crate::ctx::Ctx;
 use crate::state::StateDir;
 use crate::tools;
 use anyhow::{bail, Context, Result};
@@ -182,59 +180,59 @@ impl Peers {
     }
 }
 
-impl DepsArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        if self.peers {
-            let peers = Peers::of(&ctx.state);
-            peers.install()?;
-            println!(
-                "peers installed: {} and {}",
-                peers.vng().display(),
-                peers.vmtest().display()
-            );
-            if !self.install {
-                return Ok(crate::exit::OK);
-            }
-        }
-        if self.install {
-            install()?;
-            println!(
-                "all packages installed; virtiofsd at {}",
-                tools::find(&tools::VIRTIOFSD)?.display()
-            );
-            return Ok(0);
-        }
-        let missing = missing_packages()?;
-        for (name, why) in PACKAGES {
-            let mark = if missing.contains(name) {
-                "missing"
-            } else {
-                "ok"
-            };
-            println!("{mark:<8} {name:<24} {why}");
-        }
-        let vfs = tools::search(&tools::VIRTIOFSD);
-        for r in &vfs.rejected {
-            println!(
-                "{:<8} {:<24} {}: {}",
-                "refused",
-                "virtiofsd",
-                r.path.display(),
-                r.reason
-            );
-        }
-        let vfs = vfs.usable;
+/// `deps [--install] [--peers]`: what is missing (exit 1 if anything), or everything
+/// installed; `--peers` (alone) installs the peers only.
+pub fn run(state: &StateDir, install_all: bool, with_peers: bool) -> Result<u8> {
+    if with_peers {
+        let peers = Peers::of(state);
+        peers.install()?;
         println!(
-            "{:<8} {:<24} {}",
-            if vfs.is_some() { "ok" } else { "missing" },
-            "virtiofsd",
-            tools::VIRTIOFSD_INSTALL
+            "peers installed: {} and {}",
+            peers.vng().display(),
+            peers.vmtest().display()
         );
-        if missing.is_empty() && vfs.is_some() {
-            Ok(crate::exit::OK)
-        } else {
-            println!("run `cargo xtask deps --install` to install what is missing");
-            Ok(crate::exit::FAILED)
+        if !install_all {
+            return Ok(crate::exit::OK);
         }
+    }
+    if install_all {
+        install()?;
+        println!(
+            "all packages installed; virtiofsd at {}",
+            tools::find(&tools::VIRTIOFSD)?.display()
+        );
+        return Ok(0);
+    }
+    let missing = missing_packages()?;
+    for (name, why) in PACKAGES {
+        let mark = if missing.contains(name) {
+            "missing"
+        } else {
+            "ok"
+        };
+        println!("{mark:<8} {name:<24} {why}");
+    }
+    let vfs = tools::search(&tools::VIRTIOFSD);
+    for r in &vfs.rejected {
+        println!(
+            "{:<8} {:<24} {}: {}",
+            "refused",
+            "virtiofsd",
+            r.path.display(),
+            r.reason
+        );
+    }
+    let vfs = vfs.usable;
+    println!(
+        "{:<8} {:<24} {}",
+        if vfs.is_some() { "ok" } else { "missing" },
+        "virtiofsd",
+        tools::VIRTIOFSD_INSTALL
+    );
+    if missing.is_empty() && vfs.is_some() {
+        Ok(crate::exit::OK)
+    } else {
+        println!("run `cargo xtask deps --install` to install what is missing");
+        Ok(crate::exit::FAILED)
     }
 }

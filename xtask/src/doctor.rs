@@ -1,6 +1,5 @@
 //! `cargo xtask doctor`: every external tool (found or missing, version, package) and KVM.
 
-use crate::cli::DoctorArgs;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::tools::{self, Tool};
@@ -57,7 +56,10 @@ fn foreign_arch(ctx: &Ctx, arch: &crate::arch::Arch) {
             None => "apt-get install qemu-user-static".into(),
         },
     );
-    let binfmt = crate::rootfs::binfmt::status(arch);
+    let binfmt = {
+        use crate::rootfs::binfmt;
+        binfmt::status(arch, &binfmt::Facts::read(arch, &binfmt::dir_from_env()))
+    };
     row(
         format!("binfmt {}", arch.name),
         binfmt.is_ok(),
@@ -82,96 +84,98 @@ fn foreign_arch(ctx: &Ctx, arch: &crate::arch::Arch) {
     );
 }
 
-impl DoctorArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let mut missing_required = Vec::new();
-        println!(
-            "{:<20} {:<8} {:<45} version",
-            "tool", "status", "path / fix"
-        );
-        for tool in tools::ALL {
-            let found = tools::search(tool);
-            for r in &found.rejected {
-                println!(
-                    "{:<20} {:<8} {:<45} not used: {}",
-                    tool.name,
-                    "refused",
-                    r.path.display(),
-                    r.reason
-                );
-            }
-            match found.usable {
-                Some(p) => {
-                    let v = if tool.name == "debootstrap" {
-                        // debootstrap has no --version; its package version says it.
-                        Command::new("dpkg-query")
-                            .args(["-W", "-f", "${Version}", "debootstrap"])
-                            .read_logged()
-                            .unwrap_or_default()
-                    } else {
-                        version(tool, &p)
-                    };
-                    println!("{:<20} {:<8} {:<45} {}", tool.name, "found", p.display(), v);
-                }
-                None => {
-                    let need = if tool.required { "MISSING" } else { "missing" };
-                    println!(
-                        "{:<20} {:<8} {:<45} ({})",
-                        tool.name,
-                        need,
-                        tools::install_hint(tool),
-                        tool.purpose
-                    );
-                    if tool.required {
-                        missing_required.push(*tool);
-                    }
-                }
-            }
-        }
-        if tools::bootstrapper().is_err() {
-            missing_required.push(tools::MMDEBSTRAP);
-        }
-        let rootfs = ctx.state.rootfs();
-        if rootfs.join("usr/bin/gcc").exists() {
-            let gcc = crate::rootfs::toolchain_identity(&ctx.state)
-                .unwrap_or_else(|e| format!("? ({e:#})"));
+/// `doctor [--reprobe]`: every tool, the rootfs and KVM (probed again with `reprobe`).
+pub fn run(ctx: &Ctx, reprobe: bool) -> Result<u8> {
+    let mut missing_required = Vec::new();
+    println!(
+        "{:<20} {:<8} {:<45} version",
+        "tool", "status", "path / fix"
+    );
+    for tool in tools::ALL {
+        let found = tools::search(tool);
+        for r in &found.rejected {
             println!(
-                "{:<20} {:<8} {:<45} {}",
-                "gcc (rootfs)",
-                "found",
-                rootfs.display(),
-                gcc
-            );
-        } else {
-            println!(
-                "{:<20} {:<8} {:<45}",
-                "gcc (rootfs)", "missing", "cargo xtask setup-rootfs"
+                "{:<20} {:<8} {:<45} not used: {}",
+                tool.name,
+                "refused",
+                r.path.display(),
+                r.reason
             );
         }
-        match tools::locate(&tools::QEMU) {
-            Some(qemu) => {
-                let p = crate::kvm::probe(&ctx.state, &qemu, None, self.reprobe)?;
-                if p.usable && p.method == "firmware" {
-                    println!("KVM usable so far ({}); a kernel is booted under KVM before the first VM run", p.detail);
-                } else if p.usable {
-                    println!("KVM usable ({})", p.detail);
+        match found.usable {
+            Some(p) => {
+                let v = if tool.name == "debootstrap" {
+                    // debootstrap has no --version; its package version says it.
+                    Command::new("dpkg-query")
+                        .args(["-W", "-f", "${Version}", "debootstrap"])
+                        .read_logged()
+                        .unwrap_or_default()
                 } else {
-                    println!("KVM unusable: falling back to TCG (slower) ({})", p.detail);
+                    version(tool, &p)
+                };
+                println!("{:<20} {:<8} {:<45} {}", tool.name, "found", p.display(), v);
+            }
+            None => {
+                let need = if tool.required { "MISSING" } else { "missing" };
+                println!(
+                    "{:<20} {:<8} {:<45} ({})",
+                    tool.name,
+                    need,
+                    tools::install_hint(tool),
+                    tool.purpose
+                );
+                if tool.required {
+                    missing_required.push(*tool);
                 }
             }
-            None => println!("KVM not probed: {} is missing", tools::QEMU.name),
         }
-        for arch in crate::arch::ALL.iter().filter(|a| !a.is_host()) {
-            foreign_arch(ctx, arch);
-        }
-        if !missing_required.is_empty() {
-            let names: Vec<_> = missing_required.iter().map(|t| t.name).collect();
-            bail!(
-                "missing required tools: {}; run `cargo xtask deps --install`",
-                names.join(", ")
-            );
-        }
-        println!("ok: the toolkit can work on this host");
-        Ok(0)
     }
+    if tools::bootstrapper().is_err() {
+        missing_required.push(tools::MMDEBSTRAP);
+    }
+    let rootfs = ctx.state.rootfs();
+    if rootfs.join("usr/bin/gcc").exists() {
+        let gcc =
+            crate::rootfs::toolchain_identity(&ctx.state).unwrap_or_else(|e| format!("? ({e:#})"));
+        println!(
+            "{:<20} {:<8} {:<45} {}",
+            "gcc (rootfs)",
+            "found",
+            rootfs.display(),
+            gcc
+        );
+    } else {
+        println!(
+            "{:<20} {:<8} {:<45}",
+            "gcc (rootfs)", "missing", "cargo xtask setup-rootfs"
+        );
+    }
+    match tools::locate(&tools::QEMU) {
+        Some(qemu) => {
+            let p = crate::kvm::probe(&ctx.state, &qemu, None, reprobe)?;
+            if p.usable && p.method == "firmware" {
+                println!(
+                    "KVM usable so far ({}); a kernel is booted under KVM before the first VM run",
+                    p.detail
+                );
+            } else if p.usable {
+                println!("KVM usable ({})", p.detail);
+            } else {
+                println!("KVM unusable: falling back to TCG (slower) ({})", p.detail);
+            }
+        }
+        None => println!("KVM not probed: {} is missing", tools::QEMU.name),
+    }
+    for arch in crate::arch::ALL.iter().filter(|a| !a.is_host()) {
+        foreign_arch(ctx, arch);
+    }
+    if !missing_required.is_empty() {
+        let names: Vec<_> = missing_required.iter().map(|t| t.name).collect();
+        bail!(
+            "missing required tools: {}; run `cargo xtask deps --install`",
+            names.join(", ")
+        );
+    }
+    println!("ok: the toolkit can work on this host");
+    Ok(0)
 }

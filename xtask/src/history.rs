@@ -33,6 +33,9 @@ pub enum Change {
     Marker,
     /// Adds `mdelay(200)` after do_basic_setup(): every later boot is 200 ms slower.
     Delay,
+    /// Declares a new global in a header that most of the kernel includes: every file that
+    /// includes it compiles again (what ccache's effect on a bisect is measured with).
+    Header(&'static str),
 }
 
 /// Files that a trimmed config compiles, and one it does not.
@@ -45,6 +48,13 @@ const COMPILED: [&str; 6] = [
     "lib/string.c",
 ];
 const NOT_COMPILED: &str = "Documentation/process/howto.rst";
+/// Headers that most compiled files include, each by another set of files.
+const WIDE_HEADERS: [&str; 4] = [
+    "include/linux/slab.h",
+    "include/linux/fs.h",
+    "include/linux/mm.h",
+    "include/linux/sched.h",
+];
 /// The file the build break goes into.
 const BREAK_FILE: &str = "kernel/panic.c";
 const BREAK_LINE: &str = "#error \"xtask history: this commit does not build\"\n";
@@ -102,6 +112,19 @@ pub fn plan(n: usize, culprit: usize, broken: Option<usize>) -> Result<Vec<Chang
         .collect())
 }
 
+/// As [`plan`], but every fourth commit (from the second on) declares a global in a widely
+/// included header, each time another one: a history on which a plain incremental step
+/// recompiles hundreds of files, most of which some earlier build already compiled.
+pub fn header_plan(n: usize, culprit: usize) -> Result<Vec<Change>> {
+    let mut changes = plan(n, culprit, None)?;
+    for (i, c) in changes.iter_mut().enumerate() {
+        if i % 4 == 1 && i != culprit {
+            *c = Change::Header(WIDE_HEADERS[(i / 4) % WIDE_HEADERS.len()]);
+        }
+    }
+    Ok(changes)
+}
+
 /// The new content of the file a change touches, from its old content.
 pub fn apply(change: &Change, index: usize, old: &str) -> Result<(&'static str, String)> {
     Ok(match change {
@@ -110,6 +133,8 @@ pub fn apply(change: &Change, index: usize, old: &str) -> Result<(&'static str, 
         }
         Change::Comment(f) => (f, format!("{old}\n.. xtask history: commit {index}\n")),
         Change::Code(f) => (f, format!("{old}int xtask_history_{index} = {index};\n")),
+        // After the include guard: a repeated `extern` declaration is valid C.
+        Change::Header(f) => (f, format!("{old}extern int xtask_history_{index};\n")),
         Change::Warn | Change::Delay | Change::Marker => {
             if !old.contains(WARN_ANCHOR) {
                 bail!("init/main.c has no `do_basic_setup();` line to put the change after");
@@ -133,7 +158,7 @@ pub fn apply(change: &Change, index: usize, old: &str) -> Result<(&'static str, 
 
 fn path_of(change: &Change) -> &'static str {
     match change {
-        Change::Comment(f) | Change::Code(f) => f,
+        Change::Comment(f) | Change::Code(f) | Change::Header(f) => f,
         Change::Warn | Change::Delay | Change::Marker => "init/main.c",
         Change::Break | Change::Fix => BREAK_FILE,
         Change::OtherWarn | Change::OtherFix => OTHER_FILE,
@@ -151,6 +176,7 @@ fn subject(change: &Change, i: usize) -> String {
         Change::OtherFix => format!("history {i}: fork: no warning at boot"),
         Change::Marker => format!("history {i}: init: print a marker at boot"),
         Change::Delay => format!("history {i}: init: 200 ms more at boot"),
+        Change::Header(f) => format!("history {i}: a declaration in {f}"),
     }
 }
 
@@ -245,6 +271,20 @@ mod tests {
             .any(|c| matches!(c, Change::Comment(f) if !f.ends_with(".c"))));
         assert!(plan(4, 4, None).is_err());
         assert!(plan(16, 8, Some(7)).is_err());
+    }
+
+    #[test]
+    fn a_header_plan_touches_a_wide_header_every_fourth_commit() {
+        let p = header_plan(16, 9).unwrap();
+        let headers: Vec<usize> = (0..16)
+            .filter(|&i| matches!(p[i], Change::Header(_)))
+            .collect();
+        assert_eq!(headers, [1, 5, 13], "the culprit (9) stays the warning");
+        assert_eq!(p[9], Change::Warn);
+        assert_ne!(p[1], p[5], "another header each time");
+        let (path, new) = apply(&p[1], 1, "#endif\n").unwrap();
+        assert_eq!(path, "include/linux/slab.h");
+        assert_eq!(new, "#endif\nextern int xtask_history_1;\n");
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl QuickstartArgs {
                 ),
                 None => run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?,
             }
-            run_self(ctx, "build", Some(&tree), &["build"])?;
+            // With ccache (the same key): a bisect's first builds, in its own build dir, are
+            // then mostly hits.
+            run_self(ctx, "build", Some(&tree), &["build", "--ccache"])?;
         }
         let mut check = vec![OsString::from("check")];
         check.extend(self.check_args());

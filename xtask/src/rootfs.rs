@@ -78,7 +78,7 @@ pub fn setup(
     let (tool, tool_path) = tools::bootstrapper()?;
     let bootstrapper = Bootstrapper::from_tool(&tool);
     if !build_container {
-        binfmt::ensure(arch)?;
+        binfmt::ensure(arch, &binfmt::dir_from_env())?;
     }
     std::fs::create_dir_all(&state.root)
         .with_context(|| format!("creating {}", state.root.display()))?;

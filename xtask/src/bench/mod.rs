@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: dispatches to one measurement per module.
 
 mod bisect;
+mod flaky;
 mod peers;
 mod trim;
 mod vm;
@@ -46,9 +47,16 @@ impl BenchArgs {
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants, peers)
             }
-            BenchWhat::Bisect { commits } => {
+            BenchWhat::Bisect {
+                commits,
+                flaky,
+                headers,
+            } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
-                bisect::run(ctx, u32::try_from(commits)?)
+                if flaky {
+                    return flaky::run(ctx, u32::try_from(commits)?);
+                }
+                bisect::run(ctx, u32::try_from(commits)?, headers)
             }
         }
     }

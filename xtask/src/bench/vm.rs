@@ -11,7 +11,7 @@ use crate::vm::spec::{Console, RunPaths, VmSpec};
 use crate::vm::timeline::{self, Timeline};
 use crate::vm::virtiofsd;
 use crate::vm::KernelSource;
-use crate::vm::{find_tools, kernel_for, prepare};
+use crate::vm::{kernel_for, prepare};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,7 +130,7 @@ pub fn bench_boot(
     with_peers: bool,
 ) -> Result<u8> {
     let base_opts = base;
-    let tools = find_tools(base_opts)?;
+    let tools = crate::backend::find_tools(base_opts)?;
     let kernel = match kernel_for(ctx, kernel)? {
         Ok(k) => k,
         Err(j) => bail!("cannot bench: {}", j.reason),

@@ -78,8 +78,24 @@ pub struct FileRecord {
     pub sha256: String,
 }
 
-/// The files of an entry that a boot reads, so the ones checked before a hit.
-const BOOT_FILES: [&str; 2] = [BZIMAGE, INITRAMFS];
+/// The kernel image's file name in an entry built for `arch` (`KeyInputs::arch`): the name
+/// make gave it (`bzImage`, arm64's `Image`).
+pub fn image_for(arch: &str) -> &'static str {
+    crate::arch::Arch::by_name(arch).map_or(BZIMAGE, |a| a.image_target)
+}
+
+impl Metadata {
+    /// The kernel image's file name in this entry: its arch's, or `bzImage` in an entry made
+    /// before the name followed the arch (every image was stored as `bzImage` then).
+    pub fn image_name(&self) -> &'static str {
+        let named = image_for(&self.inputs.arch);
+        if self.files.contains_key(named) || self.sizes.contains_key(named) {
+            named
+        } else {
+            BZIMAGE
+        }
+    }
+}
 
 /// Whether `s` can be a cache key: 64 lowercase hex digits, so it is safe as a file name.
 pub fn is_key(s: &str) -> bool {
@@ -124,13 +140,14 @@ impl Entry {
                 )),
             };
         }
+        let image = self.meta.image_name();
         if self.meta.files.is_empty() {
-            // An entry from before digests were recorded: its bzImage's size.
-            let want = self.meta.sizes.get(BZIMAGE).copied();
-            return check_file(&self.path(BZIMAGE), BZIMAGE, want, None);
+            // An entry from before digests were recorded: its image's size.
+            let want = self.meta.sizes.get(image).copied();
+            return check_file(&self.path(image), image, want, None);
         }
-        if !self.meta.files.contains_key(BZIMAGE) {
-            return Err(format!("no {BZIMAGE} recorded"));
+        if !self.meta.files.contains_key(image) {
+            return Err(format!("no {image} recorded"));
         }
         for (name, rec) in &self.meta.files {
             check_file(&self.path(name), name, Some(rec.size), Some(&rec.sha256))?;
@@ -281,7 +298,8 @@ impl Cache {
     /// failure or a broken entry of the same key). The caller holds the key's lock.
     pub fn publish(&self, staged: tempfile::TempDir, meta: &Metadata) -> Result<Entry> {
         let mut meta = meta.clone();
-        for name in BOOT_FILES {
+        // The files a boot reads, so the ones checked before a hit.
+        for name in [image_for(&meta.inputs.arch), INITRAMFS] {
             let path = staged.path().join(name);
             if let Ok(m) = std::fs::metadata(&path) {
                 let sha256 =
@@ -509,14 +527,51 @@ mod tests {
     }
 
     #[test]
+    fn an_arm64_image_is_named_image_and_old_entries_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let mut m = meta(&"ab".repeat(32), Status::Ok);
+        m.inputs.arch = "arm64".into();
+        let s = cache.staging(&m.key).unwrap();
+        std::fs::write(s.path().join("Image"), "arm64 image").unwrap();
+        m.sizes.insert("Image".into(), 11);
+        let e = cache.publish(s, &m).unwrap();
+        assert_eq!(e.meta.image_name(), "Image");
+        assert_eq!(e.meta.files["Image"].size, 11);
+        assert_eq!(cache.lookup(&m.key).unwrap().verify(), Ok(()));
+        // Made before the name followed the arch: its arm64 image is a `bzImage`.
+        let mut old = meta(&"cd".repeat(32), Status::Ok);
+        old.inputs.arch = "arm64".into();
+        let s = cache.staging(&old.key).unwrap();
+        std::fs::write(s.path().join(BZIMAGE), "arm64 image").unwrap();
+        old.sizes.insert(BZIMAGE.into(), 11);
+        std::fs::write(
+            s.path().join(METADATA),
+            serde_json::to_string(&old).unwrap(),
+        )
+        .unwrap();
+        std::fs::rename(s.keep(), cache.entry_dir(&old.key)).unwrap();
+        let e = cache.lookup(&old.key).unwrap();
+        assert_eq!(e.meta.image_name(), BZIMAGE);
+        assert_eq!(e.verify(), Ok(()));
+    }
+
+    #[test]
     fn a_published_image_is_checked_before_use() {
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::new(&StateDir::new(d.path().into()));
         let key = "ef".repeat(32);
         let s = cache.staging(&key).unwrap();
         std::fs::write(s.path().join(BZIMAGE), "kernel image").unwrap();
-        let e = cache.publish(s, &meta(&key, Status::Ok)).unwrap();
+        let mut m = meta(&key, Status::Ok);
+        m.kernel_signature = Some("5e".repeat(32));
+        let e = cache.publish(s, &m).unwrap();
         assert_eq!(e.meta.files[BZIMAGE].size, 12);
+        // The kernel's signature is kept with the entry.
+        assert_eq!(
+            cache.lookup(&key).unwrap().meta.kernel_signature,
+            Some("5e".repeat(32))
+        );
         assert_eq!(cache.lookup(&key).unwrap().verify(), Ok(()));
 
         // Changed in place, same size.
@@ -544,9 +599,12 @@ mod tests {
         m.sizes.insert(BZIMAGE.into(), 6);
         let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
         json.as_object_mut().unwrap().remove("files");
+        json.as_object_mut().unwrap().remove("kernel_signature");
         std::fs::write(dir.join(METADATA), json.to_string()).unwrap();
         std::fs::write(dir.join(BZIMAGE), "kernel").unwrap();
         assert_eq!(cache.lookup(&key).unwrap().verify(), Ok(()));
+        // Nor a signature: its kernel is not compared with another's.
+        assert_eq!(cache.lookup(&key).unwrap().meta.kernel_signature, None);
         std::fs::write(dir.join(BZIMAGE), "").unwrap();
         assert!(cache.lookup(&key).unwrap().verify().is_err());
     }

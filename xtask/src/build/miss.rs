@@ -2,6 +2,7 @@
 //! dir, and publish the entry (or the recorded failure) into the cache.
 
 use super::cache::{self, Cache, Metadata, Status};
+use super::ccache;
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
 use super::plan::{self, ConfigFacts, Make, Paths, Plan};
@@ -44,10 +45,18 @@ pub struct Dirs {
     container: bool,
     /// The rootfs's `/ccache` mount point is used: the state's ccache dir is bound there.
     ccache_mount: bool,
+    /// The state's ccache dir for this toolchain ([`ccache::dir`]).
+    ccache_host: PathBuf,
 }
 
 impl Dirs {
-    pub fn of(ctx: &Ctx, tree: &Path, source: &Source, opts: &BuildRequest) -> Dirs {
+    pub fn of(
+        ctx: &Ctx,
+        tree: &Path,
+        source: &Source,
+        opts: &BuildRequest,
+        toolchain: &str,
+    ) -> Dirs {
         let src = match source.checkout {
             Checkout::WorkingState => tree.to_path_buf(),
             Checkout::Worktree => source::worktree_dir(&ctx.state, tree),
@@ -73,11 +82,12 @@ impl Dirs {
             container: !opts.host,
             // The rootfs may have a /ccache mount point; otherwise ccache lives in the build dir.
             ccache_mount: !opts.host && opts.ccache && ctx.state.rootfs().join("ccache").is_dir(),
+            ccache_host: ccache::dir(&ctx.state.root, toolchain),
         }
     }
 
     /// What the build runs here.
-    pub fn plan(&self, source: &Source, opts: &BuildRequest, ccache_host: &Path) -> Plan {
+    pub fn plan(&self, source: &Source, opts: &BuildRequest) -> Plan {
         let paths = if self.container {
             Paths::container()
         } else {
@@ -86,7 +96,7 @@ impl Dirs {
         let ccache_dir = match (self.container, self.ccache_mount) {
             (true, true) => "/ccache".to_string(),
             (true, false) => format!("{}/.ccache", paths.build),
-            (false, _) => ccache_host.display().to_string(),
+            (false, _) => self.ccache_host.display().to_string(),
         };
         Plan {
             make: Make {
@@ -99,11 +109,6 @@ impl Dirs {
             initramfs: opts.initramfs,
         }
     }
-}
-
-/// Where ccache keeps its cache on the host.
-pub fn ccache_host(ctx: &Ctx) -> PathBuf {
-    ctx.state.root.join("ccache")
 }
 
 /// What the steps of a build left behind.
@@ -144,9 +149,9 @@ pub fn build(
 
     let place = match container {
         Some(c) if req.dirs.ccache_mount => {
-            let ccache_host = ccache_host(ctx);
-            std::fs::create_dir_all(&ccache_host)?;
-            Place::container(c.bind(&ccache_host, "/ccache"), src_dir, build_dir)
+            let ccache_host = &req.dirs.ccache_host;
+            std::fs::create_dir_all(ccache_host)?;
+            Place::container(c.bind(ccache_host, "/ccache"), src_dir, build_dir)
         }
         Some(c) => Place::container(c, src_dir, build_dir),
         None => Place::Host {
@@ -243,9 +248,11 @@ pub fn build(
         std::fs::copy(&from, out.join(name)).with_context(|| format!("copying {}", from.display()))
     };
     let mut sizes = BTreeMap::new();
+    // Named as make named it (`bzImage`, arm64's `Image`): cache::image_for.
+    let image = plan.make.arch.image_target;
     sizes.insert(
-        cache::BZIMAGE.to_string(),
-        copy(build_dir.join(plan.make.arch.image_path), cache::BZIMAGE)?,
+        image.to_string(),
+        copy(build_dir.join(plan.make.arch.image_path), image)?,
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;
@@ -275,12 +282,12 @@ pub fn build(
         .insert("total".into(), start.elapsed().as_secs_f64());
     let meta = metadata(req, &runner, record, sizes, Status::Ok, None);
     let entry = cache.publish(staged, &meta)?;
-    Ok(BuildOutcome::Built(artifacts(
-        &entry,
-        false,
-        runner.make_runs,
-        start,
-    )))
+    let mut built = artifacts(&entry, false, runner.make_runs, start);
+    built.ccache = plan.make.ccache_dir.as_ref().map(|_| {
+        let log = std::fs::read_to_string(staging.join(ccache::STATS_LOG)).unwrap_or_default();
+        ccache::Stats::parse(&log)
+    });
+    Ok(BuildOutcome::Built(built))
 }
 
 /// Records a failed step: an error of the sources becomes a cached `Failed`; anything else

@@ -1,5 +1,7 @@
 //! binfmt_misc for a guest root of another architecture: whether the host runs that
 //! architecture's binaries through qemu-user-static, and registering it when it does not.
+//! What the host has (binfmt_misc's directory, its entries, qemu-user-static) is read once
+//! into [`Facts`]; what to do is decided from them in pure code ([`plan`]).
 
 use crate::arch::Arch;
 use crate::cmd::CommandExt;
@@ -7,12 +9,53 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Where the kernel lists binfmt_misc's handlers.
-const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
+/// Where the kernel lists binfmt_misc's handlers, unless `XTASK_BINFMT_MISC` names another
+/// directory (the tests point it at one of their own).
+pub const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
+
+/// The environment variable that overrides [`BINFMT_DIR`].
+pub const BINFMT_DIR_VAR: &str = "XTASK_BINFMT_MISC";
+
+/// binfmt_misc's directory: `XTASK_BINFMT_MISC`, else [`BINFMT_DIR`].
+pub fn dir_from_env() -> PathBuf {
+    std::env::var_os(BINFMT_DIR_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BINFMT_DIR))
+}
 
 /// qemu-user-static's handler name for `arch` (Debian's binfmt-support names).
 fn handler(arch: &Arch) -> String {
     format!("qemu-{}", arch.uname)
+}
+
+/// qemu-user-static's binary for `arch`, on the search path, when installed.
+pub fn qemu_user_installed(arch: &Arch) -> Option<PathBuf> {
+    which::which(format!("qemu-{}-static", arch.uname)).ok()
+}
+
+/// What this host has, for one architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// binfmt_misc's directory.
+    pub dir: PathBuf,
+    /// Whether binfmt_misc is mounted there (its `register` file exists).
+    pub mounted: bool,
+    /// The handler's file, when registered.
+    pub entry: Option<String>,
+    /// qemu-user-static's binary for the architecture, when installed.
+    pub qemu_user: Option<PathBuf>,
+}
+
+impl Facts {
+    /// Reads them for `arch` from `dir`.
+    pub fn read(arch: &Arch, dir: &Path) -> Facts {
+        Facts {
+            dir: dir.to_path_buf(),
+            mounted: dir.join("register").exists(),
+            entry: std::fs::read_to_string(dir.join(handler(arch))).ok(),
+            qemu_user: qemu_user_installed(arch),
+        }
+    }
 }
 
 /// What a handler's file says, when it can run binaries inside a container: enabled, and
@@ -35,79 +78,148 @@ pub fn usable(entry: &str) -> std::result::Result<(), String> {
 }
 
 /// Whether binaries of `arch` run here now (through qemu-user-static), or why not.
-pub fn status(arch: &Arch) -> std::result::Result<(), String> {
-    let entry = Path::new(BINFMT_DIR).join(handler(arch));
-    match std::fs::read_to_string(&entry) {
-        Ok(text) => usable(&text),
-        Err(_) if !Path::new(BINFMT_DIR).join("register").exists() => {
-            Err(format!("binfmt_misc is not mounted at {BINFMT_DIR}"))
-        }
-        Err(_) => Err(format!("{} is not registered", handler(arch))),
+pub fn status(arch: &Arch, f: &Facts) -> std::result::Result<(), String> {
+    match &f.entry {
+        Some(text) => usable(text),
+        None if !f.mounted => Err(format!("binfmt_misc is not mounted at {}", f.dir.display())),
+        None => Err(format!("{} is not registered", handler(arch))),
     }
 }
 
-/// qemu-user-static's binary for `arch`, when installed.
-pub fn qemu_user_installed(arch: &Arch) -> Option<PathBuf> {
-    Some(qemu_user(arch)).filter(|p| p.exists())
+/// What [`ensure`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The handler is there and usable: nothing.
+    Nothing,
+    /// Register the handler with `update-binfmts --enable`, mounting binfmt_misc first when
+    /// nothing has (without systemd nothing does: proc-sys-fs-binfmt_misc.automount would).
+    Register { mount: bool },
 }
 
-/// Makes sure binaries of `arch` run here; registers qemu-user-static's handler (a
-/// privileged, host-wide setting, said on stderr) when it is not. Fails with the fix.
-pub fn ensure(arch: &Arch) -> Result<()> {
-    if status(arch).is_ok() {
-        return Ok(());
-    }
-    let entry = Path::new(BINFMT_DIR).join(handler(arch));
-    let fix = format!(
+/// The fix every failure names.
+fn fix(arch: &Arch) -> String {
+    format!(
         "apt-get install qemu-user-static binfmt-support, then `update-binfmts --enable {}`",
         handler(arch)
-    );
-    if qemu_user_installed(arch).is_none() {
+    )
+}
+
+/// What to do for `arch` on a host with these facts; an error when it cannot be done.
+pub fn plan(arch: &Arch, f: &Facts) -> Result<Plan> {
+    if status(arch, f).is_ok() {
+        return Ok(Plan::Nothing);
+    }
+    if f.qemu_user.is_none() {
         bail!(
-            "an {} root runs its package scripts under qemu-user-static, which is not installed: {fix}",
-            arch.name
+            "an {} root runs its package scripts under qemu-user-static, which is not installed: {}",
+            arch.name,
+            fix(arch)
         );
     }
+    Ok(Plan::Register { mount: !f.mounted })
+}
+
+/// Makes sure binaries of `arch` run here, with binfmt_misc at `dir`; registers
+/// qemu-user-static's handler (a privileged, host-wide setting, said on stderr) when it is
+/// not. Fails with the fix.
+pub fn ensure(arch: &Arch, dir: &Path) -> Result<()> {
+    let mount = match plan(arch, &Facts::read(arch, dir))? {
+        Plan::Nothing => return Ok(()),
+        Plan::Register { mount } => mount,
+    };
     eprintln!(
         "registering {} with binfmt_misc, so that the {} root's package scripts run under \
          qemu-user-static: a host-wide setting, until the next reboot",
         handler(arch),
         arch.name
     );
-    if !Path::new(BINFMT_DIR).join("register").exists() {
-        // Without systemd nothing mounts it (proc-sys-fs-binfmt_misc.automount does).
+    if mount {
         Command::new("mount")
-            .args(["-t", "binfmt_misc", "binfmt_misc", BINFMT_DIR])
+            .args(["-t", "binfmt_misc", "binfmt_misc"])
+            .arg(dir)
             .run_logged()
-            .with_context(|| format!("mounting binfmt_misc at {BINFMT_DIR}: {fix}"))?;
+            .with_context(|| format!("mounting binfmt_misc at {}: {}", dir.display(), fix(arch)))?;
     }
     Command::new("update-binfmts")
         .args(["--enable", &handler(arch)])
         .run_logged()
-        .with_context(|| format!("registering {}: {fix}", handler(arch)))?;
-    let text = std::fs::read_to_string(&entry).unwrap_or_default();
-    usable(&text).map_err(|why| anyhow::anyhow!("{} is {why}: {fix}", handler(arch)))
-}
-
-/// qemu-user-static's binary for `arch`.
-fn qemu_user(arch: &Arch) -> PathBuf {
-    PathBuf::from(format!("/usr/bin/qemu-{}-static", arch.uname))
+        .with_context(|| format!("registering {}: {}", handler(arch), fix(arch)))?;
+    let after = Facts::read(arch, dir);
+    status(arch, &after).map_err(|why| anyhow::anyhow!("{}: {why}: {}", handler(arch), fix(arch)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::ARM64;
+
+    /// /proc/sys/fs/binfmt_misc/qemu-aarch64 on this Debian 12 host after
+    /// `update-binfmts --enable qemu-aarch64`.
+    const REGISTERED: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n\
+                              flags: PF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\n";
+
+    fn facts(mounted: bool, entry: Option<&str>, qemu_user: bool) -> Facts {
+        Facts {
+            dir: BINFMT_DIR.into(),
+            mounted,
+            entry: entry.map(String::from),
+            qemu_user: qemu_user.then(|| "/usr/bin/qemu-aarch64-static".into()),
+        }
+    }
 
     #[test]
     fn a_registered_handler_must_be_enabled_with_f() {
-        // /proc/sys/fs/binfmt_misc/qemu-aarch64 on this Debian 12 host after
-        // `update-binfmts --enable qemu-aarch64`.
-        let ok = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\n\
-                  offset 0\nmagic 7f454c460201010000000000000000000200b700\n";
-        assert!(usable(ok).is_ok());
-        assert!(usable(&ok.replace("enabled", "disabled")).is_err());
-        let e = usable(&ok.replace("flags: PF", "flags: P")).unwrap_err();
+        assert!(usable(REGISTERED).is_ok());
+        assert!(usable(&REGISTERED.replace("enabled", "disabled")).is_err());
+        let e = usable(&REGISTERED.replace("flags: PF", "flags: P")).unwrap_err();
         assert!(e.contains("F flag"), "{e}");
-        assert_eq!(handler(&crate::arch::ARM64), "qemu-aarch64");
+        assert_eq!(handler(&ARM64), "qemu-aarch64");
+    }
+
+    #[test]
+    fn what_is_done_follows_from_the_facts() {
+        // Registered and usable: nothing, whether qemu-user-static is on the path or not.
+        assert_eq!(
+            plan(&ARM64, &facts(true, Some(REGISTERED), false)).unwrap(),
+            Plan::Nothing
+        );
+        // Mounted, not registered: register.
+        assert_eq!(
+            plan(&ARM64, &facts(true, None, true)).unwrap(),
+            Plan::Register { mount: false }
+        );
+        // Not mounted (no systemd): mount, then register.
+        assert_eq!(
+            plan(&ARM64, &facts(false, None, true)).unwrap(),
+            Plan::Register { mount: true }
+        );
+        // Registered without F: registered again (update-binfmts --enable).
+        let no_f = REGISTERED.replace("flags: PF", "flags: P");
+        assert_eq!(
+            plan(&ARM64, &facts(true, Some(&no_f), true)).unwrap(),
+            Plan::Register { mount: false }
+        );
+        // No qemu-user-static: nothing to register, and the fix.
+        let e = plan(&ARM64, &facts(true, None, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("qemu-user-static, which is not installed")
+                && e.contains("apt-get install qemu-user-static binfmt-support"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_status_says_why() {
+        assert_eq!(
+            status(&ARM64, &facts(false, None, true)).unwrap_err(),
+            "binfmt_misc is not mounted at /proc/sys/fs/binfmt_misc"
+        );
+        assert_eq!(
+            status(&ARM64, &facts(true, None, true)).unwrap_err(),
+            "qemu-aarch64 is not registered"
+        );
+        assert!(status(&ARM64, &facts(true, Some(REGISTERED), true)).is_ok());
     }
 }

@@ -527,6 +527,22 @@ mod tests {
     }
 
     #[test]
+    fn an_oom_panic_is_found_alike_on_arm64_and_x86_64() {
+        // Recorded on each: panic_on_oom, then /dev/shm filled; the OOM report before the
+        // panic (arm64's `Call trace:`, x86's `Call Trace:`) is no finding.
+        let oom = "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled";
+        assert_eq!(
+            found("arm64_panic_after_agent_oom.log"),
+            want(&[(FindingKind::Panic, 189, oom)])
+        );
+        let x86: Vec<_> = found("panic_after_agent_oom.log")
+            .into_iter()
+            .map(|(k, _, t)| (k, t))
+            .collect();
+        assert_eq!(x86, [(FindingKind::Panic, oom.to_string())]);
+    }
+
+    #[test]
     fn arm64s_die_header_is_an_oops() {
         // The format of arch/arm64/kernel/traps.c:189 in Linux 6.1, filled in as an arm64
         // NULL dereference prints it (no recording: the trimmed arm64 kernel has no LKDTM).

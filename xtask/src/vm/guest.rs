@@ -4,6 +4,7 @@
 
 use super::fault::VmEnd;
 use super::qga::{self, Agent, Stop};
+use super::spec::{RunPaths, VmSpec};
 use crate::signals;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -15,7 +16,13 @@ pub struct Tools {
     pub qemu: PathBuf,
     pub virtiofsd: PathBuf,
     pub launcher: Launcher,
+    /// What starts a libvirt domain (the libvirt backend's, given by `backend.rs`, so that
+    /// vm/ never names libvirt/); None in a build without the `libvirt` feature.
+    pub start_domain: Option<StartDomain>,
 }
+
+/// Starts `spec` as a libvirt domain at `uri`; `keep` leaves it running at the end.
+pub type StartDomain = fn(&VmSpec, &RunPaths, &Tools, &str, bool) -> Result<Box<dyn Guest>>;
 
 /// Who starts and owns the VM; the agent, the verdict and the logs are the same for both.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,13 +24,13 @@ pub mod virtiofsd;
 
 use crate::build::{self, BuildOutcome};
 use crate::ctx::Ctx;
+use crate::kvm;
 use crate::settings::{BuildRequest, VmRequest};
-use crate::{kvm, tools};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use guest::{Launcher, Tools};
 use run::{Plan, Report};
 use serde::{Deserialize, Serialize};
-use spec::{Backend, CmdlineInput, Console, VmSpec};
+use spec::{CmdlineInput, Console, VmSpec};
 use std::path::PathBuf;
 use verdict::{Failure, Judgement, Verdict};
 
@@ -39,6 +39,38 @@ use verdict::{Failure, Judgement, Verdict};
 pub struct KernelImage {
     pub image: PathBuf,
     pub initramfs: Option<PathBuf>,
+    /// The lane its config is for (the machine follows it); the PCI lane when unknown.
+    pub lane: crate::arch::Lane,
+}
+
+impl KernelImage {
+    /// `--kernel PATH`: the lane from the config beside it when there is one (a cache
+    /// entry's `config`, a build dir's `.config`), else the PCI lane (boots any kernel that
+    /// has virtio-pci, as before lanes).
+    pub fn given(image: &std::path::Path) -> KernelImage {
+        let lane = configs_beside(image)
+            .iter()
+            .find_map(|c| std::fs::read_to_string(c).ok())
+            .map_or(crate::arch::Lane::Pci, |t| crate::arch::Lane::of_config(&t));
+        KernelImage {
+            image: image.to_path_buf(),
+            initramfs: None,
+            lane,
+        }
+    }
+}
+
+/// Where the config of a kernel image may be: beside it (a cache entry) or at the root of
+/// the build dir it is in (`arch/x86/boot/bzImage`).
+fn configs_beside(image: &std::path::Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(dir) = image.parent() {
+        v.push(dir.join(build::cache::CONFIG));
+        if let Some(root) = dir.parent().and_then(|d| d.parent()) {
+            v.push(root.join(".config"));
+        }
+    }
+    v
 }
 
 /// What to boot.
@@ -96,19 +128,19 @@ pub fn kernel_for(
     kernel: &KernelSource,
 ) -> Result<std::result::Result<KernelImage, Judgement>> {
     let (rev, build) = match kernel {
-        KernelSource::Image(k) => {
-            return Ok(Ok(KernelImage {
-                image: k.clone(),
-                initramfs: None,
-            }))
-        }
+        KernelSource::Image(k) => return Ok(Ok(KernelImage::given(k))),
         KernelSource::Build { rev, build } => (rev.as_deref(), build),
     };
     match build::ensure_kernel(ctx, rev, build)? {
-        BuildOutcome::Built(a) => Ok(Ok(KernelImage {
-            image: a.image,
-            initramfs: a.initramfs,
-        })),
+        BuildOutcome::Built(a) => {
+            let config = std::fs::read_to_string(&a.config)
+                .with_context(|| format!("reading the built kernel's {}", a.config.display()))?;
+            Ok(Ok(KernelImage {
+                image: a.image,
+                initramfs: a.initramfs,
+                lane: crate::arch::Lane::of_config(&config),
+            }))
+        }
         BuildOutcome::Failed {
             log,
             summary,
@@ -148,28 +180,6 @@ pub const NEEDS_LIBVIRT_FEATURE: &str = "the libvirt backend needs the `libvirt`
      which this build lacks: run `cargo run -p xtask --features libvirt -- …` with the same \
      arguments instead of `cargo xtask …` (needs libvirt-dev)";
 
-/// Who starts the VM, from `--backend`, `--connect` and `--keep`.
-fn launcher(opts: &VmRequest) -> Result<Launcher> {
-    match opts.backend {
-        Backend::Qemu => Ok(Launcher::Qemu),
-        Backend::Libvirt if cfg!(feature = "libvirt") => Ok(Launcher::Libvirt {
-            uri: opts.connect.clone(),
-            keep: opts.keep,
-        }),
-        Backend::Libvirt => bail!(NEEDS_LIBVIRT_FEATURE),
-    }
-}
-
-/// The programs a VM run needs: found before anything is built, so that a missing or
-/// unusable tool ends the run at once.
-pub fn find_tools(opts: &VmRequest) -> Result<Tools> {
-    Ok(Tools {
-        qemu: tools::find(&tools::qemu(opts.arch))?,
-        virtiofsd: tools::find(&tools::VIRTIOFSD)?,
-        launcher: launcher(opts)?,
-    })
-}
-
 /// The accelerator and the spec for one VM, with its tools: everything decided up front.
 pub fn prepare(
     ctx: &Ctx,
@@ -186,9 +196,19 @@ pub fn prepare(
         &tools.qemu,
         Some(&kernel.image),
     )?;
-    // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
+    // The QEMU backend boots the machine of the kernel's lane; libvirt 9 cannot put
+    // virtio-pci devices on microvm ("No PCI buses available"), so it boots the full one,
+    // which needs a PCI kernel.
     let machine = match tools.launcher {
-        Launcher::Qemu => arch.machine,
+        Launcher::Qemu => arch.machine_for(kernel.lane),
+        Launcher::Libvirt { .. } if kernel.lane == crate::arch::Lane::Fast => bail!(
+            "{} has no PCI (its config is for the fast lane): libvirt boots {} guests on {}, \
+             which needs one; make a PCI config with `cargo xtask trim-config --lane pci` and \
+             pass it with --config, or use --backend qemu",
+            kernel.image.display(),
+            arch.name,
+            arch.full_machine.name()
+        ),
         Launcher::Libvirt { .. } => arch.full_machine,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -245,40 +265,5 @@ pub struct CheckOutcome {
 impl CheckOutcome {
     pub fn verdict(&self) -> Verdict {
         self.judgement.verdict()
-    }
-}
-
-#[cfg(test)]
-mod backend_tests {
-    use super::*;
-    use crate::settings::FileVm;
-
-    fn opts(backend: Backend) -> VmRequest {
-        let args = crate::cli::VmArgs {
-            backend: Some(backend),
-            keep: true,
-            ..Default::default()
-        };
-        args.resolve(&FileVm::default(), spec::InitMode::Fast)
-            .unwrap()
-    }
-
-    #[test]
-    fn the_backend_picks_the_launcher() {
-        assert_eq!(launcher(&opts(Backend::Qemu)).unwrap(), Launcher::Qemu);
-        let l = launcher(&opts(Backend::Libvirt));
-        if cfg!(feature = "libvirt") {
-            assert_eq!(
-                l.unwrap(),
-                Launcher::Libvirt {
-                    uri: "qemu:///system".into(),
-                    keep: true
-                }
-            );
-        } else {
-            // One line that says how to get the feature.
-            let e = l.unwrap_err().to_string();
-            assert!(e.contains("--features libvirt") && !e.contains('\n'), "{e}");
-        }
     }
 }

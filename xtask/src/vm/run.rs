@@ -31,12 +31,10 @@ pub fn start(spec: &VmSpec, paths: &RunPaths, tools: &Tools) -> Result<Box<dyn G
     paths.check_socket_lengths()?;
     match &tools.launcher {
         Launcher::Qemu => Ok(Box::new(Vm::start(spec, paths, tools)?)),
-        #[cfg(feature = "libvirt")]
-        Launcher::Libvirt { uri, keep } => Ok(Box::new(crate::libvirt::LibvirtVm::start(
-            spec, paths, tools, uri, *keep,
-        )?)),
-        #[cfg(not(feature = "libvirt"))]
-        Launcher::Libvirt { .. } => anyhow::bail!(super::NEEDS_LIBVIRT_FEATURE),
+        Launcher::Libvirt { uri, keep } => match tools.start_domain {
+            Some(start_domain) => start_domain(spec, paths, tools, uri, *keep),
+            None => anyhow::bail!(super::NEEDS_LIBVIRT_FEATURE),
+        },
     }
 }
 
