@@ -5,7 +5,8 @@
 //! - `XTASK_BIN`: the xtask binary to run;
 //! - `XTASK_TEST_STATE`: a state dir holding the rootfs, the trimmed config and the cache;
 //! - `XTASK_TEST_TREE`: a kernel git tree (Debian's linux-source-6.1, one commit tagged `base`);
-//! - `XTASK_TEST_KERNEL`: a bzImage built from that tree with the trimmed config;
+//! - `XTASK_TEST_KERNEL`: a bzImage built from that tree with the trimmed config (fast lane);
+//! - `XTASK_TEST_KERNEL_PCI`: one built with the PCI lane's config, for libvirt (q35);
 //! - `XTASK_TEST_KERNEL_ARM64`: the arm64 Image built from it (`tests/tests/e2e_arm64.rs`).
 
 pub mod builds;
@@ -26,6 +27,11 @@ pub struct Fixture {
     pub state: PathBuf,
     pub tree: PathBuf,
     pub kernel: PathBuf,
+}
+
+/// The PCI lane's kernel (`XTASK_TEST_KERNEL_PCI`): what the libvirt backend boots on q35.
+pub fn pci_kernel() -> PathBuf {
+    env_path("XTASK_TEST_KERNEL_PCI")
 }
 
 pub fn fixture() -> Fixture {

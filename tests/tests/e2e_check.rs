@@ -23,10 +23,11 @@ fn a_passing_command_is_good() {
     assert!(err.contains("boot-to-agent"), "{err}");
 }
 
-/// The trimmed config boots systemd to multi-user with qemu-guest-agent answering, and no
-/// unit fails on the way (a failed one is listed).
+/// The trimmed config boots systemd to a check's own target (xtask.target: the basic system
+/// and the guest agent) with qemu-guest-agent answering, and no unit fails on the way (a
+/// failed one is listed).
 #[test]
-fn systemd_reaches_multi_user_with_no_failed_unit() {
+fn systemd_reaches_its_target_with_no_failed_unit() {
     let f = fixture();
     let out = run(&mut check(
         &f,
@@ -36,12 +37,13 @@ fn systemd_reaches_multi_user_with_no_failed_unit() {
             "--",
             "sh",
             "-c",
-            "systemctl is-system-running --wait; s=$?; systemctl --failed --no-legend; exit $s",
+            "systemctl is-system-running --wait; s=$?; systemctl --failed --no-legend; \
+             systemctl is-active xtask.target multi-user.target; exit $s",
         ],
     ));
     let (o, e) = (tests::stdout(&out), stderr(&out));
     assert_eq!(code(&out), 0, "stdout: {o}\nstderr: {e}");
-    assert!(o.contains("running"), "stdout: {o}");
+    assert!(o.starts_with("running\nactive\ninactive"), "stdout: {o}");
     assert!(e.contains("systemd init"), "{e}");
 }
 
@@ -752,4 +754,44 @@ fn virtiofsd_exiting_at_start_is_a_setup_fault_with_its_words() {
         .unwrap_or_else(|| panic!("{err}"));
     assert!(line.contains("invalid value 'lots'"), "{err}");
     assert_nothing_left(&run_dir);
+}
+
+/// The fixture's config is the fast lane's (no PCI, no ACPI): the check boots it on microvm
+/// without ACPI, its virtio-mmio devices named on the kernel command line by QEMU, and the
+/// guest ends the VM itself (a reboot, which -no-reboot turns into QEMU's exit) rather than
+/// halting until the host quits QEMU.
+#[test]
+fn the_fast_lane_boots_on_virtio_mmio_and_ends_by_itself() {
+    let f = fixture();
+    let out = within(
+        &mut check(&f, &["-v", "--", "cat", "/proc/cmdline"]),
+        Duration::from_secs(90),
+    );
+    let (o, e) = (tests::stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "stdout: {o}\nstderr: {e}");
+    assert!(e.contains("microvm,acpi=off"), "{e}");
+    assert!(
+        e.contains("vhost-user-fs-device") && !e.contains("-pci,"),
+        "{e}"
+    );
+    assert!(o.contains("virtio_mmio.device="), "{o}");
+    assert!(e.contains("(guest powered off)"), "{e}");
+}
+
+/// A PCI-lane kernel boots where it did before lanes: microvm with PCIe (and ACPI), virtio-pci.
+#[test]
+fn a_pci_lane_kernel_boots_on_pcie() {
+    let f = Fixture {
+        kernel: tests::pci_kernel(),
+        ..fixture()
+    };
+    let out = within(
+        &mut check(&f, &["-v", "--", "test", "-d", "/sys/bus/pci/devices"]),
+        Duration::from_secs(90),
+    );
+    let e = stderr(&out);
+    assert_eq!(code(&out), 0, "{e}");
+    assert!(e.contains("microvm,pcie=on"), "{e}");
+    assert!(e.contains("vhost-user-fs-pci"), "{e}");
+    assert!(e.contains("(guest powered off)"), "{e}");
 }

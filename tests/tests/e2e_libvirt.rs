@@ -7,9 +7,17 @@
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tests::{arm64_kernel, code, fixture, run, run_with_pid, stderr, stdout, Fixture};
+use tests::{arm64_kernel, code, run, run_with_pid, stderr, stdout, Fixture};
 
 const URI: &str = "qemu:///system";
+
+/// The fixture with the PCI lane's kernel: libvirt boots q35, which needs PCI.
+fn fixture() -> Fixture {
+    Fixture {
+        kernel: tests::pci_kernel(),
+        ..tests::fixture()
+    }
+}
 
 /// One libvirt test at a time, so "no xtask- domain left" means this test left none.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

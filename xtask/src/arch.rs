@@ -8,6 +8,10 @@ use anyhow::{bail, Result};
 /// `libvirt::xml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Machine {
+    /// x86 `microvm,acpi=off`: the fast lane. No firmware tables, no PCI: virtio-mmio devices
+    /// that QEMU itself names on the kernel command line (`virtio_mmio.device=`), which it does
+    /// only without ACPI. The guest cannot power off: it reboots, and `-no-reboot` ends QEMU.
+    MicrovmMmio,
     /// x86 `microvm,pcie=on`: no firmware, no legacy devices; ~1.4 s to a command under TCG.
     Microvm,
     /// x86 `q35`: the full PC; ~2.3 s under TCG. For kernels that need a real PC, and for
@@ -21,9 +25,45 @@ impl Machine {
     /// The machine type's name, as QEMU's `-M` and libvirt's `machine=` know it.
     pub fn name(self) -> &'static str {
         match self {
-            Machine::Microvm => "microvm",
+            Machine::Microvm | Machine::MicrovmMmio => "microvm",
             Machine::Q35 => "q35",
             Machine::Virt => "virt",
+        }
+    }
+}
+
+/// Which devices a guest's kernel is configured for, and so which machine boots it: the lane
+/// is decided by the config (see [`Lane::of_config`]), so it is part of the cache key as
+/// the config is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// virtio-mmio devices, no PCI and no ACPI: the leanest config and the quickest boot
+    Fast,
+    /// virtio-pci devices (and ACPI on x86_64): for what needs PCI, and for libvirt
+    Pci,
+}
+
+impl Lane {
+    /// Its name, as `--lane` and trim-config's summary say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Fast => "fast",
+            Lane::Pci => "pci",
+        }
+    }
+
+    /// The lane a final `.config` is for: PCI on is the PCI lane. A config with neither PCI
+    /// nor virtio-mmio's command-line devices boots on no machine here; it is called fast so
+    /// that booting it fails on its own console rather than on a guess.
+    pub fn of_config(config: &str) -> Lane {
+        let pci = config.lines().any(|l| l.trim_end() == "CONFIG_PCI=y");
+        if pci {
+            Lane::Pci
+        } else {
+            Lane::Fast
         }
     }
 }
@@ -49,8 +89,12 @@ pub struct Arch {
     /// The QEMU binary, and the Debian package that has it.
     pub qemu: &'static str,
     pub qemu_package: &'static str,
-    /// The machine the QEMU backend boots.
+    /// The lanes this architecture has, the default (`trim-config` without `--lane`) first.
+    pub lanes: &'static [Lane],
+    /// The machine the QEMU backend boots a PCI-lane kernel on.
     pub machine: Machine,
+    /// The machine the QEMU backend boots a fast-lane kernel on, when the arch has that lane.
+    pub fast_machine: Option<Machine>,
     /// The machine the libvirt backend and the KVM probe boot (it has firmware).
     pub full_machine: Machine,
     /// `-cpu` under TCG (under KVM it is always `host`): a model, then its properties.
@@ -67,6 +111,8 @@ pub struct Arch {
     /// The config fragment merged after the common `kconfig/vm.config`, relative to the
     /// workspace root.
     pub fragment: &'static str,
+    /// The PCI lane's fragments, merged after [`Arch::fragment`] (the fast lane has none).
+    pub pci_fragments: &'static [&'static str],
 }
 
 pub const X86_64: Arch = Arch {
@@ -79,7 +125,10 @@ pub const X86_64: Arch = Arch {
     image_path: "arch/x86/boot/bzImage",
     qemu: "qemu-system-x86_64",
     qemu_package: "qemu-system-x86",
+    // The fast lane first: a check that needs no PCI boots on microvm with virtio-mmio.
+    lanes: &[Lane::Fast, Lane::Pci],
     machine: Machine::Microvm,
+    fast_machine: Some(Machine::MicrovmMmio),
     full_machine: Machine::Q35,
     // Every feature TCG can emulate.
     tcg_cpu: "max",
@@ -94,6 +143,7 @@ pub const X86_64: Arch = Arch {
     ],
     debian_arch: "amd64",
     fragment: "kconfig/x86_64.config",
+    pci_fragments: &["kconfig/pci.config", "kconfig/x86_64-pci.config"],
 };
 
 pub const ARM64: Arch = Arch {
@@ -109,7 +159,10 @@ pub const ARM64: Arch = Arch {
     qemu_package: "qemu-system-arm",
     // virt for both: it has PCIe, and libvirt describes it (`<type arch='aarch64'
     // machine='virt'>`).
+    // virt's PCIe only for now (virt has virtio-mmio too, in its device tree: not tried).
+    lanes: &[Lane::Pci],
     machine: Machine::Virt,
+    fast_machine: None,
     full_machine: Machine::Virt,
     // TCG's QARMA pointer authentication costs much of a boot; the implementation-defined
     // algorithm keeps pointer authentication, far cheaper to emulate.
@@ -120,6 +173,7 @@ pub const ARM64: Arch = Arch {
     cmdline: &[],
     debian_arch: "arm64",
     fragment: "kconfig/arm64.config",
+    pci_fragments: &["kconfig/pci.config"],
 };
 
 /// Every architecture `--arch` accepts.
@@ -141,6 +195,40 @@ impl Arch {
                     known.join(", ")
                 )
             }
+        }
+    }
+
+    /// `trim-config`'s lane when `--lane` is not given.
+    pub fn default_lane(&self) -> Lane {
+        self.lanes[0]
+    }
+
+    /// The fragments of `lane`, after [`Arch::fragment`]; fails when the arch lacks the lane.
+    pub fn lane_fragments(&self, lane: Lane) -> Result<&'static [&'static str]> {
+        if !self.lanes.contains(&lane) {
+            bail!(
+                "{} has no {} lane (only {}): drop --lane",
+                self.name,
+                lane.name(),
+                self.lanes
+                    .iter()
+                    .map(|l| l.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(match lane {
+            Lane::Fast => &[],
+            Lane::Pci => self.pci_fragments,
+        })
+    }
+
+    /// The machine the QEMU backend boots a kernel of `lane` on (the PCI one when the arch
+    /// has no fast lane: such a config was not made by trim-config for it).
+    pub fn machine_for(&self, lane: Lane) -> Machine {
+        match (lane, self.fast_machine) {
+            (Lane::Fast, Some(m)) => m,
+            _ => self.machine,
         }
     }
 
@@ -246,6 +334,27 @@ mod tests {
     }
 
     #[test]
+    fn the_lane_is_the_configs() {
+        assert_eq!(
+            Lane::of_config("CONFIG_PCI=y\nCONFIG_VIRTIO_MMIO=y\n"),
+            Lane::Pci
+        );
+        assert_eq!(
+            Lane::of_config("# CONFIG_PCI is not set\nCONFIG_VIRTIO_MMIO=y\n"),
+            Lane::Fast
+        );
+        assert_eq!(Lane::of_config("CONFIG_PCI_MSI=y\n"), Lane::Fast);
+        assert_eq!(X86_64.default_lane(), Lane::Fast);
+        assert_eq!(X86_64.machine_for(Lane::Fast), Machine::MicrovmMmio);
+        assert_eq!(X86_64.machine_for(Lane::Pci), Machine::Microvm);
+        assert_eq!(ARM64.default_lane(), Lane::Pci);
+        assert_eq!(ARM64.machine_for(Lane::Fast), Machine::Virt);
+        assert!(X86_64.lane_fragments(Lane::Fast).unwrap().is_empty());
+        let e = ARM64.lane_fragments(Lane::Fast).unwrap_err().to_string();
+        assert_eq!(e, "arm64 has no fast lane (only pci): drop --lane");
+    }
+
+    #[test]
     fn every_record_is_consistent() {
         for a in ALL {
             assert!(a.image_path.starts_with(&format!("arch/{}/", a.srcarch)));
@@ -261,16 +370,19 @@ mod tests {
                 "{}",
                 a.name
             );
-            let fragment = crate::settings::workspace_root().join(a.fragment);
-            let text = std::fs::read_to_string(&fragment).unwrap();
-            crate::kconfig::config::parse(&text).unwrap();
-            // Every group of options is preceded by a comment saying why.
-            for group in text.split("\n\n") {
-                assert!(
-                    group.trim_start().starts_with('#'),
-                    "no comment on:\n{group}"
-                );
+            for f in std::iter::once(&a.fragment).chain(a.pci_fragments) {
+                let fragment = crate::settings::workspace_root().join(f);
+                let text = std::fs::read_to_string(&fragment).unwrap();
+                crate::kconfig::config::parse(&text).unwrap();
+                // Every group of options is preceded by a comment saying why.
+                for group in text.split("\n\n") {
+                    assert!(
+                        group.trim_start().starts_with('#'),
+                        "no comment on:\n{group}"
+                    );
+                }
             }
+            assert_eq!(a.fast_machine.is_some(), a.lanes.contains(&Lane::Fast));
         }
     }
 }

@@ -14,6 +14,21 @@ use std::io::Write;
 /// Judges one kernel (a revision, or `--kernel`): build if needed, then up to `--repeat`
 /// checks, stopping at the first bad one. Prints progress on stderr unless `quiet`.
 pub fn run(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
+    let repeat = req.repeat as usize;
+    run_until(ctx, req, quiet, &mut |runs: &[Report]| {
+        runs.len() < repeat && runs.last().map(|r| r.judgement.verdict()) != Some(Verdict::Bad)
+    })
+}
+
+/// As [`run`], with runs until `more` (given the runs so far) says no: a bisect's judge
+/// decides how many (flaky checks, metric samples). Each run has its own dir unless
+/// `--repeat` is 1 and `more` stops after one.
+pub fn run_until(
+    ctx: &Ctx,
+    req: &CheckRequest,
+    quiet: bool,
+    more: &mut dyn FnMut(&[Report]) -> bool,
+) -> Result<CheckOutcome> {
     // `--kunit`, `--kselftest`: the suites' config and KUnit's command line, the selftests
     // built and shared (kunit/run.rs).
     let req = &crate::kunit::run::prepare(ctx, req)?;
@@ -34,9 +49,11 @@ pub fn run(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
         }
     };
     let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Log)?;
-    let mut runs = Vec::new();
-    for i in 1..=repeat {
-        let dir = if repeat == 1 {
+    let mut runs: Vec<Report> = Vec::new();
+    let mut i = 0;
+    while more(&runs) {
+        i += 1;
+        let dir = if repeat == 1 && i == 1 {
             ctx.run_dir.clone()
         } else {
             let d = ctx.run_dir.join(format!("run-{i}"));
@@ -68,11 +85,7 @@ pub fn run(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
         };
         let r = vm::run::check(&spec, &RunPaths::new(&dir), &tools, plan, &mut print)?;
         let r = crate::kunit::run::judge_run(r, &req.tests)?;
-        let bad = r.judgement.verdict() == Verdict::Bad;
         runs.push(r);
-        if bad {
-            break;
-        }
     }
     let verdicts: Vec<Verdict> = runs.iter().map(|r| r.judgement.verdict()).collect();
     let verdict = Verdict::combine(&verdicts);
@@ -80,7 +93,7 @@ pub fn run(ctx: &Ctx, req: &CheckRequest, quiet: bool) -> Result<CheckOutcome> {
         .iter()
         .find(|r| r.judgement.verdict() == verdict)
         .map(|r| r.judgement.clone())
-        .expect("at least one run, and the combined verdict is one of theirs");
+        .context("no run was asked for")?;
     Ok(CheckOutcome { judgement, runs })
 }
 

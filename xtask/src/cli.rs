@@ -111,6 +111,9 @@ pub struct TrimConfigArgs {
     /// The architecture to configure for: x86_64 or arm64 [default: the host's]
     #[arg(long, value_name = "ARCH", value_parser = Arch::by_name)]
     pub arch: Option<&'static Arch>,
+    /// The machine the config is for: fast (virtio-mmio, no PCI or ACPI) or pci (q35, libvirt) [default: the arch's first: fast on x86_64, pci on arm64]
+    #[arg(long, value_name = "LANE")]
+    pub lane: Option<crate::arch::Lane>,
     /// tinyconfig, defconfig, localmodconfig, olddefconfig or a config file [default: tinyconfig]
     #[arg(long, value_name = "BASE")]
     pub base: Option<String>,
@@ -126,7 +129,7 @@ pub struct TrimConfigArgs {
     /// Run make with the host's tools instead of inside the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Where to write the config [default: <state-dir>/config/trimmed.config, trimmed-ARCH.config for another arch]
+    /// Where to write the config [default: <state-dir>/config/trimmed.config; trimmed-ARCH.config for another arch, trimmed-pci.config for x86_64's pci lane]
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -392,6 +395,30 @@ pub struct BisectCmd {
     /// bad end with the culprit reverted)
     #[arg(long)]
     pub no_confirm: bool,
+    /// Judge steps as flaky whatever the BAD end's runs show (they are found flaky when BAD
+    /// is good in one of its --endpoint-runs)
+    #[arg(long, conflicts_with_all = ["repeat", "metric"])]
+    pub flaky: bool,
+    /// Runs of the BAD end that tell a flaky check from one that fails every time, 1 to 30
+    /// [default: 5]
+    #[arg(long, value_name = "N", value_parser = Count::parse)]
+    pub endpoint_runs: Option<Count>,
+    /// The confidence a flaky bisect must reach, over all its good steps, above 0 and below 1
+    /// [default: 0.95]
+    #[arg(long, value_name = "C")]
+    pub confidence: Option<f64>,
+    /// Count any failure of a run as bad, not only the symptom the BAD end showed
+    #[arg(long)]
+    pub any_failure: bool,
+    /// The command prints a number (a boot time, a latency): bisect where it got worse
+    #[arg(long, conflicts_with_all = ["repeat", "reverse"], requires = "command")]
+    pub metric: bool,
+    /// With --metric: bad past this number [default: halfway between the ends' medians]
+    #[arg(long, value_name = "X", requires = "metric")]
+    pub threshold: Option<f64>,
+    /// With --metric: a higher number is better (bad below the threshold)
+    #[arg(long, requires = "metric")]
+    pub higher_is_better: bool,
     /// Not offered: each step boots its own commit's build. Parsed only so that the refusal
     /// says why ([`refusal`]).
     #[arg(long, hide = true, value_name = "PATH")]
@@ -507,6 +534,10 @@ pub enum BenchWhat {
         /// Commits in the synthetic history, 4 to 4096
         #[arg(long, default_value = "64", value_parser = Count::parse)]
         commits: Count,
+        /// 10 seeded bisects of a check bad half the time at and after the culprit (each run
+        /// a seeded stand-in, not a boot; git bisect over the real history)
+        #[arg(long)]
+        flaky: bool,
         /// Every fourth commit declares a global in a widely included header (ccache's case)
         #[arg(long)]
         headers: bool,

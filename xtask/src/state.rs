@@ -45,6 +45,24 @@ impl StateDir {
                 .join(format!("trimmed-{}.config", arch.name))
         }
     }
+    /// The config trim-config makes for `arch` and `lane`: [`Self::trimmed_config_for`] for
+    /// the arch's default lane, `trimmed-pci.config` (host) or `trimmed-<arch>-<lane>.config`
+    /// for another.
+    pub fn trimmed_config_for_lane(
+        &self,
+        arch: &crate::arch::Arch,
+        lane: crate::arch::Lane,
+    ) -> PathBuf {
+        if lane == arch.default_lane() {
+            self.trimmed_config_for(arch)
+        } else if arch.is_host() {
+            self.config_dir()
+                .join(format!("trimmed-{}.config", lane.name()))
+        } else {
+            self.config_dir()
+                .join(format!("trimmed-{}-{}.config", arch.name, lane.name()))
+        }
+    }
     /// Where the guest root of `arch` lives: this state dir for the host's architecture
     /// (whose rootfs is also the build container), `<state>/guest-<arch>/` for another, with
     /// the same layout (`rootfs`, `rootfs.json`, `rootfs.d/`, its own lock).

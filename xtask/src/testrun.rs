@@ -60,6 +60,23 @@ impl TestArgs {
             run_self(ctx, "setup-rootfs", None, &["setup-rootfs"])?;
             eprintln!("==> kernel tree");
             linux_source::ensure_tree(&tree)?;
+            // The PCI lane's kernel (libvirt boots q35) first, then the default fast lane's:
+            // the second builds incrementally in the same build dir (only what ACPI and PCI
+            // touch), and the tests' own builds then start from the fast lane's objects.
+            let pci = ["--lane", crate::arch::Lane::Pci.name()];
+            run_self(
+                ctx,
+                "trim-config pci",
+                Some(&tree),
+                &[&["trim-config"][..], &pci].concat(),
+            )?;
+            let pci_config = self.pci_config(ctx);
+            run_self(
+                ctx,
+                "build pci",
+                Some(&tree),
+                &["build", "--config", &pci_config.to_string_lossy()],
+            )?;
             run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
             // With ccache (its key is the same): the suite's later cold builds of this tree
             // in other build dirs (the bisects' worktree, KUnit's config) are then mostly hits.
@@ -86,10 +103,17 @@ impl TestArgs {
                 &[&["build", "base", "--ccache"][..], &arm64].concat(),
             )?;
         }
-        let kernel = self.fixture_kernel(ctx, &tree, crate::arch::HOST)?;
+        let kernel = self.fixture_kernel(ctx, &tree, crate::arch::HOST, None)?;
+        // With --no-setup on a state dir made before lanes: the libvirt tests say what is missing.
+        let kernel_pci = if self.pci_config(ctx).is_file() {
+            Some(self.fixture_kernel(ctx, &tree, crate::arch::HOST, Some(self.pci_config(ctx)))?)
+        } else {
+            eprintln!("no PCI-lane config in the state dir: the libvirt tests will fail (run without --no-setup)");
+            None
+        };
         // With --no-setup on a state dir made before arm64: the arm64 tests say what is missing.
         let kernel_arm64 = if ctx.state.trimmed_config_for(&crate::arch::ARM64).is_file() {
-            Some(self.fixture_kernel(ctx, &tree, &crate::arch::ARM64)?)
+            Some(self.fixture_kernel(ctx, &tree, &crate::arch::ARM64, None)?)
         } else {
             eprintln!("no arm64 config in the state dir: the arm64 tests will fail (run without --no-setup)");
             None
@@ -129,6 +153,9 @@ impl TestArgs {
             .env("XTASK_TEST_TREE", &tree)
             .env("XTASK_TEST_KERNEL", &kernel.image)
             .env("XTASK_TEST_CONFIG", &kernel.config);
+        if let Some(k) = &kernel_pci {
+            c.env("XTASK_TEST_KERNEL_PCI", &k.image);
+        }
         if let Some(k) = &kernel_arm64 {
             c.env("XTASK_TEST_KERNEL_ARM64", &k.image);
         }
@@ -146,17 +173,25 @@ impl TestArgs {
         }
     }
 
-    /// The kernel of `arch` the VM tests boot (and its final .config): the test tree's HEAD,
-    /// from the cache.
+    /// The host's PCI-lane config, which the libvirt tests' kernel is built with.
+    fn pci_config(&self, ctx: &Ctx) -> PathBuf {
+        ctx.state
+            .trimmed_config_for_lane(crate::arch::HOST, crate::arch::Lane::Pci)
+    }
+
+    /// The kernel of `arch` the VM tests boot (and its final .config): the test tree's HEAD
+    /// with `config` (default: the arch's trimmed config), from the cache.
     fn fixture_kernel(
         &self,
         ctx: &Ctx,
         tree: &Path,
         arch: &'static crate::arch::Arch,
+        config: Option<PathBuf>,
     ) -> Result<build::Artifacts> {
         let tctx = ctx.with_tree(tree);
         let args = crate::cli::BuildArgs {
             arch: Some(arch),
+            config,
             ..Default::default()
         };
         let opts = args.resolve(&Default::default())?;

@@ -1,8 +1,9 @@
-//! `cargo xtask trim-config`: a base config, then `kconfig/vm.config`, xtask.toml's and the
-//! command line's fragments and `--set`s, then `make olddefconfig`, then a check that every
-//! asked-for option kept its value. Deciding is in `kconfig`; this file executes.
+//! `cargo xtask trim-config`: a base config, then `kconfig/vm.config`, the arch's and the
+//! lane's fragments, xtask.toml's and the command line's fragments and `--set`s, then `make
+//! olddefconfig`, then a check that every asked-for option kept its value. Deciding is in
+//! `kconfig`; this file executes.
 
-use crate::arch::Arch;
+use crate::arch::{Arch, Lane};
 use crate::build::plan::{Make, Paths};
 use crate::build::runner::{Place, Runner};
 use crate::cli::TrimConfigArgs;
@@ -60,10 +61,12 @@ pub const DROPPED_FIX: &str = "fix their dependencies, or pass --allow-dropped";
 pub struct TrimOptions {
     /// The architecture the config is for; its fragment follows `kconfig/vm.config`.
     pub arch: &'static Arch,
+    /// The lane the config is for (default: the arch's first); its fragments follow the arch's.
+    pub lane: Lane,
     /// Default: tinyconfig.
     pub base: Base,
-    /// Fragment files in merge order: `kconfig/vm.config`, the arch's, xtask.toml's, the
-    /// command line's.
+    /// Fragment files in merge order: `kconfig/vm.config`, the arch's, the lane's,
+    /// xtask.toml's, the command line's.
     pub fragments: Vec<PathBuf>,
     /// `(origin, CONFIG_X=VALUE)` in merge order: xtask.toml's, then the command line's.
     pub sets: Vec<(String, String)>,
@@ -85,14 +88,15 @@ pub struct TrimOptions {
 impl TrimOptions {
     /// Command line over xtask.toml over defaults. Paths on the command line are relative to
     /// the current directory, paths in xtask.toml to the workspace root.
-    pub fn resolve(args: &TrimConfigArgs, ctx: &Ctx) -> TrimOptions {
+    pub fn resolve(args: &TrimConfigArgs, ctx: &Ctx) -> Result<TrimOptions> {
+        let arch = args.arch.unwrap_or(crate::arch::HOST);
+        let lane = args.lane.unwrap_or(arch.default_lane());
         TrimOptions::resolve_in(
             args,
             &ctx.file.trim,
             &std::env::current_dir().unwrap_or_default(),
             &workspace_root(),
-            ctx.state
-                .trimmed_config_for(args.arch.unwrap_or(crate::arch::HOST)),
+            ctx.state.trimmed_config_for_lane(arch, lane),
         )
     }
 
@@ -103,14 +107,16 @@ impl TrimOptions {
         cwd: &Path,
         workspace: &Path,
         default_output: PathBuf,
-    ) -> TrimOptions {
+    ) -> Result<TrimOptions> {
         let base = match (&args.base, &file.base) {
             (Some(b), _) => Base::parse(b, cwd),
             (None, Some(b)) => Base::parse(b, workspace),
             (None, None) => Base::Target("tinyconfig".into()),
         };
         let arch = args.arch.unwrap_or(crate::arch::HOST);
+        let lane = args.lane.unwrap_or(arch.default_lane());
         let mut fragments = vec![workspace.join(VM_FRAGMENT), workspace.join(arch.fragment)];
+        fragments.extend(arch.lane_fragments(lane)?.iter().map(|f| workspace.join(f)));
         fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
         fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
         let mut sets: Vec<(String, String)> = file
@@ -119,8 +125,9 @@ impl TrimOptions {
             .map(|s| ("xtask.toml [trim] set".to_string(), s.clone()))
             .collect();
         sets.extend(args.sets.iter().map(|s| ("--set".to_string(), s.clone())));
-        TrimOptions {
+        Ok(TrimOptions {
             arch,
+            lane,
             base,
             fragments,
             sets,
@@ -133,13 +140,14 @@ impl TrimOptions {
                 .map(|o| cwd.join(o))
                 .unwrap_or(default_output),
             quiet: false,
-        }
+        })
     }
 
     /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
-    pub fn defaults(ctx: &Ctx) -> TrimOptions {
+    pub fn defaults(ctx: &Ctx) -> Result<TrimOptions> {
         let args = TrimConfigArgs {
             arch: None,
+            lane: None,
             base: None,
             fragments: Vec::new(),
             sets: Vec::new(),
@@ -153,7 +161,7 @@ impl TrimOptions {
 
 impl TrimConfigArgs {
     pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let opts = TrimOptions::resolve(&self, ctx);
+        let opts = TrimOptions::resolve(&self, ctx)?;
         trim(ctx, &opts)?;
         Ok(0)
     }
@@ -247,6 +255,7 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
     };
     let fragments: Vec<String> = opts.fragments.iter().map(|f| short_path(f)).collect();
     say(format!("arch:      {}", opts.arch.name));
+    say(format!("lane:      {}", lane_line(opts.arch, opts.lane)));
     say(format!("base:      {}", opts.base.describe()));
     say(format!("fragments: {}", fragments.join(", ")));
     if !opts.sets.is_empty() {
@@ -262,6 +271,23 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
     ));
     say(format!("wrote:     {}", opts.output.display()));
     Ok(opts.output.clone())
+}
+
+/// What trim-config says of the lane: its name and the machine that boots the config.
+pub fn lane_line(arch: &Arch, lane: Lane) -> String {
+    let what = match lane {
+        Lane::Fast => "virtio-mmio, no PCI, no ACPI",
+        Lane::Pci => "virtio-pci",
+    };
+    format!(
+        "{} ({what}; boots on {}{})",
+        lane.name(),
+        arch.machine_for(lane).name(),
+        match lane {
+            Lane::Pci => format!(" and {} with libvirt", arch.full_machine.name()),
+            Lane::Fast => String::new(),
+        }
+    )
 }
 
 /// The fragments, then the `--set`s (one layer per origin), parsed.
@@ -492,6 +518,7 @@ mod tests {
     fn options_merge_command_line_over_xtask_toml() {
         let args = TrimConfigArgs {
             arch: None,
+            lane: None,
             base: None,
             fragments: vec!["mine.config".into()],
             sets: vec!["CONFIG_KASAN=y".into()],
@@ -510,7 +537,9 @@ mod tests {
             Path::new("/cwd"),
             Path::new("/ws"),
             "/state/config/trimmed.config".into(),
-        );
+        )
+        .unwrap();
+        assert_eq!(o.lane, Lane::Fast);
         assert_eq!(o.base, Base::Target("defconfig".into()));
         let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(
@@ -546,10 +575,42 @@ mod tests {
             Path::new("/cwd"),
             Path::new("/ws"),
             "/d".into(),
-        );
+        )
+        .unwrap();
         assert_eq!(o.base, Base::File("/cwd/old.config".into()));
         assert_eq!(o.output, Path::new("/cwd/out.config"));
         assert_eq!(o.fragments.len(), 3);
+
+        // The PCI lane's fragments follow the arch's, before the user's.
+        let pci = TrimConfigArgs {
+            lane: Some(Lane::Pci),
+            ..args
+        };
+        let o =
+            TrimOptions::resolve_in(&pci, &file, Path::new("/c"), Path::new("/ws"), "/d".into())
+                .unwrap();
+        let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            f,
+            [
+                "/ws/kconfig/vm.config",
+                "/ws/kconfig/x86_64.config",
+                "/ws/kconfig/pci.config",
+                "/ws/kconfig/x86_64-pci.config",
+                "/ws/kconfig/debug.config",
+                "/c/mine.config"
+            ]
+        );
+        // arm64 has the PCI lane only.
+        let arm = TrimConfigArgs {
+            arch: Some(&crate::arch::ARM64),
+            lane: Some(Lane::Fast),
+            ..pci
+        };
+        let e =
+            TrimOptions::resolve_in(&arm, &file, Path::new("/c"), Path::new("/ws"), "/d".into())
+                .unwrap_err();
+        assert!(e.to_string().contains("arm64 has no fast lane"), "{e}");
     }
 
     #[test]

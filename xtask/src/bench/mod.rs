@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: dispatches to one measurement per module.
 
 mod bisect;
+mod flaky;
 mod trim;
 mod vm;
 
@@ -44,8 +45,15 @@ impl BenchArgs {
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants)
             }
-            BenchWhat::Bisect { commits, headers } => {
+            BenchWhat::Bisect {
+                commits,
+                flaky,
+                headers,
+            } => {
                 let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
+                if flaky {
+                    return flaky::run(ctx, u32::try_from(commits)?);
+                }
                 bisect::run(ctx, u32::try_from(commits)?, headers)
             }
         }

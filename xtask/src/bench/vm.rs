@@ -7,6 +7,7 @@ use crate::ctx::Ctx;
 use crate::settings::VmRequest;
 use crate::vm::run::{self, Plan};
 use crate::vm::spec::{Console, RunPaths, VmSpec};
+use crate::vm::timeline::{self, Timeline};
 use crate::vm::virtiofsd;
 use crate::vm::KernelSource;
 use crate::vm::{kernel_for, prepare};
@@ -144,6 +145,7 @@ pub fn bench_boot(
     let (base_spec, base_tools) = prepare(ctx, base_opts, tools, &kernel, Console::Log)?;
     // Round-robin, so that a busy moment of the host weighs on every variant alike.
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
+    let mut timelines: Vec<Vec<Timeline>> = vec![Vec::new(); variants.len()];
     for i in 0..runs {
         let dir = ctx.run_dir.join(format!("baseline-{i}"));
         std::fs::create_dir_all(&dir)?;
@@ -171,6 +173,7 @@ pub fn bench_boot(
                 r.timings.line()
             );
             times[v + 1].push(took);
+            timelines[v].extend(r.timeline);
         }
     }
     let baseline = median(times[0].clone()).expect("runs > 0");
@@ -191,6 +194,15 @@ pub fn bench_boot(
             t.as_secs_f64(),
             t.as_secs_f64() / baseline.as_secs_f64()
         );
+    }
+    for ((init, _), t) in variants.iter().zip(&timelines) {
+        println!(
+            "\ntimeline of check -- true, {} init (medians; seconds since the run started, and since the step before):",
+            init.name()
+        );
+        for line in timeline::median(t).lines() {
+            println!("  {line}");
+        }
     }
     Ok(0)
 }

@@ -69,8 +69,12 @@ pub fn ensure_worktree(tree: &Path, dir: &Path, at: &str) -> Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     eprintln!("bisect: creating its worktree {} (once)", dir.display());
+    // --force twice: a worktree removed by hand while its bisect held it locked stays
+    // registered as "missing but locked", and one --force does not replace it.
     git(tree)
-        .args(["worktree", "add", "--quiet", "--force", "--detach"])
+        .args([
+            "worktree", "add", "--quiet", "--force", "--force", "--detach",
+        ])
         .arg(dir)
         .arg(at)
         .output_logged()

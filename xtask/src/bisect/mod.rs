@@ -3,11 +3,17 @@
 
 mod engine;
 mod git;
+mod metric;
+mod mode;
 mod progress;
 mod report;
 mod run;
-#[allow(dead_code)] // the flaky and metric judges use it (next commits)
+pub mod simulate;
 mod stats;
+mod step;
 mod suspect;
+mod symptom;
 
+pub use engine::StepVerdict;
+pub use mode::{Asked, MetricAsked, DEFAULT_CONFIDENCE, DEFAULT_ENDPOINT_RUNS};
 pub use run::worktree_dir;

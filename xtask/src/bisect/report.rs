@@ -36,6 +36,9 @@ pub struct Run {
     pub reason: String,
     pub boot_secs: Option<f64>,
     pub check_secs: Option<f64>,
+    /// The number the command printed (a metric bisect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
 }
 
 /// One tested commit.
@@ -79,6 +82,15 @@ pub struct Report {
     pub confirmation: Confirmation,
     pub suspicions: Vec<Suspicion>,
     pub total_secs: f64,
+    /// How the steps were judged (deterministic, flaky with its rate, metric), in words.
+    #[serde(default)]
+    pub mode: String,
+    /// What BAD showed, that a run must show to be bad.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The confidence reached (flaky): the product over good steps.
+    #[serde(default)]
+    pub confidence: Option<f64>,
 }
 
 fn secs(v: Option<f64>, none: &str) -> String {
@@ -111,6 +123,9 @@ impl Report {
             confirmation: Confirmation::NotRun,
             suspicions: Vec::new(),
             total_secs: 0.0,
+            mode: String::new(),
+            target: None,
+            confidence: None,
         }
     }
 
@@ -131,6 +146,10 @@ impl Report {
                 if !self.suspicions.is_empty() {
                     return format!("suspicious: {named}");
                 }
+                let named = match self.confidence {
+                    Some(c) => format!("{named}, confidence {c:.3}"),
+                    None => named,
+                };
                 match &self.confirmation {
                     Confirmation::Confirmed => format!("{named} (confirmed)"),
                     Confirmation::NotConfirmed { .. } => format!("{named} (NOT confirmed)"),
@@ -162,6 +181,22 @@ impl Report {
             i.rootfs,
             human_secs(self.total_secs)
         ));
+        if !self.mode.is_empty() {
+            m.push_str(&format!("Mode: {}  \n", self.mode));
+        }
+        if let Some(t) = &self.target {
+            m.push_str(&format!(
+                "Target symptom: {t} (another failure is \"other\", a skip)  \n"
+            ));
+        }
+        if let Some(c) = self.confidence {
+            m.push_str(&format!(
+                "Confidence reached: {c:.3} (that no good step hid the bug, at its rate's bound)  \n"
+            ));
+        }
+        if !self.mode.is_empty() {
+            m.push('\n');
+        }
         if !i.paths.is_empty() {
             m.push_str(&format!("Paths: `{}`\n\n", i.paths.join(" ")));
         }
@@ -209,18 +244,7 @@ impl Report {
         }
         m.push_str("## Steps\n\n| # | role | commit | verdict | build | runs (boot, check) | reason |\n|---|---|---|---|---|---|---|\n");
         for (n, s) in self.steps.iter().enumerate() {
-            let runs: Vec<String> = s
-                .runs
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{} ({}, {})",
-                        verdict_word(r.verdict),
-                        secs(r.boot_secs, "-"),
-                        secs(r.check_secs, "-")
-                    )
-                })
-                .collect();
+            let runs = runs_cell(&s.runs);
             m.push_str(&format!(
                 "| {} | {} | `{}` {} | {} | {} | {} | {} |\n",
                 n + 1,
@@ -232,15 +256,54 @@ impl Report {
                     Some(c) => format!("{} ({})", secs(s.build_secs, "cache hit"), c.describe()),
                     None => secs(s.build_secs, "cache hit"),
                 },
-                if runs.is_empty() {
-                    "-".into()
-                } else {
-                    runs.join("; ")
-                },
+                runs,
                 cell(&s.reason),
             ));
         }
         m
+    }
+}
+
+/// A step's runs in one cell: each run for up to 3, else counted; a metric step's samples
+/// as their median, min to max.
+fn runs_cell(runs: &[Run]) -> String {
+    let samples: Vec<f64> = runs.iter().filter_map(|r| r.sample).collect();
+    if !samples.is_empty() {
+        return super::metric::summary(&samples);
+    }
+    if runs.len() > 3 {
+        let n = |v| runs.iter().filter(|r| r.verdict == v).count();
+        let boot: f64 = runs.iter().filter_map(|r| r.boot_secs).sum();
+        let mut parts = vec![format!(
+            "{} runs: {} good",
+            runs.len(),
+            n(StepVerdict::Good)
+        )];
+        for (v, word) in [
+            (StepVerdict::Bad, "bad"),
+            (StepVerdict::Skip, "other or untestable"),
+        ] {
+            if n(v) > 0 {
+                parts.push(format!("{} {word}", n(v)));
+            }
+        }
+        return format!("{} (boots {})", parts.join(", "), human_secs(boot));
+    }
+    let each: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}, {})",
+                verdict_word(r.verdict),
+                secs(r.boot_secs, "-"),
+                secs(r.check_secs, "-")
+            )
+        })
+        .collect();
+    if each.is_empty() {
+        "-".into()
+    } else {
+        each.join("; ")
     }
 }
 
@@ -288,6 +351,7 @@ mod tests {
                 reason: "r".into(),
                 boot_secs: Some(1.5),
                 check_secs: None,
+                sample: None,
             }],
             run_dir: "/r".into(),
         }

@@ -3,11 +3,13 @@
 //! marks every tested commit by id, and at the end confirms and examines the culprit. Its
 //! state (git's, the engine's, the report) survives Ctrl-C, so `--resume` continues.
 
-use super::engine::{self, End, Engine, Judge, Next, Outcome, Repeat, Role, Terms};
+use super::engine::{self, End, Engine, Next, Outcome, Role, Terms};
 use super::git::{self, Bisect};
 use super::progress::estimate_steps;
-use super::report::{short, Culprit, Inputs, Report, Run, Step, StepVerdict};
-use super::suspect;
+use super::report::{short, Culprit, Inputs, Report, Step, StepVerdict};
+use super::step::{Judging, Rule};
+use super::symptom::Symptom;
+use super::{mode, suspect};
 use crate::build::{self, BuildOutcome};
 use crate::cli::BisectCmd;
 use crate::ctx::Ctx;
@@ -65,6 +67,9 @@ struct Saved {
     /// config); `--resume` takes it from here, not from the command line.
     request: CheckRequest,
     engine: Engine<String>,
+    /// How steps are judged, decided at the endpoints (bisect/mode.rs).
+    #[serde(default)]
+    judging: Judging,
 }
 
 fn read_saved(place: &Place) -> Result<Option<(Saved, Report)>> {
@@ -204,7 +209,15 @@ impl BisectCmd {
             reverse: self.reverse,
         };
         let mut engine = Engine::new(terms, good.clone(), bad.clone());
-        // Endpoints first: a wrong check is caught before hours are spent.
+        let asked = self.judging()?;
+        let mut judging = Judging {
+            any_failure: asked.any_failure,
+            ..Judging::default()
+        };
+        let good_steps = mode::expected_good_steps(git::count(tree, &good, &bad));
+        let mut samples = Vec::new();
+        // Endpoints first: a wrong check is caught before hours are spent. The end in the bad
+        // state decides how steps are judged (flaky or not) and what symptom counts.
         for (which, end, commit) in [("GOOD", End::Old, &good), ("BAD", End::New, &bad)] {
             eprintln!(
                 "bisect: checking the {which} end {} {}",
@@ -214,7 +227,44 @@ impl BisectCmd {
             let dir = ctx
                 .run_dir
                 .join(format!("endpoint-{}", which.to_lowercase()));
-            let step = test_commit(ctx, &req, tree, commit, Role::Endpoint(end), dir)?;
+            let is_bad_end = (end == End::New) == (terms.new_verdict() == StepVerdict::Bad);
+            let rule = match (&asked.metric, is_bad_end) {
+                (Some(_), _) => Rule::MetricEnd,
+                (None, true) => Rule::BadEnd(&asked),
+                (None, false) => Rule::Step,
+            };
+            let (mut step, seen) = test_commit(
+                ctx,
+                &req,
+                tree,
+                commit,
+                Role::Endpoint(end),
+                dir,
+                &judging,
+                rule,
+            )?;
+            if let (Some(m), false) = (&asked.metric, step.verdict == StepVerdict::Skip) {
+                // Both ends sampled, the threshold between them decides their verdicts.
+                samples.push(
+                    step.runs
+                        .iter()
+                        .filter_map(|r| r.sample)
+                        .collect::<Vec<_>>(),
+                );
+                step.verdict = terms.old_verdict();
+                if end == End::New {
+                    judging.mode =
+                        mode::metric_from_ends(m, &samples[0], &samples[1]).map_err(|e| {
+                            anyhow!("bisect: {e}: the metric does not tell GOOD from BAD")
+                        })?;
+                    step.verdict = terms.new_verdict();
+                }
+            } else if is_bad_end && step.verdict == StepVerdict::Bad {
+                let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
+                judging.mode = mode::from_bad_end(&asked, &verdicts, good_steps)
+                    .map_err(|e| anyhow!("bisect: {e}"))?;
+                judging.target = seen;
+            }
             if let Err(is) = engine.endpoint(end, step.verdict) {
                 bail!(
                     "{which} {} is {is} ({}): pick other endpoints or another check (logs: {})",
@@ -224,11 +274,18 @@ impl BisectCmd {
                 );
             }
             eprintln!(
-                "bisect: {which} {} is {} as expected",
+                "bisect: {which} {} is {} as expected ({})",
                 short(commit),
-                step.term
+                step.term,
+                step.reason
             );
             report.steps.push(step);
+        }
+        report.mode = judging.mode.describe();
+        report.target = judging.target.as_ref().map(Symptom::describe);
+        eprintln!("bisect: {}", report.mode);
+        if let Some(t) = &report.target {
+            eprintln!("bisect: a run is bad when it shows {t}; another failure is a skip");
         }
         git::ensure_worktree(tree, &place.worktree, &bad)?;
         if git::worktree_lock(tree, &place.worktree).is_some() {
@@ -256,6 +313,7 @@ impl BisectCmd {
             run_dir: ctx.run_dir.clone(),
             request: req,
             engine,
+            judging,
         };
         drive(ctx, tree, place, &bisect, saved, report, answer, start)
     }
@@ -359,7 +417,16 @@ fn drive(
         let dir = saved
             .run_dir
             .join(format!("step-{n:02}-{}", short(&commit)));
-        let mut step = test_commit(ctx, &saved.request, tree, &commit, Role::Step, dir)?;
+        let (mut step, _) = test_commit(
+            ctx,
+            &saved.request,
+            tree,
+            &commit,
+            Role::Step,
+            dir,
+            &saved.judging,
+            Rule::Step,
+        )?;
         let term = saved
             .engine
             .mark(&commit, step.verdict)
@@ -408,6 +475,10 @@ fn finish(
         report.suspicions = suspect::suspicions(&facts);
     }
     report.outcome = Some(outcome);
+    report.confidence = saved
+        .judging
+        .mode
+        .confidence_reached(&good_steps_runs(&report));
     report.total_secs += start.elapsed().as_secs_f64();
     save(place, &saved, &report)?;
     let md = report.markdown();
@@ -459,7 +530,16 @@ fn confirm(
             git::subject(tree, &t.candidate)
         );
         let dir = saved.run_dir.join(format!("confirm-{name}"));
-        let mut step = test_commit(ctx, &saved.request, tree, &t.candidate, t.role, dir)?;
+        let (mut step, _) = test_commit(
+            ctx,
+            &saved.request,
+            tree,
+            &t.candidate,
+            t.role,
+            dir,
+            &saved.judging,
+            Rule::Step,
+        )?;
         step.term = terms.term(step.verdict).into();
         eprintln!(
             "bisect: the {name} is {} (expected {}): {}",
@@ -475,6 +555,16 @@ fn confirm(
         &results,
         revert_failed.as_deref(),
     ))
+}
+
+/// The clean runs of each good step (what the confidence reached is the product over).
+fn good_steps_runs(report: &Report) -> Vec<u32> {
+    report
+        .steps
+        .iter()
+        .filter(|s| s.role == Role::Step && s.verdict == StepVerdict::Good)
+        .map(|s| s.runs.len() as u32)
+        .collect()
 }
 
 /// Whether the culprit's kernel is its parent's, from the signatures their cache entries
@@ -527,8 +617,9 @@ fn same_kernel_as_parent(
 }
 
 /// Builds and checks one commit by id, with the frozen request (its build takes the bisect's
-/// copy of the config). Setup problems are `Err` (the bisect stops, its state kept for
-/// --resume).
+/// copy of the config), its runs as `rule` and `judging` say; also gives the symptom the BAD
+/// end showed. Setup problems are `Err` (the bisect stops, its state kept for --resume).
+#[allow(clippy::too_many_arguments)]
 fn test_commit(
     ctx: &Ctx,
     req: &CheckRequest,
@@ -536,7 +627,9 @@ fn test_commit(
     commit: &str,
     role: Role,
     dir: PathBuf,
-) -> Result<Step> {
+    judging: &Judging,
+    rule: Rule,
+) -> Result<(Step, Option<Symptom>)> {
     let sctx = ctx.for_step(dir.clone())?;
     // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
     let req = &crate::kunit::run::with_kunit_config(&sctx, req)?;
@@ -569,11 +662,12 @@ fn test_commit(
                 summary.lines().next().unwrap_or_default()
             );
             step.build_secs = (!cached).then(|| t.elapsed().as_secs_f64());
-            return Ok(step);
+            return Ok((step, None));
         }
     }
     // The build is in the cache now: the check finds it there.
-    let out = crate::check::run(&sctx, &req.at(commit), true)?;
+    let checked = super::step::check(&sctx, &req.at(commit), judging, rule)?;
+    let out = checked.outcome;
     if out.verdict() == Verdict::Abort {
         bail!(
             "the check could not run at {}: {} (logs: {})",
@@ -582,29 +676,11 @@ fn test_commit(
             dir.display()
         );
     }
-    for r in &out.runs {
-        step.runs.push(Run {
-            verdict: step_verdict(r.judgement.verdict()),
-            reason: r.judgement.reason.clone(),
-            boot_secs: r.timings.boot.map(|d| d.as_secs_f64()),
-            check_secs: r.timings.command.map(|d| d.as_secs_f64()),
-        });
-    }
-    let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
-    step.verdict = Repeat(req.repeat)
-        .decide(&verdicts)
-        .unwrap_or(step_verdict(out.verdict()));
+    step.runs = checked.runs;
+    step.verdict = checked.verdict;
     step.term = super::report::verdict_word(step.verdict).into();
-    step.reason = out.judgement.reason;
-    Ok(step)
-}
-
-fn step_verdict(v: Verdict) -> StepVerdict {
-    match v {
-        Verdict::Good => StepVerdict::Good,
-        Verdict::Bad => StepVerdict::Bad,
-        Verdict::Skip | Verdict::Abort => StepVerdict::Skip,
-    }
+    step.reason = checked.reason.unwrap_or(out.judgement.reason);
+    Ok((step, checked.tally.target))
 }
 
 fn print_step(n: usize, total: u32, s: &Step) {

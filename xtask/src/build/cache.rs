@@ -563,8 +563,15 @@ mod tests {
         let key = "ef".repeat(32);
         let s = cache.staging(&key).unwrap();
         std::fs::write(s.path().join(BZIMAGE), "kernel image").unwrap();
-        let e = cache.publish(s, &meta(&key, Status::Ok)).unwrap();
+        let mut m = meta(&key, Status::Ok);
+        m.kernel_signature = Some("5e".repeat(32));
+        let e = cache.publish(s, &m).unwrap();
         assert_eq!(e.meta.files[BZIMAGE].size, 12);
+        // The kernel's signature is kept with the entry.
+        assert_eq!(
+            cache.lookup(&key).unwrap().meta.kernel_signature,
+            Some("5e".repeat(32))
+        );
         assert_eq!(cache.lookup(&key).unwrap().verify(), Ok(()));
 
         // Changed in place, same size.
@@ -592,9 +599,12 @@ mod tests {
         m.sizes.insert(BZIMAGE.into(), 6);
         let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
         json.as_object_mut().unwrap().remove("files");
+        json.as_object_mut().unwrap().remove("kernel_signature");
         std::fs::write(dir.join(METADATA), json.to_string()).unwrap();
         std::fs::write(dir.join(BZIMAGE), "kernel").unwrap();
         assert_eq!(cache.lookup(&key).unwrap().verify(), Ok(()));
+        // Nor a signature: its kernel is not compared with another's.
+        assert_eq!(cache.lookup(&key).unwrap().meta.kernel_signature, None);
         std::fs::write(dir.join(BZIMAGE), "").unwrap();
         assert!(cache.lookup(&key).unwrap().verify().is_err());
     }

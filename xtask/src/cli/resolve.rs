@@ -18,6 +18,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 impl VmArgs {
+    /// [`VmArgs::resolve`] for the arch the build's `--arch` names.
+    pub fn resolve_with_arch(
+        &self,
+        file: &FileVm,
+        default_init: InitMode,
+        build: &BuildArgs,
+    ) -> Result<VmRequest> {
+        Ok(self.resolve(file, default_init)?.with_arch(build.arch()))
+    }
+
     /// The VM's request on this host; see [`VmArgs::resolve_for`].
     pub fn resolve(&self, file: &FileVm, default_init: InitMode) -> Result<VmRequest> {
         self.resolve_for(file, default_init, &Host::probe())
@@ -246,8 +256,7 @@ impl CheckCmd {
         Ok(CheckRequest {
             vm: self
                 .vm
-                .resolve(&file.vm, InitMode::Fast)?
-                .with_arch(self.build.arch()),
+                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
             kernel: self
                 .kernel
                 .source(self.rev.as_deref(), &self.build, &file.build)?,
@@ -266,8 +275,7 @@ impl BisectCmd {
         Ok(CheckRequest {
             vm: self
                 .vm
-                .resolve(&file.vm, InitMode::Fast)?
-                .with_arch(self.build.arch()),
+                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
             kernel: KernelSource::Build {
                 rev: None,
                 build: BuildRequest {
@@ -284,13 +292,43 @@ impl BisectCmd {
     }
 }
 
+impl BisectCmd {
+    /// How steps are to be judged (bisect/mode.rs): `--repeat`, `--flaky`, `--metric` and
+    /// their options, checked.
+    pub fn judging(&self) -> Result<crate::bisect::Asked> {
+        let endpoint_runs = match &self.endpoint_runs {
+            Some(n) => u32::try_from(n.within("--endpoint-runs", (1, "1"), (30, "30"))?)?,
+            None => crate::bisect::DEFAULT_ENDPOINT_RUNS,
+        };
+        let confidence = self.confidence.unwrap_or(crate::bisect::DEFAULT_CONFIDENCE);
+        if !(confidence > 0.0 && confidence < 1.0) {
+            bail!("--confidence {confidence}: give a number above 0 and below 1, such as 0.95");
+        }
+        Ok(crate::bisect::Asked {
+            repeat: self
+                .check
+                .repeat
+                .is_some()
+                .then(|| self.check.repeat())
+                .transpose()?,
+            flaky: self.flaky,
+            endpoint_runs,
+            confidence,
+            any_failure: self.any_failure,
+            metric: self.metric.then_some(crate::bisect::MetricAsked {
+                threshold: self.threshold,
+                higher_is_better: self.higher_is_better,
+            }),
+        })
+    }
+}
+
 impl BootCmd {
     /// The boot's request: systemd init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
         let vm = self
             .vm
-            .resolve(&file.vm, InitMode::Systemd)?
-            .with_arch(self.build.arch());
+            .resolve_with_arch(&file.vm, InitMode::Systemd, &self.build)?;
         if self.print_xml && vm.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
@@ -356,38 +394,22 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        for (line, want) in [
+        // Each line is refused with the option, its value and the limit.
+        for (line, limit) in [
+            ("--memory 99999G", "at most 4.0 GiB (this host's RAM)"),
             (
-                &["--memory", "99999G"][..],
-                "--memory 99999G is out of range: at most 4.0 GiB (this host's RAM)",
+                "--memory 99999999999999T",
+                "at most 4.0 GiB (this host's RAM)",
             ),
-            (
-                &["--memory", "99999999999999T"][..],
-                "--memory 99999999999999T is out of range: at most 4.0 GiB (this host's RAM)",
-            ),
-            (
-                &["--memory", "64M"][..],
-                "--memory 64M is out of range: at least 128M (what a guest needs)",
-            ),
-            (
-                &["--cpus", "5"][..],
-                "--cpus 5 is out of range: at most 4 (this host's CPUs)",
-            ),
-            (&["--cpus", "0"][..], "--cpus 0 is out of range: at least 1"),
-            (
-                &["--timeout", "99999999999999999999"][..],
-                "--timeout 99999999999999999999 is out of range: at most 7d",
-            ),
-            (
-                &["--boot-timeout", "8d"][..],
-                "--boot-timeout 8d is out of range: at most 7d",
-            ),
-            (
-                &["--shutdown-timeout", "0"][..],
-                "--shutdown-timeout 0 is out of range: at least 1ms",
-            ),
+            ("--memory 64M", "at least 128M (what a guest needs)"),
+            ("--cpus 5", "at most 4 (this host's CPUs)"),
+            ("--cpus 0", "at least 1"),
+            ("--timeout 99999999999999999999", "at most 7d"),
+            ("--boot-timeout 8d", "at most 7d"),
+            ("--shutdown-timeout 0", "at least 1ms"),
         ] {
-            assert_eq!(bad(line), want, "{line:?}");
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(bad(&words), format!("{line} is out of range: {limit}"));
         }
         // The edges themselves are in range.
         let o = resolve(

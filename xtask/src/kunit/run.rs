@@ -186,7 +186,7 @@ fn config(ctx: &Ctx, base: PathBuf, sets: &[(String, String)]) -> Result<PathBuf
             base.display()
         )
     })?;
-    let mut opts = TrimOptions::defaults(ctx);
+    let mut opts = TrimOptions::defaults(ctx)?;
     let fragments: Vec<Vec<u8>> = opts
         .fragments
         .iter()

@@ -26,7 +26,7 @@ use crate::build::{self, BuildOutcome};
 use crate::ctx::Ctx;
 use crate::kvm;
 use crate::settings::{BuildRequest, VmRequest};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use guest::{Launcher, Tools};
 use run::{Plan, Report};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,38 @@ use verdict::{Failure, Judgement, Verdict};
 pub struct KernelImage {
     pub image: PathBuf,
     pub initramfs: Option<PathBuf>,
+    /// The lane its config is for (the machine follows it); the PCI lane when unknown.
+    pub lane: crate::arch::Lane,
+}
+
+impl KernelImage {
+    /// `--kernel PATH`: the lane from the config beside it when there is one (a cache
+    /// entry's `config`, a build dir's `.config`), else the PCI lane (boots any kernel that
+    /// has virtio-pci, as before lanes).
+    pub fn given(image: &std::path::Path) -> KernelImage {
+        let lane = configs_beside(image)
+            .iter()
+            .find_map(|c| std::fs::read_to_string(c).ok())
+            .map_or(crate::arch::Lane::Pci, |t| crate::arch::Lane::of_config(&t));
+        KernelImage {
+            image: image.to_path_buf(),
+            initramfs: None,
+            lane,
+        }
+    }
+}
+
+/// Where the config of a kernel image may be: beside it (a cache entry) or at the root of
+/// the build dir it is in (`arch/x86/boot/bzImage`).
+fn configs_beside(image: &std::path::Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(dir) = image.parent() {
+        v.push(dir.join(build::cache::CONFIG));
+        if let Some(root) = dir.parent().and_then(|d| d.parent()) {
+            v.push(root.join(".config"));
+        }
+    }
+    v
 }
 
 /// What to boot.
@@ -96,19 +128,19 @@ pub fn kernel_for(
     kernel: &KernelSource,
 ) -> Result<std::result::Result<KernelImage, Judgement>> {
     let (rev, build) = match kernel {
-        KernelSource::Image(k) => {
-            return Ok(Ok(KernelImage {
-                image: k.clone(),
-                initramfs: None,
-            }))
-        }
+        KernelSource::Image(k) => return Ok(Ok(KernelImage::given(k))),
         KernelSource::Build { rev, build } => (rev.as_deref(), build),
     };
     match build::ensure_kernel(ctx, rev, build)? {
-        BuildOutcome::Built(a) => Ok(Ok(KernelImage {
-            image: a.image,
-            initramfs: a.initramfs,
-        })),
+        BuildOutcome::Built(a) => {
+            let config = std::fs::read_to_string(&a.config)
+                .with_context(|| format!("reading the built kernel's {}", a.config.display()))?;
+            Ok(Ok(KernelImage {
+                image: a.image,
+                initramfs: a.initramfs,
+                lane: crate::arch::Lane::of_config(&config),
+            }))
+        }
         BuildOutcome::Failed {
             log,
             summary,
@@ -164,9 +196,19 @@ pub fn prepare(
         &tools.qemu,
         Some(&kernel.image),
     )?;
-    // libvirt 9 cannot put virtio-pci devices on microvm ("No PCI buses available").
+    // The QEMU backend boots the machine of the kernel's lane; libvirt 9 cannot put
+    // virtio-pci devices on microvm ("No PCI buses available"), so it boots the full one,
+    // which needs a PCI kernel.
     let machine = match tools.launcher {
-        Launcher::Qemu => arch.machine,
+        Launcher::Qemu => arch.machine_for(kernel.lane),
+        Launcher::Libvirt { .. } if kernel.lane == crate::arch::Lane::Fast => bail!(
+            "{} has no PCI (its config is for the fast lane): libvirt boots {} guests on {}, \
+             which needs one; make a PCI config with `cargo xtask trim-config --lane pci` and \
+             pass it with --config, or use --backend qemu",
+            kernel.image.display(),
+            arch.name,
+            arch.full_machine.name()
+        ),
         Launcher::Libvirt { .. } => arch.full_machine,
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

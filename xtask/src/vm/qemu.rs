@@ -15,14 +15,41 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<OsString> {
     v.extend(memory(spec));
     v.extend(kernel(spec));
     v.extend(console(spec.console, &paths.console_log()));
-    v.extend(root_share(&paths.virtiofs_socket()));
+    let bus = Transport::of(spec.machine);
+    v.extend(root_share(bus, &paths.virtiofs_socket()));
     if spec.share.is_some() {
-        v.extend(extra_share(&paths.share_socket()));
+        v.extend(extra_share(bus, &paths.share_socket()));
     }
-    v.extend(agent_port(&paths.agent_socket()));
+    v.extend(agent_port(bus, &paths.agent_socket()));
     v.extend(qmp(&paths.qmp_socket()));
-    v.extend(rng());
+    v.extend(rng(bus));
     v
+}
+
+/// How the virtio devices attach: the machine's lane says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// virtio-mmio (`-device virtio-…-device`): the fast lane's microvm, no PCI.
+    Mmio,
+    /// virtio-pci (`-device virtio-…-pci`).
+    Pci,
+}
+
+impl Transport {
+    fn of(machine: Machine) -> Transport {
+        match machine {
+            Machine::MicrovmMmio => Transport::Mmio,
+            Machine::Microvm | Machine::Q35 | Machine::Virt => Transport::Pci,
+        }
+    }
+
+    /// QEMU's device name for a virtio `kind` on this transport (`vhost-user-fs-pci`).
+    fn device(self, kind: &str) -> String {
+        match self {
+            Transport::Mmio => format!("{kind}-device"),
+            Transport::Pci => format!("{kind}-pci"),
+        }
+    }
 }
 
 fn os(args: &[&str]) -> Vec<OsString> {
@@ -62,6 +89,11 @@ fn base() -> Vec<OsString> {
 pub fn machine(spec: &VmSpec) -> Vec<OsString> {
     let mem = "memory-backend=mem";
     let m = match spec.machine {
+        // microvm without ACPI: the fast lane. Its virtio-mmio devices are then on the kernel
+        // command line, which QEMU writes itself (auto-kernel-cmdline, on by default) only
+        // when there are no ACPI tables to describe them; no PCIe, so no ACPI is needed for
+        // it. Power-off needs ACPI, so the guest reboots (reboot=t) and -no-reboot ends QEMU.
+        Machine::MicrovmMmio => format!("microvm,acpi=off,{mem}"),
         // microvm: no firmware or legacy devices to set up; PCIe so virtio-*-pci and MSI work.
         // Its ISA serial port is on by default and is ttyS0.
         Machine::Microvm => format!("microvm,pcie=on,{mem}"),
@@ -127,7 +159,7 @@ fn console(kind: Console, log: &Path) -> Vec<OsString> {
     }
 }
 
-fn root_share(socket: &Path) -> Vec<OsString> {
+fn root_share(bus: Transport, socket: &Path) -> Vec<OsString> {
     vec![
         // virtiofsd's vhost-user socket (virtiofsd is started first and is listening).
         "-chardev".into(),
@@ -135,25 +167,33 @@ fn root_share(socket: &Path) -> Vec<OsString> {
         // The rootfs as virtiofs, tag "rootfs" (root=rootfs on the kernel command line);
         // a deep queue for the many small reads of a boot.
         "-device".into(),
-        format!("vhost-user-fs-pci,chardev=rootfs,tag={ROOT_TAG},queue-size=1024").into(),
+        format!(
+            "{},chardev=rootfs,tag={ROOT_TAG},queue-size=1024",
+            bus.device("vhost-user-fs")
+        )
+        .into(),
     ]
 }
 
 /// The `--share` dir: a second virtiofs device, tag "share", which xtask-init mounts.
-fn extra_share(socket: &Path) -> Vec<OsString> {
+fn extra_share(bus: Transport, socket: &Path) -> Vec<OsString> {
     vec![
         "-chardev".into(),
         with_path("socket,id=share,path=", socket, ""),
         "-device".into(),
-        format!("vhost-user-fs-pci,chardev=share,tag={SHARE_TAG},queue-size=1024").into(),
+        format!(
+            "{},chardev=share,tag={SHARE_TAG},queue-size=1024",
+            bus.device("vhost-user-fs")
+        )
+        .into(),
     ]
 }
 
-fn agent_port(socket: &Path) -> Vec<OsString> {
+fn agent_port(bus: Transport, socket: &Path) -> Vec<OsString> {
     vec![
         // The guest agent's channel: a virtio-serial port named as qemu-ga expects...
         "-device".into(),
-        "virtio-serial-pci,id=vser".into(),
+        format!("{},id=vser", bus.device("virtio-serial")).into(),
         // ...backed by a socket QEMU listens on (server) without waiting for us to connect.
         "-chardev".into(),
         with_path("socket,id=agent,path=", socket, ",server=on,wait=off"),
@@ -175,14 +215,14 @@ fn qmp(socket: &Path) -> Vec<OsString> {
     ]
 }
 
-fn rng() -> Vec<OsString> {
-    os(&[
+fn rng(bus: Transport) -> Vec<OsString> {
+    vec![
         // Entropy from the host, so the guest's getrandom() does not block at boot.
-        "-object",
-        "rng-random,id=rng,filename=/dev/urandom",
-        "-device",
-        "virtio-rng-pci,rng=rng",
-    ])
+        "-object".into(),
+        "rng-random,id=rng,filename=/dev/urandom".into(),
+        "-device".into(),
+        format!("{},rng=rng", bus.device("virtio-rng")).into(),
+    ]
 }
 
 #[cfg(test)]
@@ -264,6 +304,32 @@ mod tests {
             "virtio-rng-pci,rng=rng",
         ];
         assert_eq!(a, expected);
+    }
+
+    #[test]
+    fn the_fast_lane_has_no_pci_and_no_acpi() {
+        let sp = VmSpec {
+            machine: Machine::MicrovmMmio,
+            share: Some("/host/share".into()),
+            ..spec()
+        };
+        let a = s(&argv(&sp, &RunPaths::new(&PathBuf::from("/r"))));
+        let has = |w: &[&str]| a.windows(w.len()).any(|x| x == w);
+        assert!(has(&["-M", "microvm,acpi=off,memory-backend=mem"]));
+        for d in [
+            "vhost-user-fs-device,chardev=rootfs,tag=rootfs,queue-size=1024",
+            "vhost-user-fs-device,chardev=share,tag=share,queue-size=1024",
+            "virtio-serial-device,id=vser",
+            "virtio-rng-device,rng=rng",
+        ] {
+            assert!(has(&["-device", d]), "{d} in {a:?}");
+        }
+        assert!(
+            !a.iter().any(|x| x.contains("-pci") || x.contains("pcie")),
+            "{a:?}"
+        );
+        // The kernel command line is ours: QEMU adds the virtio_mmio.device= entries.
+        assert!(!a.iter().any(|x| x.contains("virtio_mmio")), "{a:?}");
     }
 
     #[test]

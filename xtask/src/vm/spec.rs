@@ -165,7 +165,7 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     if i.share {
         v.push("xtask.share=1".into());
     }
-    if let (Machine::Microvm, Some(khz)) = (i.machine, i.tsc_khz) {
+    if let (Machine::Microvm | Machine::MicrovmMmio, Some(khz)) = (i.machine, i.tsc_khz) {
         // microvm has no PIT/HPET to calibrate the TSC against; under TCG the calibration
         // can hang. The guest TSC runs at the host's rate, so say it.
         v.push(format!("tsc_early_khz={khz}"));

@@ -39,7 +39,7 @@ pub struct Timeline {
     /// The guest clock's zero on the host's clock, from the printk stamps and when the lines
     /// reached the console log.
     pub kernel_start: Option<f64>,
-    /// The kernel's `Run /sbin/init as init process`.
+    /// The kernel's `Run /sbin/init as init process` reached the console.
     pub init_start: Option<f64>,
     /// qemu-ga opened its port (QMP `VSERPORT_CHANGE`).
     pub agent_port_open: Option<f64>,
@@ -84,10 +84,35 @@ impl Timeline {
     }
 }
 
+/// Each step's median over some runs (`bench boot`): the step a typical run took.
+pub fn median(runs: &[Timeline]) -> Timeline {
+    let of = |step: fn(&Timeline) -> Option<f64>| {
+        let mut v: Vec<f64> = runs.iter().filter_map(step).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(v[n / 2]),
+            n => Some(round_ms((v[n / 2 - 1] + v[n / 2]) / 2.0)),
+        }
+    };
+    Timeline {
+        virtiofsd_ready: of(|t| t.virtiofsd_ready),
+        qemu_started: of(|t| t.qemu_started),
+        kernel_start: of(|t| t.kernel_start),
+        init_start: of(|t| t.init_start),
+        agent_port_open: of(|t| t.agent_port_open),
+        agent_answered: of(|t| t.agent_answered),
+        command_start: of(|t| t.command_start),
+        command_end: of(|t| t.command_end),
+        power_off: of(|t| t.power_off),
+        qemu_exit: of(|t| t.qemu_exit),
+    }
+}
+
 /// The timeline of a run from its recordings (a saved run's files give the same one).
 pub fn assemble(clock: &Clock, console_log: &str, qmp_log: &str, agent_log: &str) -> Timeline {
     let kernel_start = kernel_start(clock, console_log);
-    let init_start = kernel_start.and_then(|k| Some(k + init_stamp(console_log)?));
+    let init_start = init_line(console_log).and_then(|end| arrival(clock, end));
     let events = qmp::events_of(qmp_log);
     let since_start = |at: SystemTime| {
         let unix = at.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
@@ -121,23 +146,27 @@ fn round_ms(s: f64) -> f64 {
 
 /// The guest clock's zero on the host's clock. Each stamped line reached the log at or after
 /// zero + its stamp (lines printed before the console was up arrive together, later), so the
-/// smallest difference of arrival and stamp is the closest bound.
+/// smallest difference of arrival and stamp is the closest bound. An estimate: a guest clock
+/// that runs slow (jiffies, when TCG's vCPUs' TSCs disagree) puts it late.
 fn kernel_start(clock: &Clock, console_log: &str) -> Option<f64> {
     console::stamped(console_log)
         .into_iter()
-        .filter_map(|(end, usec, _)| {
-            let arrived = clock.console.iter().find(|(_, len)| *len >= end as u64)?.0;
-            Some(arrived - usec as f64 / 1e6)
-        })
+        .filter_map(|(end, usec, _)| Some(arrival(clock, end)? - usec as f64 / 1e6))
         .reduce(f64::min)
 }
 
-/// The printk stamp, in seconds, of the kernel's `Run … as init process`.
-fn init_stamp(console_log: &str) -> Option<f64> {
+/// When the console log first held `end` bytes.
+fn arrival(clock: &Clock, end: usize) -> Option<f64> {
+    Some(clock.console.iter().find(|(_, len)| *len >= end as u64)?.0)
+}
+
+/// Where the kernel's `Run … as init process` line ends. It reaches the console as it is
+/// printed (the console is up by then), so its arrival is init's start on the host's clock.
+fn init_line(console_log: &str) -> Option<usize> {
     console::stamped(console_log)
         .into_iter()
         .find(|(_, _, msg)| msg.starts_with("Run ") && msg.trim_end().ends_with(" as init process"))
-        .map(|(_, usec, _)| usec as f64 / 1e6)
+        .map(|(end, _, _)| end)
 }
 
 /// The agent's steps, on agent.jsonl's clock.
@@ -291,9 +320,28 @@ mod tests {
         };
         let k = kernel_start(&clock, log).unwrap();
         assert!((k - 1.6).abs() < 1e-9, "{k}");
-        assert_eq!(init_stamp(log), Some(1.2));
+        assert_eq!(init_line(log), Some(log.len()));
+        assert_eq!(arrival(&clock, log.len()), Some(2.8));
         // No readings: no kernel start.
         assert_eq!(kernel_start(&Clock::default(), log), None);
+    }
+
+    #[test]
+    fn medians_step_by_step() {
+        let a = Timeline {
+            init_start: Some(1.0),
+            qemu_exit: Some(3.0),
+            ..Timeline::default()
+        };
+        let b = Timeline {
+            init_start: Some(2.0),
+            ..Timeline::default()
+        };
+        let m = median(&[a.clone(), b, a]);
+        assert_eq!(m.init_start, Some(1.0));
+        assert_eq!(m.qemu_exit, Some(3.0), "the runs that reached it");
+        assert_eq!(m.kernel_start, None);
+        assert_eq!(median(&[]), Timeline::default());
     }
 
     #[test]

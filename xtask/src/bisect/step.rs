@@ -1,0 +1,294 @@
+//! One commit's check under the bisect's judging: runs until the rule decides (the mode's,
+//! or the BAD end's that finds the mode), each run counted against the target symptom or
+//! read as a metric sample. The counting is pure ([`tally`]); [`check`] runs the boots.
+
+use super::engine::StepVerdict;
+use super::metric;
+use super::mode::{self, Asked, Mode};
+use super::report::Run;
+use super::symptom::{self, Counted, Symptom};
+use crate::ctx::Ctx;
+use crate::vm::{self, run::Report, verdict::Verdict, CheckOutcome, CheckRequest};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+/// How the bisect judges: frozen at its endpoints, saved for `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judging {
+    pub mode: Mode,
+    /// What BAD showed; a run is bad only when it shows it (unless `any_failure`).
+    pub target: Option<Symptom>,
+    pub any_failure: bool,
+}
+
+impl Default for Judging {
+    fn default() -> Judging {
+        Judging {
+            mode: Mode::Deterministic { repeat: 1 },
+            target: None,
+            any_failure: false,
+        }
+    }
+}
+
+/// Which rule ends a commit's runs.
+pub enum Rule<'a> {
+    /// A step (or GOOD, or the confirmation) under the mode.
+    Step,
+    /// The BAD end, whose runs decide the mode (and give the target symptom).
+    BadEnd(&'a Asked),
+    /// An endpoint of a metric bisect: a fixed number of samples.
+    MetricEnd,
+}
+
+/// The runs so far, counted: each run's verdict (an "other" failure or a run without a number
+/// is a skip), the samples, and the target (BAD's first bad run gives it when none is known).
+pub struct Tally {
+    pub verdicts: Vec<StepVerdict>,
+    pub samples: Vec<f64>,
+    /// Per run: `other: …`, the failure that was not the target.
+    pub notes: Vec<Option<String>>,
+    pub target: Option<Symptom>,
+}
+
+/// Counts runs: pure, given each run's verdict, facts and printed output.
+pub fn tally(
+    runs: &[(Verdict, &vm::verdict::Facts, Option<&str>)],
+    judging: &Judging,
+    metric: bool,
+    learn_target: bool,
+) -> Tally {
+    let mut t = Tally {
+        verdicts: Vec::new(),
+        samples: Vec::new(),
+        notes: Vec::new(),
+        target: judging.target.clone(),
+    };
+    for (verdict, facts, stdout) in runs {
+        if metric {
+            let ran = facts.command_end == Some(vm::verdict::CommandEnd::Exited { code: 0 })
+                && *verdict != Verdict::Abort;
+            match stdout.and_then(metric::sample).filter(|_| ran) {
+                Some(x) => {
+                    t.samples.push(x);
+                    t.verdicts.push(StepVerdict::Good);
+                    t.notes.push(None);
+                }
+                None => {
+                    t.verdicts.push(StepVerdict::Skip);
+                    t.notes.push(Some("the command printed no number".into()));
+                }
+            }
+            continue;
+        }
+        if learn_target && t.target.is_none() && *verdict == Verdict::Bad {
+            t.target = symptom::of(facts).into_iter().next();
+        }
+        match symptom::count(
+            *verdict,
+            Some(facts),
+            t.target.as_ref(),
+            judging.any_failure,
+        ) {
+            Counted::As(v) => {
+                t.verdicts.push(v);
+                t.notes.push(None);
+            }
+            Counted::Other(s) => {
+                t.verdicts.push(StepVerdict::Skip);
+                t.notes.push(Some(format!("other: {}", s.describe())));
+            }
+        }
+    }
+    t
+}
+
+fn counted(reports: &[Report], judging: &Judging, rule: &Rule) -> Tally {
+    let runs: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            let out = r
+                .exec
+                .as_ref()
+                .map(|e| String::from_utf8_lossy(&e.stdout).into_owned());
+            (r.judgement.verdict(), &r.facts, out)
+        })
+        .collect();
+    let runs: Vec<_> = runs
+        .iter()
+        .map(|(v, f, o)| (*v, *f, o.as_deref()))
+        .collect();
+    tally(
+        &runs,
+        judging,
+        judging.mode.metric().is_some() || matches!(rule, Rule::MetricEnd),
+        matches!(rule, Rule::BadEnd(_)),
+    )
+}
+
+/// Whether the rule wants another run.
+fn needs_more(t: &Tally, judging: &Judging, rule: &Rule, aborted: bool) -> bool {
+    if aborted {
+        return false;
+    }
+    match rule {
+        Rule::Step => mode::decide(&judging.mode, &t.verdicts, &t.samples).is_none(),
+        Rule::BadEnd(asked) => mode::bad_end_needs_more(asked, &t.verdicts),
+        Rule::MetricEnd => mode::metric_end_needs_more(
+            t.samples.len(),
+            t.verdicts.last() == Some(&StepVerdict::Skip),
+        ),
+    }
+}
+
+/// What [`check`] found.
+pub struct Checked {
+    pub outcome: CheckOutcome,
+    pub runs: Vec<Run>,
+    pub tally: Tally,
+    /// The commit's verdict under the rule (a metric endpoint's is good: the threshold,
+    /// made from both ends, decides).
+    pub verdict: StepVerdict,
+    /// Why, when the check's own reason is not it (an other failure, a metric's samples).
+    pub reason: Option<String>,
+}
+
+/// A commit's verdict from its counted runs under `rule`.
+fn verdict_of(t: &Tally, judging: &Judging, rule: &Rule) -> StepVerdict {
+    let has = |v| t.verdicts.contains(&v);
+    match rule {
+        Rule::Step => {
+            mode::decide(&judging.mode, &t.verdicts, &t.samples).unwrap_or(StepVerdict::Skip)
+        }
+        Rule::BadEnd(_) if has(StepVerdict::Bad) => StepVerdict::Bad,
+        Rule::BadEnd(_) if has(StepVerdict::Skip) => StepVerdict::Skip,
+        Rule::MetricEnd if has(StepVerdict::Skip) => StepVerdict::Skip,
+        Rule::BadEnd(_) | Rule::MetricEnd => StepVerdict::Good,
+    }
+}
+
+/// Runs the check of one commit (already built) until the rule decides.
+pub fn check(sctx: &Ctx, req: &CheckRequest, judging: &Judging, rule: Rule) -> Result<Checked> {
+    let outcome = crate::check::run_until(sctx, req, true, &mut |reports: &[Report]| {
+        let aborted = reports
+            .last()
+            .is_some_and(|r| r.judgement.verdict() == Verdict::Abort);
+        reports.is_empty() || needs_more(&counted(reports, judging, &rule), judging, &rule, aborted)
+    })?;
+    let tally = counted(&outcome.runs, judging, &rule);
+    let runs = outcome
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Run {
+            verdict: tally.verdicts[i],
+            reason: match &tally.notes[i] {
+                Some(n) => format!("{n} ({})", r.judgement.reason),
+                None => r.judgement.reason.clone(),
+            },
+            boot_secs: r.timings.boot.map(|d| d.as_secs_f64()),
+            check_secs: r.timings.command.map(|d| d.as_secs_f64()),
+            sample: tally
+                .samples
+                .get(i)
+                .copied()
+                .filter(|_| tally.notes[i].is_none()),
+        })
+        .collect();
+    let verdict = verdict_of(&tally, judging, &rule);
+    let reason = if !tally.samples.is_empty() {
+        Some(metric::summary(&tally.samples))
+    } else {
+        tally.notes.iter().flatten().last().cloned()
+    };
+    Ok(Checked {
+        outcome,
+        runs,
+        tally,
+        verdict,
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::console::{Finding, FindingKind};
+    use crate::vm::verdict::{BootEnd, CommandEnd, Facts};
+
+    fn facts(code: i32, warn_at: Option<&str>) -> Facts {
+        Facts {
+            command: vec!["x".into()],
+            boot: BootEnd::AgentUp,
+            command_end: Some(CommandEnd::Exited { code }),
+            findings: warn_at
+                .map(|f| Finding {
+                    kind: FindingKind::Warning,
+                    line: 3,
+                    text: format!("WARNING: CPU: 0 PID: 1 at {f}:10 0xffffffff81000000"),
+                    usec: None,
+                })
+                .into_iter()
+                .collect(),
+            from_userspace: vec![],
+            vm_end: None,
+            kernel_printed: true,
+        }
+    }
+
+    #[test]
+    fn the_bad_end_names_the_target_and_other_failures_are_skips() {
+        let good = facts(0, None);
+        let main = facts(1, Some("init/main.c"));
+        let fork = facts(1, Some("kernel/fork.c"));
+        let j = Judging::default();
+        let runs = [
+            (Verdict::Good, &good, None),
+            (Verdict::Bad, &main, None),
+            (Verdict::Bad, &fork, None),
+        ];
+        let t = tally(&runs, &j, false, true);
+        assert_eq!(
+            t.target.as_ref().unwrap().describe(),
+            "warning at init/main.c"
+        );
+        assert_eq!(
+            t.verdicts,
+            [StepVerdict::Good, StepVerdict::Bad, StepVerdict::Skip]
+        );
+        assert_eq!(
+            t.notes[2].as_deref(),
+            Some("other: warning at kernel/fork.c")
+        );
+        let any = Judging {
+            any_failure: true,
+            ..j
+        };
+        assert_eq!(
+            tally(&runs, &any, false, true).verdicts[2],
+            StepVerdict::Bad
+        );
+    }
+
+    #[test]
+    fn a_metric_run_is_its_number() {
+        let ok = facts(0, None);
+        let failed = facts(3, None);
+        let j = Judging::default();
+        let t = tally(
+            &[
+                (Verdict::Good, &ok, Some("1.5\n")),
+                (Verdict::Bad, &failed, Some("2.0\n")),
+                (Verdict::Good, &ok, Some("no number")),
+            ],
+            &j,
+            true,
+            false,
+        );
+        assert_eq!(t.samples, [1.5]);
+        assert_eq!(
+            t.verdicts,
+            [StepVerdict::Good, StepVerdict::Skip, StepVerdict::Skip]
+        );
+    }
+}
