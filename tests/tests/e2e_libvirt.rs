@@ -569,7 +569,8 @@ fn libvirt_files_left(f: &Fixture, pid: u32) -> Vec<std::path::PathBuf> {
 #[test]
 fn libvirt_arm64_uname_says_aarch64_and_nothing_is_left() {
     let _one = serial();
-    let f = fixture();
+    // The arm64 kernel is its own: no PCI-lane x86_64 kernel needed.
+    let f = tests::fixture();
     let (out, took, pid) = run_with_pid(&mut check_arm64(&f, &["--", "uname", "-m"]));
     let err = stderr(&out);
     assert_eq!(code(&out), 0, "{err}");
@@ -599,7 +600,8 @@ fn libvirt_arm64_uname_says_aarch64_and_nothing_is_left() {
 #[test]
 fn libvirt_arm64_a_panic_at_boot_is_untestable_and_named() {
     let _one = serial();
-    let f = fixture();
+    // The arm64 kernel is its own: no PCI-lane x86_64 kernel needed.
+    let f = tests::fixture();
     let (out, took, pid) = run_with_pid(&mut check_arm64(
         &f,
         &["--append", "init=/nonexistent", "--", "true"],
@@ -621,7 +623,8 @@ fn libvirt_arm64_a_panic_at_boot_is_untestable_and_named() {
 #[test]
 fn libvirt_arm64_print_xml_is_a_domain_libvirt_accepts() {
     let _one = serial();
-    let f = fixture();
+    // The arm64 kernel is its own: no PCI-lane x86_64 kernel needed.
+    let f = tests::fixture();
     let out = run(f
         .xtask()
         .args([

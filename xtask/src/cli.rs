@@ -443,6 +443,10 @@ pub struct DepsArgs {
     /// apt-get install the missing packages (with sudo when not root)
     #[arg(long)]
     pub install: bool,
+    /// Install the peers `bench boot --peers` compares with (virtme-ng in a venv, vmtest)
+    /// in the state dir
+    #[arg(long)]
+    pub peers: bool,
 }
 
 #[derive(Args, Debug)]
@@ -528,6 +532,10 @@ pub enum BenchWhat {
         kernel: KernelArg,
         #[command(flatten)]
         vm: Box<VmArgs>,
+        /// Add rows for virtme-ng and vmtest booting the same kernel to the same command
+        /// (those `deps --peers` installed)
+        #[arg(long)]
+        peers: bool,
     },
     /// `check --kunit example` against the kernel's `kunit.py run` (UML and QEMU), same suite
     Kunit {

@@ -1,8 +1,11 @@
-//! `cargo xtask deps [--install]`: the Debian packages the toolkit needs, and virtiofsd.
+//! `cargo xtask deps [--install] [--peers]`: the Debian packages the toolkit needs, virtiofsd,
+//! and (`--peers`) the tools `bench boot --peers` compares with, installed in the state dir.
 
 use crate::cmd::CommandExt;
+use crate::state::StateDir;
 use crate::tools;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Debian packages, each with why it is needed.
@@ -109,8 +112,89 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
-/// `deps [--install]`: what is missing (exit 1 if anything), or everything installed.
-pub fn run(install_all: bool) -> Result<u8> {
+/// The peers `bench boot --peers` compares with, installed by `deps --peers` under
+/// `<state>/peers/`: virtme-ng from PyPI in a venv of its own, vmtest from crates.io.
+pub struct Peers {
+    pub dir: PathBuf,
+}
+
+impl Peers {
+    pub fn of(state: &StateDir) -> Peers {
+        Peers {
+            dir: state.root.join("peers"),
+        }
+    }
+    /// virtme-ng's venv.
+    pub fn venv(&self) -> PathBuf {
+        self.dir.join("virtme-ng")
+    }
+    /// `vng`, where `deps --peers` puts it.
+    pub fn vng(&self) -> PathBuf {
+        self.venv().join("bin/vng")
+    }
+    /// `cargo install --root` of vmtest.
+    pub fn vmtest_root(&self) -> PathBuf {
+        self.dir.join("vmtest")
+    }
+    pub fn vmtest(&self) -> PathBuf {
+        self.vmtest_root().join("bin/vmtest")
+    }
+
+    /// Installs what is missing: `python3 -m venv` and its pip for virtme-ng, `cargo install`
+    /// for vmtest. Does nothing for a peer already there.
+    pub fn install(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        if !self.vng().is_file() {
+            println!(
+                "installing virtme-ng from PyPI in {}",
+                self.venv().display()
+            );
+            Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(self.venv())
+                .run_logged()
+                .context("python3 -m venv failed: apt-get install python3-venv")?;
+            Command::new(self.venv().join("bin/pip"))
+                .args(["install", "--disable-pip-version-check", "virtme-ng"])
+                .run_logged()
+                .context("pip install virtme-ng failed: is PyPI reachable?")?;
+        }
+        if !self.vmtest().is_file() {
+            println!(
+                "installing vmtest from crates.io in {}",
+                self.vmtest_root().display()
+            );
+            Command::new("cargo")
+                .args(["install", "vmtest", "--locked", "--root"])
+                .arg(self.vmtest_root())
+                .run_logged()
+                .context("cargo install vmtest failed: is crates.io reachable?")?;
+        }
+        for p in [self.vng(), self.vmtest()] {
+            if !p.is_file() {
+                bail!("{} is still missing after its install", p.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `deps [--install] [--peers]`: what is missing (exit 1 if anything), or everything
+/// installed; `--peers` (alone) installs the peers only.
+pub fn run(state: &StateDir, install_all: bool, with_peers: bool) -> Result<u8> {
+    if with_peers {
+        let peers = Peers::of(state);
+        peers.install()?;
+        println!(
+            "peers installed: {} and {}",
+            peers.vng().display(),
+            peers.vmtest().display()
+        );
+        if !install_all {
+            return Ok(crate::exit::OK);
+        }
+    }
     if install_all {
         install()?;
         println!(

@@ -26,7 +26,7 @@ pub fn run(command: Command, ctx: &Ctx) -> Result<u8> {
         Command::Check(a) => check(a, ctx),
         Command::Bisect(a) => a.run(ctx),
         Command::Doctor(a) => crate::doctor::run(ctx, a.reprobe),
-        Command::Deps(a) => crate::deps::run(a.install),
+        Command::Deps(a) => crate::deps::run(&ctx.state, a.install, a.peers),
         Command::Quickstart(a) => a.run(ctx),
         Command::Cache(a) => cache(a, ctx),
         Command::Layer(a) => layer(a, ctx),

@@ -3,6 +3,7 @@
 mod bisect;
 mod flaky;
 mod kunit;
+mod peers;
 mod trim;
 mod vm;
 
@@ -20,6 +21,7 @@ impl BenchArgs {
                 kernel,
                 vm,
                 arch,
+                peers,
             } => {
                 let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
                 let build = BuildArgs {
@@ -44,7 +46,7 @@ impl BenchArgs {
                 // --kernel, else the tree's working state built as xtask.toml says.
                 let kernel = kernel.source(None, &build, &ctx.file.build)?;
                 let runs = u32::try_from(runs)?;
-                vm::bench_boot(ctx, runs, &kernel, &base, &variants)
+                vm::bench_boot(ctx, runs, &kernel, &base, &variants, peers)
             }
             BenchWhat::Kunit { runs } => {
                 let runs = runs.within("--runs", (1, "1"), (100, "100"))?;

@@ -2,6 +2,7 @@
 //! minimal QEMU + virtiofsd command line that boots the same kernel and rootfs to the same
 //! command and powers off. Medians of N runs each, and the ratio to the baseline.
 
+use super::peers;
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
 use crate::settings::VmRequest;
@@ -14,6 +15,9 @@ use crate::vm::{kernel_for, prepare};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long one run of a peer may take (a peer that hangs under TCG gets a row saying so).
+const PEER_LIMIT: Duration = Duration::from_secs(180);
 
 /// The median of some durations.
 pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
@@ -123,6 +127,7 @@ pub fn bench_boot(
     kernel: &KernelSource,
     base: &VmRequest,
     variants: &[VmRequest],
+    with_peers: bool,
 ) -> Result<u8> {
     let base_opts = base;
     let tools = crate::backend::find_tools(base_opts)?;
@@ -143,6 +148,19 @@ pub fn bench_boot(
         })
         .collect::<Result<Vec<_>>>()?;
     let (base_spec, base_tools) = prepare(ctx, base_opts, tools, &kernel, Console::Log)?;
+    let peer_rows = match with_peers {
+        true => peers::installed(
+            &crate::deps::Peers::of(&ctx.state),
+            &kernel.image,
+            base_spec.accel == crate::vm::spec::Accel::Kvm,
+            base_spec.cpus,
+            base_spec.memory_mib,
+        ),
+        false => Vec::new(),
+    };
+    // Each peer's times, or the first reason a run of it did not count.
+    let mut peer_times: Vec<std::result::Result<Vec<Duration>, String>> =
+        vec![Ok(Vec::new()); peer_rows.len()];
     // Round-robin, so that a busy moment of the host weighs on every variant alike.
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
     let mut timelines: Vec<Vec<Timeline>> = vec![Vec::new(); variants.len()];
@@ -175,6 +193,22 @@ pub fn bench_boot(
             times[v + 1].push(took);
             timelines[v].extend(r.timeline);
         }
+        for (p, row) in peer_rows.iter().enumerate() {
+            let (Ok(peer), Ok(times)) = (row, &mut peer_times[p]) else {
+                continue;
+            };
+            let log = ctx.run_dir.join(format!("peer-{p}-{i}.log"));
+            match peers::run_once(peer, &log, PEER_LIMIT)? {
+                Ok(took) => {
+                    eprintln!("{} #{i}: {:.2}s", peer.name, took.as_secs_f64());
+                    times.push(took);
+                }
+                Err(why) => {
+                    eprintln!("{} #{i}: {why} (log: {})", peer.name, log.display());
+                    peer_times[p] = Err(why);
+                }
+            }
+        }
     }
     let baseline = median(times[0].clone()).expect("runs > 0");
     let mut rows = vec![(
@@ -194,6 +228,30 @@ pub fn bench_boot(
             t.as_secs_f64(),
             t.as_secs_f64() / baseline.as_secs_f64()
         );
+    }
+    for (row, t) in peer_rows.iter().zip(&peer_times) {
+        match (row, t) {
+            (Err(missing), _) => println!("{missing}"),
+            (Ok(p), Ok(t)) => {
+                let t = median(t.clone()).expect("runs > 0");
+                println!(
+                    "{:<44} {:>8.2}s {:>7.2}x  (needed: {})",
+                    p.name,
+                    t.as_secs_f64(),
+                    t.as_secs_f64() / baseline.as_secs_f64(),
+                    if p.needs.is_empty() {
+                        "nothing more".to_string()
+                    } else {
+                        p.needs.join("; ")
+                    }
+                );
+            }
+            (Ok(p), Err(why)) => println!(
+                "{:<44} failed: {why} (needed: {})",
+                p.name,
+                p.needs.join("; ")
+            ),
+        }
     }
     for ((init, _), t) in variants.iter().zip(&timelines) {
         println!(

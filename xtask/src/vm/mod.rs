@@ -232,6 +232,7 @@ pub fn prepare(
         shell: console == Console::Interactive,
         append: opts.append.as_deref(),
     });
+    spec::check_init_args(machine, &cmdline)?;
     let spec = VmSpec {
         arch,
         kernel: kernel.image.clone(),

@@ -198,6 +198,20 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
     v
 }
 
+/// Fails, with the fix, on init arguments (`--` in `--append`) on the fast lane's machine:
+/// QEMU 7.2's microvm appends its `virtio_mmio.device=` entries after the whole command line,
+/// so after a `--` the kernel would pass them to init and find no root device.
+pub fn check_init_args(machine: Machine, cmdline: &[String]) -> anyhow::Result<()> {
+    if machine == Machine::MicrovmMmio && cmdline.iter().any(|w| w == "--") {
+        anyhow::bail!(
+            "init arguments (`--` in --append) do not work on the fast lane: microvm puts its \
+             virtio_mmio.device= entries after them; drop the `--` (the kernel passes words \
+             without `=` to init anyway) or boot a PCI-lane kernel (`trim-config --lane pci`)"
+        );
+    }
+    Ok(())
+}
+
 /// The host TSC rate in kHz from /proc/cpuinfo's `cpu MHz` (the kernel's calibrated value
 /// when it has `tsc_known_freq`; close enough for the guest's early TSC otherwise).
 pub fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
@@ -393,6 +407,17 @@ mod tests {
             "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2445.406\ncache size\t: 512 KB\n";
         assert_eq!(tsc_khz_from_cpuinfo(cpuinfo), Some(2_445_406));
         assert_eq!(tsc_khz_from_cpuinfo("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn init_arguments_need_the_pci_lane() {
+        let c: Vec<String> = ["ro", "--", "infinity"].map(String::from).to_vec();
+        let e = check_init_args(Machine::MicrovmMmio, &c)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trim-config --lane pci"), "{e}");
+        assert!(check_init_args(Machine::Microvm, &c).is_ok());
+        assert!(check_init_args(Machine::MicrovmMmio, &c[..1]).is_ok());
     }
 
     #[test]
