@@ -84,7 +84,11 @@ fn names(tests: &Value, out: &mut Vec<(String, String)>) {
 fn the_example_suite_passes_and_counts_as_kunit_py_counts() {
     let f = fixture();
     let start = Instant::now();
-    let (out, _, pid) = run_with_pid(f.xtask().args(["check", "--kunit", "example", "--json"]));
+    // --ccache: the KUnit builds here fill the cache the bisect below hits in its worktree.
+    let (out, _, pid) = run_with_pid(
+        f.xtask()
+            .args(["check", "--kunit", "example", "--json", "--ccache"]),
+    );
     assert!(
         start.elapsed() < BUILD_AND_BOOT,
         "took {:?}",
@@ -134,7 +138,7 @@ fn one_failing_example_case_is_bad_and_named() {
     let start = Instant::now();
     let out = run(f
         .xtask()
-        .args(["check", "--kunit", "example"])
+        .args(["check", "--kunit", "example", "--ccache"])
         .arg("--junit")
         .arg(junit.path()));
     assert!(

@@ -537,6 +537,12 @@ pub enum BenchWhat {
         #[arg(long)]
         peers: bool,
     },
+    /// `check --kunit example` against the kernel's `kunit.py run` (UML and QEMU), same suite
+    Kunit {
+        /// Runs per variant after the first, 1 to 100; medians are reported
+        #[arg(long, default_value = "3", value_parser = Count::parse)]
+        runs: Count,
+    },
     /// `bisect` against a plain `git bisect run` of the article's script
     Bisect {
         /// Commits in the synthetic history, 4 to 4096

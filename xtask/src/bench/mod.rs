@@ -2,6 +2,7 @@
 
 mod bisect;
 mod flaky;
+mod kunit;
 mod peers;
 mod trim;
 mod vm;
@@ -46,6 +47,10 @@ impl BenchArgs {
                 let kernel = kernel.source(None, &build, &ctx.file.build)?;
                 let runs = u32::try_from(runs)?;
                 vm::bench_boot(ctx, runs, &kernel, &base, &variants, peers)
+            }
+            BenchWhat::Kunit { runs } => {
+                let runs = runs.within("--runs", (1, "1"), (100, "100"))?;
+                kunit::run(ctx, u32::try_from(runs)?)
             }
             BenchWhat::Bisect {
                 commits,

@@ -212,7 +212,10 @@ impl BisectCmd {
         let asked = self.judging()?;
         let mut judging = Judging {
             any_failure: asked.any_failure,
-            ..Judging::default()
+            mode: mode::Mode::Deterministic {
+                repeat: asked.repeat.unwrap_or(1),
+            },
+            target: None,
         };
         let good_steps = mode::expected_good_steps(git::count(tree, &good, &bad));
         let mut samples = Vec::new();
@@ -259,6 +262,7 @@ impl BisectCmd {
                         })?;
                     step.verdict = terms.new_verdict();
                 }
+                step.term = super::report::verdict_word(step.verdict).into();
             } else if is_bad_end && step.verdict == StepVerdict::Bad {
                 let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
                 judging.mode = mode::from_bad_end(&asked, &verdicts, good_steps)

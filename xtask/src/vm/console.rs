@@ -527,6 +527,50 @@ mod tests {
     }
 
     #[test]
+    fn a_boot_time_warning_is_found_alike_on_arm64_and_x86_64() {
+        // Recorded on each: the same WARN(1, …) in kernel_init_freeable (the synthetic
+        // history's warning commit), built without KALLSYMS (the function is an address);
+        // arm64's report (`pstate:`, `Call trace:`) differs from x86's after the header only.
+        use FindingKind::Warning;
+        assert_eq!(
+            found("arm64_warning_at_boot.log"),
+            want(&[(
+                Warning,
+                131,
+                "WARNING: CPU: 0 PID: 1 at init/main.c:1600 0xffffffc008380e00"
+            )])
+        );
+        assert_eq!(
+            found("warning_at_boot.log"),
+            want(&[(
+                Warning,
+                189,
+                "WARNING: CPU: 1 PID: 1 at init/main.c:1600 0xffffffff81ae61eb"
+            )])
+        );
+    }
+
+    #[test]
+    fn an_arm64_warning_made_a_panic_is_both() {
+        use FindingKind::*;
+        assert_eq!(
+            found("arm64_panic_on_warn_at_boot.log"),
+            want(&[
+                (
+                    Warning,
+                    130,
+                    "WARNING: CPU: 0 PID: 1 at init/main.c:1600 0xffffffc008380e00"
+                ),
+                (
+                    Panic,
+                    151,
+                    "Kernel panic - not syncing: kernel: panic_on_warn set ..."
+                ),
+            ])
+        );
+    }
+
+    #[test]
     fn an_oom_panic_is_found_alike_on_arm64_and_x86_64() {
         // Recorded on each: panic_on_oom, then /dev/shm filled; the OOM report before the
         // panic (arm64's `Call trace:`, x86's `Call Trace:`) is no finding.
