@@ -232,8 +232,15 @@ fn an_arm64_bisect_names_the_commit_that_warns() {
     let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
     assert_eq!(ids.len(), 4);
     let out = within(
-        f.xtask()
-            .args(["bisect", "--arch", "arm64", "base", "bisect-arm64"]),
+        f.xtask().args([
+            "bisect",
+            "--arch",
+            "arm64",
+            "--endpoint-runs",
+            "1",
+            "base",
+            "bisect-arm64",
+        ]),
         Duration::from_secs(20 * 60),
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));

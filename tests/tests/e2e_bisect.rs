@@ -97,6 +97,9 @@ fn report_dir(stderr: &str) -> PathBuf {
     Path::new(line.trim()).parent().unwrap().to_path_buf()
 }
 
+// The deterministic cases after this one pass `--endpoint-runs 1`: their BAD end is bad every
+// time, and four more boots of it per bisect would only cost CI minutes; this one runs with the
+// default (BAD checked 5 times).
 #[test]
 fn bisect_finds_the_warning_skips_the_broken_commit_and_is_cached_the_second_time() {
     let f = fixture();
@@ -258,6 +261,8 @@ fn reverse_with_paths_finds_the_fix() {
         "bisect",
         "--reverse",
         "--no-confirm",
+        "--endpoint-runs",
+        "1",
         &ids[CULPRIT],
         &fix,
         "--paths",
@@ -290,9 +295,15 @@ fn a_tools_only_culprit_is_suspicious_and_its_parent_disagrees() {
         "tools: a note",
     );
     let t = Instant::now();
-    let out = run(f
-        .xtask()
-        .args(["bisect", "base", &tools, "--paths", "tools"]));
+    let out = run(f.xtask().args([
+        "bisect",
+        "--endpoint-runs",
+        "1",
+        "base",
+        &tools,
+        "--paths",
+        "tools",
+    ]));
     assert_eq!(
         code(&out),
         0,
@@ -371,8 +382,14 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     let _restore = Restore(config.clone(), std::fs::read(&config).unwrap());
     let _reset = Reset(&f);
     let bisect = start_until(
-        f.xtask()
-            .args(["bisect", "--no-confirm", "base", "bisect-e2e"]),
+        f.xtask().args([
+            "bisect",
+            "--no-confirm",
+            "--endpoint-runs",
+            "1",
+            "base",
+            "bisect-e2e",
+        ]),
         "bisect: step 1 ",
     );
     // Beside it: a real trim-config that changes the state's config, and a build of another
@@ -423,8 +440,14 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
 
     // Interrupted, its HEAD moved by someone, then resumed: the same answer.
     let bisect = start_until(
-        f.xtask()
-            .args(["bisect", "--no-confirm", "base", "bisect-e2e"]),
+        f.xtask().args([
+            "bisect",
+            "--no-confirm",
+            "--endpoint-runs",
+            "1",
+            "base",
+            "bisect-e2e",
+        ]),
         "bisect: step 1 ",
     );
     let (status, took) = bisect.interrupt(Duration::from_secs(60));
@@ -470,8 +493,14 @@ fn reset_ends_an_interrupted_bisect() {
     history(&f);
     let _reset = Reset(&f);
     let bisect = start_until(
-        f.xtask()
-            .args(["bisect", "--no-confirm", "base", "bisect-e2e"]),
+        f.xtask().args([
+            "bisect",
+            "--no-confirm",
+            "--endpoint-runs",
+            "1",
+            "base",
+            "bisect-e2e",
+        ]),
         "bisect: step 1 ",
     );
     let (status, _) = bisect.interrupt(Duration::from_secs(60));
