@@ -54,9 +54,9 @@ impl QuickstartArgs {
                 ),
                 None => run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?,
             }
-            // With ccache (the same key): a bisect's first builds, in its own build dir, are
-            // then mostly hits.
-            run_self(ctx, "build", Some(&tree), &["build", "--ccache"])?;
+            // Without ccache, as `cargo xtask build` builds by default: `CC=ccache gcc` is on
+            // make's command line, so switching it in a build dir recompiles every object.
+            run_self(ctx, "build", Some(&tree), &["build"])?;
         }
         let mut check = vec![OsString::from("check")];
         check.extend(self.check_args());

@@ -279,9 +279,11 @@ impl BisectCmd {
             kernel: KernelSource::Build {
                 rev: None,
                 build: BuildRequest {
-                    // On by default in a bisect (its endpoints, built first, have compiled
-                    // most of what a step compiles); `ccache = false` in xtask.toml turns it off.
-                    ccache: self.build.ccache || file.build.ccache.unwrap_or(true),
+                    // Off by default, as in every build: `CC=ccache gcc` is on make's
+                    // command line, so a bisect with it and a `build REV` without it in the
+                    // same build worktree would each recompile every object. `--ccache` or
+                    // `ccache = true` in xtask.toml turns it on.
+                    ccache: self.build.ccache || file.build.ccache.unwrap_or(false),
                     ..self.build.resolve(&file.build)?
                 },
             },
@@ -485,10 +487,10 @@ mod tests {
         super::super::Cli::try_parse_from(argv).unwrap().command
     }
 
-    /// ccache: on in a bisect unless xtask.toml says `ccache = false`; off in a check unless
-    /// asked for.
+    /// ccache: off in a bisect and in a check unless `--ccache` or xtask.toml asks for it (a
+    /// build dir switched between the two recompiles every object).
     #[test]
-    fn ccache_is_on_in_a_bisect_unless_the_file_turns_it_off() {
+    fn ccache_is_off_in_a_bisect_and_a_check_unless_asked_for() {
         let ccache = |args: &[&str], file: Option<bool>| {
             let file = FileConfig {
                 build: FileBuild {
@@ -507,7 +509,8 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert!(ccache(&["bisect", "v1", "v2"], None));
+        assert!(!ccache(&["bisect", "v1", "v2"], None));
+        assert!(ccache(&["bisect", "v1", "v2"], Some(true)));
         assert!(!ccache(&["bisect", "v1", "v2"], Some(false)));
         assert!(ccache(&["bisect", "v1", "v2", "--ccache"], Some(false)));
         assert!(!ccache(&["check"], None));
@@ -563,11 +566,7 @@ mod tests {
             (rev.as_deref(), build),
             (
                 Some("abc123"),
-                &BuildRequest {
-                    // A bisect's default.
-                    ccache: true,
-                    ..b.build.resolve(&FileBuild::default()).unwrap()
-                }
+                &b.build.resolve(&FileBuild::default()).unwrap()
             )
         );
         // A saved regex that no longer compiles is an error, not a panic.
