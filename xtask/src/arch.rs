@@ -246,7 +246,9 @@ impl Arch {
         }
     }
 
-    /// `tcg_cpu`'s model (`max`) and its properties (`pauth-impdef=on`).
+    /// `tcg_cpu`'s model (`max`) and its properties (`pauth-impdef=on`): the libvirt
+    /// backend's, which sets them apart.
+    #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
     pub fn tcg_cpu_parts(&self) -> (&'static str, Vec<&'static str>) {
         let mut parts = self.tcg_cpu.split(',');
         let model = parts.next().unwrap_or_default();
