@@ -72,9 +72,9 @@ pub fn exempt_arg(word: &str) -> bool {
     word.starts_with("-j") || word.starts_with("CC=ccache ")
 }
 
-/// The environment variables that cannot change the image: where ccache keeps its cache, the
-/// base it makes paths relative to, and where it logs this build's hits and misses.
-pub const EXEMPT_ENV: &[&str] = &["CCACHE_DIR", "CCACHE_BASEDIR", "CCACHE_STATSLOG"];
+/// The environment variables that cannot change the image: where ccache keeps its cache, and
+/// where it logs this build's hits and misses.
+pub const EXEMPT_ENV: &[&str] = &["CCACHE_DIR", "CCACHE_STATSLOG"];
 
 /// `make` for one source tree and one output dir (`O=`): kbuild with `O=` only reads the
 /// sources. Both the build and trim-config run make through this.
@@ -143,9 +143,11 @@ impl Make {
             ("LC_ALL".into(), "C".into()),
         ]);
         if let Some(dir) = &self.ccache_dir {
+            // No CCACHE_BASEDIR: it rewrites the compiler's absolute paths to relative ones,
+            // so that the kernel's -fmacro-prefix-map no longer applies and __FILE__ (a
+            // WARNING's place) becomes `../src/init/main.c`: another image. In the container
+            // the paths are /src and /build in every worktree, so hits happen without it.
             e.push(("CCACHE_DIR".into(), dir.clone()));
-            // The same object whatever the path of the tree: hits across worktrees.
-            e.push(("CCACHE_BASEDIR".into(), self.paths.src.clone()));
             e.push((
                 "CCACHE_STATSLOG".into(),
                 format!("{}/{}", self.paths.staging(), super::ccache::STATS_LOG),
