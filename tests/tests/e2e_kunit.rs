@@ -84,7 +84,8 @@ fn names(tests: &Value, out: &mut Vec<(String, String)>) {
 fn the_example_suite_passes_and_counts_as_kunit_py_counts() {
     let f = fixture();
     let start = Instant::now();
-    // --ccache: the KUnit builds here fill the cache the bisect below hits in its worktree.
+    // --ccache: this KUnit config's objects go into ccache, where a later KUnit build with
+    // --ccache in another build dir (a KUnit bisect's, in the toolkit's worktree) finds them.
     let (out, _, pid) = run_with_pid(
         f.xtask()
             .args(["check", "--kunit", "example", "--json", "--ccache"]),
