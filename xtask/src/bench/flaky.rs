@@ -6,7 +6,7 @@
 //! of a few hundred boots each do not fit in a bench run).
 
 use crate::bisect::simulate::{self, BareWorktree, Seeded};
-use crate::bisect::{Asked, StepVerdict, DEFAULT_CONFIDENCE, DEFAULT_ENDPOINT_RUNS};
+use crate::bisect::{Asked, StepVerdict};
 use crate::ctx::Ctx;
 use crate::history;
 use crate::units::short;
@@ -35,14 +35,7 @@ pub fn run(ctx: &Ctx, commits: u32) -> Result<u8> {
             .map_or(c == "revert", |i| i >= culprit)
     };
     let wt = BareWorktree::add(&tree, &ctx.run_dir.join("bench-flaky-wt"), &branch)?;
-    let asked = Asked {
-        repeat: None,
-        flaky: false,
-        endpoint_runs: DEFAULT_ENDPOINT_RUNS,
-        confidence: DEFAULT_CONFIDENCE,
-        any_failure: false,
-        metric: None,
-    };
+    let asked = Asked::default();
     // The revert is of the culprit on the bad end: the bug is gone there.
     let has_bug = |c: &str| c != "revert" && index(c);
     let mut always = |c: &str| {

@@ -202,12 +202,10 @@ pub fn decide(mode: &Mode, runs: &[StepVerdict], samples: &[f64]) -> Option<Step
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use StepVerdict::*;
-
-    fn asked() -> Asked {
+/// What a bisect asks with no judging option: BAD checked DEFAULT_ENDPOINT_RUNS times, the
+/// default confidence, the target symptom only.
+impl Default for Asked {
+    fn default() -> Asked {
         Asked {
             repeat: None,
             flaky: false,
@@ -216,6 +214,16 @@ mod tests {
             any_failure: false,
             metric: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StepVerdict::*;
+
+    fn asked() -> Asked {
+        Asked::default()
     }
 
     #[test]
