@@ -120,20 +120,23 @@ pub fn ensure_kernel(ctx: &Ctx, rev: Option<&str>, opts: &BuildRequest) -> Resul
     miss::build(ctx, &cache, &request, opts, start)
 }
 
-/// The config to build: --config, or the one trim-config made.
-fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
+/// The config to build: --config, or the one trim-config made for the arch and lane.
+pub fn input_config(ctx: &Ctx, opts: &BuildRequest) -> Result<PathBuf> {
+    let lane = opts.lane.unwrap_or(opts.arch.default_lane());
     let path = opts
         .config
         .clone()
-        .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
+        .unwrap_or_else(|| ctx.state.trimmed_config_for_lane(opts.arch, lane));
     if !path.is_file() {
-        let arch = if opts.arch.is_host() {
-            String::new()
-        } else {
-            format!(" --arch {}", opts.arch.name)
-        };
+        let mut options = String::new();
+        if !opts.arch.is_host() {
+            options += &format!(" --arch {}", opts.arch.name);
+        }
+        if lane != opts.arch.default_lane() {
+            options += &format!(" --lane {}", lane.name());
+        }
         bail!(
-            "no kernel config at {}: run `cargo xtask trim-config{arch}` or pass --config PATH",
+            "no kernel config at {}: run `cargo xtask trim-config{options}` or pass --config PATH",
             path.display()
         );
     }

@@ -277,8 +277,13 @@ pub struct BuildRequest {
     /// The kernel's architecture; default: the host's.
     #[serde(with = "crate::arch::by_name")]
     pub arch: &'static crate::arch::Arch,
-    /// The config to build; None means the arch's trimmed config in the state dir.
+    /// The config to build; None means the trimmed config of the arch and `lane` in the
+    /// state dir.
     pub config: Option<PathBuf>,
+    /// The lane whose trimmed config is built when `config` is None: None is the arch's
+    /// default lane; the libvirt backend asks for the PCI lane, the only one it boots.
+    #[serde(default)]
+    pub lane: Option<crate::arch::Lane>,
     pub jobs: u32,
     pub host: bool,
     pub ccache: bool,

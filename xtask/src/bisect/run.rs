@@ -178,16 +178,9 @@ impl BisectCmd {
         let KernelSource::Build { build: opts, .. } = &mut req.kernel else {
             bail!("a bisect builds each step's commit: it cannot boot one image")
         };
-        let config_from = opts
-            .config
-            .clone()
-            .unwrap_or_else(|| ctx.state.trimmed_config_for(opts.arch));
-        let config = std::fs::read(&config_from).with_context(|| {
-            format!(
-                "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
-                config_from.display()
-            )
-        })?;
+        let config_from = crate::build::input_config(ctx, opts)?;
+        let config = std::fs::read(&config_from)
+            .with_context(|| format!("reading {}", config_from.display()))?;
         std::fs::create_dir_all(place.config.parent().unwrap_or(Path::new(".")))?;
         std::fs::write(&place.config, &config)?;
         opts.config = Some(place.config.clone());

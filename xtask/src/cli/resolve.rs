@@ -183,6 +183,7 @@ impl BuildArgs {
         Ok(BuildRequest {
             arch: self.arch(),
             config,
+            lane: None,
             jobs,
             host: self.host || file.host.unwrap_or(false),
             ccache: self.ccache || file.ccache.unwrap_or(false),
@@ -250,16 +251,29 @@ impl ResultArgs {
     }
 }
 
+/// `kernel` as `vm`'s backend boots it: a build for libvirt uses the PCI lane's trimmed
+/// config (libvirt boots no fast-lane kernel); anything else is as it was.
+fn for_backend(mut kernel: KernelSource, vm: &VmRequest) -> KernelSource {
+    if let KernelSource::Build { build, .. } = &mut kernel {
+        if vm.backend == Backend::Libvirt {
+            build.lane = Some(crate::arch::Lane::Pci);
+        }
+    }
+    kernel
+}
+
 impl CheckCmd {
     /// The check's request: fast init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
+        let vm = self
+            .vm
+            .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?;
+        let kernel = self
+            .kernel
+            .source(self.rev.as_deref(), &self.build, &file.build)?;
         Ok(CheckRequest {
-            vm: self
-                .vm
-                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
-            kernel: self
-                .kernel
-                .source(self.rev.as_deref(), &self.build, &file.build)?,
+            kernel: for_backend(kernel, &vm),
+            vm,
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
             tests: self.check.tests.resolve()?,
@@ -272,21 +286,16 @@ impl BisectCmd {
     /// each step sets its commit ([`CheckRequest::at`]). `--kernel` is refused by the command
     /// line before this.
     pub fn request(&self, file: &FileConfig) -> Result<CheckRequest> {
+        let vm = self
+            .vm
+            .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?;
+        let kernel = KernelSource::Build {
+            rev: None,
+            build: self.build.resolve(&file.build)?,
+        };
         Ok(CheckRequest {
-            vm: self
-                .vm
-                .resolve_with_arch(&file.vm, InitMode::Fast, &self.build)?,
-            kernel: KernelSource::Build {
-                rev: None,
-                build: BuildRequest {
-                    // Off by default, as in every build: `CC=ccache gcc` is on make's
-                    // command line, so a bisect with it and a `build REV` without it in the
-                    // same build worktree would each recompile every object. `--ccache` or
-                    // `ccache = true` in xtask.toml turns it on.
-                    ccache: self.build.ccache || file.build.ccache.unwrap_or(false),
-                    ..self.build.resolve(&file.build)?
-                },
-            },
+            kernel: for_backend(kernel, &vm),
+            vm,
             plan: self.check.plan()?,
             repeat: self.check.repeat()?,
             tests: self.check.tests.resolve()?,
@@ -334,10 +343,11 @@ impl BootCmd {
         if self.print_xml && vm.backend != Backend::Libvirt {
             bail!("--print-xml prints the libvirt domain XML: add --backend libvirt");
         }
+        let kernel = self
+            .kernel
+            .source(self.rev.as_deref(), &self.build, &file.build)?;
         Ok(BootRequest {
-            kernel: self
-                .kernel
-                .source(self.rev.as_deref(), &self.build, &file.build)?,
+            kernel: for_backend(kernel, &vm),
             vm,
             exec: self.exec.clone(),
             print_xml: self.print_xml,
@@ -515,6 +525,31 @@ mod tests {
         assert!(ccache(&["bisect", "v1", "v2", "--ccache"], Some(false)));
         assert!(!ccache(&["check"], None));
         assert!(ccache(&["check", "--ccache"], None));
+    }
+
+    /// A build for the libvirt backend uses the PCI lane's trimmed config (libvirt boots no
+    /// fast-lane kernel), in a check, a bisect and a boot; the QEMU backend the arch's own.
+    #[test]
+    fn the_libvirt_backend_builds_the_pci_lane() {
+        let lane = |args: &[&str]| {
+            let file = FileConfig::default();
+            let kernel = match command(args) {
+                super::super::Command::Bisect(b) => b.request(&file).unwrap().kernel,
+                super::super::Command::Check(c) => c.request(&file).unwrap().kernel,
+                super::super::Command::Boot(b) => b.request(&file).unwrap().kernel,
+                other => panic!("{other:?}"),
+            };
+            match kernel {
+                KernelSource::Build { build, .. } => build.lane,
+                other => panic!("{other:?}"),
+            }
+        };
+        let pci = Some(crate::arch::Lane::Pci);
+        assert_eq!(lane(&["check", "v1", "--backend", "libvirt"]), pci);
+        assert_eq!(lane(&["bisect", "v1", "v2", "--backend", "libvirt"]), pci);
+        assert_eq!(lane(&["boot", "--backend", "libvirt"]), pci);
+        assert_eq!(lane(&["check", "v1"]), None);
+        assert_eq!(lane(&["bisect", "v1", "v2", "--backend", "qemu"]), None);
     }
 
     /// A bisect stores its request for `--resume`: it reads back as the same request, the
