@@ -20,14 +20,20 @@ use std::io::Write;
 pub fn run(command: Command, ctx: &Ctx) -> Result<u8> {
     match command {
         Command::SetupRootfs(a) => setup_rootfs(a, ctx),
-        Command::TrimConfig(a) => a.run(ctx),
+        Command::TrimConfig(a) => {
+            crate::trim::trim(ctx, &a.resolve(&ctx.file.trim, &ctx.state)?)?;
+            Ok(exit::OK)
+        }
         Command::Build(a) => build(a, ctx),
         Command::Boot(a) => boot(a, ctx),
         Command::Check(a) => check(a, ctx),
-        Command::Bisect(a) => a.run(ctx),
+        Command::Bisect(a) => {
+            let argv: Vec<_> = std::env::args_os().skip(1).collect();
+            crate::bisect::run(a.resolve(&ctx.file, &argv)?, ctx)
+        }
         Command::Doctor(a) => crate::doctor::run(ctx, a.reprobe),
         Command::Deps(a) => crate::deps::run(&ctx.state, a.install, a.peers),
-        Command::Quickstart(a) => a.run(ctx),
+        Command::Quickstart(a) => crate::quickstart::run(ctx, &a.resolve(&ctx.file.vm)?),
         Command::Cache(a) => cache(a, ctx),
         Command::Layer(a) => layer(a, ctx),
         Command::Bench(a) => a.run(ctx),

@@ -6,13 +6,13 @@
 use crate::arch::{Arch, Lane};
 use crate::build::plan::{Make, Paths};
 use crate::build::runner::{Place, Runner};
-use crate::cli::TrimConfigArgs;
 use crate::cmd;
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::{self, config, verify, Config, Layer, SymbolIndex};
 use crate::lock::FileLock;
 use crate::settings::{workspace_root, FileTrim, DEFAULT_BUILD_TIMEOUT};
+use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,84 +86,53 @@ pub struct TrimOptions {
 }
 
 impl TrimOptions {
-    /// Command line over xtask.toml over defaults. Paths on the command line are relative to
-    /// the current directory, paths in xtask.toml to the workspace root.
-    pub fn resolve(args: &TrimConfigArgs, ctx: &Ctx) -> Result<TrimOptions> {
-        let arch = args.arch.unwrap_or(crate::arch::HOST);
-        let lane = args.lane.unwrap_or(arch.default_lane());
-        TrimOptions::resolve_in(
-            args,
-            &ctx.file.trim,
-            &std::env::current_dir().unwrap_or_default(),
-            &workspace_root(),
-            ctx.state.trimmed_config_for_lane(arch, lane),
-        )
-    }
-
-    /// [`TrimOptions::resolve`] with its facts passed in.
-    pub fn resolve_in(
-        args: &TrimConfigArgs,
+    /// xtask.toml's `[trim]` over the defaults: the config for `arch`'s `lane`, written to
+    /// that lane's place in `state`; paths in xtask.toml are relative to `workspace`. The
+    /// command line's options are laid over these (cli/resolve.rs).
+    pub fn from_file(
         file: &FileTrim,
-        cwd: &Path,
+        arch: &'static Arch,
+        lane: Lane,
+        state: &StateDir,
         workspace: &Path,
-        default_output: PathBuf,
     ) -> Result<TrimOptions> {
-        let base = match (&args.base, &file.base) {
-            (Some(b), _) => Base::parse(b, cwd),
-            (None, Some(b)) => Base::parse(b, workspace),
-            (None, None) => Base::Target("tinyconfig".into()),
+        let base = match &file.base {
+            Some(b) => Base::parse(b, workspace),
+            None => Base::Target("tinyconfig".into()),
         };
-        let arch = args.arch.unwrap_or(crate::arch::HOST);
-        let lane = args.lane.unwrap_or(arch.default_lane());
         let mut fragments = vec![workspace.join(VM_FRAGMENT), workspace.join(arch.fragment)];
         fragments.extend(arch.lane_fragments(lane)?.iter().map(|f| workspace.join(f)));
         fragments.extend(file.fragments.iter().map(|f| workspace.join(f)));
-        fragments.extend(args.fragments.iter().map(|f| cwd.join(f)));
-        let mut sets: Vec<(String, String)> = file
+        let sets = file
             .set
             .iter()
             .map(|s| ("xtask.toml [trim] set".to_string(), s.clone()))
             .collect();
-        sets.extend(args.sets.iter().map(|s| ("--set".to_string(), s.clone())));
         Ok(TrimOptions {
             arch,
             lane,
             base,
             fragments,
             sets,
-            allow_dropped: args.allow_dropped,
+            allow_dropped: false,
             dropped_fix: DROPPED_FIX,
-            host: args.host,
-            output: args
-                .output
-                .as_ref()
-                .map(|o| cwd.join(o))
-                .unwrap_or(default_output),
+            host: false,
+            output: state.trimmed_config_for_lane(arch, lane),
             quiet: false,
         })
     }
 
     /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
     pub fn defaults(ctx: &Ctx) -> Result<TrimOptions> {
-        let args = TrimConfigArgs {
-            arch: None,
-            lane: None,
-            base: None,
-            fragments: Vec::new(),
-            sets: Vec::new(),
-            allow_dropped: false,
-            host: false,
-            output: None,
-        };
-        TrimOptions::resolve(&args, ctx)
-    }
-}
-
-impl TrimConfigArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let opts = TrimOptions::resolve(&self, ctx)?;
-        trim(ctx, &opts)?;
-        Ok(0)
+        let arch = crate::arch::HOST;
+        let file = &ctx.file.trim;
+        TrimOptions::from_file(
+            file,
+            arch,
+            arch.default_lane(),
+            &ctx.state,
+            &workspace_root(),
+        )
     }
 }
 
@@ -514,103 +483,38 @@ mod tests {
         assert_eq!(Base::parse("/a/b", d), Base::File("/a/b".into()));
     }
 
+    /// xtask.toml's `[trim]` over the defaults: its base and fragments against the workspace,
+    /// after the VM's, the arch's and the lane's; its sets named as its; the lane's own output.
     #[test]
-    fn options_merge_command_line_over_xtask_toml() {
-        let args = TrimConfigArgs {
-            arch: None,
-            lane: None,
-            base: None,
-            fragments: vec!["mine.config".into()],
-            sets: vec!["CONFIG_KASAN=y".into()],
-            allow_dropped: false,
-            host: true,
-            output: None,
-        };
+    fn xtask_toml_over_the_defaults() {
         let file = FileTrim {
-            base: Some("defconfig".into()),
+            base: Some("my.config".into()),
             fragments: vec!["kconfig/debug.config".into()],
             set: vec!["CONFIG_SLUB=y".into()],
         };
-        let o = TrimOptions::resolve_in(
-            &args,
-            &file,
-            Path::new("/cwd"),
-            Path::new("/ws"),
-            "/state/config/trimmed.config".into(),
-        )
-        .unwrap();
-        assert_eq!(o.lane, Lane::Fast);
-        assert_eq!(o.base, Base::Target("defconfig".into()));
+        let state = StateDir::new("/state".into());
+        let host = crate::arch::HOST;
+        let o = TrimOptions::from_file(&file, host, Lane::Pci, &state, Path::new("/ws")).unwrap();
+        assert_eq!(o.base, Base::File("/ws/my.config".into()));
         let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
-        assert_eq!(
-            f,
-            [
-                "/ws/kconfig/vm.config",
-                "/ws/kconfig/x86_64.config",
-                "/ws/kconfig/debug.config",
-                "/cwd/mine.config"
-            ]
-        );
+        assert_eq!(f[0], "/ws/kconfig/vm.config");
+        assert_eq!(f.last(), Some(&"/ws/kconfig/debug.config"));
         assert_eq!(
             o.sets,
-            [
-                (
-                    "xtask.toml [trim] set".to_string(),
-                    "CONFIG_SLUB=y".to_string()
-                ),
-                ("--set".to_string(), "CONFIG_KASAN=y".to_string())
-            ]
+            [("xtask.toml [trim] set".into(), "CONFIG_SLUB=y".into())]
         );
-        assert!(o.host);
-        assert_eq!(o.output, Path::new("/state/config/trimmed.config"));
-
-        let args = TrimConfigArgs {
-            base: Some("old.config".into()),
-            output: Some("out.config".into()),
-            ..args
-        };
-        let o = TrimOptions::resolve_in(
-            &args,
+        assert_eq!(o.output, state.trimmed_config_for_lane(host, Lane::Pci));
+        assert!(!o.host && !o.allow_dropped && !o.quiet);
+        let o = TrimOptions::from_file(
             &FileTrim::default(),
-            Path::new("/cwd"),
+            host,
+            host.default_lane(),
+            &state,
             Path::new("/ws"),
-            "/d".into(),
         )
         .unwrap();
-        assert_eq!(o.base, Base::File("/cwd/old.config".into()));
-        assert_eq!(o.output, Path::new("/cwd/out.config"));
-        assert_eq!(o.fragments.len(), 3);
-
-        // The PCI lane's fragments follow the arch's, before the user's.
-        let pci = TrimConfigArgs {
-            lane: Some(Lane::Pci),
-            ..args
-        };
-        let o =
-            TrimOptions::resolve_in(&pci, &file, Path::new("/c"), Path::new("/ws"), "/d".into())
-                .unwrap();
-        let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
-        assert_eq!(
-            f,
-            [
-                "/ws/kconfig/vm.config",
-                "/ws/kconfig/x86_64.config",
-                "/ws/kconfig/pci.config",
-                "/ws/kconfig/x86_64-pci.config",
-                "/ws/kconfig/debug.config",
-                "/c/mine.config"
-            ]
-        );
-        // arm64 has the PCI lane only.
-        let arm = TrimConfigArgs {
-            arch: Some(&crate::arch::ARM64),
-            lane: Some(Lane::Fast),
-            ..pci
-        };
-        let e =
-            TrimOptions::resolve_in(&arm, &file, Path::new("/c"), Path::new("/ws"), "/d".into())
-                .unwrap_err();
-        assert!(e.to_string().contains("arm64 has no fast lane"), "{e}");
+        assert_eq!(o.base, Base::Target("tinyconfig".into()));
+        assert_eq!(o.output, state.trimmed_config());
     }
 
     #[test]

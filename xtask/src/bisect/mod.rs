@@ -7,6 +7,7 @@ mod metric;
 mod mode;
 mod progress;
 mod report;
+mod request;
 mod run;
 pub mod simulate;
 mod stats;
@@ -16,4 +17,5 @@ mod symptom;
 
 pub use engine::StepVerdict;
 pub use mode::{Asked, MetricAsked, DEFAULT_CONFIDENCE, DEFAULT_ENDPOINT_RUNS};
-pub use run::worktree_dir;
+pub use request::{BisectRequest, StartRequest};
+pub use run::{run, worktree_dir};

@@ -7,11 +7,11 @@ use super::engine::{self, End, Engine, Next, Outcome, Role, Terms};
 use super::git::{self, Bisect};
 use super::progress::estimate_steps;
 use super::report::{short, Culprit, Inputs, Report, Step, StepVerdict};
+use super::request::{BisectRequest, StartRequest};
 use super::step::{Judging, Rule};
 use super::symptom::Symptom;
 use super::{mode, suspect};
 use crate::build::{self, BuildOutcome};
-use crate::cli::BisectCmd;
 use crate::ctx::Ctx;
 use crate::lock::{self, FileLock};
 use crate::units::human_secs;
@@ -109,216 +109,189 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The check as one line, for the report.
-fn describe_check(cmd: &BisectCmd) -> String {
-    let mut parts = Vec::new();
-    if let Some(s) = &cmd.check.script {
-        parts.push(format!("--script {}", s.display()));
+/// `cargo xtask bisect` as `req` asks: its status, its end, its resumption or its start.
+pub fn run(req: BisectRequest, ctx: &Ctx) -> Result<u8> {
+    let tree = ctx.require_tree()?;
+    let place = Place::of(&ctx.state, &tree);
+    // Looking takes no lock: a running bisect can be watched.
+    if let BisectRequest::Status = req {
+        return status(&tree, &place);
     }
-    for r in &cmd.check.bad_if_console {
-        parts.push(format!("--bad-if-console {r:?}"));
+    let Some(_lock) = FileLock::try_acquire(&place.lock)? else {
+        bail!(
+            "a bisect of {} is running ({}): wait for it, or end it",
+            tree.display(),
+            lock::holder(&place.lock)
+        );
+    };
+    let result = match req {
+        BisectRequest::Reset => return reset(&tree, &place),
+        BisectRequest::Resume => resume(ctx, &tree, &place),
+        BisectRequest::Start(request) => start(*request, ctx, &tree, &place),
+        BisectRequest::Status => status(&tree, &place),
+    };
+    if let Err(e) = &result {
+        if signals::is_interrupted(e) {
+            eprintln!(
+                "bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it"
+            );
+        }
     }
-    if let Some(n) = &cmd.check.repeat {
-        parts.push(format!("--repeat {n:?}"));
-    }
-    if let Ok(t) = cmd.check.tests.resolve() {
-        parts.extend(crate::kunit::run::describe(&t));
-    }
-    if !cmd.check.command.is_empty() {
-        parts.push(format!("-- {}", cmd.check.command.join(" ")));
-    }
-    if parts.is_empty() {
-        "clean boot (bad on any warning, oops, BUG or panic)".into()
-    } else {
-        parts.join(" ")
-    }
+    result
 }
 
-impl BisectCmd {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        let tree = ctx.require_tree()?;
-        let place = Place::of(&ctx.state, &tree);
-        if self.status {
-            return status(&tree, &place);
+/// A new bisect: the inputs frozen, the endpoints checked, then [`drive`].
+fn start(request: StartRequest, ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
+    let start = Instant::now();
+    // Every option the steps use was resolved before the first side effect.
+    let mut req = request.check;
+    let good = git::rev_parse(tree, &request.good)?;
+    let bad = git::rev_parse(tree, &request.bad)?;
+    if place.saved.exists() {
+        bail!("a bisect of {} is already under way: `cargo xtask bisect --resume` continues it, `--reset` ends it", tree.display());
+    }
+    // The inputs, frozen: the config's content, the rootfs generation, the check.
+    let KernelSource::Build { build: opts, .. } = &mut req.kernel else {
+        bail!("a bisect builds each step's commit: it cannot boot one image")
+    };
+    let config_from = crate::build::input_config(ctx, opts)?;
+    let config = std::fs::read(&config_from)
+        .with_context(|| format!("reading {}", config_from.display()))?;
+    std::fs::create_dir_all(place.config.parent().unwrap_or(Path::new(".")))?;
+    std::fs::write(&place.config, &config)?;
+    opts.config = Some(place.config.clone());
+    let rootfs = rootfs::generation::in_use(&ctx.state)?.tree;
+    let inputs = Inputs {
+        good: good.clone(),
+        bad: bad.clone(),
+        reverse: request.reverse,
+        paths: request.paths.clone(),
+        check: request.check_line,
+        config: place.config.display().to_string(),
+        config_sha256: format!("{:x}", Sha256::digest(&config)),
+        rootfs: rootfs.display().to_string(),
+        confirm: request.confirm,
+        argv: request.argv,
+    };
+    let mut report = Report::new(inputs);
+    let terms = Terms {
+        reverse: request.reverse,
+    };
+    let mut engine = Engine::new(terms, good.clone(), bad.clone());
+    let asked = request.judging;
+    let mut judging = Judging {
+        any_failure: asked.any_failure,
+        mode: mode::Mode::Deterministic {
+            repeat: asked.repeat.unwrap_or(1),
+        },
+        target: None,
+    };
+    let good_steps = mode::expected_good_steps(git::count(tree, &good, &bad));
+    let mut samples = Vec::new();
+    // Endpoints first: a wrong check is caught before hours are spent. The end in the bad
+    // state decides how steps are judged (flaky or not) and what symptom counts.
+    for (which, end, commit) in [("GOOD", End::Old, &good), ("BAD", End::New, &bad)] {
+        eprintln!(
+            "bisect: checking the {which} end {} {}",
+            short(commit),
+            git::subject(tree, commit)
+        );
+        let dir = ctx
+            .run_dir
+            .join(format!("endpoint-{}", which.to_lowercase()));
+        let is_bad_end = (end == End::New) == (terms.new_verdict() == StepVerdict::Bad);
+        let rule = match (&asked.metric, is_bad_end) {
+            (Some(_), _) => Rule::MetricEnd,
+            (None, true) => Rule::BadEnd(&asked),
+            (None, false) => Rule::Step,
+        };
+        let (mut step, seen) = test_commit(
+            ctx,
+            &req,
+            tree,
+            commit,
+            Role::Endpoint(end),
+            dir,
+            &judging,
+            rule,
+        )?;
+        if let (Some(m), false) = (&asked.metric, step.verdict == StepVerdict::Skip) {
+            // Both ends sampled, the threshold between them decides their verdicts.
+            samples.push(
+                step.runs
+                    .iter()
+                    .filter_map(|r| r.sample)
+                    .collect::<Vec<_>>(),
+            );
+            step.verdict = terms.old_verdict();
+            if end == End::New {
+                judging.mode = mode::metric_from_ends(m, &samples[0], &samples[1])
+                    .map_err(|e| anyhow!("bisect: {e}: the metric does not tell GOOD from BAD"))?;
+                step.verdict = terms.new_verdict();
+            }
+            step.term = super::report::verdict_word(step.verdict).into();
+        } else if is_bad_end && step.verdict == StepVerdict::Bad {
+            let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
+            judging.mode = mode::from_bad_end(&asked, &verdicts, good_steps)
+                .map_err(|e| anyhow!("bisect: {e}"))?;
+            judging.target = seen;
         }
-        let Some(_lock) = FileLock::try_acquire(&place.lock)? else {
+        if let Err(is) = engine.endpoint(end, step.verdict) {
             bail!(
-                "a bisect of {} is running ({}): wait for it, or end it",
-                tree.display(),
-                lock::holder(&place.lock)
-            );
-        };
-        if self.reset {
-            return reset(&tree, &place);
-        }
-        let result = if self.resume {
-            resume(ctx, &tree, &place)
-        } else {
-            self.start(ctx, &tree, &place)
-        };
-        if let Err(e) = &result {
-            if signals::is_interrupted(e) {
-                eprintln!("bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it");
-            }
-        }
-        result
-    }
-
-    fn start(self, ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
-        let start = Instant::now();
-        let argv = saved_argv()?;
-        // Every option the steps use is resolved before the first side effect.
-        let mut req = self.request(&ctx.file)?;
-        let good = git::rev_parse(tree, self.good.as_deref().unwrap_or_default())?;
-        let bad = git::rev_parse(tree, self.bad.as_deref().unwrap_or_default())?;
-        if place.saved.exists() {
-            bail!("a bisect of {} is already under way: `cargo xtask bisect --resume` continues it, `--reset` ends it", tree.display());
-        }
-        // The inputs, frozen: the config's content, the rootfs generation, the check.
-        let KernelSource::Build { build: opts, .. } = &mut req.kernel else {
-            bail!("a bisect builds each step's commit: it cannot boot one image")
-        };
-        let config_from = crate::build::input_config(ctx, opts)?;
-        let config = std::fs::read(&config_from)
-            .with_context(|| format!("reading {}", config_from.display()))?;
-        std::fs::create_dir_all(place.config.parent().unwrap_or(Path::new(".")))?;
-        std::fs::write(&place.config, &config)?;
-        opts.config = Some(place.config.clone());
-        let rootfs = rootfs::generation::in_use(&ctx.state)?.tree;
-        let inputs = Inputs {
-            good: good.clone(),
-            bad: bad.clone(),
-            reverse: self.reverse,
-            paths: self.paths.clone(),
-            check: describe_check(&self),
-            config: place.config.display().to_string(),
-            config_sha256: format!("{:x}", Sha256::digest(&config)),
-            rootfs: rootfs.display().to_string(),
-            confirm: !self.no_confirm,
-            argv,
-        };
-        let mut report = Report::new(inputs);
-        let terms = Terms {
-            reverse: self.reverse,
-        };
-        let mut engine = Engine::new(terms, good.clone(), bad.clone());
-        let asked = self.judging()?;
-        let mut judging = Judging {
-            any_failure: asked.any_failure,
-            mode: mode::Mode::Deterministic {
-                repeat: asked.repeat.unwrap_or(1),
-            },
-            target: None,
-        };
-        let good_steps = mode::expected_good_steps(git::count(tree, &good, &bad));
-        let mut samples = Vec::new();
-        // Endpoints first: a wrong check is caught before hours are spent. The end in the bad
-        // state decides how steps are judged (flaky or not) and what symptom counts.
-        for (which, end, commit) in [("GOOD", End::Old, &good), ("BAD", End::New, &bad)] {
-            eprintln!(
-                "bisect: checking the {which} end {} {}",
+                "{which} {} is {is} ({}): pick other endpoints or another check (logs: {})",
                 short(commit),
-                git::subject(tree, commit)
-            );
-            let dir = ctx
-                .run_dir
-                .join(format!("endpoint-{}", which.to_lowercase()));
-            let is_bad_end = (end == End::New) == (terms.new_verdict() == StepVerdict::Bad);
-            let rule = match (&asked.metric, is_bad_end) {
-                (Some(_), _) => Rule::MetricEnd,
-                (None, true) => Rule::BadEnd(&asked),
-                (None, false) => Rule::Step,
-            };
-            let (mut step, seen) = test_commit(
-                ctx,
-                &req,
-                tree,
-                commit,
-                Role::Endpoint(end),
-                dir,
-                &judging,
-                rule,
-            )?;
-            if let (Some(m), false) = (&asked.metric, step.verdict == StepVerdict::Skip) {
-                // Both ends sampled, the threshold between them decides their verdicts.
-                samples.push(
-                    step.runs
-                        .iter()
-                        .filter_map(|r| r.sample)
-                        .collect::<Vec<_>>(),
-                );
-                step.verdict = terms.old_verdict();
-                if end == End::New {
-                    judging.mode =
-                        mode::metric_from_ends(m, &samples[0], &samples[1]).map_err(|e| {
-                            anyhow!("bisect: {e}: the metric does not tell GOOD from BAD")
-                        })?;
-                    step.verdict = terms.new_verdict();
-                }
-                step.term = super::report::verdict_word(step.verdict).into();
-            } else if is_bad_end && step.verdict == StepVerdict::Bad {
-                let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
-                judging.mode = mode::from_bad_end(&asked, &verdicts, good_steps)
-                    .map_err(|e| anyhow!("bisect: {e}"))?;
-                judging.target = seen;
-            }
-            if let Err(is) = engine.endpoint(end, step.verdict) {
-                bail!(
-                    "{which} {} is {is} ({}): pick other endpoints or another check (logs: {})",
-                    short(commit),
-                    step.reason,
-                    step.run_dir
-                );
-            }
-            eprintln!(
-                "bisect: {which} {} is {} as expected ({})",
-                short(commit),
-                step.term,
-                step.reason
-            );
-            report.steps.push(step);
-        }
-        report.mode = judging.mode.describe();
-        report.target = judging.target.as_ref().map(Symptom::describe);
-        eprintln!("bisect: {}", report.mode);
-        if let Some(t) = &report.target {
-            eprintln!("bisect: a run is bad when it shows {t}; another failure is a skip");
-        }
-        git::ensure_worktree(tree, &place.worktree, &bad)?;
-        if git::worktree_lock(tree, &place.worktree).is_some() {
-            // No saved state (checked above): the bisect that locked it is gone.
-            eprintln!(
-                "bisect: {} was locked by a bisect whose state is gone: this one takes it over",
-                place.worktree.display()
+                step.reason,
+                step.run_dir
             );
         }
-        // Locked until the end or --reset, across an interrupt and its --resume.
-        git::lock_worktree(tree, &place.worktree)?;
-        let bisect = Bisect {
-            wt: place.worktree.clone(),
-        };
-        // A bisect left in the worktree by a state that is gone (removed by hand).
-        let answer = bisect.reset().and_then(|()| {
-            bisect.start(
-                (terms.old_term(), terms.new_term()),
-                &good,
-                &bad,
-                &self.paths,
-            )
-        });
-        // Until the state is saved (in `drive`), a failure leaves no bisect: nor its lock.
-        let answer = answer.inspect_err(|_| {
-            let _ = git::unlock_worktree(tree, &place.worktree);
-        })?;
-        let saved = Saved {
-            version: SAVED_VERSION,
-            run_dir: ctx.run_dir.clone(),
-            request: req,
-            engine,
-            judging,
-        };
-        drive(ctx, tree, place, &bisect, saved, report, answer, start)
+        eprintln!(
+            "bisect: {which} {} is {} as expected ({})",
+            short(commit),
+            step.term,
+            step.reason
+        );
+        report.steps.push(step);
     }
+    report.mode = judging.mode.describe();
+    report.target = judging.target.as_ref().map(Symptom::describe);
+    eprintln!("bisect: {}", report.mode);
+    if let Some(t) = &report.target {
+        eprintln!("bisect: a run is bad when it shows {t}; another failure is a skip");
+    }
+    git::ensure_worktree(tree, &place.worktree, &bad)?;
+    if git::worktree_lock(tree, &place.worktree).is_some() {
+        // No saved state (checked above): the bisect that locked it is gone.
+        eprintln!(
+            "bisect: {} was locked by a bisect whose state is gone: this one takes it over",
+            place.worktree.display()
+        );
+    }
+    // Locked until the end or --reset, across an interrupt and its --resume.
+    git::lock_worktree(tree, &place.worktree)?;
+    let bisect = Bisect {
+        wt: place.worktree.clone(),
+    };
+    // A bisect left in the worktree by a state that is gone (removed by hand).
+    let answer = bisect.reset().and_then(|()| {
+        bisect.start(
+            (terms.old_term(), terms.new_term()),
+            &good,
+            &bad,
+            &request.paths,
+        )
+    });
+    // Until the state is saved (in `drive`), a failure leaves no bisect: nor its lock.
+    let answer = answer.inspect_err(|_| {
+        let _ = git::unlock_worktree(tree, &place.worktree);
+    })?;
+    let saved = Saved {
+        version: SAVED_VERSION,
+        run_dir: ctx.run_dir.clone(),
+        request: req,
+        engine,
+        judging,
+    };
+    drive(ctx, tree, place, &bisect, saved, report, answer, start)
 }
 
 /// Continues the bisect saved in `place`, with the inputs it froze.
@@ -704,23 +677,6 @@ fn print_step(n: usize, total: u32, s: &Step) {
         s.term,
         s.reason
     );
-}
-
-/// This command line (after `cargo xtask`), saved as text so that `--resume` can parse it
-/// again: an argument that is not UTF-8 (a `--script` file name) is refused up front.
-fn saved_argv() -> Result<Vec<String>> {
-    std::env::args_os()
-        .skip(1)
-        .map(|a| {
-            a.into_string().map_err(|a| {
-                anyhow!(
-                    "the argument {:?} is not UTF-8, and a bisect saves its command line as text \
-                     for --resume: rename the file or pass a path that is UTF-8",
-                    a.to_string_lossy()
-                )
-            })
-        })
-        .collect()
 }
 
 fn status(tree: &Path, place: &Place) -> Result<u8> {

@@ -1,20 +1,28 @@
 //! The command line resolved into each task's request: an option given here wins over
 //! `xtask.toml`, which wins over the defaults in settings.rs; every value checked once.
 
-use super::{BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, ResultArgs, VmArgs};
-use crate::build::plan::InitramfsMode;
-use crate::settings::{
-    default_boot_timeout, from_workspace, given, require_utf8, BuildRequest, FileBuild, FileConfig,
-    FileVm, Host, VmRequest, DEFAULT_BUILD_TIMEOUT, DEFAULT_CONNECT, DEFAULT_CPUS,
-    DEFAULT_MEMORY_MIB, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, MAX_JOBS, MAX_TIMEOUT,
-    MIN_MEMORY_MIB, MIN_TIMEOUT,
+use super::{
+    BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, QuickstartArgs, ResultArgs,
+    TrimConfigArgs, VmArgs,
 };
+use crate::bisect::{BisectRequest, StartRequest};
+use crate::build::plan::InitramfsMode;
+use crate::quickstart::QuickstartRequest;
+use crate::settings::{
+    default_boot_timeout, from_workspace, given, require_utf8, workspace_root, BuildRequest,
+    FileBuild, FileConfig, FileTrim, FileVm, Host, VmRequest, DEFAULT_BUILD_TIMEOUT,
+    DEFAULT_CONNECT, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT,
+    MAX_JOBS, MAX_TIMEOUT, MIN_MEMORY_MIB, MIN_TIMEOUT,
+};
+use crate::state::StateDir;
+use crate::trim::{Base, TrimOptions};
 use crate::units::{human_bytes, Bound, Span};
 use crate::vm::run::Plan;
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use crate::vm::{command, console, BootRequest, CheckRequest, KernelSource};
-use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use anyhow::{anyhow, bail, Context, Result};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 impl VmArgs {
@@ -334,6 +342,131 @@ impl BisectCmd {
     }
 }
 
+impl BisectCmd {
+    /// What this bisect invocation does; a new bisect's every input (`argv` is the command
+    /// line after `cargo xtask`) resolved and checked before its first side effect.
+    /// `--status`, `--reset` and `--resume` read no other option.
+    pub fn resolve(&self, file: &FileConfig, argv: &[OsString]) -> Result<BisectRequest> {
+        if self.status {
+            return Ok(BisectRequest::Status);
+        }
+        if self.reset {
+            return Ok(BisectRequest::Reset);
+        }
+        if self.resume {
+            return Ok(BisectRequest::Resume);
+        }
+        let argv = argv_as_text(argv)?;
+        let check = self.request(file)?;
+        let (Some(good), Some(bad)) = (&self.good, &self.bad) else {
+            bail!("a bisect needs GOOD and BAD: `cargo xtask bisect GOOD BAD -- CMD`");
+        };
+        Ok(BisectRequest::Start(Box::new(StartRequest {
+            good: good.clone(),
+            bad: bad.clone(),
+            reverse: self.reverse,
+            paths: self.paths.clone(),
+            confirm: !self.no_confirm,
+            check,
+            check_line: self.check.describe(),
+            judging: self.judging()?,
+            argv,
+        })))
+    }
+}
+
+/// The command line as text, as a bisect's report keeps it: an argument that is not UTF-8 (a
+/// `--script` file name) is refused up front.
+fn argv_as_text(argv: &[OsString]) -> Result<Vec<String>> {
+    argv.iter()
+        .map(|a| {
+            a.to_str().map(str::to_string).ok_or_else(|| {
+                anyhow!(
+                    "the argument {:?} is not UTF-8, and a bisect saves its command line as text \
+                     for --resume: rename the file or pass a path that is UTF-8",
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect()
+}
+
+impl CheckArgs {
+    /// The check as one line, as its options name it (a clean boot when none does).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.script {
+            parts.push(format!("--script {}", s.display()));
+        }
+        for r in &self.bad_if_console {
+            parts.push(format!("--bad-if-console {r:?}"));
+        }
+        if let Some(n) = &self.repeat {
+            parts.push(format!("--repeat {n}"));
+        }
+        if let Ok(t) = self.tests.resolve() {
+            parts.extend(crate::kunit::run::describe(&t));
+        }
+        if !self.command.is_empty() {
+            parts.push(format!("-- {}", self.command.join(" ")));
+        }
+        if parts.is_empty() {
+            "clean boot (bad on any warning, oops, BUG or panic)".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
+impl TrimConfigArgs {
+    /// trim-config's options over xtask.toml's `[trim]` over the defaults; see
+    /// [`TrimConfigArgs::resolve_in`].
+    pub fn resolve(&self, file: &FileTrim, state: &StateDir) -> Result<TrimOptions> {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        self.resolve_in(file, state, &cwd, &workspace_root())
+    }
+
+    /// The command line laid over [`TrimOptions::from_file`]: its base replaces the file's,
+    /// its fragments and `--set`s come after the file's. Its paths are relative to `cwd`,
+    /// xtask.toml's to `workspace`.
+    pub fn resolve_in(
+        &self,
+        file: &FileTrim,
+        state: &StateDir,
+        cwd: &Path,
+        workspace: &Path,
+    ) -> Result<TrimOptions> {
+        let arch = self.arch.unwrap_or(crate::arch::HOST);
+        let lane = self.lane.unwrap_or(arch.default_lane());
+        let mut opts = TrimOptions::from_file(file, arch, lane, state, workspace)?;
+        if let Some(b) = &self.base {
+            opts.base = Base::parse(b, cwd);
+        }
+        opts.fragments
+            .extend(self.fragments.iter().map(|f| cwd.join(f)));
+        opts.sets
+            .extend(self.sets.iter().map(|s| ("--set".to_string(), s.clone())));
+        opts.allow_dropped = self.allow_dropped;
+        opts.host = self.host;
+        if let Some(o) = &self.output {
+            opts.output = cwd.join(o);
+        }
+        Ok(opts)
+    }
+}
+
+impl QuickstartArgs {
+    /// Quickstart's request: the options its check gets, checked now (before anything is
+    /// installed or built) and passed on as given.
+    pub fn resolve(&self, file: &FileVm) -> Result<QuickstartRequest> {
+        self.vm.resolve(file, InitMode::Fast)?;
+        Ok(QuickstartRequest {
+            kernel: self.kernel.image()?,
+            check_args: self.check_args(),
+        })
+    }
+}
+
 impl BootCmd {
     /// The boot's request: systemd init unless asked otherwise.
     pub fn request(&self, file: &FileConfig) -> Result<BootRequest> {
@@ -632,5 +765,211 @@ mod tests {
         };
         let e = c.request(&FileConfig::default()).unwrap_err().to_string();
         assert_eq!(e, "--kernel /no/such: no such file");
+    }
+    /// A bisect's line resolved: `--status`, `--reset` and `--resume` read no other option (a
+    /// bad one among them is no error); a start has every input, its check as one line.
+    #[test]
+    fn a_bisect_resolves_to_what_it_does() {
+        let file = FileConfig::default();
+        let resolve = |line: &[&str]| {
+            let super::super::Command::Bisect(b) = command(line) else {
+                unreachable!()
+            };
+            let argv: Vec<OsString> = line.iter().map(OsString::from).collect();
+            b.resolve(&file, &argv)
+        };
+        for (flag, want) in [
+            ("--status", "Status"),
+            ("--reset", "Reset"),
+            ("--resume", "Resume"),
+        ] {
+            let r = resolve(&["bisect", flag, "--memory", "1T"]).unwrap();
+            assert_eq!(format!("{r:?}"), want);
+        }
+        let line = [
+            "bisect",
+            "v1",
+            "v2",
+            "--reverse",
+            "--paths",
+            "fs",
+            "mm",
+            "--no-confirm",
+            "--repeat",
+            "3",
+            "--bad-if-console",
+            "oops",
+            "--",
+            "uname",
+            "-r",
+        ];
+        let BisectRequest::Start(s) = resolve(&line).unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.good.as_str(), s.bad.as_str()), ("v1", "v2"));
+        assert!(s.reverse && !s.confirm);
+        assert_eq!(s.paths, ["fs", "mm"]);
+        assert_eq!(s.argv, line);
+        assert_eq!(s.judging.repeat, Some(3));
+        assert_eq!(s.check.repeat, 3);
+        assert_eq!(
+            s.check_line,
+            "--bad-if-console \"oops\" --repeat 3 -- uname -r"
+        );
+        let BisectRequest::Start(s) = resolve(&["bisect", "v1", "v2"]).unwrap() else {
+            panic!()
+        };
+        assert!(!s.reverse && s.confirm && s.paths.is_empty());
+        assert_eq!(
+            s.check_line,
+            "clean boot (bad on any warning, oops, BUG or panic)"
+        );
+        assert_eq!(s.judging, crate::bisect::Asked::default());
+        // A start's options are checked: one out of range is an error naming it.
+        let e = resolve(&["bisect", "v1", "v2", "--confidence", "1"]).unwrap_err();
+        assert!(e.to_string().starts_with("--confidence 1:"), "{e}");
+        let e = resolve(&["bisect", "v1", "v2", "--memory", "1T"]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("--memory 1T is out of range"),
+            "{e}"
+        );
+    }
+
+    /// A bisect keeps its command line as text: an argument that is not UTF-8 is refused
+    /// before anything is done, naming it.
+    #[test]
+    fn a_bisect_refuses_a_command_line_that_is_not_text() {
+        use std::os::unix::ffi::OsStringExt;
+        let super::super::Command::Bisect(b) = command(&["bisect", "v1", "v2"]) else {
+            unreachable!()
+        };
+        let argv = [
+            OsString::from("bisect"),
+            OsString::from_vec(b"x\xff".to_vec()),
+        ];
+        let e = b.resolve(&FileConfig::default(), &argv).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the argument \"x\u{fffd}\" is not UTF-8"),
+            "{e}"
+        );
+    }
+    /// trim-config's options over xtask.toml's: the base replaced, fragments and sets after
+    /// the file's, the output and paths against the current directory.
+    #[test]
+    fn trim_options_merge_command_line_over_xtask_toml() {
+        let args = TrimConfigArgs {
+            arch: None,
+            lane: None,
+            base: None,
+            fragments: vec!["mine.config".into()],
+            sets: vec!["CONFIG_KASAN=y".into()],
+            allow_dropped: false,
+            host: true,
+            output: None,
+        };
+        let file = FileTrim {
+            base: Some("defconfig".into()),
+            fragments: vec!["kconfig/debug.config".into()],
+            set: vec!["CONFIG_SLUB=y".into()],
+        };
+        let state = StateDir::new("/state".into());
+        let o = args
+            .resolve_in(&file, &state, Path::new("/cwd"), Path::new("/ws"))
+            .unwrap();
+        assert_eq!(o.lane, crate::arch::Lane::Fast);
+        assert_eq!(o.base, Base::Target("defconfig".into()));
+        let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            f,
+            [
+                "/ws/kconfig/vm.config",
+                "/ws/kconfig/x86_64.config",
+                "/ws/kconfig/debug.config",
+                "/cwd/mine.config"
+            ]
+        );
+        assert_eq!(
+            o.sets,
+            [
+                (
+                    "xtask.toml [trim] set".to_string(),
+                    "CONFIG_SLUB=y".to_string()
+                ),
+                ("--set".to_string(), "CONFIG_KASAN=y".to_string())
+            ]
+        );
+        assert!(o.host);
+        assert_eq!(o.output, Path::new("/state/config/trimmed.config"));
+
+        let args = TrimConfigArgs {
+            base: Some("old.config".into()),
+            output: Some("out.config".into()),
+            ..args
+        };
+        let o = args
+            .resolve_in(
+                &FileTrim::default(),
+                &state,
+                Path::new("/cwd"),
+                Path::new("/ws"),
+            )
+            .unwrap();
+        assert_eq!(o.base, Base::File("/cwd/old.config".into()));
+        assert_eq!(o.output, Path::new("/cwd/out.config"));
+        assert_eq!(o.fragments.len(), 3);
+
+        // The PCI lane's fragments follow the arch's, before the user's.
+        let pci = TrimConfigArgs {
+            lane: Some(crate::arch::Lane::Pci),
+            output: None,
+            ..args
+        };
+        let o = pci
+            .resolve_in(&file, &state, Path::new("/c"), Path::new("/ws"))
+            .unwrap();
+        assert_eq!(o.output, Path::new("/state/config/trimmed-pci.config"));
+        let f: Vec<&str> = o.fragments.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            f,
+            [
+                "/ws/kconfig/vm.config",
+                "/ws/kconfig/x86_64.config",
+                "/ws/kconfig/pci.config",
+                "/ws/kconfig/x86_64-pci.config",
+                "/ws/kconfig/debug.config",
+                "/c/mine.config"
+            ]
+        );
+        // arm64 has the PCI lane only.
+        let arm = TrimConfigArgs {
+            arch: Some(&crate::arch::ARM64),
+            lane: Some(crate::arch::Lane::Fast),
+            ..pci
+        };
+        let e = arm
+            .resolve_in(&file, &state, Path::new("/c"), Path::new("/ws"))
+            .unwrap_err();
+        assert!(e.to_string().contains("arm64 has no fast lane"), "{e}");
+    }
+    /// Quickstart checks its check's options before anything is done, and passes each on.
+    #[test]
+    fn quickstart_checks_its_options_and_passes_them_on() {
+        let resolve = |line: &[&str]| {
+            let super::super::Command::Quickstart(q) = command(line) else {
+                unreachable!()
+            };
+            q.resolve(&FileVm::default())
+        };
+        let r = resolve(&["quickstart", "--init", "systemd", "--keep"]).unwrap();
+        assert_eq!(r.kernel, None);
+        assert_eq!(r.check_args, ["--init", "systemd", "--keep"]);
+        let exe = std::env::current_exe().unwrap();
+        let r = resolve(&["quickstart", "--kernel", exe.to_str().unwrap()]).unwrap();
+        assert_eq!(r.kernel, Some(exe.canonicalize().unwrap()));
+        let e = resolve(&["quickstart", "--kernel", "/no/such"]).unwrap_err();
+        assert_eq!(e.to_string(), "--kernel /no/such: no such file");
+        let e = resolve(&["quickstart", "--cpus", "0"]).unwrap_err();
+        assert_eq!(e.to_string(), "--cpus 0 is out of range: at least 1");
     }
 }
