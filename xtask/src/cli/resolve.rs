@@ -242,6 +242,45 @@ impl CheckArgs {
     }
 }
 
+impl CheckArgs {
+    /// The request of a check of `kernel` under `vm`: what to run, how many times, which
+    /// tests to read.
+    fn request(&self, vm: VmRequest, kernel: KernelSource) -> Result<CheckRequest> {
+        Ok(CheckRequest {
+            kernel: for_backend(kernel, &vm),
+            vm,
+            plan: self.plan()?,
+            repeat: self.repeat()?,
+            tests: self.tests.resolve()?,
+        })
+    }
+
+    /// The check as one line, as its options name it (a clean boot when none does).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.script {
+            parts.push(format!("--script {}", s.display()));
+        }
+        for r in &self.bad_if_console {
+            parts.push(format!("--bad-if-console {r:?}"));
+        }
+        if let Some(n) = &self.repeat {
+            parts.push(format!("--repeat {n}"));
+        }
+        if let Ok(t) = self.tests.resolve() {
+            parts.extend(crate::kunit::run::describe(&t));
+        }
+        if !self.command.is_empty() {
+            parts.push(format!("-- {}", self.command.join(" ")));
+        }
+        if parts.is_empty() {
+            "clean boot (bad on any warning, oops, BUG or panic)".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
 impl ResultArgs {
     /// The tests a check reads; paths made absolute.
     pub fn resolve(&self) -> Result<crate::kunit::TestRequest> {
@@ -279,13 +318,7 @@ impl CheckCmd {
         let kernel = self
             .kernel
             .source(self.rev.as_deref(), &self.build, &file.build)?;
-        Ok(CheckRequest {
-            kernel: for_backend(kernel, &vm),
-            vm,
-            plan: self.check.plan()?,
-            repeat: self.check.repeat()?,
-            tests: self.check.tests.resolve()?,
-        })
+        self.check.request(vm, kernel)
     }
 }
 
@@ -301,13 +334,7 @@ impl BisectCmd {
             rev: None,
             build: self.build.resolve(&file.build)?,
         };
-        Ok(CheckRequest {
-            kernel: for_backend(kernel, &vm),
-            vm,
-            plan: self.check.plan()?,
-            repeat: self.check.repeat()?,
-            tests: self.check.tests.resolve()?,
-        })
+        self.check.request(vm, kernel)
     }
 }
 
@@ -389,33 +416,6 @@ fn argv_as_text(argv: &[OsString]) -> Result<Vec<String>> {
             })
         })
         .collect()
-}
-
-impl CheckArgs {
-    /// The check as one line, as its options name it (a clean boot when none does).
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(s) = &self.script {
-            parts.push(format!("--script {}", s.display()));
-        }
-        for r in &self.bad_if_console {
-            parts.push(format!("--bad-if-console {r:?}"));
-        }
-        if let Some(n) = &self.repeat {
-            parts.push(format!("--repeat {n}"));
-        }
-        if let Ok(t) = self.tests.resolve() {
-            parts.extend(crate::kunit::run::describe(&t));
-        }
-        if !self.command.is_empty() {
-            parts.push(format!("-- {}", self.command.join(" ")));
-        }
-        if parts.is_empty() {
-            "clean boot (bad on any warning, oops, BUG or panic)".into()
-        } else {
-            parts.join(" ")
-        }
-    }
 }
 
 impl TrimConfigArgs {
