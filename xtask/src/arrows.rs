@@ -460,3 +460,21 @@ fn a_circle_is_found_and_named() {
         ["[build cli vm::run]: build → cli (build.rs:1) → vm::run (cli.rs:1) → build (vm/run.rs:1)"]
     );
 }
+
+/// Tasks take resolved plain data: only the front door (the crate root, the command line and
+/// the dispatcher) names `cli`, whose types are clap's.
+#[test]
+fn only_the_front_door_names_the_command_line() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let front = ["main", "cli", "cli::resolve", "dispatch"];
+    let readers: Vec<String> = graph(&src)
+        .iter()
+        .filter(|(from, _)| !front.contains(&from.as_str()))
+        .filter_map(|(from, to)| to.get("cli").map(|at| format!("{from} ({at})")))
+        .collect();
+    assert!(
+        readers.is_empty(),
+        "modules that name clap types (resolve them in cli/resolve.rs instead):\n{}",
+        readers.join("\n")
+    );
+}

@@ -36,9 +36,9 @@ pub fn run(command: Command, ctx: &Ctx) -> Result<u8> {
         Command::Quickstart(a) => crate::quickstart::run(ctx, &a.resolve(&ctx.file.vm)?),
         Command::Cache(a) => cache(a, ctx),
         Command::Layer(a) => layer(a, ctx),
-        Command::Bench(a) => a.run(ctx),
-        Command::Test(a) => a.run(ctx),
-        Command::MakeHistory(a) => a.run(ctx),
+        Command::Bench(a) => crate::bench::run(ctx, a.resolve(&ctx.file)?),
+        Command::Test(a) => a.resolve()?.run(ctx),
+        Command::MakeHistory(a) => crate::history::run(ctx, &a.base, &a.branch, &a.changes()?),
         Command::Completions(_) => unreachable!("handled above"),
     }
 }

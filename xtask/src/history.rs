@@ -235,23 +235,14 @@ pub fn write(tree: &Path, base: &str, branch: &str, changes: &[Change]) -> Resul
     Ok(ids)
 }
 
-impl crate::cli::MakeHistoryArgs {
-    /// Writes the history and prints one commit id a line, oldest first.
-    pub fn run(self, ctx: &crate::ctx::Ctx) -> Result<u8> {
-        let tree = ctx.require_tree()?;
-        let changes = match (&self.changes[..], self.culprit) {
-            ([], Some(culprit)) => plan(self.commits, culprit, self.broken)?,
-            ([], None) => bail!("give --culprit N, or --changes"),
-            (names, _) => names
-                .iter()
-                .map(|n| change_named(n))
-                .collect::<Result<_>>()?,
-        };
-        for id in write(&tree, &self.base, &self.branch, &changes)? {
-            println!("{id}");
-        }
-        Ok(0)
+/// `make-history`: writes `changes` on `base` as `branch` of the tree and prints one commit
+/// id a line, oldest first.
+pub fn run(ctx: &crate::ctx::Ctx, base: &str, branch: &str, changes: &[Change]) -> Result<u8> {
+    let tree = ctx.require_tree()?;
+    for id in write(&tree, base, branch, changes)? {
+        println!("{id}");
     }
+    Ok(0)
 }
 
 #[cfg(test)]

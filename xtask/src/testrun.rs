@@ -2,11 +2,10 @@
 //! a trimmed config and a kernel built from it, and the same for arm64), then runs the whole
 //! suite, unit and end-to-end, exactly as CI does.
 
-use crate::cli::TestArgs;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::phase::{run_self, self_exe};
-use crate::settings::workspace_root;
+use crate::settings::{workspace_root, BuildRequest};
 use crate::units::human_duration;
 use crate::{build, deps, exit, linux_source};
 use anyhow::{bail, Context, Result};
@@ -50,11 +49,24 @@ fn build_with_libvirt() -> Result<PathBuf> {
     Ok(target.join("debug/xtask"))
 }
 
-impl TestArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
+/// What `cargo xtask test` was asked, resolved (cli/resolve.rs).
+#[derive(Debug, Clone)]
+pub struct SuiteRequest {
+    /// Not `--no-setup`: install packages and make the rootfs, tree, configs and kernels first.
+    pub setup: bool,
+    /// A file of tests/tests (`e2e_cli`) to run, or a substring of test names.
+    pub filter: Option<String>,
+    /// How the suite's own kernels are built: `cargo xtask build`'s defaults (xtask.toml
+    /// left out); each kernel sets its arch and config.
+    pub build: BuildRequest,
+}
+
+impl SuiteRequest {
+    /// Sets up (unless asked not to) and runs the whole suite; 0 when every test passed.
+    pub fn run(&self, ctx: &Ctx) -> Result<u8> {
         let start = Instant::now();
         let tree = test_tree(ctx);
-        if !self.no_setup {
+        if self.setup {
             eprintln!("==> deps");
             deps::install()?;
             run_self(ctx, "setup-rootfs", None, &["setup-rootfs"])?;
@@ -189,12 +201,11 @@ impl TestArgs {
         config: Option<PathBuf>,
     ) -> Result<build::Artifacts> {
         let tctx = ctx.with_tree(tree);
-        let args = crate::cli::BuildArgs {
-            arch: Some(arch),
+        let opts = BuildRequest {
+            arch,
             config,
-            ..Default::default()
+            ..self.build.clone()
         };
-        let opts = args.resolve(&Default::default())?;
         match build::ensure_kernel(&tctx, None, &opts)? {
             build::BuildOutcome::Built(a) => Ok(a),
             build::BuildOutcome::Failed { log, summary, .. } => {

@@ -7,62 +7,61 @@ mod peers;
 mod trim;
 mod vm;
 
-use crate::cli::{BenchArgs, BenchWhat, BuildArgs, VmArgs};
 use crate::ctx::Ctx;
-use crate::vm::spec::InitMode;
+use crate::settings::VmRequest;
+use crate::vm::KernelSource;
 use anyhow::Result;
 
-impl BenchArgs {
-    pub fn run(self, ctx: &Ctx) -> Result<u8> {
-        match self.what {
-            BenchWhat::Trim => trim::run(ctx),
-            BenchWhat::Boot {
-                runs,
-                kernel,
-                vm,
-                arch,
-                peers,
-            } => {
-                let runs = runs.within("--runs", (1, "1"), (1000, "1000"))?;
-                let build = BuildArgs {
-                    arch,
-                    ..BuildArgs::default()
-                };
-                let base = vm
-                    .resolve(&ctx.file.vm, InitMode::Fast)?
-                    .with_arch(build.arch());
-                let variants = [InitMode::Fast, InitMode::Systemd]
-                    .into_iter()
-                    .map(|init| {
-                        let args = VmArgs {
-                            init: Some(init),
-                            ..(*vm).clone()
-                        };
-                        Ok(args
-                            .resolve(&ctx.file.vm, InitMode::Fast)?
-                            .with_arch(build.arch()))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                // --kernel, else the tree's working state built as xtask.toml says.
-                let kernel = kernel.source(None, &build, &ctx.file.build)?;
-                let runs = u32::try_from(runs)?;
-                vm::bench_boot(ctx, runs, &kernel, &base, &variants, peers)
-            }
-            BenchWhat::Kunit { runs } => {
-                let runs = runs.within("--runs", (1, "1"), (100, "100"))?;
-                kunit::run(ctx, u32::try_from(runs)?)
-            }
-            BenchWhat::Bisect {
-                commits,
-                flaky,
-                headers,
-            } => {
-                let commits = commits.within("--commits", (4, "4"), (4096, "4096"))?;
-                if flaky {
-                    return flaky::run(ctx, u32::try_from(commits)?);
-                }
-                bisect::run(ctx, u32::try_from(commits)?, headers)
-            }
+/// What `cargo xtask bench` measures, resolved and checked (cli/resolve.rs).
+#[derive(Debug)]
+pub enum BenchRequest {
+    /// CPU seconds to build the trimmed config against defconfig + kvm_guest.config.
+    Trim,
+    /// `check -- true` in both init modes against a hand-written minimal QEMU command.
+    Boot(Box<BootBench>),
+    /// `check --kunit example` against the kernel's `kunit.py run`, `runs` times after the
+    /// first.
+    Kunit { runs: u32 },
+    /// `bisect` over a synthetic history of `commits` against a plain `git bisect run`.
+    Bisect {
+        commits: u32,
+        /// Seeded bisects of a flaky stand-in check instead.
+        flaky: bool,
+        /// Every fourth commit touches a widely included header.
+        headers: bool,
+    },
+}
+
+/// The boot bench's inputs.
+#[derive(Debug)]
+pub struct BootBench {
+    /// Boots per variant; medians are reported.
+    pub runs: u32,
+    /// `--kernel`, else the tree's working state built as xtask.toml says.
+    pub kernel: KernelSource,
+    /// The VM options as given (the hand-written QEMU command's memory, CPUs, accelerator).
+    pub base: VmRequest,
+    /// The same options in each init mode: fast, then systemd.
+    pub variants: Vec<VmRequest>,
+    /// Add rows for the peers `deps --peers` installed.
+    pub peers: bool,
+}
+
+/// Runs the measurement `req` names; its exit code.
+pub fn run(ctx: &Ctx, req: BenchRequest) -> Result<u8> {
+    match req {
+        BenchRequest::Trim => trim::run(ctx),
+        BenchRequest::Boot(b) => {
+            vm::bench_boot(ctx, b.runs, &b.kernel, &b.base, &b.variants, b.peers)
         }
+        BenchRequest::Kunit { runs } => kunit::run(ctx, runs),
+        BenchRequest::Bisect {
+            commits,
+            flaky: true,
+            ..
+        } => flaky::run(ctx, commits),
+        BenchRequest::Bisect {
+            commits, headers, ..
+        } => bisect::run(ctx, commits, headers),
     }
 }

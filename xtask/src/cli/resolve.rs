@@ -2,11 +2,13 @@
 //! `xtask.toml`, which wins over the defaults in settings.rs; every value checked once.
 
 use super::{
-    BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg, QuickstartArgs, ResultArgs,
-    TrimConfigArgs, VmArgs,
+    BenchArgs, BenchWhat, BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg,
+    MakeHistoryArgs, QuickstartArgs, ResultArgs, TestArgs, TrimConfigArgs, VmArgs,
 };
+use crate::bench::{BenchRequest, BootBench};
 use crate::bisect::{BisectRequest, StartRequest};
 use crate::build::plan::InitramfsMode;
+use crate::history::{self, Change};
 use crate::quickstart::QuickstartRequest;
 use crate::settings::{
     default_boot_timeout, from_workspace, given, require_utf8, workspace_root, BuildRequest,
@@ -15,8 +17,9 @@ use crate::settings::{
     MAX_JOBS, MAX_TIMEOUT, MIN_MEMORY_MIB, MIN_TIMEOUT,
 };
 use crate::state::StateDir;
+use crate::testrun::SuiteRequest;
 use crate::trim::{Base, TrimOptions};
-use crate::units::{human_bytes, Bound, Span};
+use crate::units::{human_bytes, Bound, Count, Span};
 use crate::vm::run::Plan;
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use crate::vm::{command, console, BootRequest, CheckRequest, KernelSource};
@@ -463,6 +466,86 @@ impl QuickstartArgs {
         Ok(QuickstartRequest {
             kernel: self.kernel.image()?,
             check_args: self.check_args(),
+        })
+    }
+}
+
+impl TestArgs {
+    /// The suite's request; its kernels build as `cargo xtask build` with no option and no
+    /// xtask.toml would.
+    pub fn resolve(&self) -> Result<SuiteRequest> {
+        Ok(SuiteRequest {
+            setup: !self.no_setup,
+            filter: self.filter.clone(),
+            build: BuildArgs::default().resolve(&FileBuild::default())?,
+        })
+    }
+}
+
+impl MakeHistoryArgs {
+    /// The commits to write: `--changes` by name, else the plan `--commits`, `--culprit` and
+    /// `--broken` make.
+    pub fn changes(&self) -> Result<Vec<Change>> {
+        match (&self.changes[..], self.culprit) {
+            ([], Some(culprit)) => history::plan(self.commits, culprit, self.broken),
+            ([], None) => bail!("give --culprit N, or --changes"),
+            (names, _) => names.iter().map(|n| history::change_named(n)).collect(),
+        }
+    }
+}
+
+impl BenchArgs {
+    /// The bench's request: counts within their bounds, the boot bench's VM options in each
+    /// init mode.
+    pub fn resolve(&self, file: &FileConfig) -> Result<BenchRequest> {
+        let count = |n: &Count, option: &str, min: Bound<u64>, max: Bound<u64>| {
+            Ok::<_, anyhow::Error>(u32::try_from(n.within(option, min, max)?)?)
+        };
+        Ok(match &self.what {
+            BenchWhat::Trim => BenchRequest::Trim,
+            BenchWhat::Boot {
+                runs,
+                kernel,
+                vm,
+                arch,
+                peers,
+            } => {
+                let runs = count(runs, "--runs", (1, "1"), (1000, "1000"))?;
+                let build = BuildArgs {
+                    arch: *arch,
+                    ..BuildArgs::default()
+                };
+                let base = vm.resolve_with_arch(&file.vm, InitMode::Fast, &build)?;
+                let variants = [InitMode::Fast, InitMode::Systemd]
+                    .into_iter()
+                    .map(|init| {
+                        let args = VmArgs {
+                            init: Some(init),
+                            ..(**vm).clone()
+                        };
+                        args.resolve_with_arch(&file.vm, InitMode::Fast, &build)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                BenchRequest::Boot(Box::new(BootBench {
+                    runs,
+                    kernel: kernel.source(None, &build, &file.build)?,
+                    base,
+                    variants,
+                    peers: *peers,
+                }))
+            }
+            BenchWhat::Kunit { runs } => BenchRequest::Kunit {
+                runs: count(runs, "--runs", (1, "1"), (100, "100"))?,
+            },
+            BenchWhat::Bisect {
+                commits,
+                flaky,
+                headers,
+            } => BenchRequest::Bisect {
+                commits: count(commits, "--commits", (4, "4"), (4096, "4096"))?,
+                flaky: *flaky,
+                headers: *headers,
+            },
         })
     }
 }
@@ -971,5 +1054,72 @@ mod tests {
         assert_eq!(e.to_string(), "--kernel /no/such: no such file");
         let e = resolve(&["quickstart", "--cpus", "0"]).unwrap_err();
         assert_eq!(e.to_string(), "--cpus 0 is out of range: at least 1");
+    }
+    /// The benches' counts are checked against their bounds, each error naming its option;
+    /// the boot bench gets its VM options in both init modes.
+    #[test]
+    fn a_bench_resolves_its_counts_and_variants() {
+        let resolve = |line: &[&str]| {
+            let super::super::Command::Bench(b) = command(line) else {
+                unreachable!()
+            };
+            b.resolve(&FileConfig::default())
+        };
+        for (line, want) in [
+            (
+                "bench boot --runs 0",
+                "--runs 0 is out of range: at least 1",
+            ),
+            (
+                "bench kunit --runs 101",
+                "--runs 101 is out of range: at most 100",
+            ),
+            (
+                "bench bisect --commits 3",
+                "--commits 3 is out of range: at least 4",
+            ),
+        ] {
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(resolve(&words).unwrap_err().to_string(), want);
+        }
+        let exe = std::env::current_exe().unwrap();
+        let line = [
+            "bench",
+            "boot",
+            "--kernel",
+            exe.to_str().unwrap(),
+            "--cpus",
+            "1",
+        ];
+        let crate::bench::BenchRequest::Boot(b) = resolve(&line).unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.runs, 5);
+        assert_eq!(b.kernel, KernelSource::Image(exe.canonicalize().unwrap()));
+        let inits: Vec<InitMode> = b.variants.iter().map(|v| v.init).collect();
+        assert_eq!(inits, [InitMode::Fast, InitMode::Systemd]);
+        assert!(b.variants.iter().all(|v| v.cpus == 1) && b.base.cpus == 1);
+        let r = resolve(&["bench", "bisect", "--flaky"]).unwrap();
+        assert_eq!(
+            format!("{r:?}"),
+            "Bisect { commits: 64, flaky: true, headers: false }"
+        );
+    }
+
+    /// make-history's commits: by name, or planned around the culprit; neither is an error.
+    #[test]
+    fn a_history_is_named_or_planned() {
+        let changes = |line: &[&str]| {
+            let super::super::Command::MakeHistory(h) = command(line) else {
+                unreachable!()
+            };
+            h.changes()
+        };
+        let c = changes(&["make-history", "--branch", "b", "--changes", "warn,fix"]).unwrap();
+        assert_eq!(c.len(), 2);
+        let c = changes(&["make-history", "--branch", "b", "--culprit", "3"]).unwrap();
+        assert_eq!((c.len(), &c[3]), (16, &Change::Warn));
+        let e = changes(&["make-history", "--branch", "b", "--changes", "nope"]).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
     }
 }
