@@ -84,12 +84,7 @@ fn names(tests: &Value, out: &mut Vec<(String, String)>) {
 fn the_example_suite_passes_and_counts_as_kunit_py_counts() {
     let f = fixture();
     let start = Instant::now();
-    // --ccache: this KUnit config's objects go into ccache, where a later KUnit build with
-    // --ccache in another build dir (a KUnit bisect's, in the toolkit's worktree) finds them.
-    let (out, _, pid) = run_with_pid(
-        f.xtask()
-            .args(["check", "--kunit", "example", "--json", "--ccache"]),
-    );
+    let (out, _, pid) = run_with_pid(f.xtask().args(["check", "--kunit", "example", "--json"]));
     assert!(
         start.elapsed() < BUILD_AND_BOOT,
         "took {:?}",
@@ -139,7 +134,7 @@ fn one_failing_example_case_is_bad_and_named() {
     let start = Instant::now();
     let out = run(f
         .xtask()
-        .args(["check", "--kunit", "example", "--ccache"])
+        .args(["check", "--kunit", "example"])
         .arg("--junit")
         .arg(junit.path()));
     assert!(

@@ -149,9 +149,12 @@ pub struct BuildArgs {
     /// Build with the host's toolchain instead of the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Use ccache inside the build container
-    #[arg(long)]
+    /// Use ccache (the default; `ccache = false` in xtask.toml turns it off)
+    #[arg(long, overrides_with = "no_ccache")]
     pub ccache: bool,
+    /// Build without ccache
+    #[arg(long, overrides_with = "ccache")]
+    pub no_ccache: bool,
     /// When to make an initramfs [default: auto]
     #[arg(long, value_enum)]
     pub initramfs: Option<InitramfsMode>,
