@@ -2,13 +2,13 @@
 //! built into the fixture tree's kernel (one KUnit config, shared by the tests here: the
 //! passing working state and the one with a failing case are one file apart in one build
 //! dir), booted in real QEMU, its counts compared with the kernel's own `kunit.py parse` on
-//! the same console log.
+//! the same console log; a bisect on one KUnit test's result, and a revision's own kselftest.
 
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::builds::Restore;
+use tests::builds::{commit_on, git, Restore};
 use tests::{code, fixture, run, run_with_pid, stderr, stdout, Fixture};
 
 /// A KUnit build (the first one of its config is near a full build) and a boot.
@@ -293,4 +293,127 @@ fn a_dropped_kunit_option_names_a_fix_that_check_takes() {
     assert!(!err.contains("--allow-dropped"), "{err}");
     // No build ran: the config was refused first.
     assert!(!err.contains("building"), "{err}");
+}
+
+/// A bisect whose first build is the KUnit config's first in the toolkit's worktree (ccache
+/// answers it with the objects of the KUnit builds above, which libtest runs first: it
+/// orders by name), then one-file builds and a boot per step.
+const BISECT: Duration = Duration::from_secs(20 * 60);
+const SIZE_TEST: &str = "tools/testing/selftests/size/get_size.c";
+
+/// The example test with another case, `example_all_expect_macros_test`, failing.
+fn other_case_failing(text: &str) -> String {
+    let broken = text.replacen(
+        "KUNIT_EXPECT_TRUE(test, true);",
+        "KUNIT_EXPECT_TRUE(test, false);",
+        1,
+    );
+    assert_ne!(broken, text, "the example test changed upstream");
+    broken
+}
+
+/// `bisect GOOD BAD --kunit example --test example_simple_test` over three commits of the
+/// example test: another case breaks (not judged: that step is good), then the judged case
+/// breaks (the culprit), then a comment. The steps build the KUnit kernel in the bisect's
+/// worktree: the first one ccache answers, the rest one file each.
+#[test]
+fn with_one_kunit_test_a_bisect_names_the_commit_that_broke_it() {
+    let f = fixture();
+    let base = git(&f.tree, &["rev-parse", "HEAD"]).trim().to_string();
+    let text = git(&f.tree, &["show", &format!("HEAD:{EXAMPLE}")]);
+    let other = other_case_failing(&text);
+    let c1 = commit_on(&f.tree, &base, EXAMPLE, &other, "kunit: another case fails");
+    let c2 = commit_on(
+        &f.tree,
+        &c1,
+        EXAMPLE,
+        &failing_example_of(&other),
+        "kunit: 1 + 1 is 3",
+    );
+    let c3 = commit_on(
+        &f.tree,
+        &c2,
+        EXAMPLE,
+        &format!("{}/* e2e: a comment */\n", failing_example_of(&other)),
+        "kunit: a comment",
+    );
+    let start = Instant::now();
+    let out = run(f.xtask().args([
+        "bisect",
+        &base,
+        &c3,
+        "--no-confirm",
+        "--kunit",
+        "example",
+        "--test",
+        "example_simple_test",
+    ]));
+    assert!(start.elapsed() < BISECT, "took {:?}", start.elapsed());
+    let (report, err) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(
+        report.contains(&format!("# first bad commit {}", &c2[..12])),
+        "{report}"
+    );
+    assert!(report.contains("kunit: 1 + 1 is 3"), "{report}");
+    assert!(
+        report.contains("--kunit example --test example_simple_test"),
+        "{report}"
+    );
+    // The judged case decides each step: the one where only another case fails is good.
+    assert!(
+        err.lines().any(|l| l.contains(&c1[..12])
+            && l.contains("→ good")
+            && l.contains("example.example_simple_test passed")),
+        "{err}"
+    );
+    assert!(err.contains("example.example_simple_test failed"), "{err}");
+}
+
+/// `check REV --kselftest size`: the selftest is built from REV (where it exits 1), not from
+/// the checkout (where it passes, as `a_kselftest_target_gives_per_test_results` shows).
+/// REV's kernel differs from HEAD's in tools/ only; it is built with the example suite's
+/// KUnit options in the config, as the bisect above builds in the same worktree, so that it
+/// is a one-file build there, not a full one (libtest runs this test after the bisect).
+#[test]
+fn with_one_revision_its_kselftest_is_built_from_it() {
+    let f = fixture();
+    let head = git(&f.tree, &["rev-parse", "HEAD"]).trim().to_string();
+    let text = git(&f.tree, &["show", &format!("HEAD:{SIZE_TEST}")]);
+    let failing = text.replacen("syscall(SYS_exit, 0);", "syscall(SYS_exit, 1);", 1);
+    assert_ne!(failing, text, "the size selftest changed upstream");
+    let rev = commit_on(
+        &f.tree,
+        &head,
+        SIZE_TEST,
+        &failing,
+        "selftests: size: exit 1",
+    );
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let trimmed = std::fs::read_to_string(f.state.join("config/trimmed.config")).unwrap();
+    std::fs::write(
+        config.path(),
+        format!("{trimmed}CONFIG_KUNIT=y\nCONFIG_KUNIT_TEST=y\nCONFIG_KUNIT_EXAMPLE_TEST=y\n"),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = run(f
+        .xtask()
+        .args(["check", &rev, "--kselftest", "size", "--config"])
+        .arg(config.path()));
+    assert!(
+        start.elapsed() < BUILD_AND_BOOT,
+        "took {:?}",
+        start.elapsed()
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!("kselftest: building size of {}", &rev[..12])),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 of 1 tests failed: selftests: size: get_size (fail)"),
+        "{err}"
+    );
 }

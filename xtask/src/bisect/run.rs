@@ -161,7 +161,9 @@ impl BisectCmd {
                 eprintln!("bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it");
             } else if signals::is_interrupted(e) {
                 // Interrupted at the endpoints: no state is saved before the first step.
-                eprintln!("bisect: interrupted before its first step: nothing to resume, start it again");
+                eprintln!(
+                    "bisect: interrupted before its first step: nothing to resume, start it again"
+                );
             }
         }
         result
