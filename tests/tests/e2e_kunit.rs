@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::builds::{commit_on, git, Restore};
-use tests::{code, fixture, run, run_with_pid, stderr, stdout, Fixture};
+use tests::{code, fixture, run, run_with_pid, run_within, stderr, stdout, Fixture};
 
 /// A KUnit build (the first one of its config is near a full build) and a boot.
 const BUILD_AND_BOOT: Duration = Duration::from_secs(30 * 60);
@@ -131,16 +131,12 @@ fn one_failing_example_case_is_bad_and_named() {
     let mut restore = Restore::new();
     restore.write(f.tree.join(EXAMPLE), failing_example(&f).as_bytes());
     let junit = tempfile::NamedTempFile::new().unwrap();
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .args(["check", "--kunit", "example"])
-        .arg("--junit")
-        .arg(junit.path()));
-    assert!(
-        start.elapsed() < BUILD_AND_BOOT,
-        "took {:?}",
-        start.elapsed()
+    let out = run_within(
+        f.xtask()
+            .args(["check", "--kunit", "example"])
+            .arg("--junit")
+            .arg(junit.path()),
+        BUILD_AND_BOOT,
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
@@ -161,11 +157,11 @@ fn one_failing_example_case_is_bad_and_named() {
     assert!(xml.contains("name=\"example_simple_test\""), "{xml}");
 
     // One test judged: another case of the same kernel passes, so the check is good.
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .args(["check", "--kunit", "example", "--test", "example_skip_test"]));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask()
+            .args(["check", "--kunit", "example", "--test", "example_skip_test"]),
+        BOOT,
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("example.example_skip_test was skipped"));
 }
@@ -177,14 +173,14 @@ fn a_commands_ktap_is_judged_by_its_tests() {
     let f = fixture();
     let script = "printf 'TAP version 13\\n1..3\\n# a diagnostic\\nok 1 selftests: t: one\\n\
                   not ok 2 selftests: t: two # exit=1\\nok 3 selftests: t: three # SKIP no\\n'";
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .arg("check")
-        .arg("--kernel")
-        .arg(&f.kernel)
-        .args(["--ktap", "--", "sh", "-c", script]));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask()
+            .arg("check")
+            .arg("--kernel")
+            .arg(&f.kernel)
+            .args(["--ktap", "--", "sh", "-c", script]),
+        BOOT,
+    );
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(
@@ -199,14 +195,15 @@ fn a_commands_ktap_is_judged_by_its_tests() {
 #[test]
 fn a_kernel_without_kunit_is_untestable() {
     let f = fixture();
-    let start = Instant::now();
-    let out = run(f.xtask().arg("check").arg("--kernel").arg(&f.kernel).args([
-        "--kunit",
-        "example",
-        "--boot-timeout",
-        "60s",
-    ]));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask().arg("check").arg("--kernel").arg(&f.kernel).args([
+            "--kunit",
+            "example",
+            "--boot-timeout",
+            "60s",
+        ]),
+        BOOT,
+    );
     let err = stderr(&out);
     assert_eq!(code(&out), 125, "{err}");
     assert!(err.contains("no KTAP in the output"), "{err}");
@@ -219,19 +216,14 @@ fn a_kernel_without_kunit_is_untestable() {
 fn a_kselftest_target_gives_per_test_results() {
     let f = fixture();
     let junit = tempfile::NamedTempFile::new().unwrap();
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .arg("check")
-        .arg("--kernel")
-        .arg(&f.kernel)
-        .args(["--kselftest", "size", "--json", "--junit"])
-        .arg(junit.path()));
-    // Headers and one selftest build in a few minutes on a loaded 2-core host.
-    assert!(
-        start.elapsed() < Duration::from_secs(15 * 60),
-        "took {:?}",
-        start.elapsed()
+    let out = run_within(
+        f.xtask()
+            .arg("check")
+            .arg("--kernel")
+            .arg(&f.kernel)
+            .args(["--kselftest", "size", "--json", "--junit"])
+            .arg(junit.path()),
+        Duration::from_secs(15 * 60),
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 0, "{err}");
@@ -274,13 +266,13 @@ fn a_dropped_kunit_option_names_a_fix_that_check_takes() {
         "CONFIG_KUNIT=y\nCONFIG_EXT4_KUNIT_TESTS=y\n",
     )
     .unwrap();
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .arg("check")
-        .arg("--kunitconfig")
-        .arg(kunitconfig.path()));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask()
+            .arg("check")
+            .arg("--kunitconfig")
+            .arg(kunitconfig.path()),
+        BOOT,
+    );
     let err = stderr(&out);
     assert_eq!(code(&out), 128, "{err}");
     assert!(err.contains("CONFIG_EXT4_KUNIT_TESTS: asked y"), "{err}");
@@ -337,18 +329,19 @@ fn with_one_kunit_test_a_bisect_names_the_commit_that_broke_it() {
         &format!("{}/* e2e: a comment */\n", failing_example_of(&other)),
         "kunit: a comment",
     );
-    let start = Instant::now();
-    let out = run(f.xtask().args([
-        "bisect",
-        &base,
-        &c3,
-        "--no-confirm",
-        "--kunit",
-        "example",
-        "--test",
-        "example_simple_test",
-    ]));
-    assert!(start.elapsed() < BISECT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask().args([
+            "bisect",
+            &base,
+            &c3,
+            "--no-confirm",
+            "--kunit",
+            "example",
+            "--test",
+            "example_simple_test",
+        ]),
+        BISECT,
+    );
     let (report, err) = (stdout(&out), stderr(&out));
     assert_eq!(code(&out), 0, "{err}");
     assert!(
@@ -396,15 +389,11 @@ fn with_one_revision_its_kselftest_is_built_from_it() {
         format!("{trimmed}CONFIG_KUNIT=y\nCONFIG_KUNIT_TEST=y\nCONFIG_KUNIT_EXAMPLE_TEST=y\n"),
     )
     .unwrap();
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .args(["check", &rev, "--kselftest", "size", "--config"])
-        .arg(config.path()));
-    assert!(
-        start.elapsed() < BUILD_AND_BOOT,
-        "took {:?}",
-        start.elapsed()
+    let out = run_within(
+        f.xtask()
+            .args(["check", &rev, "--kselftest", "size", "--config"])
+            .arg(config.path()),
+        BUILD_AND_BOOT,
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
