@@ -144,10 +144,10 @@ impl TrimOptions {
     }
 
     /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
-    pub fn defaults(ctx: &Ctx) -> Result<TrimOptions> {
+    pub fn defaults(ctx: &Ctx, arch: &'static Arch, lane: Lane) -> Result<TrimOptions> {
         let args = TrimConfigArgs {
-            arch: None,
-            lane: None,
+            arch: Some(arch),
+            lane: Some(lane),
             base: None,
             fragments: Vec::new(),
             sets: Vec::new(),
