@@ -287,6 +287,28 @@ fn a_dropped_kunit_option_names_a_fix_that_check_takes() {
     assert!(!err.contains("building"), "{err}");
 }
 
+/// `--kselftest sync`: the target's `config` fragment asks for CONFIG_SW_SYNC, which needs
+/// DEBUG_FS and SYNC_FILE, off in the trimmed config: refused before any build, explained.
+#[test]
+fn a_kselftest_fragments_option_that_cannot_be_kept_is_explained() {
+    let f = fixture();
+    let out = run_within(f.xtask().args(["check", "--kselftest", "sync"]), BOOT);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 128, "{err}");
+    assert!(
+        err.contains("kselftest: adding CONFIG_STAGING=y CONFIG_SW_SYNC=y"),
+        "{err}"
+    );
+    assert!(err.contains("CONFIG_SW_SYNC: asked y"), "{err}");
+    assert!(err.contains("tools/testing/selftests/sync/config"), "{err}");
+    assert!(err.contains("depends on"), "{err}");
+    assert!(
+        err.contains("build on a --config PATH that has them"),
+        "{err}"
+    );
+    assert!(!err.contains("building"), "{err}");
+}
+
 /// A bisect whose first build is the KUnit config's first in the toolkit's worktree (ccache
 /// answers it with the objects of the KUnit builds above, which libtest runs first: it
 /// orders by name), then one-file builds and a boot per step.

@@ -220,6 +220,10 @@ pub const DROPPED_FIX: &str = "enable their dependencies too: list them with the
                                options in a --kunitconfig FILE, or build on a --config PATH \
                                that has them";
 
+/// The same for a selftest's fragment (its target would test a kernel without them).
+pub const DROPPED_KSELFTEST_FIX: &str =
+    "enable their dependencies too: build on a --config PATH that has them";
+
 /// The base config with `sets` merged in, through olddefconfig, each option verified as
 /// trim-config verifies a `--set` (a dropped one fails with its explanation). Kept by its
 /// inputs in the config dir, so the next check with the same suites reuses it.
@@ -251,18 +255,18 @@ fn config(
     if out.is_file() {
         return Ok(out);
     }
-    let what = if asked.contains(&suite::KUNIT) {
-        "kunit"
+    let (what, fix) = if asked.contains(&suite::KUNIT) {
+        ("kunit", DROPPED_FIX)
     } else {
-        "kselftest"
+        ("kselftest", DROPPED_KSELFTEST_FIX)
     };
     eprintln!("{what}: adding {} to {}", asked.join(" "), base.display());
     opts.base = Base::File(base);
     opts.sets = sets.to_vec();
-    opts.dropped_fix = DROPPED_FIX;
+    opts.dropped_fix = fix;
     opts.output = out;
     opts.quiet = true;
-    trim::trim(ctx, &opts).context("making the KUnit config")
+    trim::trim(ctx, &opts).with_context(|| format!("making the {what} config"))
 }
 
 /// The run judged by its tests: the KTAP of its console (`--kunit`) or of its command's
