@@ -75,6 +75,14 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// As [`run`], asserting that it ended within `limit` (a bound only a broken case misses).
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    let start = std::time::Instant::now();
+    let out = run(cmd);
+    assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
+    out
+}
+
 /// As [`run`], also giving how long it took and the pid xtask ran as (its run dir is named
 /// after it).
 pub fn run_with_pid(cmd: &mut Command) -> (Output, std::time::Duration, u32) {

@@ -145,10 +145,17 @@ fn a_one_file_change_rebuilds_incrementally_into_a_new_entry() {
             // Unique per run, so that it is never in the cache already.
             &format!("\n/* xtask e2e: a one-file change, {} */\n", unique()),
         );
-        let changed = build(&f, &[]);
+        // Without ccache, after a build with it (the default): make's command line is the
+        // same, so this build is as incremental.
+        let changed = build(&f, &["--no-ccache"]);
         assert_eq!(code(&changed.out), 0);
         assert!(
             stdout(&changed.out).contains("built:"),
+            "{}",
+            stdout(&changed.out)
+        );
+        assert!(
+            !stdout(&changed.out).contains("ccache"),
             "{}",
             stdout(&changed.out)
         );
@@ -170,6 +177,45 @@ fn a_one_file_change_rebuilds_incrementally_into_a_new_entry() {
     let again = build(&f, &[]);
     assert_eq!(entry_of(&again), entry_of(&clean));
     assert_eq!(again.make_runs(), 0);
+}
+
+/// A file changed and changed back is compiled again (its time is newer than its object),
+/// and ccache, on by default, answers it with what it compiled before.
+#[test]
+fn a_file_changed_back_is_compiled_from_ccache() {
+    let f = fixture();
+    clean_build(&f);
+    let before = checkout_state(&f.tree);
+    {
+        let mut edit = Restore::new();
+        edit.append(
+            f.tree.join(EDITED),
+            &format!("\n/* xtask e2e: changed, then back, {} */\n", unique()),
+        );
+        assert_eq!(code(&build(&f, &[]).out), 0);
+    }
+    let mut restore = Restore::new();
+    // Another change (not compiled), so that this is a new cache key and make runs.
+    restore.append(
+        f.tree.join("README"),
+        &format!("\nxtask e2e: another change, {}\n", unique()),
+    );
+    let back = build(&f, &[]);
+    assert_eq!(code(&back.out), 0, "{}", stderr(&back.out));
+    let out = stdout(&back.out);
+    let log = std::fs::read_to_string(Path::new(&entry_of(&back)).join("build.log")).unwrap();
+    assert!(log.contains("init/version.o"), "{log}");
+    // `built: … ccache 100% (3 of 3 compilations)`: at least the file changed back is a hit.
+    let hits: u32 = out
+        .split("ccache ")
+        .nth(1)
+        .and_then(|t| t.split('(').nth(1))
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ccache hits in: {out}"));
+    assert!(hits >= 1, "{out}");
+    drop(restore);
+    assert_eq!(checkout_state(&f.tree), before);
 }
 
 #[test]

@@ -2,14 +2,14 @@
 //! built into the fixture tree's kernel (one KUnit config, shared by the tests here: the
 //! passing working state and the one with a failing case are one file apart in one build
 //! dir), booted in real QEMU, its counts compared with the kernel's own `kunit.py parse` on
-//! the same console log.
+//! the same console log; a bisect on one KUnit test's result, and a revision's own kselftest.
 
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::builds::Restore;
-use tests::{code, fixture, run, run_with_pid, stderr, stdout, Fixture};
+use tests::builds::{commit_on, git, Restore};
+use tests::{code, fixture, run, run_with_pid, run_within, stderr, stdout, Fixture};
 
 /// A KUnit build (the first one of its config is near a full build) and a boot.
 const BUILD_AND_BOOT: Duration = Duration::from_secs(30 * 60);
@@ -84,12 +84,7 @@ fn names(tests: &Value, out: &mut Vec<(String, String)>) {
 fn the_example_suite_passes_and_counts_as_kunit_py_counts() {
     let f = fixture();
     let start = Instant::now();
-    // --ccache: this KUnit config's objects go into ccache, where a later KUnit build with
-    // --ccache in another build dir (a KUnit bisect's, in the toolkit's worktree) finds them.
-    let (out, _, pid) = run_with_pid(
-        f.xtask()
-            .args(["check", "--kunit", "example", "--json", "--ccache"]),
-    );
+    let (out, _, pid) = run_with_pid(f.xtask().args(["check", "--kunit", "example", "--json"]));
     assert!(
         start.elapsed() < BUILD_AND_BOOT,
         "took {:?}",
@@ -136,16 +131,12 @@ fn one_failing_example_case_is_bad_and_named() {
     let mut restore = Restore::new();
     restore.write(f.tree.join(EXAMPLE), failing_example(&f).as_bytes());
     let junit = tempfile::NamedTempFile::new().unwrap();
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .args(["check", "--kunit", "example", "--ccache"])
-        .arg("--junit")
-        .arg(junit.path()));
-    assert!(
-        start.elapsed() < BUILD_AND_BOOT,
-        "took {:?}",
-        start.elapsed()
+    let out = run_within(
+        f.xtask()
+            .args(["check", "--kunit", "example"])
+            .arg("--junit")
+            .arg(junit.path()),
+        BUILD_AND_BOOT,
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
@@ -166,11 +157,11 @@ fn one_failing_example_case_is_bad_and_named() {
     assert!(xml.contains("name=\"example_simple_test\""), "{xml}");
 
     // One test judged: another case of the same kernel passes, so the check is good.
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .args(["check", "--kunit", "example", "--test", "example_skip_test"]));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask()
+            .args(["check", "--kunit", "example", "--test", "example_skip_test"]),
+        BOOT,
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("example.example_skip_test was skipped"));
 }
@@ -182,14 +173,14 @@ fn a_commands_ktap_is_judged_by_its_tests() {
     let f = fixture();
     let script = "printf 'TAP version 13\\n1..3\\n# a diagnostic\\nok 1 selftests: t: one\\n\
                   not ok 2 selftests: t: two # exit=1\\nok 3 selftests: t: three # SKIP no\\n'";
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .arg("check")
-        .arg("--kernel")
-        .arg(&f.kernel)
-        .args(["--ktap", "--", "sh", "-c", script]));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask()
+            .arg("check")
+            .arg("--kernel")
+            .arg(&f.kernel)
+            .args(["--ktap", "--", "sh", "-c", script]),
+        BOOT,
+    );
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(
@@ -204,14 +195,15 @@ fn a_commands_ktap_is_judged_by_its_tests() {
 #[test]
 fn a_kernel_without_kunit_is_untestable() {
     let f = fixture();
-    let start = Instant::now();
-    let out = run(f.xtask().arg("check").arg("--kernel").arg(&f.kernel).args([
-        "--kunit",
-        "example",
-        "--boot-timeout",
-        "60s",
-    ]));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask().arg("check").arg("--kernel").arg(&f.kernel).args([
+            "--kunit",
+            "example",
+            "--boot-timeout",
+            "60s",
+        ]),
+        BOOT,
+    );
     let err = stderr(&out);
     assert_eq!(code(&out), 125, "{err}");
     assert!(err.contains("no KTAP in the output"), "{err}");
@@ -224,19 +216,14 @@ fn a_kernel_without_kunit_is_untestable() {
 fn a_kselftest_target_gives_per_test_results() {
     let f = fixture();
     let junit = tempfile::NamedTempFile::new().unwrap();
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .arg("check")
-        .arg("--kernel")
-        .arg(&f.kernel)
-        .args(["--kselftest", "size", "--json", "--junit"])
-        .arg(junit.path()));
-    // Headers and one selftest build in a few minutes on a loaded 2-core host.
-    assert!(
-        start.elapsed() < Duration::from_secs(15 * 60),
-        "took {:?}",
-        start.elapsed()
+    let out = run_within(
+        f.xtask()
+            .arg("check")
+            .arg("--kernel")
+            .arg(&f.kernel)
+            .args(["--kselftest", "size", "--json", "--junit"])
+            .arg(junit.path()),
+        Duration::from_secs(15 * 60),
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 0, "{err}");
@@ -279,13 +266,13 @@ fn a_dropped_kunit_option_names_a_fix_that_check_takes() {
         "CONFIG_KUNIT=y\nCONFIG_EXT4_KUNIT_TESTS=y\n",
     )
     .unwrap();
-    let start = Instant::now();
-    let out = run(f
-        .xtask()
-        .arg("check")
-        .arg("--kunitconfig")
-        .arg(kunitconfig.path()));
-    assert!(start.elapsed() < BOOT, "took {:?}", start.elapsed());
+    let out = run_within(
+        f.xtask()
+            .arg("check")
+            .arg("--kunitconfig")
+            .arg(kunitconfig.path()),
+        BOOT,
+    );
     let err = stderr(&out);
     assert_eq!(code(&out), 128, "{err}");
     assert!(err.contains("CONFIG_EXT4_KUNIT_TESTS: asked y"), "{err}");
@@ -298,4 +285,146 @@ fn a_dropped_kunit_option_names_a_fix_that_check_takes() {
     assert!(!err.contains("--allow-dropped"), "{err}");
     // No build ran: the config was refused first.
     assert!(!err.contains("building"), "{err}");
+}
+
+/// `--kselftest sync`: the target's `config` fragment asks for CONFIG_SW_SYNC, which needs
+/// DEBUG_FS and SYNC_FILE, off in the trimmed config: refused before any build, explained.
+#[test]
+fn a_kselftest_fragments_option_that_cannot_be_kept_is_explained() {
+    let f = fixture();
+    let out = run_within(f.xtask().args(["check", "--kselftest", "sync"]), BOOT);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 128, "{err}");
+    assert!(
+        err.contains("kselftest: adding CONFIG_STAGING=y CONFIG_SW_SYNC=y"),
+        "{err}"
+    );
+    assert!(err.contains("CONFIG_SW_SYNC: asked y"), "{err}");
+    assert!(err.contains("tools/testing/selftests/sync/config"), "{err}");
+    assert!(err.contains("depends on"), "{err}");
+    assert!(
+        err.contains("build on a --config PATH that has them"),
+        "{err}"
+    );
+    assert!(!err.contains("building"), "{err}");
+}
+
+/// A bisect whose first build is the KUnit config's first in the toolkit's worktree (ccache
+/// answers it with the objects of the KUnit builds above, which libtest runs first: it
+/// orders by name), then one-file builds and a boot per step.
+const BISECT: Duration = Duration::from_secs(20 * 60);
+const SIZE_TEST: &str = "tools/testing/selftests/size/get_size.c";
+
+/// The example test with another case, `example_all_expect_macros_test`, failing.
+fn other_case_failing(text: &str) -> String {
+    let broken = text.replacen(
+        "KUNIT_EXPECT_TRUE(test, true);",
+        "KUNIT_EXPECT_TRUE(test, false);",
+        1,
+    );
+    assert_ne!(broken, text, "the example test changed upstream");
+    broken
+}
+
+/// `bisect GOOD BAD --kunit example --test example_simple_test` over three commits of the
+/// example test: another case breaks (not judged: that step is good), then the judged case
+/// breaks (the culprit), then a comment. The steps build the KUnit kernel in the bisect's
+/// worktree: the first one ccache answers, the rest one file each.
+#[test]
+fn with_one_kunit_test_a_bisect_names_the_commit_that_broke_it() {
+    let f = fixture();
+    let base = git(&f.tree, &["rev-parse", "HEAD"]).trim().to_string();
+    let text = git(&f.tree, &["show", &format!("HEAD:{EXAMPLE}")]);
+    let other = other_case_failing(&text);
+    let c1 = commit_on(&f.tree, &base, EXAMPLE, &other, "kunit: another case fails");
+    let c2 = commit_on(
+        &f.tree,
+        &c1,
+        EXAMPLE,
+        &failing_example_of(&other),
+        "kunit: 1 + 1 is 3",
+    );
+    let c3 = commit_on(
+        &f.tree,
+        &c2,
+        EXAMPLE,
+        &format!("{}/* e2e: a comment */\n", failing_example_of(&other)),
+        "kunit: a comment",
+    );
+    let out = run_within(
+        f.xtask().args([
+            "bisect",
+            &base,
+            &c3,
+            "--no-confirm",
+            "--kunit",
+            "example",
+            "--test",
+            "example_simple_test",
+        ]),
+        BISECT,
+    );
+    let (report, err) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(
+        report.contains(&format!("# first bad commit {}", &c2[..12])),
+        "{report}"
+    );
+    assert!(report.contains("kunit: 1 + 1 is 3"), "{report}");
+    assert!(
+        report.contains("--kunit example --test example_simple_test"),
+        "{report}"
+    );
+    // The judged case decides each step: the one where only another case fails is good.
+    assert!(
+        err.lines().any(|l| l.contains(&c1[..12])
+            && l.contains("→ good")
+            && l.contains("example.example_simple_test passed")),
+        "{err}"
+    );
+    assert!(err.contains("example.example_simple_test failed"), "{err}");
+}
+
+/// `check REV --kselftest size`: the selftest is built from REV (where it exits 1), not from
+/// the checkout (where it passes, as `a_kselftest_target_gives_per_test_results` shows).
+/// REV's kernel differs from HEAD's in tools/ only; it is built with the example suite's
+/// KUnit options in the config, as the bisect above builds in the same worktree, so that it
+/// is a one-file build there, not a full one (libtest runs this test after the bisect).
+#[test]
+fn with_one_revision_its_kselftest_is_built_from_it() {
+    let f = fixture();
+    let head = git(&f.tree, &["rev-parse", "HEAD"]).trim().to_string();
+    let text = git(&f.tree, &["show", &format!("HEAD:{SIZE_TEST}")]);
+    let failing = text.replacen("syscall(SYS_exit, 0);", "syscall(SYS_exit, 1);", 1);
+    assert_ne!(failing, text, "the size selftest changed upstream");
+    let rev = commit_on(
+        &f.tree,
+        &head,
+        SIZE_TEST,
+        &failing,
+        "selftests: size: exit 1",
+    );
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let trimmed = std::fs::read_to_string(f.state.join("config/trimmed.config")).unwrap();
+    std::fs::write(
+        config.path(),
+        format!("{trimmed}CONFIG_KUNIT=y\nCONFIG_KUNIT_TEST=y\nCONFIG_KUNIT_EXAMPLE_TEST=y\n"),
+    )
+    .unwrap();
+    let out = run_within(
+        f.xtask()
+            .args(["check", &rev, "--kselftest", "size", "--config"])
+            .arg(config.path()),
+        BUILD_AND_BOOT,
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!("kselftest: building size of {}", &rev[..12])),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 of 1 tests failed: selftests: size: get_size (fail)"),
+        "{err}"
+    );
 }

@@ -237,15 +237,6 @@ impl Arch {
         self.name == HOST.name
     }
 
-    /// The prefix of the compiler and binutils: none for the host's architecture.
-    pub fn toolchain_prefix(&self) -> &'static str {
-        if self.is_host() {
-            ""
-        } else {
-            self.cross_compile
-        }
-    }
-
     /// `tcg_cpu`'s model (`max`) and its properties (`pauth-impdef=on`): the libvirt
     /// backend's, which sets them apart.
     #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
@@ -321,12 +312,10 @@ mod tests {
     #[test]
     fn the_host_needs_no_make_variables() {
         assert!(HOST.make_vars().is_empty());
-        assert_eq!(HOST.toolchain_prefix(), "");
         assert_eq!(
             ARM64.make_vars(),
             ["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"]
         );
-        assert_eq!(ARM64.toolchain_prefix(), "aarch64-linux-gnu-");
     }
 
     #[test]

@@ -149,9 +149,12 @@ pub struct BuildArgs {
     /// Build with the host's toolchain instead of the rootfs container
     #[arg(long)]
     pub host: bool,
-    /// Use ccache inside the build container
-    #[arg(long)]
+    /// Use ccache (the default; `ccache = false` in xtask.toml turns it off)
+    #[arg(long, overrides_with = "no_ccache")]
     pub ccache: bool,
+    /// Build without ccache
+    #[arg(long, overrides_with = "ccache")]
+    pub no_ccache: bool,
     /// When to make an initramfs [default: auto]
     #[arg(long, value_enum)]
     pub initramfs: Option<InitramfsMode>,
@@ -286,6 +289,7 @@ pub fn refusal(cli: &Cli) -> Option<String> {
 #[derive(Args, Debug)]
 pub struct BootCmd {
     /// Revision to boot [default: the tree's working state]
+    #[arg(conflicts_with = "kernel")]
     pub rev: Option<String>,
     /// Run this command in the guest, print its output and exit with its status
     #[arg(long, value_name = "CMD")]
@@ -351,6 +355,7 @@ pub struct ResultArgs {
 #[derive(Args, Debug)]
 pub struct CheckCmd {
     /// Revision to check [default: the tree's working state]
+    #[arg(conflicts_with = "kernel")]
     pub rev: Option<String>,
     /// Print the result as JSON on stdout
     #[arg(long)]
@@ -653,6 +658,17 @@ mod tests {
         // And check takes that line.
         let check = ["x", "check"].iter().chain(&again);
         assert!(Cli::try_parse_from(check).is_ok());
+    }
+
+    /// `check REV --kernel IMG` would boot IMG and say nothing of REV: the line is refused.
+    #[test]
+    fn a_revision_and_a_kernel_image_are_refused_together() {
+        for cmd in ["check", "boot"] {
+            let e = Cli::try_parse_from(["xtask", cmd, "v1", "--kernel", "/k"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+            assert!(Cli::try_parse_from(["xtask", cmd, "v1"]).is_ok());
+            assert!(Cli::try_parse_from(["xtask", cmd, "--kernel", "/k"]).is_ok());
+        }
     }
 
     #[test]

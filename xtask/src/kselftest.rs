@@ -24,6 +24,11 @@ pub const GUEST_DIR: &str = "/mnt/share";
 /// How long building a few selftests may take (headers alone take a minute on a loaded host).
 const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 
+/// The `config` fragment a selftest target ships, relative to the tree.
+pub fn config_fragment(target: &str) -> String {
+    format!("tools/testing/selftests/{target}/config")
+}
+
 /// The command the guest runs: the installed runner, on the shared copy.
 pub fn command() -> Vec<String> {
     vec![

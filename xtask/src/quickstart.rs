@@ -61,8 +61,6 @@ pub fn run(ctx: &Ctx, req: &QuickstartRequest) -> Result<u8> {
             ),
             None => run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?,
         }
-        // Without ccache, as `cargo xtask build` builds by default: `CC=ccache gcc` is on
-        // make's command line, so switching it in a build dir recompiles every object.
         run_self(ctx, "build", Some(&tree), &["build"])?;
     }
     let mut check = vec![OsString::from("check")];

@@ -90,8 +90,8 @@ impl SuiteRequest {
                 &["build", "--config", &pci_config.to_string_lossy()],
             )?;
             run_self(ctx, "trim-config", Some(&tree), &["trim-config"])?;
-            // Without ccache, as the tests' own builds of this tree: `CC=ccache gcc` is on
-            // make's command line, so switching it in a build dir recompiles every object.
+            // With ccache (the default), as every build of the suite: the toolkit's worktree
+            // then finds this config's objects in it, and the PCI lane's for the PCI kernel.
             run_self(ctx, "build", Some(&tree), &["build"])?;
             // arm64: its guest root, config and kernel (built as `base` in the toolkit's
             // worktree, where the arm64 bisect test's steps then build incrementally).

@@ -122,17 +122,10 @@ impl TrimOptions {
         })
     }
 
-    /// What `cargo xtask trim-config` with no options does (xtask.toml still applies).
-    pub fn defaults(ctx: &Ctx) -> Result<TrimOptions> {
-        let arch = crate::arch::HOST;
-        let file = &ctx.file.trim;
-        TrimOptions::from_file(
-            file,
-            arch,
-            arch.default_lane(),
-            &ctx.state,
-            &workspace_root(),
-        )
+    /// What `cargo xtask trim-config --arch ARCH --lane LANE` with no other option does
+    /// (xtask.toml still applies).
+    pub fn defaults(ctx: &Ctx, arch: &'static Arch, lane: Lane) -> Result<TrimOptions> {
+        TrimOptions::from_file(&ctx.file.trim, arch, lane, &ctx.state, &workspace_root())
     }
 }
 

@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx) -> Result<u8> {
     let arch = crate::arch::HOST;
 
     // The trimmed config as `trim-config` makes it, kept in this run's directory.
-    let mut opts = TrimOptions::defaults(ctx)?;
+    let mut opts = TrimOptions::defaults(ctx, crate::arch::HOST, crate::arch::HOST.default_lane())?;
     opts.output = ctx.run_dir.join("trimmed.config");
     let config = trim::trim(ctx, &opts).context("making the trimmed config")?;
 

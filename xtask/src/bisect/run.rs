@@ -131,9 +131,14 @@ pub fn run(req: BisectRequest, ctx: &Ctx) -> Result<u8> {
         BisectRequest::Status => status(&tree, &place),
     };
     if let Err(e) = &result {
-        if signals::is_interrupted(e) {
+        if signals::is_interrupted(e) && place.saved.exists() {
             eprintln!(
                 "bisect: interrupted; `cargo xtask bisect --resume` continues, `--reset` ends it"
+            );
+        } else if signals::is_interrupted(e) {
+            // Interrupted at the endpoints: no state is saved before the first step.
+            eprintln!(
+                "bisect: interrupted before its first step: nothing to resume, start it again"
             );
         }
     }

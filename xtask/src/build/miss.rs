@@ -5,7 +5,7 @@ use super::cache::{self, Cache, Metadata, Status};
 use super::ccache;
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
-use super::plan::{self, ConfigFacts, Make, Paths, Plan};
+use super::plan::{self, Ccache, ConfigFacts, Make, Paths, Plan, CCACHE_LINKS, CONTAINER_PATH};
 use super::progress;
 use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
@@ -43,6 +43,9 @@ pub struct Dirs {
     tag: String,
     /// In the container (else on the host).
     container: bool,
+    /// ccache is used: asked for, and its compiler links are there (the rootfs has them; a
+    /// host may not).
+    ccache: bool,
     /// The rootfs's `/ccache` mount point is used: the state's ccache dir is bound there.
     ccache_mount: bool,
     /// The state's ccache dir for this toolchain ([`ccache::dir`]).
@@ -80,6 +83,7 @@ impl Dirs {
             build,
             tag,
             container: !opts.host,
+            ccache: opts.ccache && (!opts.host || Path::new(CCACHE_LINKS).is_dir()),
             // The rootfs may have a /ccache mount point; otherwise ccache lives in the build dir.
             ccache_mount: !opts.host && opts.ccache && ctx.state.rootfs().join("ccache").is_dir(),
             ccache_host: ccache::dir(&ctx.state.root, toolchain),
@@ -93,17 +97,20 @@ impl Dirs {
         } else {
             Paths::host(&self.src, &self.build)
         };
-        let ccache_dir = match (self.container, self.ccache_mount) {
-            (true, true) => "/ccache".to_string(),
-            (true, false) => format!("{}/.ccache", paths.build),
-            (false, _) => self.ccache_host.display().to_string(),
+        let ccache = match (self.container, self.ccache_mount) {
+            (true, true) => Ccache::new("/ccache".into(), CONTAINER_PATH),
+            (true, false) => Ccache::new(format!("{}/.ccache", paths.build), CONTAINER_PATH),
+            (false, _) => Ccache::new(
+                self.ccache_host.display().to_string(),
+                &std::env::var("PATH").unwrap_or_default(),
+            ),
         };
         Plan {
             make: Make {
                 arch: opts.arch,
                 paths,
                 jobs: Some(opts.jobs),
-                ccache_dir: opts.ccache.then_some(ccache_dir),
+                ccache: self.ccache.then_some(ccache),
                 timestamp: Some(source.date.clone()),
             },
             initramfs: opts.initramfs,
@@ -283,7 +290,7 @@ pub fn build(
     let meta = metadata(req, &runner, record, sizes, Status::Ok, None);
     let entry = cache.publish(staged, &meta)?;
     let mut built = artifacts(&entry, false, runner.make_runs, start);
-    built.ccache = plan.make.ccache_dir.as_ref().map(|_| {
+    built.ccache = plan.make.ccache.as_ref().map(|_| {
         let log = std::fs::read_to_string(staging.join(ccache::STATS_LOG)).unwrap_or_default();
         ccache::Stats::parse(&log)
     });

@@ -66,15 +66,43 @@ pub struct Invocation {
 }
 
 /// The words of a command line that cannot change the image, so the key leaves them out:
-/// make's job count, and ccache in front of the compiler (it gives the compiler's own
-/// output, or that output from its cache).
+/// make's job count.
 pub fn exempt_arg(word: &str) -> bool {
-    word.starts_with("-j") || word.starts_with("CC=ccache ")
+    word.starts_with("-j")
 }
 
-/// The environment variables that cannot change the image: where ccache keeps its cache, and
-/// where it logs this build's hits and misses.
-pub const EXEMPT_ENV: &[&str] = &["CCACHE_DIR", "CCACHE_STATSLOG"];
+/// The environment variables that cannot change the image: ccache's, which gives the
+/// compiler's own output or that output from its cache: the search path that puts its
+/// compiler links first, where it keeps its cache, where it logs this build's hits and misses.
+pub const EXEMPT_ENV: &[&str] = &["PATH", "CCACHE_DIR", "CCACHE_STATSLOG"];
+
+/// The directory of ccache's links named after the compilers (`gcc`,
+/// `aarch64-linux-gnu-gcc`), which Debian's ccache package keeps for every installed one.
+pub const CCACHE_LINKS: &str = "/usr/lib/ccache";
+
+/// The container's search path (systemd-nspawn's default).
+pub const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// ccache in front of the compiler, by its links first on the search path: make's command
+/// line stays the same with and without it, so Kbuild recompiles nothing when it is turned
+/// on or off (`CC=ccache gcc` on the command line would change every object's command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ccache {
+    /// Where ccache keeps its cache, as make sees it.
+    pub dir: String,
+    /// The search path make runs with: [`CCACHE_LINKS`] first, then the usual one.
+    pub path: String,
+}
+
+impl Ccache {
+    /// ccache with its cache in `dir`, before the directories of `path`.
+    pub fn new(dir: String, path: &str) -> Ccache {
+        Ccache {
+            dir,
+            path: format!("{CCACHE_LINKS}:{path}"),
+        }
+    }
+}
 
 /// `make` for one source tree and one output dir (`O=`): kbuild with `O=` only reads the
 /// sources. Both the build and trim-config run make through this.
@@ -86,8 +114,8 @@ pub struct Make {
     pub paths: Paths,
     /// `-jN`; None leaves make serial (config targets, which take seconds).
     pub jobs: Option<u32>,
-    /// The ccache directory as make sees it; None builds without ccache.
-    pub ccache_dir: Option<String>,
+    /// ccache in front of the compiler; None builds without it.
+    pub ccache: Option<Ccache>,
     /// KBUILD_BUILD_TIMESTAMP in one UTC form (source.rs `utc_timestamp`), so that git's
     /// version or `TZ` change neither the image nor the key; None for config targets.
     pub timestamp: Option<String>,
@@ -100,7 +128,7 @@ impl Make {
             arch,
             paths,
             jobs: None,
-            ccache_dir: None,
+            ccache: None,
             timestamp: None,
         }
     }
@@ -118,9 +146,6 @@ impl Make {
             argv.push(format!("-j{j}"));
         }
         argv.extend(self.arch.make_vars());
-        if self.ccache_dir.is_some() {
-            argv.push(format!("CC=ccache {}gcc", self.arch.toolchain_prefix()));
-        }
         argv.extend(targets.iter().map(|t| t.to_string()));
         Invocation {
             argv,
@@ -142,11 +167,12 @@ impl Make {
             // Messages as the log parser expects them, whatever the user's locale.
             ("LC_ALL".into(), "C".into()),
         ]);
-        if let Some(dir) = &self.ccache_dir {
+        if let Some(Ccache { dir, path }) = &self.ccache {
             // No CCACHE_BASEDIR: it rewrites the compiler's absolute paths to relative ones,
             // so that the kernel's -fmacro-prefix-map no longer applies and __FILE__ (a
             // WARNING's place) becomes `../src/init/main.c`: another image. In the container
             // the paths are /src and /build in every worktree, so hits happen without it.
+            e.push(("PATH".into(), path.clone()));
             e.push(("CCACHE_DIR".into(), dir.clone()));
             e.push((
                 "CCACHE_STATSLOG".into(),
@@ -384,7 +410,7 @@ mod tests {
                 arch: &X86_64,
                 paths: Paths::container(),
                 jobs: Some(2),
-                ccache_dir: None,
+                ccache: None,
                 timestamp: Some("2023-01-01T00:00:00Z".into()),
             },
             initramfs: InitramfsMode::Auto,
@@ -437,12 +463,17 @@ mod tests {
         );
         assert_eq!(argv.len(), 3, "no initramfs when the boot needs no module");
         let mut p = plan();
-        p.make.ccache_dir = Some("/build/.ccache".into());
+        p.make.ccache = Some(Ccache::new("/build/.ccache".into(), CONTAINER_PATH));
         let inv = &p.steps().then[1].run;
-        assert!(inv.argv.contains(&"CC=ccache gcc".to_string()));
+        // ccache by its links first on the search path: make's command line is the same.
+        assert_eq!(inv.argv, plan().steps().then[1].run.argv);
         assert!(inv
             .env
             .contains(&("CCACHE_DIR".into(), "/build/.ccache".into())));
+        assert!(inv.env.contains(&(
+            "PATH".into(),
+            "/usr/lib/ccache:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        )));
         // Config targets: serial, no timestamp.
         let c = Make::config(&X86_64, Paths::container()).run(&["tinyconfig"]);
         assert_eq!(c.argv, ["make", "-C", "/src", "O=/build", "tinyconfig"]);
@@ -453,16 +484,16 @@ mod tests {
     fn an_arm64_build_is_a_cross_build_of_its_image() {
         let mut p = plan();
         p.make.arch = &crate::arch::ARM64;
-        p.make.ccache_dir = Some("/ccache".into());
+        p.make.ccache = Some(Ccache::new("/ccache".into(), CONTAINER_PATH));
         let argv = run(&p, facts("# CONFIG_MODULES is not set\n"));
         let make = &argv[1];
         assert!(make.contains(&"ARCH=arm64".to_string()), "{make:?}");
+        // The cross compiler is found through ccache's links as the host's is: by name.
         assert!(make.contains(&"CROSS_COMPILE=aarch64-linux-gnu-".to_string()));
-        // ccache wraps the cross compiler, not the host's.
-        assert!(make.contains(&"CC=ccache aarch64-linux-gnu-gcc".to_string()));
+        assert!(!make.iter().any(|w| w.starts_with("CC=")), "{make:?}");
         assert_eq!(make.last().unwrap(), "Image");
         // The arch is in the key through make's words, and on its own.
-        p.make.ccache_dir = None;
+        p.make.ccache = None;
         assert_ne!(p.key(), plan().key());
         assert!(p.key()[0].argv.contains(&"ARCH=arm64".to_string()));
     }
@@ -575,18 +606,14 @@ mod tests {
         assert_eq!(inputs(p.key()).key(), base);
         p.make.jobs = None;
         assert_eq!(inputs(p.key()).key(), base);
-        p.make.ccache_dir = Some("/ccache".into());
+        p.make.ccache = Some(Ccache::new("/ccache".into(), CONTAINER_PATH));
         assert_eq!(inputs(p.key()).key(), base);
-        // ccache added words and variables, all of them exempt.
+        // ccache added no words, and variables that are all exempt.
         let with = p.steps().then[1].run.clone();
-        let without = plan().steps().then[1].run.clone();
-        let added_args: Vec<&String> = with
-            .argv
-            .iter()
-            .filter(|a| !without.argv.contains(a))
-            .collect();
-        assert_eq!(added_args, ["CC=ccache gcc"]);
-        assert!(added_args.iter().all(|a| exempt_arg(a)));
+        let mut no_ccache = p.clone();
+        no_ccache.make.ccache = None;
+        let without = no_ccache.steps().then[1].run.clone();
+        assert_eq!(with.argv, without.argv);
         let added_env: Vec<&str> = with
             .env
             .iter()
@@ -603,6 +630,7 @@ mod tests {
             assert_eq!(same, EXEMPT_ENV.contains(&name.as_str()), "{name}");
         }
         assert!(exempt_arg("-j2") && !exempt_arg("bzImage") && !exempt_arg("CC=clang"));
+        assert!(!exempt_arg("CC=ccache gcc"));
     }
 
     #[test]

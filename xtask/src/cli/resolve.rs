@@ -197,7 +197,13 @@ impl BuildArgs {
             lane: None,
             jobs,
             host: self.host || file.host.unwrap_or(false),
-            ccache: self.ccache || file.ccache.unwrap_or(false),
+            // On by default: its links first on the search path leave make's command line
+            // as it is, so turning it off or on recompiles nothing.
+            ccache: match (self.ccache, self.no_ccache) {
+                (true, _) => true,
+                (_, true) => false,
+                _ => file.ccache.unwrap_or(true),
+            },
             initramfs: self
                 .initramfs
                 .or(file.initramfs)
@@ -713,10 +719,10 @@ mod tests {
         super::super::Cli::try_parse_from(argv).unwrap().command
     }
 
-    /// ccache: off in a bisect and in a check unless `--ccache` or xtask.toml asks for it (a
-    /// build dir switched between the two recompiles every object).
+    /// ccache: on in a bisect and in a check unless `--no-ccache` or xtask.toml turns it off;
+    /// the last of `--ccache` and `--no-ccache` wins.
     #[test]
-    fn ccache_is_off_in_a_bisect_and_a_check_unless_asked_for() {
+    fn ccache_is_on_unless_turned_off() {
         let ccache = |args: &[&str], file: Option<bool>| {
             let file = FileConfig {
                 build: FileBuild {
@@ -735,12 +741,15 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert!(!ccache(&["bisect", "v1", "v2"], None));
+        assert!(ccache(&["bisect", "v1", "v2"], None));
         assert!(ccache(&["bisect", "v1", "v2"], Some(true)));
         assert!(!ccache(&["bisect", "v1", "v2"], Some(false)));
         assert!(ccache(&["bisect", "v1", "v2", "--ccache"], Some(false)));
-        assert!(!ccache(&["check"], None));
-        assert!(ccache(&["check", "--ccache"], None));
+        assert!(ccache(&["check"], None));
+        assert!(!ccache(&["check", "--no-ccache"], None));
+        assert!(!ccache(&["check", "--no-ccache"], Some(true)));
+        assert!(ccache(&["check", "--no-ccache", "--ccache"], None));
+        assert!(!ccache(&["check", "--ccache", "--no-ccache"], None));
     }
 
     /// A build for the libvirt backend uses the PCI lane's trimmed config (libvirt boots no

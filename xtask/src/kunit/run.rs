@@ -3,6 +3,7 @@
 //! and ends KUnit, the results read back from a run's recordings.
 
 use super::{judge, report, suite, TestRequest};
+use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::kselftest;
 use crate::ktap::{self, Source};
@@ -59,24 +60,67 @@ pub fn prepare(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
     Ok(req)
 }
 
-/// With `--kunit`, the request's build made with the suites built in (a bisect step builds
-/// with it before it checks); made once, so a second call changes nothing.
+/// With `--kunit`, the request's build made with the suites built in, and with
+/// `--kselftest`, with the options the targets' `config` fragments ask for (a bisect step
+/// builds with it before it checks); made once, so a second call changes nothing. A
+/// `--kernel` image is booted as it is.
 pub fn with_kunit_config(ctx: &Ctx, req: &CheckRequest) -> Result<CheckRequest> {
     let mut req = req.clone();
-    if source(&req.tests) != Some(Source::Console) || req.tests.kunit_config.is_some() {
+    if req.tests.kunit_config.is_some() {
         return Ok(req);
     }
-    if let KernelSource::Build { build, .. } = &mut req.kernel {
-        let sets = options(ctx, &req.tests)?;
-        let base = build
-            .config
-            .clone()
-            .unwrap_or_else(|| ctx.state.trimmed_config());
-        let made = config(ctx, base, &sets)?;
+    if let KernelSource::Build { rev, build } = &mut req.kernel {
+        let mut sets = if source(&req.tests) == Some(Source::Console) {
+            options(ctx, &req.tests)?
+        } else {
+            Vec::new()
+        };
+        for (origin, option) in kselftest_options(ctx, rev.as_deref(), &req.tests.kselftest)? {
+            if !sets.iter().any(|(_, s)| *s == option) {
+                sets.push((origin, option));
+            }
+        }
+        if sets.is_empty() {
+            return Ok(req);
+        }
+        let base = crate::build::input_config(ctx, build)?;
+        let made = config(ctx, base, build.arch, &sets)?;
         build.config = Some(made.clone());
         req.tests.kunit_config = Some(made);
     }
     Ok(req)
+}
+
+/// `(origin, CONFIG_X=VALUE)` for the options the `config` fragment of each selftest
+/// target asks for, read at `rev` (None: the working state), `=m` built in (the trimmed
+/// config has no modules). A target without a fragment asks for nothing.
+fn kselftest_options(
+    ctx: &Ctx,
+    rev: Option<&str>,
+    targets: &[String],
+) -> Result<Vec<(String, String)>> {
+    let mut sets = Vec::new();
+    if targets.is_empty() {
+        return Ok(sets);
+    }
+    let tree = ctx.require_tree()?;
+    for t in targets {
+        let path = kselftest::config_fragment(t);
+        let text = match rev {
+            Some(r) => crate::git::git(&tree)
+                .args(["show", &format!("{r}:{path}")])
+                .output_unchecked()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+            None => std::fs::read_to_string(tree.join(&path)).ok(),
+        };
+        let Some(text) = text else { continue };
+        for o in suite::built_in_options(&text) {
+            sets.push((path.clone(), o));
+        }
+    }
+    Ok(sets)
 }
 
 /// The tests a check judges, as its options say, for a bisect's report line.
@@ -176,17 +220,24 @@ pub const DROPPED_FIX: &str = "enable their dependencies too: list them with the
                                options in a --kunitconfig FILE, or build on a --config PATH \
                                that has them";
 
+/// The same for a selftest's fragment (its target would test a kernel without them).
+pub const DROPPED_KSELFTEST_FIX: &str =
+    "enable their dependencies too: build on a --config PATH that has them";
+
 /// The base config with `sets` merged in, through olddefconfig, each option verified as
 /// trim-config verifies a `--set` (a dropped one fails with its explanation). Kept by its
 /// inputs in the config dir, so the next check with the same suites reuses it.
-fn config(ctx: &Ctx, base: PathBuf, sets: &[(String, String)]) -> Result<PathBuf> {
-    let base_text = std::fs::read(&base).with_context(|| {
-        format!(
-            "no kernel config at {}: run `cargo xtask trim-config` or pass --config PATH",
-            base.display()
-        )
-    })?;
-    let mut opts = TrimOptions::defaults(ctx)?;
+fn config(
+    ctx: &Ctx,
+    base: PathBuf,
+    arch: &'static crate::arch::Arch,
+    sets: &[(String, String)],
+) -> Result<PathBuf> {
+    let base_text =
+        std::fs::read(&base).with_context(|| format!("reading the config {}", base.display()))?;
+    // The fragments of the base's own arch and lane.
+    let lane = crate::arch::Lane::of_config(&String::from_utf8_lossy(&base_text));
+    let mut opts = TrimOptions::defaults(ctx, arch, lane)?;
     let fragments: Vec<Vec<u8>> = opts
         .fragments
         .iter()
@@ -204,13 +255,18 @@ fn config(ctx: &Ctx, base: PathBuf, sets: &[(String, String)]) -> Result<PathBuf
     if out.is_file() {
         return Ok(out);
     }
-    eprintln!("kunit: adding {} to {}", asked.join(" "), base.display());
+    let (what, fix) = if asked.contains(&suite::KUNIT) {
+        ("kunit", DROPPED_FIX)
+    } else {
+        ("kselftest", DROPPED_KSELFTEST_FIX)
+    };
+    eprintln!("{what}: adding {} to {}", asked.join(" "), base.display());
     opts.base = Base::File(base);
     opts.sets = sets.to_vec();
-    opts.dropped_fix = DROPPED_FIX;
+    opts.dropped_fix = fix;
     opts.output = out;
     opts.quiet = true;
-    trim::trim(ctx, &opts).context("making the KUnit config")
+    trim::trim(ctx, &opts).with_context(|| format!("making the {what} config"))
 }
 
 /// The run judged by its tests: the KTAP of its console (`--kunit`) or of its command's

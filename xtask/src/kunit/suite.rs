@@ -115,6 +115,19 @@ pub fn kunitconfig_options(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The options of a config fragment (a selftest target's `config`), as
+/// [`kunitconfig_options`] reads them, `=m` as `=y`: built in, as the trimmed config has no
+/// modules.
+pub fn built_in_options(text: &str) -> Vec<String> {
+    kunitconfig_options(text)
+        .into_iter()
+        .map(|o| match o.strip_suffix("=m") {
+            Some(name) => format!("{name}=y"),
+            None => o,
+        })
+        .collect()
+}
+
 /// The first option of every KUnit build.
 pub const KUNIT: &str = "CONFIG_KUNIT=y";
 
@@ -299,6 +312,17 @@ kunit_test_suites(&example_test_suite, &example_init_test_suite);
         assert_eq!(
             kunitconfig_options(text),
             ["CONFIG_KUNIT=y", "CONFIG_KUNIT_TEST=y"]
+        );
+    }
+
+    #[test]
+    fn a_selftest_fragment_is_built_in() {
+        // tools/testing/selftests/timers/config and a module line as in net/config.
+        let text =
+            "CONFIG_HIGH_RES_TIMERS=y\n# a comment\nCONFIG_TEST_BPF=m\n\n# CONFIG_X is not set\n";
+        assert_eq!(
+            built_in_options(text),
+            ["CONFIG_HIGH_RES_TIMERS=y", "CONFIG_TEST_BPF=y"]
         );
     }
 }
