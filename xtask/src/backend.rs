@@ -2,10 +2,10 @@
 //! (QEMU as our child, or a transient libvirt domain). vm/ never names libvirt/, which builds
 //! on vm/'s pure parts: the libvirt starter reaches vm/ through [`Tools::start_domain`].
 
-use crate::settings::VmRequest;
 use crate::tools;
 use crate::vm::guest::{Launcher, Tools};
 use crate::vm::spec::Backend;
+use crate::vm::VmRequest;
 use crate::vm::NEEDS_LIBVIRT_FEATURE;
 use anyhow::{bail, Result};
 

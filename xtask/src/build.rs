@@ -14,13 +14,37 @@ pub mod source;
 mod toolchain;
 
 use crate::ctx::Ctx;
-use crate::settings::BuildRequest;
 use crate::units::short;
 use anyhow::{bail, Context, Result};
 use cache::{Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
+use plan::InitramfsMode;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// How to build a kernel (any revision), resolved: command line over xtask.toml over the
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRequest {
+    /// The kernel's architecture; default: the host's.
+    #[serde(with = "crate::arch::by_name")]
+    pub arch: &'static crate::arch::Arch,
+    /// The config to build; None means the trimmed config of the arch and `lane` in the
+    /// state dir.
+    pub config: Option<PathBuf>,
+    /// The lane whose trimmed config is built when `config` is None: None is the arch's
+    /// default lane; the libvirt backend asks for the PCI lane, the only one it boots.
+    #[serde(default)]
+    pub lane: Option<crate::arch::Lane>,
+    pub jobs: u32,
+    pub host: bool,
+    pub ccache: bool,
+    pub initramfs: InitramfsMode,
+    pub retry_failed: bool,
+    /// How long one make run of the build may take before it is ended (a setup fault).
+    pub timeout: Duration,
+}
 
 /// A kernel ready to boot: what `build` produced or the cache held.
 #[derive(Debug, Clone)]

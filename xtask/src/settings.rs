@@ -1,10 +1,11 @@
-//! Settings: `xtask.toml`, each option's default and bounds, the resolved VM and build requests.
+//! Settings: `xtask.toml`, each option's default and bounds (the requests they resolve into
+//! are the VM's, [`crate::vm::VmRequest`], and the build's, [`crate::build::BuildRequest`]).
 
 use crate::build::plan::InitramfsMode;
 use crate::units::{Bound, Count, Size, Span};
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -156,41 +157,6 @@ pub fn resolve_state_dir(cli: Option<&Path>, file: &FileConfig) -> PathBuf {
     }
 }
 
-/// How to run a VM, resolved: every option has its value (command line over xtask.toml
-/// over the defaults below), checked against this host. The kernel is not here: what to boot
-/// is the task's (a build, or `--kernel`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VmRequest {
-    /// The guest's architecture (`--arch`, which the build options carry): QEMU's binary,
-    /// machine and CPU, the guest root.
-    #[serde(with = "crate::arch::by_name")]
-    pub arch: &'static crate::arch::Arch,
-    pub memory_mib: u64,
-    pub cpus: u32,
-    /// As asked; [`crate::kvm::choose`] picks the one the VM runs under.
-    pub accel: AccelAsked,
-    pub backend: Backend,
-    /// The libvirt URI, for [`Backend::Libvirt`].
-    pub connect: String,
-    pub append: Option<String>,
-    /// `--rw`: the layer that keeps the guest's writes; None: read-only, nothing kept.
-    pub layer: Option<String>,
-    /// `--share DIR`, absolute.
-    pub share: Option<PathBuf>,
-    pub init: InitMode,
-    pub timeout: Duration,
-    pub boot_timeout: Duration,
-    pub shutdown_timeout: Duration,
-    pub keep: bool,
-}
-
-impl VmRequest {
-    /// The request for a guest of `arch` (the kernel's, from `--arch`).
-    pub fn with_arch(self, arch: &'static crate::arch::Arch) -> VmRequest {
-        VmRequest { arch, ..self }
-    }
-}
-
 /// Default guest memory: enough for systemd and a test, small enough to boot fast.
 pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 /// The least guest memory: the kernel, the fast init and a small test fit in it.
@@ -269,29 +235,6 @@ pub fn given<'a, T>(
 
 /// The most parallel make jobs: far past any machine's CPUs, short of make's own limits.
 pub const MAX_JOBS: Bound<'static, u64> = (1024, "1024");
-
-/// How to build a kernel (any revision), resolved: command line over xtask.toml over the
-/// defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BuildRequest {
-    /// The kernel's architecture; default: the host's.
-    #[serde(with = "crate::arch::by_name")]
-    pub arch: &'static crate::arch::Arch,
-    /// The config to build; None means the trimmed config of the arch and `lane` in the
-    /// state dir.
-    pub config: Option<PathBuf>,
-    /// The lane whose trimmed config is built when `config` is None: None is the arch's
-    /// default lane; the libvirt backend asks for the PCI lane, the only one it boots.
-    #[serde(default)]
-    pub lane: Option<crate::arch::Lane>,
-    pub jobs: u32,
-    pub host: bool,
-    pub ccache: bool,
-    pub initramfs: InitramfsMode,
-    pub retry_failed: bool,
-    /// How long one make run of the build may take before it is ended (a setup fault).
-    pub timeout: Duration,
-}
 
 /// A cold build of a large config takes an hour or two on two cores; three hours is a hang.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(3 * 3600);

@@ -2,10 +2,11 @@
 //! a trimmed config and a kernel built from it, and the same for arm64), then runs the whole
 //! suite, unit and end-to-end, exactly as CI does.
 
+use crate::build::BuildRequest;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::phase::{run_self, self_exe};
-use crate::settings::{workspace_root, BuildRequest};
+use crate::settings::workspace_root;
 use crate::units::human_duration;
 use crate::{build, deps, exit, linux_source};
 use anyhow::{bail, Context, Result};

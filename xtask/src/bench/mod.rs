@@ -8,8 +8,7 @@ mod trim;
 mod vm;
 
 use crate::ctx::Ctx;
-use crate::settings::VmRequest;
-use crate::vm::KernelSource;
+use crate::vm::{KernelSource, VmRequest};
 use anyhow::Result;
 
 /// What `cargo xtask bench` measures, resolved and checked (cli/resolve.rs).

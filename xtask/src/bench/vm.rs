@@ -5,12 +5,12 @@
 use super::peers;
 use crate::cmd::{self, CommandExt};
 use crate::ctx::Ctx;
-use crate::settings::VmRequest;
 use crate::vm::run::{self, Plan};
 use crate::vm::spec::{Console, RunPaths, VmSpec};
 use crate::vm::timeline::{self, Timeline};
 use crate::vm::virtiofsd;
 use crate::vm::KernelSource;
+use crate::vm::VmRequest;
 use crate::vm::{kernel_for, prepare};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};

@@ -9,13 +9,13 @@ use super::plan::{self, Ccache, ConfigFacts, Make, Paths, Plan, CCACHE_LINKS, CO
 use super::progress;
 use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
+use super::BuildRequest;
 use super::{artifacts, BuildOutcome};
 use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::Config;
 use crate::lock::FileLock;
 use crate::progress::Progress;
-use crate::settings::BuildRequest;
 use crate::units::short;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;

@@ -8,13 +8,14 @@ use super::{
 use crate::bench::{BenchRequest, BootBench};
 use crate::bisect::{BisectRequest, StartRequest};
 use crate::build::plan::InitramfsMode;
+use crate::build::BuildRequest;
 use crate::history::{self, Change};
 use crate::quickstart::QuickstartRequest;
 use crate::settings::{
-    default_boot_timeout, from_workspace, given, require_utf8, workspace_root, BuildRequest,
-    FileBuild, FileConfig, FileTrim, FileVm, Host, VmRequest, DEFAULT_BUILD_TIMEOUT,
-    DEFAULT_CONNECT, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT,
-    MAX_JOBS, MAX_TIMEOUT, MIN_MEMORY_MIB, MIN_TIMEOUT,
+    default_boot_timeout, from_workspace, given, require_utf8, workspace_root, FileBuild,
+    FileConfig, FileTrim, FileVm, Host, DEFAULT_BUILD_TIMEOUT, DEFAULT_CONNECT, DEFAULT_CPUS,
+    DEFAULT_MEMORY_MIB, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, MAX_JOBS, MAX_TIMEOUT,
+    MIN_MEMORY_MIB, MIN_TIMEOUT,
 };
 use crate::state::StateDir;
 use crate::testrun::SuiteRequest;
@@ -22,7 +23,9 @@ use crate::trim::{Base, TrimOptions};
 use crate::units::{human_bytes, Bound, Count, Span};
 use crate::vm::run::Plan;
 use crate::vm::spec::{AccelAsked, Backend, InitMode};
-use crate::vm::{command, console, BootRequest, CheckRequest, KernelSource};
+use crate::vm::{
+    command, console, BootRequest, CheckRequest, KernelSource, TestRequest, VmRequest,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -292,9 +295,9 @@ impl CheckArgs {
 
 impl ResultArgs {
     /// The tests a check reads; paths made absolute.
-    pub fn resolve(&self) -> Result<crate::kunit::TestRequest> {
+    pub fn resolve(&self) -> Result<TestRequest> {
         let cwd = std::env::current_dir()?;
-        Ok(crate::kunit::TestRequest {
+        Ok(TestRequest {
             kunit: self.kunit.clone(),
             kunit_filter: self.kunit_filter.clone(),
             kunitconfig: self.kunitconfig.iter().map(|k| cwd.join(k)).collect(),

@@ -2,7 +2,7 @@
 //! in (made and verified as trim-config makes any `--set`), the command line that filters
 //! and ends KUnit, the results read back from a run's recordings.
 
-use super::{judge, report, suite, TestRequest};
+use super::{judge, report, suite};
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
 use crate::kselftest;
@@ -12,7 +12,7 @@ use crate::vm::run::{self, read_lossy, Event, Report};
 use crate::vm::spec::RunPaths;
 use crate::vm::verdict::BootEnd;
 use crate::vm::verdict::Verdict;
-use crate::vm::{CheckOutcome, CheckRequest, KernelSource};
+use crate::vm::{CheckOutcome, CheckRequest, KernelSource, TestRequest};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 

@@ -22,17 +22,75 @@ pub mod timeline;
 pub mod verdict;
 pub mod virtiofsd;
 
+use crate::build::BuildRequest;
 use crate::build::{self, BuildOutcome};
 use crate::ctx::Ctx;
 use crate::kvm;
-use crate::settings::{BuildRequest, VmRequest};
 use anyhow::{bail, Context, Result};
 use guest::{Launcher, Tools};
 use run::{Plan, Report};
 use serde::{Deserialize, Serialize};
 use spec::{CmdlineInput, Console, VmSpec};
 use std::path::PathBuf;
+use std::time::Duration;
 use verdict::{Failure, Judgement, Verdict};
+
+/// How to run a VM, resolved: every option has its value (command line over xtask.toml
+/// over the defaults in settings.rs), checked against this host. The kernel is not here: what to boot
+/// is the task's (a build, or `--kernel`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRequest {
+    /// The guest's architecture (`--arch`, which the build options carry): QEMU's binary,
+    /// machine and CPU, the guest root.
+    #[serde(with = "crate::arch::by_name")]
+    pub arch: &'static crate::arch::Arch,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    /// As asked; [`crate::kvm::choose`] picks the one the VM runs under.
+    pub accel: spec::AccelAsked,
+    pub backend: spec::Backend,
+    /// The libvirt URI, for [`spec::Backend::Libvirt`].
+    pub connect: String,
+    pub append: Option<String>,
+    /// `--rw`: the layer that keeps the guest's writes; None: read-only, nothing kept.
+    pub layer: Option<String>,
+    /// `--share DIR`, absolute.
+    pub share: Option<PathBuf>,
+    pub init: spec::InitMode,
+    pub timeout: Duration,
+    pub boot_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub keep: bool,
+}
+
+impl VmRequest {
+    /// The request for a guest of `arch` (the kernel's, from `--arch`).
+    pub fn with_arch(self, arch: &'static crate::arch::Arch) -> VmRequest {
+        VmRequest { arch, ..self }
+    }
+}
+
+/// Which tests a check reads and judges, resolved from the command line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestRequest {
+    /// `--kunit [SUITE_GLOB...]`: Some(empty) runs every suite the config builds.
+    pub kunit: Option<Vec<String>>,
+    /// `--kunit-filter`: KUnit's `kunit.filter_glob`.
+    pub kunit_filter: Option<String>,
+    /// `--kunitconfig PATH...`, absolute: options from these instead of the suites' own.
+    pub kunitconfig: Vec<PathBuf>,
+    /// `--ktap`: the command's stdout is KTAP.
+    pub ktap: bool,
+    /// `--kselftest TARGET...`.
+    pub kselftest: Vec<String>,
+    /// `--test NAME`: this one test decides.
+    pub test: Option<String>,
+    /// `--junit FILE`, absolute.
+    pub junit: Option<PathBuf>,
+    /// The KUnit config once made for this request: a bisect step makes it before it checks.
+    #[serde(default)]
+    pub kunit_config: Option<PathBuf>,
+}
 
 /// A kernel to boot.
 #[derive(Debug, Clone)]
@@ -96,7 +154,7 @@ pub struct CheckRequest {
     pub repeat: u32,
     /// `--kunit`, `--ktap`, `--kselftest`: the tests read and judged (kunit/).
     #[serde(default)]
-    pub tests: crate::kunit::TestRequest,
+    pub tests: TestRequest,
 }
 
 impl CheckRequest {
