@@ -79,7 +79,7 @@ pub fn probe(
         detail,
     };
     // Replaced, never written through: the answer is a file of our own.
-    crate::trim::write_atomically(&path, &serde_json::to_string_pretty(&p)?)?;
+    crate::atomic::write(&path, serde_json::to_string_pretty(&p)?)?;
     Ok(p)
 }
 

@@ -3,6 +3,7 @@
 mod arch;
 #[cfg(test)]
 mod arrows;
+mod atomic;
 mod backend;
 mod bench;
 mod bisect;

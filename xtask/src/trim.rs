@@ -14,7 +14,6 @@ use crate::lock::FileLock;
 use crate::settings::{workspace_root, FileTrim, DEFAULT_BUILD_TIMEOUT};
 use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -207,7 +206,7 @@ pub fn trim(ctx: &Ctx, opts: &TrimOptions) -> Result<PathBuf> {
     }
 
     // 5. Write it and say what it is.
-    write_atomically(&opts.output, &final_text)?;
+    crate::atomic::write(&opts.output, &final_text)?;
     let say = |line: String| {
         if opts.quiet {
             eprintln!("{line}")
@@ -358,24 +357,6 @@ fn short_path(p: &Path) -> String {
         .unwrap_or(p)
         .display()
         .to_string()
-}
-
-/// Replaces `path` in one step: a temporary file beside it, renamed over it.
-pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// `make` for one kernel tree and one output dir (`O=`), in the rootfs container (the tree at
@@ -535,16 +516,6 @@ mod tests {
         // KASAN is offered, commented out.
         assert!(text.contains("# CONFIG_KASAN=y"));
         assert!(!settings.iter().any(|s| s.name == "KASAN"));
-    }
-
-    #[test]
-    fn atomic_write_replaces() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("sub/trimmed.config");
-        write_atomically(&p, "CONFIG_A=y\n").unwrap();
-        write_atomically(&p, "CONFIG_B=y\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "CONFIG_B=y\n");
-        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 }
 

@@ -96,17 +96,9 @@ fn read_saved(place: &Place) -> Result<Option<(Saved, Report)>> {
 
 /// Writes the state and the report (each by rename, so a kill leaves the old or the new).
 fn save(place: &Place, saved: &Saved, report: &Report) -> Result<()> {
-    write_atomic(
-        &saved.run_dir.join("bisect.json"),
-        &serde_json::to_string_pretty(report)?,
-    )?;
-    write_atomic(&place.saved, &serde_json::to_string_pretty(saved)?)
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    let report_path = saved.run_dir.join("bisect.json");
+    crate::atomic::write(&report_path, serde_json::to_string_pretty(report)?)?;
+    crate::atomic::write(&place.saved, serde_json::to_string_pretty(saved)?)
 }
 
 /// `cargo xtask bisect` as `req` asks: its status, its end, its resumption or its start.

@@ -200,10 +200,7 @@ fn prepare_index(tree: &Path, head: &str, index: &Path) -> Result<()> {
             .args(["read-tree", head])
             .output_logged()?;
     }
-    let tmp = made_for.with_file_name("head.tmp");
-    std::fs::write(&tmp, head)?;
-    std::fs::rename(&tmp, &made_for)?;
-    Ok(())
+    crate::atomic::write(&made_for, head)
 }
 
 /// A short, stable name for a path: the build dir and worktree of each tree are named by it.

@@ -219,10 +219,7 @@ impl Meta {
 
     /// Writes atomically: a temporary file renamed over the old one.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)? + "\n")
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        crate::atomic::write(path, serde_json::to_string_pretty(self)? + "\n")
     }
 }
 
