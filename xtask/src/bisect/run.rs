@@ -483,8 +483,7 @@ fn finish(
         (Outcome::Found { culprit }, Some(_)) => {
             Some(Evidence::gather(tree, &report, culprit)?.confidence(&report.steps, None))
         }
-        (_, Some(_)) => Some(0.0),
-        (_, None) => None,
+        _ => None,
     };
     report.outcome = Some(outcome);
     report.total_secs += start.elapsed().as_secs_f64();
