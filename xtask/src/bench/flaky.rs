@@ -3,7 +3,7 @@
 //! many named the right culprit, the runs (boots) each took, the confidence stated. Real: the
 //! engine, the judging rules, the confirmation plan and `git bisect --no-checkout` over the
 //! synthetic history; simulated: each run is a seeded coin, not a boot (10 flaky bisects
-//! of a few hundred boots each do not fit in a bench run).
+//! of about 45 boots each do not fit in a bench run).
 
 use crate::bisect::simulate::{self, BareWorktree, Seeded};
 use crate::bisect::{Asked, StepVerdict};

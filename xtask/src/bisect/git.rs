@@ -39,6 +39,35 @@ pub fn subject(dir: &Path, commit: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The commits of `old..new` (those touching `paths`, if any given): a bisect's candidates,
+/// or, with a tested commit as `new`, the candidates that are its ancestors (or itself).
+pub fn range(dir: &Path, old: &str, new: &str, paths: &[String]) -> Result<Vec<String>> {
+    let out = git(dir)
+        .args(["rev-list", &format!("{old}..{new}"), "--"])
+        .args(paths)
+        .read_logged()
+        .with_context(|| format!("git rev-list {old}..{new}"))?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// For each of `commits`, the commits of `old..commit`: its ancestors in the range, and itself.
+pub fn ancestry<'a>(
+    dir: &Path,
+    old: &str,
+    commits: impl IntoIterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, std::collections::HashSet<String>>> {
+    let mut by = std::collections::HashMap::new();
+    for c in commits {
+        if !by.contains_key(c) {
+            by.insert(
+                c.to_string(),
+                range(dir, old, c, &[])?.into_iter().collect(),
+            );
+        }
+    }
+    Ok(by)
+}
+
 /// How many commits lie in `old..new`.
 pub fn count(dir: &Path, old: &str, new: &str) -> u32 {
     git(dir)

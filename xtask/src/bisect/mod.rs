@@ -5,6 +5,7 @@ mod engine;
 mod git;
 mod metric;
 mod mode;
+mod posterior;
 mod progress;
 mod report;
 mod request;

@@ -1,6 +1,7 @@
 //! How a bisect judges its steps, pure: deterministic (as `--repeat` says), flaky (found from
-//! the BAD end's runs, or `--flaky`: a rate's lower bound, the clean runs a good step needs,
-//! the confidence reached) or metric (`--metric`: samples against a threshold).
+//! the BAD end's runs, or `--flaky`: the floor on the rate's lower bound, the clean runs a good
+//! step needs as the runs at bad commits tell the rate) or metric (`--metric`: samples against
+//! a threshold).
 
 use super::engine::{Judge, Repeat, StepVerdict};
 use super::metric::{self, Metric};
@@ -46,13 +47,17 @@ pub struct MetricAsked {
 pub enum Mode {
     /// Up to `repeat` runs a step, bad at the first bad one.
     Deterministic { repeat: u32 },
-    /// BAD was bad in `bad` of `runs` runs; `rate` is that rate's lower 95 % bound; a good
-    /// step needs `clean_runs` clean runs, so that `good_steps` good steps reach
-    /// `confidence`.
+    /// BAD was bad in `bad` of `runs` runs; `rate` is that rate's lower 95 % bound (the floor
+    /// is on it). `known_bad` and `known_good` are the runs so far at commits known to have the
+    /// bug (BAD, and every step judged bad), from which a good step needs `clean_runs` clean
+    /// runs: so many that a bug at the rate they tell would have shown with probability
+    /// `confidence^(1/good_steps)`.
     Flaky {
         bad: u32,
         runs: u32,
         rate: f64,
+        known_bad: u32,
+        known_good: u32,
         clean_runs: u32,
         good_steps: u32,
         confidence: f64,
@@ -94,10 +99,11 @@ impl Mode {
                 clean_runs,
                 good_steps,
                 confidence,
+                ..
             } => format!(
                 "flaky: BAD was bad in {bad} of {runs} runs, a rate of at least {rate:.3} \
-                 (95 % bound); a good step needs {clean_runs} clean runs for a confidence of \
-                 {confidence} over {good_steps} good step{}",
+                 (95 % bound); a good step needs {clean_runs} clean runs (fewer as bad steps \
+                 tell the rate) for a confidence of {confidence} over {good_steps} good step{}",
                 if *good_steps == 1 { "" } else { "s" }
             ),
             Mode::Metric(m) => format!(
@@ -110,18 +116,46 @@ impl Mode {
         }
     }
 
-    /// The confidence the bisect reached, from its good steps' clean runs (flaky only).
-    pub fn confidence_reached(&self, good_steps_runs: &[u32]) -> Option<f64> {
+    /// Learns from a step's runs: a step with a bad run has the bug, so its runs tell the rate,
+    /// and the clean runs the next good step needs follow (flaky only).
+    pub fn learn(&mut self, step_runs: &[StepVerdict]) {
+        let Mode::Flaky {
+            known_bad,
+            known_good,
+            clean_runs,
+            good_steps,
+            confidence,
+            ..
+        } = self
+        else {
+            return;
+        };
+        if !step_runs.contains(&StepVerdict::Bad) {
+            return;
+        }
+        let count = |v| step_runs.iter().filter(|r| **r == v).count() as u32;
+        *known_bad = known_bad.saturating_add(count(StepVerdict::Bad));
+        *known_good = known_good.saturating_add(count(StepVerdict::Good));
+        *clean_runs = stats::clean_runs_needed(
+            *known_bad,
+            *known_good,
+            stats::step_target(*confidence, *good_steps),
+        );
+    }
+
+    /// The confidence a flaky bisect must state (None: not flaky).
+    pub fn confidence_asked(&self) -> Option<f64> {
         match self {
-            Mode::Flaky { rate, .. } => Some(stats::confidence_reached(*rate, good_steps_runs)),
+            Mode::Flaky { confidence, .. } => Some(*confidence),
             _ => None,
         }
     }
 }
 
-/// The good steps a bisect of `candidates` commits expects: half its steps, at least one.
+/// The good steps a bisect of `candidates` commits expects: half its steps, at least one. It
+/// takes about log2(candidates) steps to single one out of `candidates`: 6 for 64.
 pub fn expected_good_steps(candidates: u32) -> u32 {
-    super::progress::estimate_steps(candidates)
+    super::progress::estimate_steps(candidates.saturating_sub(1))
         .div_ceil(2)
         .max(1)
 }
@@ -161,19 +195,21 @@ pub fn from_bad_end(asked: &Asked, runs: &[StepVerdict], good_steps: u32) -> Res
     }
     let rate = stats::rate_lower_bound(bad, n);
     let target = stats::step_target(asked.confidence, good_steps);
-    let clean_runs = stats::runs_needed(rate, target);
+    let clean_runs = stats::clean_runs_needed(bad, n - bad, target);
     if rate < RATE_FLOOR {
         return Err(format!(
             "BAD was bad in {bad} of {n} runs: the rate's lower 95 % bound {rate:.3} is under \
-             the floor {RATE_FLOOR}, where a good step would need {clean_runs} clean runs: \
-             make the check reproduce the bug more often (a stress loop in the command, more \
-             CPUs), then bisect again"
+             the floor {RATE_FLOOR}, where good steps would need too many clean runs to mean \
+             anything ({clean_runs} at first): make the check reproduce the bug more often (a \
+             stress loop in the command, more CPUs), then bisect again"
         ));
     }
     Ok(Mode::Flaky {
         bad,
         runs: n,
         rate,
+        known_bad: bad,
+        known_good: n - bad,
         clean_runs,
         good_steps,
         confidence: asked.confidence,
@@ -199,6 +235,16 @@ pub fn decide(mode: &Mode, runs: &[StepVerdict], samples: &[f64]) -> Option<Step
             _ => m.decide(samples),
         },
         _ => mode.runs_rule().decide(runs),
+    }
+}
+
+/// Judges a confirmation's test that expects clean runs (forward, the parent and the revert)
+/// in a flaky bisect: as a step, but good already once `reached` says the bisect's confidence
+/// is reached with these runs (at least one run).
+pub fn decide_confirming(mode: &Mode, runs: &[StepVerdict], reached: bool) -> Option<StepVerdict> {
+    match (runs.last(), mode) {
+        (Some(StepVerdict::Good), Mode::Flaky { .. }) if reached => Some(StepVerdict::Good),
+        _ => decide(mode, runs, &[]),
     }
 }
 
@@ -267,8 +313,9 @@ mod tests {
         };
         assert_eq!((bad, n), (3, 6));
         assert!((rate - 0.1531).abs() < 1e-3);
-        // 0.95 over 2 good steps: each 0.9747, which 1 - 0.847^m passes at m = 23.
-        assert_eq!(clean_runs, 23);
+        // 0.95 over 2 good steps: each 0.9747, which the rate told by 3 bad of 6 (Beta(4, 4))
+        // reaches at 9 clean runs (its lower bound 0.153 plugged in would ask 23).
+        assert_eq!(clean_runs, 9);
         assert!(!bad_end_needs_more(&a, &[Good; 30]), "30 runs at most");
         // 3 bad of 9 is under the floor (0.098): on until the bound is above it.
         let late = [Good, Good, Good, Good, Good, Good, Bad, Bad, Bad];
@@ -282,7 +329,7 @@ mod tests {
         assert!(!bad_end_needs_more(&f, &[Bad; 5]));
         assert!(matches!(
             from_bad_end(&f, &[Bad; 5], 1),
-            Ok(Mode::Flaky { clean_runs: 4, .. })
+            Ok(Mode::Flaky { clean_runs: 2, .. })
         ));
         assert!(
             !bad_end_needs_more(&a, &[Bad, Skip]),
@@ -297,6 +344,41 @@ mod tests {
         let e = from_bad_end(&asked(), &runs, 2).unwrap_err();
         assert!(e.starts_with("BAD was bad in 3 of 30 runs"), "{e}");
         assert!(e.contains("under the floor 0.1"), "{e}");
+        // Just above it (3 bad of 8: 0.111), flaky; 3 of 9 (0.098) is not.
+        let mut runs = vec![Good; 5];
+        runs.extend([Bad; 3]);
+        assert!(from_bad_end(&asked(), &runs, 2).is_ok());
+        runs.insert(0, Good);
+        assert!(from_bad_end(&asked(), &runs, 2).is_err());
+    }
+
+    #[test]
+    fn bad_steps_tell_the_rate_and_good_steps_need_fewer_runs() {
+        let mut m = from_bad_end(&asked(), &[Bad, Good, Bad, Good, Bad], 3).unwrap();
+        let first = m.runs_rule();
+        assert_eq!(first, Repeat(8));
+        m.learn(&[Good, Good, Good]);
+        assert_eq!(
+            m.runs_rule(),
+            first,
+            "a good step tells nothing of the rate"
+        );
+        m.learn(&[Good, Bad]);
+        m.learn(&[Bad]);
+        let Mode::Flaky {
+            known_bad,
+            known_good,
+            clean_runs,
+            ..
+        } = m
+        else {
+            panic!("not flaky")
+        };
+        assert_eq!((known_bad, known_good), (5, 3));
+        assert_eq!(clean_runs, 6);
+        let mut d = Mode::Deterministic { repeat: 1 };
+        d.learn(&[Bad]);
+        assert_eq!(d, Mode::Deterministic { repeat: 1 });
     }
 
     #[test]
@@ -305,6 +387,8 @@ mod tests {
             bad: 3,
             runs: 6,
             rate: 0.15,
+            known_bad: 3,
+            known_good: 3,
             clean_runs: 3,
             good_steps: 1,
             confidence: 0.95,
@@ -315,8 +399,13 @@ mod tests {
         assert!(flaky
             .describe()
             .starts_with("flaky: BAD was bad in 3 of 6 runs"));
-        let reached = flaky.confidence_reached(&[3]).unwrap();
-        assert!((reached - (1.0 - 0.85f64.powi(3))).abs() < 1e-12);
+        assert_eq!(flaky.confidence_asked(), Some(0.95));
+        // A confirmation's old-state test: good at its first clean run once the confidence is
+        // reached, else as a step.
+        assert_eq!(decide_confirming(&flaky, &[Good], true), Some(Good));
+        assert_eq!(decide_confirming(&flaky, &[Good], false), None);
+        assert_eq!(decide_confirming(&flaky, &[Bad], true), Some(Bad));
+        assert_eq!(decide_confirming(&flaky, &[], true), None);
         let m = metric_from_ends(
             &MetricAsked {
                 threshold: None,
@@ -329,7 +418,9 @@ mod tests {
         assert_eq!(decide(&m, &[Good; 6], &[1.0; 6]), Some(Good));
         assert_eq!(decide(&m, &[Skip], &[]), Some(Skip));
         assert_eq!(expected_good_steps(2), 1);
-        assert_eq!(expected_good_steps(16), 3);
+        assert_eq!(expected_good_steps(16), 2);
+        assert_eq!(expected_good_steps(64), 3);
+        assert_eq!(expected_good_steps(0), 1);
         assert!(metric_end_needs_more(4, false) && !metric_end_needs_more(5, false));
     }
 }

@@ -88,7 +88,8 @@ pub struct Report {
     /// What BAD showed, that a run must show to be bad.
     #[serde(default)]
     pub target: Option<String>,
-    /// The confidence reached (flaky): the product over good steps.
+    /// The confidence reached (flaky): the probability, given every run, that the culprit is
+    /// right under the model (bisect/posterior.rs).
     #[serde(default)]
     pub confidence: Option<f64>,
 }
@@ -191,7 +192,9 @@ impl Report {
         }
         if let Some(c) = self.confidence {
             m.push_str(&format!(
-                "Confidence reached: {c:.3} (that no good step hid the bug, at its rate's bound)  \n"
+                "Confidence reached: {c:.3} (the probability, given every run, that the named \
+                 commit is the culprit: a bug in it and every later commit, showing at one \
+                 unknown rate; the rate and the culprit's place uniform beforehand)  \n"
             ));
         }
         if !self.mode.is_empty() {
@@ -388,6 +391,11 @@ mod tests {
         assert!(md.contains("warn \\| at boot"));
         assert!(md.contains("bad (1.5s, -)"), "{md}");
         assert!(md.contains("/s/rootfs.d/gen1") && md.contains("ffffffffffff"));
+        assert!(!md.contains("Confidence reached"), "not flaky: none stated");
+        r.confidence = Some(0.9712);
+        let md = r.markdown();
+        assert!(md.contains("first bad commit cccccccccccc tools: x, confidence 0.971 (confirmed)"));
+        assert!(md.contains("Confidence reached: 0.971 (the probability, given every run"));
         assert!(
             !md.contains("second line"),
             "a multi-line reason breaks the table"

@@ -10,7 +10,7 @@ use super::report::{short, Culprit, Inputs, Report, Step, StepVerdict};
 use super::request::{BisectRequest, StartRequest};
 use super::step::{Judging, Rule};
 use super::symptom::Symptom;
-use super::{mode, suspect};
+use super::{mode, posterior, suspect};
 use crate::build::{self, BuildOutcome};
 use crate::ctx::Ctx;
 use crate::lock::{self, FileLock};
@@ -403,6 +403,9 @@ fn drive(
             .engine
             .mark(&commit, step.verdict)
             .map_err(unexpected)?;
+        // A bad step's runs tell the rate (flaky): the next good step may need fewer.
+        let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
+        saved.judging.mode.learn(&verdicts);
         step.term = term.into();
         print_step(n, total.max(n as u32), &step);
         report.steps.push(step);
@@ -446,11 +449,13 @@ fn finish(
         facts.same_kernel_as_parent = same_kernel_as_parent(ctx, tree, &saved, culprit)?;
         report.suspicions = suspect::suspicions(&facts);
     }
+    report.confidence = match (&outcome, saved.judging.mode.confidence_asked()) {
+        (Outcome::Found { culprit }, Some(_)) => {
+            Some(Evidence::gather(tree, &report, culprit)?.confidence(&report.steps, None))
+        }
+        _ => None,
+    };
     report.outcome = Some(outcome);
-    report.confidence = saved
-        .judging
-        .mode
-        .confidence_reached(&good_steps_runs(&report));
     report.total_secs += start.elapsed().as_secs_f64();
     save(place, &saved, &report)?;
     let md = report.markdown();
@@ -488,9 +493,24 @@ fn confirm(
         parent.as_ref(),
         revert.ok().as_ref(),
     );
+    // Flaky: a test that expects clean runs (forward, the parent's and the revert's) runs until
+    // the confidence, with its runs, is reached.
+    let evidence = match saved.judging.mode.confidence_asked() {
+        Some(_) => Some(Evidence::gather(tree, report, culprit)?),
+        None => None,
+    };
     let mut results = Vec::new();
     for t in plan {
         signals::check()?;
+        let reached =
+            |runs: &[StepVerdict]| match (&evidence, saved.judging.mode.confidence_asked()) {
+                (Some(e), Some(c)) => e.confidence(&report.steps, Some((&t, runs))) >= c,
+                _ => false,
+            };
+        let rule = match (t.expect, &evidence) {
+            (StepVerdict::Good, Some(_)) => Rule::Confirming(&reached),
+            _ => Rule::Step,
+        };
         let name = match t.role {
             Role::Culprit => "culprit",
             Role::Parent => "parent",
@@ -510,7 +530,7 @@ fn confirm(
             t.role,
             dir,
             &saved.judging,
-            Rule::Step,
+            rule,
         )?;
         step.term = terms.term(step.verdict).into();
         eprintln!(
@@ -529,14 +549,66 @@ fn confirm(
     ))
 }
 
-/// The clean runs of each good step (what the confidence reached is the product over).
-fn good_steps_runs(report: &Report) -> Vec<u32> {
-    report
-        .steps
-        .iter()
-        .filter(|s| s.role == Role::Step && s.verdict == StepVerdict::Good)
-        .map(|s| s.runs.len() as u32)
-        .collect()
+/// What the confidence of a flaky bisect is computed from, besides the runs: the range's
+/// candidates and each tested commit's ancestors among them (from git, once).
+struct Evidence {
+    candidates: Vec<String>,
+    ancestry: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    culprit: String,
+    reverse: bool,
+}
+
+impl Evidence {
+    fn gather(tree: &Path, report: &Report, culprit: &str) -> Result<Evidence> {
+        let (good, bad) = (&report.inputs.good, &report.inputs.bad);
+        let parent = git::rev_parse(tree, &format!("{culprit}^")).ok();
+        let tested = report
+            .steps
+            .iter()
+            .filter(|s| s.role != Role::Revert)
+            .map(|s| s.commit.as_str())
+            .chain([culprit])
+            .chain(parent.as_deref());
+        Ok(Evidence {
+            candidates: git::range(tree, good, bad, &report.inputs.paths)?,
+            ancestry: git::ancestry(tree, good, tested)?,
+            culprit: culprit.to_string(),
+            reverse: report.inputs.reverse,
+        })
+    }
+
+    /// The confidence from the steps' runs, and those of a confirmation test under way.
+    fn confidence(
+        &self,
+        steps: &[Step],
+        under_way: Option<(&engine::ConfirmTest<String>, &[StepVerdict])>,
+    ) -> f64 {
+        let runs: Vec<(&str, bool, Vec<StepVerdict>)> = steps
+            .iter()
+            .map(|s| {
+                let verdicts = s.runs.iter().map(|r| r.verdict).collect();
+                (s.commit.as_str(), s.role == Role::Revert, verdicts)
+            })
+            .chain(
+                under_way.map(|(t, r)| (t.candidate.as_str(), t.role == Role::Revert, r.to_vec())),
+            )
+            .collect();
+        let tested: Vec<posterior::Tested> = runs
+            .iter()
+            .map(|(commit, revert, runs)| posterior::Tested {
+                commit,
+                revert: *revert,
+                runs,
+            })
+            .collect();
+        posterior::confidence(
+            &self.candidates,
+            &self.ancestry,
+            &tested,
+            &self.culprit,
+            self.reverse,
+        )
+    }
 }
 
 /// Whether the culprit's kernel is its parent's, from the signatures their cache entries

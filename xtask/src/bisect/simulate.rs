@@ -3,9 +3,9 @@
 //! bisect --no-checkout` over a real history; only the check is simulated.
 
 use super::engine::{self, End, Engine, Next, Outcome, Role, StepVerdict, Terms};
-use super::git::Bisect;
+use super::git::{self, Bisect};
 use super::mode::{self, Asked, Mode};
-use super::progress;
+use super::{posterior, progress};
 use crate::cmd::CommandExt;
 use crate::git::owned;
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,7 +23,7 @@ pub struct Simulated {
     pub confirmed: bool,
 }
 
-/// The runs of one commit until `decide` says, with `run` standing in for a boot.
+/// The runs of one commit until `more` says enough, with `run` standing in for a boot.
 fn runs_until(
     commit: &str,
     run: &mut dyn FnMut(&str) -> StepVerdict,
@@ -48,29 +48,21 @@ pub fn bisect(
 ) -> Result<Simulated> {
     let terms = Terms { reverse: false };
     let mut e = Engine::new(terms, good.to_string(), bad.to_string());
-    let mut total = 0u32;
+    let verdict = |runs: &[StepVerdict]| match runs.contains(&StepVerdict::Bad) {
+        true => StepVerdict::Bad,
+        false => StepVerdict::Good,
+    };
     let default = Mode::Deterministic { repeat: 1 };
     let g = runs_until(good, run, &|r| mode::decide(&default, r, &[]).is_none());
-    total += g.len() as u32;
     let b = runs_until(bad, run, &|r| mode::bad_end_needs_more(asked, r));
-    total += b.len() as u32;
-    let good_v = if g.contains(&StepVerdict::Bad) {
-        StepVerdict::Bad
-    } else {
-        StepVerdict::Good
-    };
-    let bad_v = if b.contains(&StepVerdict::Bad) {
-        StepVerdict::Bad
-    } else {
-        StepVerdict::Good
-    };
-    e.endpoint(End::Old, good_v)
+    e.endpoint(End::Old, verdict(&g))
         .map_err(|w| anyhow!("GOOD is {w}"))?;
-    e.endpoint(End::New, bad_v)
+    e.endpoint(End::New, verdict(&b))
         .map_err(|w| anyhow!("BAD is {w}"))?;
-    let mode = mode::from_bad_end(asked, &b, mode::expected_good_steps(candidates))
+    let mut mode = mode::from_bad_end(asked, &b, mode::expected_good_steps(candidates))
         .map_err(|w| anyhow!(w))?;
-    let judge = |r: &[StepVerdict]| mode::decide(&mode, r, &[]).is_none();
+    // Every tested commit with its runs: (commit, is the revert, runs).
+    let mut tested = vec![(good.to_string(), false, g), (bad.to_string(), false, b)];
     let git_bisect = Bisect {
         wt: wt.to_path_buf(),
     };
@@ -82,53 +74,85 @@ pub fn bisect(
     let mut next = e
         .on_git(progress::parse(&String::from_utf8_lossy(&out.stdout)))
         .map_err(|u| anyhow!(u.0))?;
-    let mut good_runs = Vec::new();
     let outcome = loop {
         let c = match next {
             Next::Test(c) => c,
             Next::Done(o) => break o,
         };
-        let r = runs_until(&c, run, &judge);
-        total += r.len() as u32;
+        let r = runs_until(&c, run, &|r| mode::decide(&mode, r, &[]).is_none());
         let v = mode::decide(&mode, &r, &[]).unwrap_or(StepVerdict::Skip);
-        if v == StepVerdict::Good {
-            good_runs.push(r.len() as u32);
-        }
+        mode.learn(&r);
+        tested.push((c.clone(), false, r));
         let term = e.mark(&c, v).map_err(|u| anyhow!(u.0))?;
         next = e
             .on_git(git_bisect.mark(term, &c)?)
             .map_err(|u| anyhow!(u.0))?;
     };
     git_bisect.reset()?;
+    let total = |tested: &[(String, bool, Vec<StepVerdict>)]| {
+        tested.iter().map(|(_, _, r)| r.len() as u32).sum::<u32>()
+    };
     let Outcome::Found { culprit } = outcome else {
         return Ok(Simulated {
             culprit: None,
-            runs: total,
-            confidence: mode.confidence_reached(&good_runs),
+            runs: total(&tested),
+            confidence: mode.confidence_asked().map(|_| 0.0),
             mode,
             confirmed: false,
         });
     };
-    let parent = crate::bisect::git::rev_parse(wt, &format!("{culprit}^")).ok();
+    let candidates = git::range(wt, good, bad, &[])?;
+    let ancestry = git::ancestry(
+        wt,
+        good,
+        tested
+            .iter()
+            .map(|(c, _, _)| c.as_str())
+            .chain([culprit.as_str()]),
+    )?;
+    let parent = git::rev_parse(wt, &format!("{culprit}^")).ok();
+    let mut ancestry = ancestry;
+    if let Some(p) = &parent {
+        ancestry.extend(git::ancestry(wt, good, [p.as_str()])?);
+    }
+    let confidence = |tested: &[(String, bool, Vec<StepVerdict>)]| {
+        let t: Vec<posterior::Tested> = tested
+            .iter()
+            .map(|(c, revert, runs)| posterior::Tested {
+                commit: c,
+                revert: *revert,
+                runs,
+            })
+            .collect();
+        posterior::confidence(&candidates, &ancestry, &t, &culprit, false)
+    };
     let revert = "revert".to_string();
     let plan = engine::confirmation_plan(terms, &culprit, parent.as_ref(), Some(&revert));
     let mut results = Vec::new();
     for t in plan {
-        let r = runs_until(&t.candidate, run, &judge);
-        total += r.len() as u32;
-        let v = mode::decide(&mode, &r, &[]).unwrap_or(StepVerdict::Skip);
-        debug_assert!(matches!(
-            t.role,
-            Role::Culprit | Role::Parent | Role::Revert
-        ));
+        let is_revert = t.role == Role::Revert;
+        let decide = |r: &[StepVerdict]| match t.expect {
+            StepVerdict::Bad => mode::decide(&mode, r, &[]),
+            _ => {
+                let mut with = tested.clone();
+                with.push((t.candidate.clone(), is_revert, r.to_vec()));
+                let reached = mode
+                    .confidence_asked()
+                    .is_some_and(|c| confidence(&with) >= c);
+                mode::decide_confirming(&mode, r, reached)
+            }
+        };
+        let r = runs_until(&t.candidate, run, &|r| decide(r).is_none());
+        let v = decide(&r).unwrap_or(StepVerdict::Skip);
+        tested.push((t.candidate.clone(), is_revert, r));
         results.push((t, v));
     }
     let confirmed =
         engine::judge_confirmation(terms, &results, None) == engine::Confirmation::Confirmed;
     Ok(Simulated {
-        culprit: Some(culprit),
-        runs: total,
-        confidence: mode.confidence_reached(&good_runs),
+        culprit: Some(culprit.clone()),
+        runs: total(&tested),
+        confidence: mode.confidence_asked().map(|_| confidence(&tested)),
         mode,
         confirmed,
     })

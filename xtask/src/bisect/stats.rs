@@ -1,6 +1,7 @@
 //! The statistics of flaky and metric bisects, pure: a reproduction rate's lower bound from k
-//! bad runs of n, the clean runs a good step needs for a stated confidence, the confidence a
-//! bisect reached, and the median of samples with its distribution-free 95 % interval.
+//! bad runs of n, the chance clean runs miss a bug whose rate is known only from runs, the
+//! clean runs a good step needs, and the median of samples with its distribution-free 95 %
+//! interval.
 
 /// The probability the bounds and intervals are stated at.
 pub const LEVEL: f64 = 0.95;
@@ -57,34 +58,32 @@ pub fn step_target(confidence: f64, k: u32) -> f64 {
 /// The most clean runs a good step is given, whatever the rate and target ask.
 pub const MAX_CLEAN_RUNS: u32 = 1000;
 
-/// How many clean runs make a step good: the fewest `m` with `1 - (1-p)^m ≥ target`, that
-/// is a bug reproducing at rate `p` would have shown in one of them with probability
-/// `target`. At most [`MAX_CLEAN_RUNS`]; 1 when `p` is 1.
-pub fn runs_needed(p: f64, target: f64) -> u32 {
-    if p >= 1.0 || target <= 0.0 {
-        return 1;
-    }
-    if p <= 0.0 || target >= 1.0 {
-        return MAX_CLEAN_RUNS;
-    }
-    let m = ((1.0 - target).ln() / (1.0 - p).ln()).ceil().max(1.0);
-    let mut m = (m as u32).min(MAX_CLEAN_RUNS);
-    // Rounding: the bound must hold for the m given.
-    while m < MAX_CLEAN_RUNS && step_confidence(p, m) < target {
-        m += 1;
-    }
-    m
+/// The chance that `m` runs of a commit with the bug all come out clean, the rate unknown:
+/// `E[(1-p)^m]` for p from its posterior `Beta(1 + bad, 1 + good)` (a uniform prior, updated
+/// with `bad` and `good` runs at commits known to have the bug). In closed form, the product
+/// over `i < m` of `(1 + good + i) / (2 + bad + good + i)`.
+pub fn miss_chance(bad: u32, good: u32, m: u32) -> f64 {
+    let (bad, good) = (f64::from(bad), f64::from(good));
+    (0..m)
+        .map(|i| (1.0 + good + f64::from(i)) / (2.0 + bad + good + f64::from(i)))
+        .product()
 }
 
-/// The confidence `m` clean runs give a good step: `1 - (1-p)^m`.
-pub fn step_confidence(p: f64, m: u32) -> f64 {
-    1.0 - (1.0 - p.clamp(0.0, 1.0)).powi(m as i32)
+/// How many clean runs make a step good: the fewest `m` with `1 - miss_chance ≥ target`, that
+/// is a bug at the rate the runs so far tell (`bad` and `good` runs at commits known to have
+/// it) would have shown in one of them with probability `target`. At most
+/// [`MAX_CLEAN_RUNS`].
+pub fn clean_runs_needed(bad: u32, good: u32, target: f64) -> u32 {
+    (1..=MAX_CLEAN_RUNS)
+        .find(|&m| miss_chance(bad, good, m) <= 1.0 - target)
+        .unwrap_or(MAX_CLEAN_RUNS)
 }
 
-/// The confidence a bisect reached: the product over its good steps (each with its clean
-/// runs) of [`step_confidence`]; a bad step is certain (it showed the bug).
-pub fn confidence_reached(p: f64, clean_runs: &[u32]) -> f64 {
-    clean_runs.iter().map(|&m| step_confidence(p, m)).product()
+/// `ln B(1 + bad, 1 + good)` = `ln(bad! good! / (bad + good + 1)!)`: the chance of a given
+/// sequence of `bad` and `good` runs under a uniform prior of the rate.
+pub fn ln_beta_runs(bad: u32, good: u32) -> f64 {
+    let ln_fact = |n: u32| (2..=n).map(|i| f64::from(i).ln()).sum::<f64>();
+    ln_fact(bad) + ln_fact(good) - ln_fact(bad.saturating_add(good).saturating_add(1))
 }
 
 /// The median of `samples` (none: None).
@@ -149,26 +148,38 @@ mod tests {
     }
 
     #[test]
-    fn runs_needed_reach_the_target_and_no_fewer_would() {
-        for (p, c, k) in [
-            (0.5, 0.95, 3),
-            (0.1531, 0.95, 2),
-            (0.9, 0.99, 5),
-            (0.05, 0.95, 4),
+    fn clean_runs_needed_reach_the_target_and_no_fewer_would() {
+        for (bad, good, c, k) in [
+            (3, 3, 0.95, 3),
+            (3, 2, 0.95, 2),
+            (9, 1, 0.99, 5),
+            (3, 27, 0.95, 4),
         ] {
             let t = step_target(c, k);
-            let m = runs_needed(p, t);
-            assert!(step_confidence(p, m) >= t, "{p} {c} {k}: {m}");
-            assert!(m == 1 || step_confidence(p, m - 1) < t, "{p} {c} {k}: {m}");
-            // k good steps of m runs each reach the confidence asked for the bisect.
-            assert!(confidence_reached(p, &vec![m; k as usize]) >= c);
+            let m = clean_runs_needed(bad, good, t);
+            assert!(1.0 - miss_chance(bad, good, m) >= t, "{bad} {good}: {m}");
+            assert!(
+                m == 1 || 1.0 - miss_chance(bad, good, m - 1) < t,
+                "{bad} {good}: {m}"
+            );
         }
-        // A rate of one half, one good step, 0.95: 5 clean runs (1 - 1/32 = 0.969).
-        assert_eq!(runs_needed(0.5, 0.95), 5);
-        assert_eq!(runs_needed(1.0, 0.95), 1);
-        assert_eq!(runs_needed(0.0, 0.95), MAX_CLEAN_RUNS);
-        assert_eq!(confidence_reached(0.5, &[]), 1.0);
-        assert!(near(confidence_reached(0.5, &[1, 2]), 0.5 * 0.75, 1e-12));
+        // Beta(4, 3) (3 bad of 5): 3/7 · 4/8 · 5/9 · 6/10 · 7/11 after 5 clean runs.
+        assert!(near(miss_chance(3, 2, 5), 2520.0 / 55440.0, 1e-12));
+        assert_eq!(miss_chance(3, 2, 0), 1.0);
+        // The posterior's spread costs runs: a rate known to be 1/2 needs 6 for 0.983, the
+        // rate told by 3 bad of 5 needs 8.
+        assert_eq!(clean_runs_needed(3, 2, step_target(0.95, 3)), 8);
+        // Much evidence of a rate of 1/2: close to the 6 the known rate needs.
+        assert_eq!(clean_runs_needed(500, 500, step_target(0.95, 3)), 6);
+        assert_eq!(clean_runs_needed(0, 1000, 0.999), MAX_CLEAN_RUNS);
+    }
+
+    #[test]
+    fn the_beta_function_of_runs() {
+        assert!(near(ln_beta_runs(0, 0), 0.0, 1e-12));
+        // 2! 1! / 4! = 1/12.
+        assert!(near(ln_beta_runs(2, 1), (1.0f64 / 12.0).ln(), 1e-12));
+        assert!(ln_beta_runs(5000, 5000).is_finite());
     }
 
     #[test]

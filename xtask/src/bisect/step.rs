@@ -39,6 +39,9 @@ pub enum Rule<'a> {
     BadEnd(&'a Asked),
     /// An endpoint of a metric bisect: a fixed number of samples.
     MetricEnd,
+    /// A confirmation's test that expects clean runs, in a flaky bisect: as a step, but good
+    /// at a clean run once the function says the bisect's confidence is reached with them.
+    Confirming(&'a dyn Fn(&[StepVerdict]) -> bool),
 }
 
 /// The runs so far, counted: each run's verdict (an "other" failure or a run without a number
@@ -133,6 +136,9 @@ fn needs_more(t: &Tally, judging: &Judging, rule: &Rule, aborted: bool) -> bool 
     }
     match rule {
         Rule::Step => mode::decide(&judging.mode, &t.verdicts, &t.samples).is_none(),
+        Rule::Confirming(reached) => {
+            mode::decide_confirming(&judging.mode, &t.verdicts, reached(&t.verdicts)).is_none()
+        }
         Rule::BadEnd(asked) => mode::bad_end_needs_more(asked, &t.verdicts),
         Rule::MetricEnd => mode::metric_end_needs_more(
             t.samples.len(),
@@ -159,6 +165,10 @@ fn verdict_of(t: &Tally, judging: &Judging, rule: &Rule) -> StepVerdict {
     match rule {
         Rule::Step => {
             mode::decide(&judging.mode, &t.verdicts, &t.samples).unwrap_or(StepVerdict::Skip)
+        }
+        Rule::Confirming(reached) => {
+            mode::decide_confirming(&judging.mode, &t.verdicts, reached(&t.verdicts))
+                .unwrap_or(StepVerdict::Skip)
         }
         Rule::BadEnd(_) if has(StepVerdict::Bad) => StepVerdict::Bad,
         Rule::BadEnd(_) if has(StepVerdict::Skip) => StepVerdict::Skip,
