@@ -2,10 +2,11 @@
 
 mod resolve;
 
+use crate::accel::AccelAsked;
 use crate::arch::Arch;
 use crate::build::plan::InitramfsMode;
 use crate::units::{Count, Size, Span};
-use crate::vm::spec::{AccelAsked, Backend, InitMode};
+use crate::vm::spec::{Backend, InitMode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 

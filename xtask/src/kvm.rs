@@ -1,11 +1,12 @@
 //! Is KVM usable? `/dev/kvm` existing proves nothing (on some hosts guests hang under it),
 //! so the probe runs real guest code under `-accel kvm` with a short deadline. The answer is
 //! cached per boot of the host.
+//! [`choose`] turns the accelerator asked for into the one a VM runs under.
 
+use crate::accel::{Accel, AccelAsked};
 use crate::cmd::{self, CommandExt};
 use crate::lock::FileLock;
 use crate::state::StateDir;
-use crate::vm::spec::{Accel, AccelAsked};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
 
+mod accel;
 mod arch;
 #[cfg(test)]
 mod arrows;

@@ -130,7 +130,7 @@ pub fn run(ctx: &Ctx, commits: u32, headers: bool) -> Result<u8> {
     let virtiofsd = tools::find(&tools::VIRTIOFSD)?;
     let accel = kvm::choose(
         crate::arch::HOST,
-        crate::vm::spec::AccelAsked::Auto,
+        crate::accel::AccelAsked::Auto,
         &ctx.state,
         &qemu,
         None,

@@ -5,6 +5,7 @@ use super::{
     BenchArgs, BenchWhat, BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg,
     MakeHistoryArgs, QuickstartArgs, ResultArgs, TestArgs, TrimConfigArgs, VmArgs,
 };
+use crate::accel::AccelAsked;
 use crate::bench::{BenchRequest, BootBench};
 use crate::bisect::{BisectRequest, StartRequest};
 use crate::build::plan::InitramfsMode;
@@ -22,7 +23,7 @@ use crate::testrun::SuiteRequest;
 use crate::trim::{Base, TrimOptions};
 use crate::units::{human_bytes, Bound, Count, Span};
 use crate::vm::run::Plan;
-use crate::vm::spec::{AccelAsked, Backend, InitMode};
+use crate::vm::spec::{Backend, InitMode};
 use crate::vm::{
     command, console, BootRequest, CheckRequest, KernelSource, TestRequest, VmRequest,
 };

@@ -47,7 +47,7 @@ pub struct VmRequest {
     pub memory_mib: u64,
     pub cpus: u32,
     /// As asked; [`crate::kvm::choose`] picks the one the VM runs under.
-    pub accel: spec::AccelAsked,
+    pub accel: crate::accel::AccelAsked,
     pub backend: spec::Backend,
     /// The libvirt URI, for [`spec::Backend::Libvirt`].
     pub connect: String,

@@ -1,8 +1,8 @@
 //! QEMU's command line for a [`VmSpec`]: small pure functions, one per concern, each flag
 //! with the reason it is there.
 
-use super::spec::Accel;
 use super::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG, SHARE_TAG};
+use crate::accel::Accel;
 use std::ffi::OsString;
 use std::path::Path;
 

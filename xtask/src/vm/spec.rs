@@ -1,38 +1,10 @@
 //! A VM as plain data (what to boot, with what, for how long) and the run dir's file names;
 //! every backend starts from these. Building the kernel command line is here too: pure code.
 
+use crate::accel::Accel;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The accelerator asked for (`--accel`, `vm.accel`); [`crate::kvm::choose`] turns it into
-/// an [`Accel`].
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccelAsked {
-    /// KVM when the probe says it works, else TCG
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-/// The accelerator a VM runs under, once chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    /// QEMU's name for it (`-accel kvm`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
 
 /// Who starts the VM.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
