@@ -1,7 +1,6 @@
 //! The build container: a command run inside the rootfs with systemd-nspawn, with bind mounts
 //! and environment. Builds and olddefconfig run here so every user gets the same toolchain.
 
-use crate::state::StateDir;
 use crate::tools;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -25,14 +24,6 @@ pub fn host_has_systemd() -> bool {
 }
 
 impl Container {
-    /// The container over `rootfs`; fails with the fix when the rootfs is not built.
-    /// The generation is the one this process uses throughout (`generation::in_use`).
-    pub fn new(state: &StateDir) -> Result<Container> {
-        Ok(Container::at(
-            crate::rootfs::generation::in_use(state)?.tree,
-        ))
-    }
-
     /// The container over any directory (setup-rootfs uses this on its temporary tree).
     pub fn at(rootfs: PathBuf) -> Container {
         Container {

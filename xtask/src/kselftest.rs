@@ -9,7 +9,6 @@ use crate::build::plan::Invocation;
 use crate::build::runner::{Place, Runner};
 use crate::build::source::{self, Checkout};
 use crate::cmd;
-use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::lock::FileLock;
 use crate::progress::Progress;
@@ -126,7 +125,7 @@ pub fn build(ctx: &Ctx, rev: Option<&str>, targets: &[String]) -> Result<PathBuf
         targets.join(" "),
         log.display()
     );
-    let place = Place::container(Container::new(&ctx.state)?, &dirs.src, out);
+    let place = Place::container(crate::rootfs::build_container(&ctx.state)?, &dirs.src, out);
     let bar = Progress::start("kselftest build");
     let mut runner = Runner::new(place, log.clone(), Some(bar.clone()), BUILD_LIMIT)?;
     for argv in make_steps(targets) {

@@ -34,6 +34,12 @@ use std::time::Instant;
 
 /// Where the recipe folder is bind-mounted while `customize.sh` runs.
 const RECIPE_MOUNT: &str = "/run/xtask-recipe";
+/// The build container over the rootfs in use; fails with the fix when the rootfs is not
+/// built. The generation is the one this process uses throughout ([`generation::in_use`]).
+pub fn build_container(state: &StateDir) -> Result<Container> {
+    Ok(Container::at(generation::in_use(state)?.tree))
+}
+
 /// Mount points the read-only build container binds over (nspawn cannot create them).
 pub const MOUNT_POINTS: &[&str] = &["/src", "/build", "/ccache", "/out", "/xtask"];
 
@@ -235,7 +241,7 @@ fn check_tree(tree: &Path, build_container: bool) -> Result<()> {
 pub fn shell(state: &StateDir, command: &[String]) -> Result<u8> {
     require_root("the rootfs container")?;
     let interactive = command.is_empty() && std::io::stdin().is_terminal();
-    let mut container = Container::new(state)?;
+    let mut container = build_container(state)?;
     if interactive {
         container = container.interactive();
     }

@@ -7,7 +7,6 @@ use crate::arch::{Arch, Lane};
 use crate::build::plan::{Make, Paths};
 use crate::build::runner::{Place, Runner};
 use crate::cmd;
-use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::{self, config, verify, Config, Layer, SymbolIndex};
 use crate::lock::FileLock;
@@ -385,7 +384,7 @@ impl KernelMake {
         Ok(KernelMake {
             make: Make::config(arch, Paths::container()),
             out_dir: out.to_path_buf(),
-            place: Place::container(Container::new(&ctx.state)?, tree, out),
+            place: Place::container(crate::rootfs::build_container(&ctx.state)?, tree, out),
             status: None,
         })
     }

@@ -11,7 +11,6 @@ use super::runner::{Place, Runner, Step};
 use super::source::{self, Checkout, Source};
 use super::BuildRequest;
 use super::{artifacts, BuildOutcome};
-use crate::container::Container;
 use crate::ctx::Ctx;
 use crate::kconfig::Config;
 use crate::lock::FileLock;
@@ -134,7 +133,7 @@ pub fn build(
     let container = if opts.host {
         None
     } else {
-        Some(Container::new(&ctx.state)?)
+        Some(crate::rootfs::build_container(&ctx.state)?)
     };
     let (src_dir, build_dir) = (&req.dirs.src, &req.dirs.build);
     let _src_lock = FileLock::acquire(
