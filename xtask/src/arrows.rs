@@ -478,3 +478,51 @@ fn only_the_front_door_names_the_command_line() {
         readers.join("\n")
     );
 }
+
+/// `g` with every node taken to its top-level module (`vm::run` → `vm`): the arrows between
+/// folders and top-level files.
+fn folders(g: &Graph) -> Graph {
+    let top = |n: &str| n.split("::").next().unwrap_or(n).to_string();
+    let mut f = Graph::new();
+    for (from, to) in g {
+        for (to, at) in to {
+            if top(from) != top(to) {
+                f.entry(top(from))
+                    .or_default()
+                    .entry(top(to))
+                    .or_insert_with(|| at.clone());
+            }
+        }
+    }
+    f
+}
+
+#[test]
+fn no_folder_circles() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let found = circles(&folders(&graph(&src)));
+    assert!(
+        found.is_empty(),
+        "circles between folders (each arrow names where the first use is):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn a_folder_circle_is_one_through_its_submodules() {
+    let mut g = Graph::new();
+    let arrow = |g: &mut Graph, a: &str, b: &str| {
+        g.entry(a.into())
+            .or_default()
+            .insert(b.into(), format!("{a}.rs:1"));
+    };
+    // vm::run → settings → vm::spec: no circle between modules, one between folders.
+    arrow(&mut g, "vm::run", "settings");
+    arrow(&mut g, "settings", "vm::spec");
+    arrow(&mut g, "vm::run", "vm::spec");
+    assert!(circles(&g).is_empty(), "{:?}", circles(&g));
+    assert_eq!(
+        circles(&folders(&g)),
+        ["[settings vm]: settings → vm (settings.rs:1) → settings (vm::run.rs:1)"]
+    );
+}

@@ -2,9 +2,9 @@
 //! (QEMU as our child, or a transient libvirt domain). vm/ never names libvirt/, which builds
 //! on vm/'s pure parts: the libvirt starter reaches vm/ through [`Tools::start_domain`].
 
+use crate::options::Backend;
 use crate::tools;
 use crate::vm::guest::{Launcher, Tools};
-use crate::vm::spec::Backend;
 use crate::vm::VmRequest;
 use crate::vm::NEEDS_LIBVIRT_FEATURE;
 use anyhow::{bail, Result};
@@ -55,7 +55,7 @@ mod backend_tests {
             keep: true,
             ..Default::default()
         };
-        args.resolve(&FileVm::default(), crate::vm::spec::InitMode::Fast)
+        args.resolve(&FileVm::default(), crate::options::InitMode::Fast)
             .unwrap()
     }
 

@@ -14,11 +14,11 @@ pub mod source;
 mod toolchain;
 
 use crate::ctx::Ctx;
+use crate::options::InitramfsMode;
 use crate::units::short;
 use anyhow::{bail, Context, Result};
 use cache::{Cache, Entry, Status};
 use key::{sha256_hex, KeyInputs};
-use plan::InitramfsMode;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

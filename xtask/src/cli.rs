@@ -2,11 +2,11 @@
 
 mod resolve;
 
-use crate::accel::AccelAsked;
 use crate::arch::Arch;
-use crate::build::plan::InitramfsMode;
+use crate::options::AccelAsked;
+use crate::options::InitramfsMode;
+use crate::options::{Backend, InitMode};
 use crate::units::{Count, Size, Span};
-use crate::vm::spec::{Backend, InitMode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 

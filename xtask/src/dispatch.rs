@@ -211,7 +211,7 @@ fn boot(a: BootCmd, ctx: &Ctx) -> Result<u8> {
             Ok(0)
         }
         #[cfg(feature = "libvirt")]
-        None if opts.backend == crate::vm::spec::Backend::Libvirt => {
+        None if opts.backend == crate::options::Backend::Libvirt => {
             let (spec, tools) = prepare(ctx, opts, tools, &kernel, Console::Interactive)?;
             crate::libvirt::boot_interactive(&spec, &paths, &tools)
         }

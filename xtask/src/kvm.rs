@@ -3,9 +3,9 @@
 //! cached per boot of the host.
 //! [`choose`] turns the accelerator asked for into the one a VM runs under.
 
-use crate::accel::{Accel, AccelAsked};
 use crate::cmd::{self, CommandExt};
 use crate::lock::FileLock;
+use crate::options::{Accel, AccelAsked};
 use crate::state::StateDir;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,5 @@
 //! `cargo xtask`: parses the command line and dispatches to one task per module.
 
-mod accel;
 mod arch;
 #[cfg(test)]
 mod arrows;
@@ -31,6 +30,7 @@ mod layer;
 mod libvirt;
 mod linux_source;
 mod lock;
+mod options;
 mod phase;
 mod progress;
 mod quickstart;

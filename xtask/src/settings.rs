@@ -1,10 +1,10 @@
 //! Settings: `xtask.toml`, each option's default and bounds (the requests they resolve into
 //! are the VM's, [`crate::vm::VmRequest`], and the build's, [`crate::build::BuildRequest`]).
 
-use crate::accel::AccelAsked;
-use crate::build::plan::InitramfsMode;
+use crate::options::AccelAsked;
+use crate::options::InitramfsMode;
+use crate::options::{Backend, InitMode};
 use crate::units::{Bound, Count, Size, Span};
-use crate::vm::spec::{Backend, InitMode};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -130,7 +130,7 @@ pub fn run(ctx: &Ctx, commits: u32, headers: bool) -> Result<u8> {
     let virtiofsd = tools::find(&tools::VIRTIOFSD)?;
     let accel = kvm::choose(
         crate::arch::HOST,
-        crate::accel::AccelAsked::Auto,
+        crate::options::AccelAsked::Auto,
         &ctx.state,
         &qemu,
         None,
@@ -139,7 +139,7 @@ pub fn run(ctx: &Ctx, commits: u32, headers: bool) -> Result<u8> {
     let append = kernel_cmdline(&CmdlineInput {
         // The article's script boots x86_64 microvm.
         arch: &crate::arch::X86_64,
-        init: crate::vm::spec::InitMode::Fast,
+        init: crate::options::InitMode::Fast,
         rw: false,
         share: false,
         machine: Machine::Microvm,

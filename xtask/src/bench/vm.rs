@@ -152,7 +152,7 @@ pub fn bench_boot(
         true => peers::installed(
             &crate::deps::Peers::of(&ctx.state),
             &kernel.image,
-            base_spec.accel == crate::accel::Accel::Kvm,
+            base_spec.accel == crate::options::Accel::Kvm,
             base_spec.cpus,
             base_spec.memory_mib,
         ),

@@ -5,19 +5,7 @@
 use super::key::CommandKey;
 use crate::arch::Arch;
 use crate::kconfig::Config;
-use serde::{Deserialize, Serialize};
-
-/// When a build makes an initramfs.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InitramfsMode {
-    /// An initramfs only when booting needs modules
-    Auto,
-    /// Always make one with dracut
-    Dracut,
-    /// Never make one
-    None,
-}
+use crate::options::InitramfsMode;
 
 /// Where the sources and the build dir are, as the build commands see them.
 #[derive(Debug, Clone, PartialEq, Eq)]

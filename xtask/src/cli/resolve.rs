@@ -5,12 +5,13 @@ use super::{
     BenchArgs, BenchWhat, BisectCmd, BootCmd, BuildArgs, CheckArgs, CheckCmd, KernelArg,
     MakeHistoryArgs, QuickstartArgs, ResultArgs, TestArgs, TrimConfigArgs, VmArgs,
 };
-use crate::accel::AccelAsked;
 use crate::bench::{BenchRequest, BootBench};
 use crate::bisect::{BisectRequest, StartRequest};
-use crate::build::plan::InitramfsMode;
 use crate::build::BuildRequest;
 use crate::history::{self, Change};
+use crate::options::AccelAsked;
+use crate::options::InitramfsMode;
+use crate::options::{Backend, InitMode};
 use crate::quickstart::QuickstartRequest;
 use crate::settings::{
     default_boot_timeout, from_workspace, given, require_utf8, workspace_root, FileBuild,
@@ -23,7 +24,6 @@ use crate::testrun::SuiteRequest;
 use crate::trim::{Base, TrimOptions};
 use crate::units::{human_bytes, Bound, Count, Span};
 use crate::vm::run::Plan;
-use crate::vm::spec::{Backend, InitMode};
 use crate::vm::{
     command, console, BootRequest, CheckRequest, KernelSource, TestRequest, VmRequest,
 };

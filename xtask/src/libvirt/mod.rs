@@ -32,7 +32,7 @@ pub fn domain_def(spec: &VmSpec, paths: &RunPaths, tools: &Tools, keep: bool) ->
                 String::new()
             }
         ),
-        kvm: spec.accel == crate::accel::Accel::Kvm,
+        kvm: spec.accel == crate::options::Accel::Kvm,
         emulator: tools.qemu.clone(),
         memory_mib: spec.memory_mib,
         cpus: spec.cpus,

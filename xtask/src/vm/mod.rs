@@ -47,8 +47,8 @@ pub struct VmRequest {
     pub memory_mib: u64,
     pub cpus: u32,
     /// As asked; [`crate::kvm::choose`] picks the one the VM runs under.
-    pub accel: crate::accel::AccelAsked,
-    pub backend: spec::Backend,
+    pub accel: crate::options::AccelAsked,
+    pub backend: crate::options::Backend,
     /// The libvirt URI, for [`spec::Backend::Libvirt`].
     pub connect: String,
     pub append: Option<String>,
@@ -56,7 +56,7 @@ pub struct VmRequest {
     pub layer: Option<String>,
     /// `--share DIR`, absolute.
     pub share: Option<PathBuf>,
-    pub init: spec::InitMode,
+    pub init: crate::options::InitMode,
     pub timeout: Duration,
     pub boot_timeout: Duration,
     pub shutdown_timeout: Duration,

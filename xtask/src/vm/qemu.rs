@@ -2,7 +2,7 @@
 //! with the reason it is there.
 
 use super::spec::{Console, Machine, RunPaths, VmSpec, AGENT_PORT, ROOT_TAG, SHARE_TAG};
-use crate::accel::Accel;
+use crate::options::Accel;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -228,7 +228,7 @@ fn rng(bus: Transport) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::spec::InitMode;
+    use crate::options::InitMode;
     use std::path::PathBuf;
     use std::time::Duration;
 

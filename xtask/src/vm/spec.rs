@@ -1,40 +1,9 @@
 //! A VM as plain data (what to boot, with what, for how long) and the run dir's file names;
 //! every backend starts from these. Building the kernel command line is here too: pure code.
 
-use crate::accel::Accel;
-use serde::{Deserialize, Serialize};
+use crate::options::{Accel, InitMode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Who starts the VM.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// QEMU started directly; no daemon
-    Qemu,
-    /// A transient libvirt domain (needs the `libvirt` cargo feature)
-    Libvirt,
-}
-
-/// The guest's userspace.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InitMode {
-    /// Full systemd userspace, qemu-guest-agent as a service
-    Systemd,
-    /// The rootfs's small init: overlay root, guest agent, nothing else
-    Fast,
-}
-
-impl InitMode {
-    /// Its name, as `xtask.init=` and the progress lines say it.
-    pub fn name(self) -> &'static str {
-        match self {
-            InitMode::Fast => "fast",
-            InitMode::Systemd => "systemd",
-        }
-    }
-}
 
 pub use crate::arch::Machine;
 
