@@ -435,9 +435,16 @@ fn drive(
             .map_err(unexpected)?;
         // A bad step's runs tell the rate (flaky): the next good step may need fewer.
         let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
+        let before = saved.judging.mode.runs_rule();
         saved.judging.mode.learn(&verdicts);
         step.term = term.into();
         print_step(n, total.max(n as u32), &step);
+        if saved.judging.mode.runs_rule() != before {
+            eprintln!(
+                "bisect: the runs at bad commits tell the rate: a good step now needs {} clean runs",
+                saved.judging.mode.runs_rule().0
+            );
+        }
         report.steps.push(step);
         save(place, &saved, &report)?;
         let answer = bisect.mark(term, &commit)?;
