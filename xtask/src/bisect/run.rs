@@ -4,12 +4,13 @@
 //! state (git's, the engine's, the report) survives Ctrl-C, so `--resume` continues.
 
 use super::engine::{self, End, Engine, Next, Outcome, Role, Terms};
+use super::evidence::{Evidence, Range};
 use super::git::{self, Bisect};
 use super::progress::estimate_steps;
 use super::report::{short, Culprit, Inputs, Report, Step, StepVerdict};
 use super::step::{Judging, Rule};
 use super::symptom::Symptom;
-use super::{mode, posterior, suspect};
+use super::{mode, suspect};
 use crate::build::{self, BuildOutcome};
 use crate::cli::BisectCmd;
 use crate::ctx::Ctx;
@@ -488,7 +489,8 @@ fn finish(
     }
     report.confidence = match (&outcome, saved.judging.mode.confidence_asked()) {
         (Outcome::Found { culprit }, Some(_)) => {
-            Some(Evidence::gather(tree, &report, culprit)?.confidence(&report.steps, None))
+            let evidence = gather_evidence(tree, &report, culprit)?;
+            Some(confidence_of(&evidence, &report.steps, None))
         }
         _ => None,
     };
@@ -533,7 +535,7 @@ fn confirm(
     // Flaky: a test that expects clean runs (forward, the parent's and the revert's) runs until
     // the confidence, with its runs, is reached.
     let evidence = match saved.judging.mode.confidence_asked() {
-        Some(_) => Some(Evidence::gather(tree, report, culprit)?),
+        Some(_) => Some(gather_evidence(tree, report, culprit)?),
         None => None,
     };
     let mut results = Vec::new();
@@ -541,7 +543,7 @@ fn confirm(
         signals::check()?;
         let reached =
             |runs: &[StepVerdict]| match (&evidence, saved.judging.mode.confidence_asked()) {
-                (Some(e), Some(c)) => e.confidence(&report.steps, Some((&t, runs))) >= c,
+                (Some(e), Some(c)) => confidence_of(e, &report.steps, Some((&t, runs))) >= c,
                 _ => false,
             };
         let rule = match (t.expect, &evidence) {
@@ -586,66 +588,39 @@ fn confirm(
     ))
 }
 
-/// What the confidence of a flaky bisect is computed from, besides the runs: the range's
-/// candidates and each tested commit's ancestors among them (from git, once).
-struct Evidence {
-    candidates: Vec<String>,
-    ancestry: std::collections::HashMap<String, std::collections::HashSet<String>>,
-    culprit: String,
-    reverse: bool,
+/// The confidence of a flaky bisect's culprit from the report's steps and a confirmation test
+/// under way (`runs` of it).
+fn confidence_of(
+    evidence: &Evidence,
+    steps: &[Step],
+    under_way: Option<(&engine::ConfirmTest<String>, &[StepVerdict])>,
+) -> f64 {
+    let verdicts: Vec<(&str, bool, Vec<StepVerdict>)> = steps
+        .iter()
+        .map(|s| {
+            let v = s.runs.iter().map(|r| r.verdict).collect();
+            (s.commit.as_str(), s.role == Role::Revert, v)
+        })
+        .chain(under_way.map(|(t, r)| (t.candidate.as_str(), t.role == Role::Revert, r.to_vec())))
+        .collect();
+    evidence.confidence(verdicts.iter().map(|(c, rv, v)| (*c, *rv, v.as_slice())))
 }
 
-impl Evidence {
-    fn gather(tree: &Path, report: &Report, culprit: &str) -> Result<Evidence> {
-        let (good, bad) = (&report.inputs.good, &report.inputs.bad);
-        let parent = git::rev_parse(tree, &format!("{culprit}^")).ok();
-        let tested = report
-            .steps
-            .iter()
-            .filter(|s| s.role != Role::Revert)
-            .map(|s| s.commit.as_str())
-            .chain([culprit])
-            .chain(parent.as_deref());
-        Ok(Evidence {
-            candidates: git::range(tree, good, bad, &report.inputs.paths)?,
-            ancestry: git::ancestry(tree, good, tested)?,
-            culprit: culprit.to_string(),
-            reverse: report.inputs.reverse,
-        })
-    }
-
-    /// The confidence from the steps' runs, and those of a confirmation test under way.
-    fn confidence(
-        &self,
-        steps: &[Step],
-        under_way: Option<(&engine::ConfirmTest<String>, &[StepVerdict])>,
-    ) -> f64 {
-        let runs: Vec<(&str, bool, Vec<StepVerdict>)> = steps
-            .iter()
-            .map(|s| {
-                let verdicts = s.runs.iter().map(|r| r.verdict).collect();
-                (s.commit.as_str(), s.role == Role::Revert, verdicts)
-            })
-            .chain(
-                under_way.map(|(t, r)| (t.candidate.as_str(), t.role == Role::Revert, r.to_vec())),
-            )
-            .collect();
-        let tested: Vec<posterior::Tested> = runs
-            .iter()
-            .map(|(commit, revert, runs)| posterior::Tested {
-                commit,
-                revert: *revert,
-                runs,
-            })
-            .collect();
-        posterior::confidence(
-            &self.candidates,
-            &self.ancestry,
-            &tested,
-            &self.culprit,
-            self.reverse,
-        )
-    }
+/// The git facts a flaky bisect's confidence needs (its tested commits but the revert's).
+fn gather_evidence(tree: &Path, report: &Report, culprit: &str) -> Result<Evidence> {
+    let i = &report.inputs;
+    let range = Range {
+        good: &i.good,
+        bad: &i.bad,
+        paths: &i.paths,
+        reverse: i.reverse,
+    };
+    let tested = report
+        .steps
+        .iter()
+        .filter(|s| s.role != Role::Revert)
+        .map(|s| s.commit.as_str());
+    Evidence::gather(tree, &range, tested, culprit)
 }
 
 /// Whether the culprit's kernel is its parent's, from the signatures their cache entries
