@@ -66,3 +66,62 @@ impl Evidence {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::CommandExt;
+    use crate::git::owned;
+    use StepVerdict::{Bad, Good};
+
+    /// A real repository: base, then c1..c4; the confidence that c3 is the culprit from git's
+    /// own answers on ancestry.
+    #[test]
+    fn git_tells_the_candidates_and_their_ancestors() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        owned(t).args(["init", "-q"]).output_logged().unwrap();
+        let mut ids = Vec::new();
+        for n in 0..=4 {
+            owned(t)
+                .args(["commit", "-q", "--allow-empty", "-m", &format!("c{n}")])
+                .output_logged()
+                .unwrap();
+            ids.push(git::rev_parse(t, "HEAD").unwrap());
+        }
+        let range = Range {
+            good: &ids[0],
+            bad: &ids[4],
+            paths: &[],
+            reverse: false,
+        };
+        let tested = [ids[2].as_str(), ids[4].as_str()];
+        let e = Evidence::gather(t, &range, tested, &ids[3]).unwrap();
+        assert_eq!(e.candidates.len(), 4);
+        assert_eq!(e.ancestry[&ids[2]].len(), 2, "c1 and c2");
+        assert_eq!(
+            e.ancestry[&ids[3]].len(),
+            3,
+            "the culprit's own, gathered too"
+        );
+        let (bad_end, clean, culprit) = ([Bad, Good, Bad, Bad], [Good; 6], [Bad]);
+        let few = e.confidence([
+            (ids[4].as_str(), false, &bad_end[..]),
+            (ids[2].as_str(), false, &clean[..]),
+            (ids[3].as_str(), false, &culprit[..]),
+        ]);
+        let more = e.confidence([
+            (ids[4].as_str(), false, &bad_end[..]),
+            (ids[2].as_str(), false, &clean[..]),
+            (ids[3].as_str(), false, &culprit[..]),
+            ("revert", true, &clean[..]),
+        ]);
+        assert!(0.8 < few && few < more && more < 1.0, "{few} {more}");
+        // A bad run at the parent: c3 cannot be the culprit.
+        let wrong = e.confidence([
+            (ids[4].as_str(), false, &bad_end[..]),
+            (ids[2].as_str(), false, &culprit[..]),
+        ]);
+        assert_eq!(wrong, 0.0);
+    }
+}
