@@ -489,8 +489,7 @@ fn finish(
     }
     report.confidence = match (&outcome, saved.judging.mode.confidence_asked()) {
         (Outcome::Found { culprit }, Some(_)) => {
-            let evidence = gather_evidence(tree, &report, culprit)?;
-            Some(confidence_of(&evidence, &report.steps, None))
+            gather_evidence(tree, &report, culprit)?.map(|e| confidence_of(&e, &report.steps, None))
         }
         _ => None,
     };
@@ -535,7 +534,7 @@ fn confirm(
     // Flaky: a test that expects clean runs (forward, the parent's and the revert's) runs until
     // the confidence, with its runs, is reached.
     let evidence = match saved.judging.mode.confidence_asked() {
-        Some(_) => Some(gather_evidence(tree, report, culprit)?),
+        Some(_) => gather_evidence(tree, report, culprit)?,
         None => None,
     };
     let mut results = Vec::new();
@@ -606,8 +605,9 @@ fn confidence_of(
     evidence.confidence(verdicts.iter().map(|(c, rv, v)| (*c, *rv, v.as_slice())))
 }
 
-/// The git facts a flaky bisect's confidence needs (its tested commits but the revert's).
-fn gather_evidence(tree: &Path, report: &Report, culprit: &str) -> Result<Evidence> {
+/// The git facts a flaky bisect's confidence needs (its tested commits but the revert's);
+/// None, said, when git does not give them: the bisect's answer stands without a confidence.
+fn gather_evidence(tree: &Path, report: &Report, culprit: &str) -> Result<Option<Evidence>> {
     let i = &report.inputs;
     let range = Range {
         good: &i.good,
@@ -620,7 +620,14 @@ fn gather_evidence(tree: &Path, report: &Report, culprit: &str) -> Result<Eviden
         .iter()
         .filter(|s| s.role != Role::Revert)
         .map(|s| s.commit.as_str());
-    Evidence::gather(tree, &range, tested, culprit)
+    match Evidence::gather(tree, &range, tested, culprit) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if signals::is_interrupted(&e) => Err(e),
+        Err(e) => {
+            eprintln!("bisect: no confidence can be stated: {e:#}");
+            Ok(None)
+        }
+    }
 }
 
 /// Whether the culprit's kernel is its parent's, from the signatures their cache entries
