@@ -409,8 +409,8 @@ pub struct BisectCmd {
     /// [default: 5]
     #[arg(long, value_name = "N", value_parser = Count::parse)]
     pub endpoint_runs: Option<Count>,
-    /// The confidence a flaky bisect must reach, over all its good steps, above 0 and below 1
-    /// [default: 0.95]
+    /// The confidence a flaky bisect must reach (the probability, given its runs, that the
+    /// culprit named is right), above 0 and below 1 [default: 0.95]
     #[arg(long, value_name = "C")]
     pub confidence: Option<f64>,
     /// Count any failure of a run as bad, not only the symptom the BAD end showed

@@ -2,6 +2,7 @@
 //! driven by a pure engine; the culprit confirmed and examined.
 
 mod engine;
+mod evidence;
 mod git;
 mod metric;
 mod mode;

@@ -102,8 +102,8 @@ impl Mode {
                 ..
             } => format!(
                 "flaky: BAD was bad in {bad} of {runs} runs, a rate of at least {rate:.3} \
-                 (95 % bound); a good step needs {clean_runs} clean runs (fewer as bad steps \
-                 tell the rate) for a confidence of {confidence} over {good_steps} good step{}",
+                 (95 % bound); a good step needs {clean_runs} clean runs (as the runs at bad \
+                 commits tell the rate) for a confidence of {confidence} over {good_steps} good step{}",
                 if *good_steps == 1 { "" } else { "s" }
             ),
             Mode::Metric(m) => format!(

@@ -203,6 +203,45 @@ mod tests {
         assert!(probability(&t, &p, named).is_finite());
     }
 
+    #[test]
+    fn a_fix_is_found_the_other_way_round() {
+        // --reverse: the bug is in every commit without the fix. 1 is broken, 2 clean: the fix
+        // is 2 unless 2 hid the bug (then 3).
+        let name = |c: u32| c.to_string();
+        let candidates: Vec<String> = (1..=3).map(name).collect();
+        let ancestry: HashMap<String, HashSet<String>> = (0..=3)
+            .map(|c| (name(c), (1..=c).map(name).collect()))
+            .collect();
+        fn at<'a>(commit: &'a str, runs: &'a [StepVerdict], revert: bool) -> Tested<'a> {
+            Tested {
+                commit,
+                revert,
+                runs,
+            }
+        }
+        let (broken, clean) = ([Bad], [Good; 4]);
+        let by = |tested: &[Tested]| confidence(&candidates, &ancestry, tested, "2", true);
+        let few = by(&[at("1", &broken, false), at("2", &clean[..1], false)]);
+        let more = by(&[at("1", &broken, false), at("2", &clean, false)]);
+        assert!(0.5 < few && few < more && more < 1.0, "{few} {more}");
+        // The new end with the fix reverted is broken: only the fix being 2 does that.
+        let sure = by(&[
+            at("1", &broken, false),
+            at("2", &clean[..1], false),
+            at("3", &broken, true),
+        ]);
+        assert!(near(sure, 1.0, 1e-12), "{sure}");
+        // Forward, a bad run at 1 rules 2 out.
+        let forward = confidence(
+            &candidates,
+            &ancestry,
+            &[at("1", &broken, false)],
+            "2",
+            false,
+        );
+        assert_eq!(forward, 0.0);
+    }
+
     /// One bisect of a linear history 1..=n (the old end 0 without the bug, the new end n)
     /// whose check is bad at rate `p` from `culprit` on, judged by the bisect's own rules
     /// (the BAD end's runs, the steps', the confirmation's), a halving standing in for git:

@@ -4,13 +4,14 @@
 //! state (git's, the engine's, the report) survives Ctrl-C, so `--resume` continues.
 
 use super::engine::{self, End, Engine, Next, Outcome, Role, Terms};
+use super::evidence::{Evidence, Range};
 use super::git::{self, Bisect};
 use super::progress::estimate_steps;
 use super::report::{short, Culprit, Inputs, Report, Step, StepVerdict};
 use super::request::{BisectRequest, StartRequest};
 use super::step::{Judging, Rule};
 use super::symptom::Symptom;
-use super::{mode, posterior, suspect};
+use super::{mode, suspect};
 use crate::build::{self, BuildOutcome};
 use crate::ctx::Ctx;
 use crate::lock::{self, FileLock};
@@ -405,9 +406,16 @@ fn drive(
             .map_err(unexpected)?;
         // A bad step's runs tell the rate (flaky): the next good step may need fewer.
         let verdicts: Vec<StepVerdict> = step.runs.iter().map(|r| r.verdict).collect();
+        let before = saved.judging.mode.runs_rule();
         saved.judging.mode.learn(&verdicts);
         step.term = term.into();
         print_step(n, total.max(n as u32), &step);
+        if saved.judging.mode.runs_rule() != before {
+            eprintln!(
+                "bisect: the runs at bad commits tell the rate: a good step now needs {} clean runs",
+                saved.judging.mode.runs_rule().0
+            );
+        }
         report.steps.push(step);
         save(place, &saved, &report)?;
         let answer = bisect.mark(term, &commit)?;
@@ -451,7 +459,7 @@ fn finish(
     }
     report.confidence = match (&outcome, saved.judging.mode.confidence_asked()) {
         (Outcome::Found { culprit }, Some(_)) => {
-            Some(Evidence::gather(tree, &report, culprit)?.confidence(&report.steps, None))
+            gather_evidence(tree, &report, culprit)?.map(|e| confidence_of(&e, &report.steps, None))
         }
         _ => None,
     };
@@ -496,7 +504,7 @@ fn confirm(
     // Flaky: a test that expects clean runs (forward, the parent's and the revert's) runs until
     // the confidence, with its runs, is reached.
     let evidence = match saved.judging.mode.confidence_asked() {
-        Some(_) => Some(Evidence::gather(tree, report, culprit)?),
+        Some(_) => gather_evidence(tree, report, culprit)?,
         None => None,
     };
     let mut results = Vec::new();
@@ -504,7 +512,7 @@ fn confirm(
         signals::check()?;
         let reached =
             |runs: &[StepVerdict]| match (&evidence, saved.judging.mode.confidence_asked()) {
-                (Some(e), Some(c)) => e.confidence(&report.steps, Some((&t, runs))) >= c,
+                (Some(e), Some(c)) => confidence_of(e, &report.steps, Some((&t, runs))) >= c,
                 _ => false,
             };
         let rule = match (t.expect, &evidence) {
@@ -549,65 +557,46 @@ fn confirm(
     ))
 }
 
-/// What the confidence of a flaky bisect is computed from, besides the runs: the range's
-/// candidates and each tested commit's ancestors among them (from git, once).
-struct Evidence {
-    candidates: Vec<String>,
-    ancestry: std::collections::HashMap<String, std::collections::HashSet<String>>,
-    culprit: String,
-    reverse: bool,
+/// The confidence of a flaky bisect's culprit from the report's steps and a confirmation test
+/// under way (`runs` of it).
+fn confidence_of(
+    evidence: &Evidence,
+    steps: &[Step],
+    under_way: Option<(&engine::ConfirmTest<String>, &[StepVerdict])>,
+) -> f64 {
+    let verdicts: Vec<(&str, bool, Vec<StepVerdict>)> = steps
+        .iter()
+        .map(|s| {
+            let v = s.runs.iter().map(|r| r.verdict).collect();
+            (s.commit.as_str(), s.role == Role::Revert, v)
+        })
+        .chain(under_way.map(|(t, r)| (t.candidate.as_str(), t.role == Role::Revert, r.to_vec())))
+        .collect();
+    evidence.confidence(verdicts.iter().map(|(c, rv, v)| (*c, *rv, v.as_slice())))
 }
 
-impl Evidence {
-    fn gather(tree: &Path, report: &Report, culprit: &str) -> Result<Evidence> {
-        let (good, bad) = (&report.inputs.good, &report.inputs.bad);
-        let parent = git::rev_parse(tree, &format!("{culprit}^")).ok();
-        let tested = report
-            .steps
-            .iter()
-            .filter(|s| s.role != Role::Revert)
-            .map(|s| s.commit.as_str())
-            .chain([culprit])
-            .chain(parent.as_deref());
-        Ok(Evidence {
-            candidates: git::range(tree, good, bad, &report.inputs.paths)?,
-            ancestry: git::ancestry(tree, good, tested)?,
-            culprit: culprit.to_string(),
-            reverse: report.inputs.reverse,
-        })
-    }
-
-    /// The confidence from the steps' runs, and those of a confirmation test under way.
-    fn confidence(
-        &self,
-        steps: &[Step],
-        under_way: Option<(&engine::ConfirmTest<String>, &[StepVerdict])>,
-    ) -> f64 {
-        let runs: Vec<(&str, bool, Vec<StepVerdict>)> = steps
-            .iter()
-            .map(|s| {
-                let verdicts = s.runs.iter().map(|r| r.verdict).collect();
-                (s.commit.as_str(), s.role == Role::Revert, verdicts)
-            })
-            .chain(
-                under_way.map(|(t, r)| (t.candidate.as_str(), t.role == Role::Revert, r.to_vec())),
-            )
-            .collect();
-        let tested: Vec<posterior::Tested> = runs
-            .iter()
-            .map(|(commit, revert, runs)| posterior::Tested {
-                commit,
-                revert: *revert,
-                runs,
-            })
-            .collect();
-        posterior::confidence(
-            &self.candidates,
-            &self.ancestry,
-            &tested,
-            &self.culprit,
-            self.reverse,
-        )
+/// The git facts a flaky bisect's confidence needs (its tested commits but the revert's);
+/// None, said, when git does not give them: the bisect's answer stands without a confidence.
+fn gather_evidence(tree: &Path, report: &Report, culprit: &str) -> Result<Option<Evidence>> {
+    let i = &report.inputs;
+    let range = Range {
+        good: &i.good,
+        bad: &i.bad,
+        paths: &i.paths,
+        reverse: i.reverse,
+    };
+    let tested = report
+        .steps
+        .iter()
+        .filter(|s| s.role != Role::Revert)
+        .map(|s| s.commit.as_str());
+    match Evidence::gather(tree, &range, tested, culprit) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if signals::is_interrupted(&e) => Err(e),
+        Err(e) => {
+            eprintln!("bisect: no confidence can be stated: {e:#}");
+            Ok(None)
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! bisect --no-checkout` over a real history; only the check is simulated.
 
 use super::engine::{self, End, Engine, Next, Outcome, Role, StepVerdict, Terms};
+use super::evidence::{Evidence, Range};
 use super::git::{self, Bisect};
 use super::mode::{self, Asked, Mode};
-use super::{posterior, progress};
+use super::progress;
 use crate::cmd::CommandExt;
 use crate::git::owned;
 use anyhow::{anyhow, bail, Context, Result};
@@ -101,30 +102,20 @@ pub fn bisect(
             confirmed: false,
         });
     };
-    let candidates = git::range(wt, good, bad, &[])?;
-    let ancestry = git::ancestry(
-        wt,
+    let range = Range {
         good,
-        tested
-            .iter()
-            .map(|(c, _, _)| c.as_str())
-            .chain([culprit.as_str()]),
-    )?;
+        bad,
+        paths: &[],
+        reverse: false,
+    };
+    let evidence = Evidence::gather(wt, &range, tested.iter().map(|t| t.0.as_str()), &culprit)?;
     let parent = git::rev_parse(wt, &format!("{culprit}^")).ok();
-    let mut ancestry = ancestry;
-    if let Some(p) = &parent {
-        ancestry.extend(git::ancestry(wt, good, [p.as_str()])?);
-    }
     let confidence = |tested: &[(String, bool, Vec<StepVerdict>)]| {
-        let t: Vec<posterior::Tested> = tested
-            .iter()
-            .map(|(c, revert, runs)| posterior::Tested {
-                commit: c,
-                revert: *revert,
-                runs,
-            })
-            .collect();
-        posterior::confidence(&candidates, &ancestry, &t, &culprit, false)
+        evidence.confidence(
+            tested
+                .iter()
+                .map(|(c, rv, r)| (c.as_str(), *rv, r.as_slice())),
+        )
     };
     let revert = "revert".to_string();
     let plan = engine::confirmation_plan(terms, &culprit, parent.as_ref(), Some(&revert));
