@@ -862,6 +862,7 @@ mod tests {
         let e = c.request(&FileConfig::default()).unwrap_err().to_string();
         assert_eq!(e, "--kernel /no/such: no such file");
     }
+
     /// A bisect's line resolved: `--status`, `--reset` and `--resume` read no other option (a
     /// bad one among them is no error); a start has every input, its check as one line.
     #[test]
@@ -950,6 +951,7 @@ mod tests {
             "{e}"
         );
     }
+
     /// trim-config's options over xtask.toml's: the base replaced, fragments and sets after
     /// the file's, the output and paths against the current directory.
     #[test]
@@ -1048,6 +1050,7 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("arm64 has no fast lane"), "{e}");
     }
+
     /// Quickstart checks its check's options before anything is done, and passes each on.
     #[test]
     fn quickstart_checks_its_options_and_passes_them_on() {
@@ -1068,6 +1071,7 @@ mod tests {
         let e = resolve(&["quickstart", "--cpus", "0"]).unwrap_err();
         assert_eq!(e.to_string(), "--cpus 0 is out of range: at least 1");
     }
+
     /// The benches' counts are checked against their bounds, each error naming its option;
     /// the boot bench gets its VM options in both init modes.
     #[test]
