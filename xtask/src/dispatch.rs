@@ -29,7 +29,7 @@ pub fn run(command: Command, ctx: &Ctx) -> Result<u8> {
         Command::Check(a) => check(a, ctx),
         Command::Bisect(a) => {
             let argv: Vec<_> = std::env::args_os().skip(1).collect();
-            crate::bisect::run(a.resolve(&ctx.file, &argv)?, ctx)
+            crate::bisect::run(ctx, a.resolve(&ctx.file, &argv)?)
         }
         Command::Doctor(a) => crate::doctor::run(ctx, a.reprobe),
         Command::Deps(a) => crate::deps::run(&ctx.state, a.install, a.peers),

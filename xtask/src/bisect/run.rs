@@ -103,7 +103,7 @@ fn save(place: &Place, saved: &Saved, report: &Report) -> Result<()> {
 }
 
 /// `cargo xtask bisect` as `req` asks: its status, its end, its resumption or its start.
-pub fn run(req: BisectRequest, ctx: &Ctx) -> Result<u8> {
+pub fn run(ctx: &Ctx, req: BisectRequest) -> Result<u8> {
     let tree = ctx.require_tree()?;
     let place = Place::of(&ctx.state, &tree);
     // Looking takes no lock: a running bisect can be watched.
