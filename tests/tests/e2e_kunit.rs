@@ -371,6 +371,11 @@ fn with_one_kunit_test_a_bisect_names_the_commit_that_broke_it() {
         "{report}"
     );
     assert!(report.contains("kunit: 1 + 1 is 3"), "{report}");
+    // The tests judge each run: the target is a failing test, not the VM that KUnit ends.
+    assert!(
+        report.contains("Target symptom: a judged test failing"),
+        "{report}"
+    );
     assert!(
         report.contains("--kunit example --test example_simple_test"),
         "{report}"

@@ -54,12 +54,15 @@ pub struct Tally {
     pub target: Option<Symptom>,
 }
 
-/// Counts runs: pure, given each run's verdict, facts and printed output.
+/// Counts runs: pure, given each run's verdict, facts and printed output. When the check's
+/// tests judge its runs (`tests_judged`), their verdict is the run's, and the target is a
+/// judged test failing: the boot itself ends without the agent in a KUnit run.
 pub fn tally(
     runs: &[(Verdict, &vm::verdict::Facts, Option<&str>)],
     judging: &Judging,
     metric: bool,
     learn_target: bool,
+    tests_judged: bool,
 ) -> Tally {
     let mut t = Tally {
         verdicts: Vec::new(),
@@ -82,6 +85,18 @@ pub fn tally(
                     t.notes.push(Some("the command printed no number".into()));
                 }
             }
+            continue;
+        }
+        if tests_judged {
+            if learn_target && t.target.is_none() && *verdict == Verdict::Bad {
+                t.target = Some(Symptom::Tests);
+            }
+            t.verdicts.push(match verdict {
+                Verdict::Good => StepVerdict::Good,
+                Verdict::Bad => StepVerdict::Bad,
+                Verdict::Skip | Verdict::Abort => StepVerdict::Skip,
+            });
+            t.notes.push(None);
             continue;
         }
         if learn_target && t.target.is_none() && *verdict == Verdict::Bad {
@@ -126,6 +141,7 @@ fn counted(reports: &[Report], judging: &Judging, rule: &Rule) -> Tally {
         judging,
         judging.mode.metric().is_some() || matches!(rule, Rule::MetricEnd),
         matches!(rule, Rule::BadEnd(_)),
+        reports.iter().any(|r| r.ktap.is_some()),
     )
 }
 
@@ -257,7 +273,7 @@ mod tests {
             (Verdict::Bad, &main, None),
             (Verdict::Bad, &fork, None),
         ];
-        let t = tally(&runs, &j, false, true);
+        let t = tally(&runs, &j, false, true, false);
         assert_eq!(
             t.target.as_ref().unwrap().describe(),
             "warning at init/main.c"
@@ -275,7 +291,7 @@ mod tests {
             ..j
         };
         assert_eq!(
-            tally(&runs, &any, false, true).verdicts[2],
+            tally(&runs, &any, false, true, false).verdicts[2],
             StepVerdict::Bad
         );
     }
@@ -294,11 +310,43 @@ mod tests {
             &j,
             true,
             false,
+            false,
         );
         assert_eq!(t.samples, [1.5]);
         assert_eq!(
             t.verdicts,
             [StepVerdict::Good, StepVerdict::Skip, StepVerdict::Skip]
         );
+    }
+
+    /// A KUnit run ends its VM without the agent: its tests' verdict is the run's, and the
+    /// target BAD shows is a judged test failing, not the boot.
+    #[test]
+    fn a_run_judged_by_its_tests_counts_as_its_tests_say() {
+        let kunit = vm::verdict::Facts {
+            boot: vm::verdict::BootEnd::VmEnded,
+            ..facts(0, None)
+        };
+        let kunit = vm::verdict::Facts {
+            command: Vec::new(),
+            command_end: None,
+            ..kunit
+        };
+        let j = Judging::default();
+        let runs = [
+            (Verdict::Bad, &kunit, None),
+            (Verdict::Good, &kunit, None),
+            (Verdict::Skip, &kunit, None),
+        ];
+        let t = tally(&runs, &j, false, true, true);
+        assert_eq!(t.target, Some(Symptom::Tests));
+        assert_eq!(
+            t.verdicts,
+            [StepVerdict::Bad, StepVerdict::Good, StepVerdict::Skip]
+        );
+        assert_eq!(Symptom::Tests.describe(), "a judged test failing");
+        // Not judged by tests, the same run shows a boot that did not finish.
+        let t = tally(&runs[..1], &j, false, true, false);
+        assert_eq!(t.target, Some(Symptom::Boot));
     }
 }

@@ -20,6 +20,9 @@ pub enum Symptom {
     Finding { kind: String, place: String },
     /// The boot, being the check, did not reach the agent.
     Boot,
+    /// The check's tests (`--kunit`, `--ktap`, `--kselftest`) judged the run bad: a failing
+    /// or crashed test, the one `--test` names when it is given.
+    Tests,
 }
 
 impl Symptom {
@@ -30,6 +33,7 @@ impl Symptom {
             Symptom::Matched { regex } => format!("match of /{regex}/"),
             Symptom::Finding { kind, place } => format!("{kind} at {place}"),
             Symptom::Boot => "a boot that did not finish".into(),
+            Symptom::Tests => "a judged test failing".into(),
         }
     }
 }
