@@ -1,5 +1,6 @@
 //! Running this same binary as one timed phase of a longer task (quickstart, `test`): its
-//! output goes to the terminal, its start and end are announced with the time it took.
+//! output goes to the terminal, its start and end are announced with the time it took; one
+//! may run beside the caller's own work.
 
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
@@ -33,6 +34,24 @@ pub fn run_self_code<S: AsRef<OsStr>>(
     tree: Option<&Path>,
     args: &[S],
 ) -> Result<u8> {
+    start_self(ctx, phase, tree, args)?.finish()
+}
+
+/// A phase running beside the caller's own work: [`Phase::finish`] waits for it; dropped
+/// unfinished (the caller failed or was interrupted), it is ended.
+pub struct Phase {
+    name: String,
+    child: Option<std::process::Child>,
+    start: Instant,
+}
+
+/// Starts this same binary with `args` as a phase (see [`run_self`]) and returns at once.
+pub fn start_self<S: AsRef<OsStr>>(
+    ctx: &Ctx,
+    phase: &str,
+    tree: Option<&Path>,
+    args: &[S],
+) -> Result<Phase> {
     let start = Instant::now();
     eprintln!("==> {phase}");
     let mut c = Command::new(self_exe()?);
@@ -44,15 +63,36 @@ pub fn run_self_code<S: AsRef<OsStr>>(
         c.arg("-v");
     }
     c.args(args);
-    let mut child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
-    // No limit here: the phase is this binary, whose every command has its own.
-    let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
-    let code = exit::passed_on(status.code(), status.signal());
-    eprintln!(
-        "==> {phase}: exit {code} after {}",
-        human_duration(start.elapsed())
-    );
-    Ok(code)
+    let child = c.spawn_logged().with_context(|| format!("phase {phase}"))?;
+    Ok(Phase {
+        name: phase.to_string(),
+        child: Some(child),
+        start,
+    })
+}
+
+impl Phase {
+    /// Waits for the phase's end; its exit code.
+    pub fn finish(mut self) -> Result<u8> {
+        let mut child = self.child.take().expect("a phase is finished once");
+        // No limit here: the phase is this binary, whose every command has its own.
+        let status = crate::cmd::wait(&mut child, None)?.expect("no deadline");
+        let code = exit::passed_on(status.code(), status.signal());
+        eprintln!(
+            "==> {}: exit {code} after {}",
+            self.name,
+            human_duration(self.start.elapsed())
+        );
+        Ok(code)
+    }
+}
+
+impl Drop for Phase {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::cmd::terminate(&mut child, std::time::Duration::from_secs(5));
+        }
+    }
 }
 
 /// This binary's path. When it was rebuilt while running, Linux names the old one

@@ -5,7 +5,7 @@
 use crate::build::BuildRequest;
 use crate::cmd::CommandExt;
 use crate::ctx::Ctx;
-use crate::phase::{run_self, self_exe};
+use crate::phase::{run_self, self_exe, start_self};
 use crate::settings::workspace_root;
 use crate::units::human_duration;
 use crate::{build, deps, exit, linux_source};
@@ -76,6 +76,15 @@ impl SuiteRequest {
             // The PCI lane's kernel (libvirt boots q35) first, then the default fast lane's:
             // the second builds incrementally in the same build dir (only what ACPI and PCI
             // touch), and the tests' own builds then start from the fast lane's objects.
+            // arm64's guest root meanwhile: fetching and unpacking it is mostly waiting on
+            // the network and on qemu-user, beside the x86_64 builds.
+            let arm64 = ["--arch", crate::arch::ARM64.name];
+            let arm64_root = start_self(
+                ctx,
+                "setup-rootfs arm64",
+                None,
+                &[&["setup-rootfs"][..], &arm64].concat(),
+            )?;
             let pci = ["--lane", crate::arch::Lane::Pci.name()];
             run_self(
                 ctx,
@@ -94,15 +103,12 @@ impl SuiteRequest {
             // With ccache (the default), as every build of the suite: the toolkit's worktree
             // then finds this config's objects in it, and the PCI lane's for the PCI kernel.
             run_self(ctx, "build", Some(&tree), &["build"])?;
-            // arm64: its guest root, config and kernel (built as `base` in the toolkit's
-            // worktree, where the arm64 bisect test's steps then build incrementally).
-            let arm64 = ["--arch", crate::arch::ARM64.name];
-            run_self(
-                ctx,
-                "setup-rootfs arm64",
-                None,
-                &[&["setup-rootfs"][..], &arm64].concat(),
-            )?;
+            // arm64: its config and kernel (built as `base` in the toolkit's worktree, where
+            // the arm64 bisect test's steps then build incrementally), on its guest root.
+            match arm64_root.finish()? {
+                0 => {}
+                c => bail!("phase setup-rootfs arm64 failed (exit {c})"),
+            }
             run_self(
                 ctx,
                 "trim-config arm64",
