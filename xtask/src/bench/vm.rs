@@ -29,9 +29,16 @@ pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
     }
 }
 
-/// The baseline: what a person would type to boot the kernel on the rootfs, run `true` and
-/// power off, with no agent, overlay or checks. Only what booting needs.
-fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
+/// The baseline: what a person would type to boot the kernel on the rootfs and run `true`,
+/// with no agent, overlay or checks; only what booting needs. `init=/bin/true`: init
+/// arguments (`init=/bin/sh -- -c …`) do not reach the kernel's devices on the fast lane
+/// (QEMU appends its virtio-mmio entries after them), and with no ACPI there is no
+/// power-off. init exiting panics the kernel, and `panic=-1` with `-no-reboot` ends QEMU.
+fn baseline_qemu_args(
+    spec: &VmSpec,
+    socket: &std::path::Path,
+    console: &std::path::Path,
+) -> Vec<String> {
     let accel = spec.accel.name();
     let tsc = spec
         .cmdline
@@ -63,26 +70,37 @@ fn baseline_qemu_args(spec: &VmSpec, socket: &std::path::Path) -> Vec<String> {
         "-display".into(),
         "none".into(),
         "-serial".into(),
-        "null".into(),
+        format!("file:{}", console.display()),
         "-chardev".into(),
         format!("socket,id=fs,path={}", socket.display()),
         "-device".into(),
-        "vhost-user-fs-pci,chardev=fs,tag=rootfs".into(),
+        format!(
+            "{},chardev=fs,tag=rootfs",
+            crate::vm::qemu::virtio_device(spec.machine, "vhost-user-fs")
+        ),
         "-kernel".into(),
         spec.kernel.display().to_string(),
         "-append".into(),
         format!(
-            "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {tsc} \
-             init=/bin/sh -- -c \"true; busybox poweroff -f\"",
-            spec.arch.console
+            "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {} {tsc} init=/bin/true",
+            spec.arch.console,
+            spec.arch.cmdline.join(" ")
         ),
     ]);
     v
 }
 
-/// One baseline boot: wall time from starting virtiofsd to QEMU's exit.
+/// Whether the baseline's console shows that it ran its init, and that init ended as
+/// `true` does: the kernel's "Attempted to kill init!" with exit code 0. A kernel that found
+/// no root, or no device for it, says otherwise.
+pub fn baseline_ran_init(console: &str) -> bool {
+    console.contains("Run /bin/true as init process")
+        && console.contains("Attempted to kill init! exitcode=0x00000000")
+}
+
+/// One baseline boot: wall time from starting virtiofsd to QEMU's exit, after checking that
+/// QEMU ran the kernel to its init (a QEMU that fails at start exits at once).
 fn baseline_once(
-    ctx: &Ctx,
     spec: &VmSpec,
     tools: &crate::vm::guest::Tools,
     dir: &std::path::Path,
@@ -100,23 +118,33 @@ fn baseline_once(
         },
         &paths.virtiofsd_log(),
     )?;
+    let qemu_log = std::fs::File::create(paths.qemu_log())?;
     let mut q = Command::new(&tools.qemu)
-        .args(baseline_qemu_args(spec, &paths.virtiofs_socket()))
+        .args(baseline_qemu_args(
+            spec,
+            &paths.virtiofs_socket(),
+            &paths.console_log(),
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(qemu_log)
         .spawn_logged()?;
     let st = cmd::wait(&mut q, Some(start + spec.boot_timeout))?;
     let took = start.elapsed();
     cmd::terminate(&mut vfs, Duration::from_secs(1));
-    let _ = ctx;
-    match st {
-        Some(_) => Ok(took),
-        None => bail!(
-            "the baseline VM did not power off within {:?}",
-            spec.boot_timeout
-        ),
+    let Some(st) = st else {
+        bail!("the baseline VM did not end within {:?}", spec.boot_timeout)
+    };
+    let console = std::fs::read_to_string(paths.console_log()).unwrap_or_default();
+    if !st.success() || !baseline_ran_init(&console) {
+        bail!(
+            "the baseline VM did not run its init ({}): see {} and {}",
+            cmd::describe(&st),
+            paths.console_log().display(),
+            paths.qemu_log().display()
+        );
     }
+    Ok(took)
 }
 
 /// Runs the benchmark, `runs` (at least 1) boots per variant of `kernel`: the baseline with
@@ -167,7 +195,7 @@ pub fn bench_boot(
     for i in 0..runs {
         let dir = ctx.run_dir.join(format!("baseline-{i}"));
         std::fs::create_dir_all(&dir)?;
-        let took = baseline_once(ctx, &base_spec, &base_tools, &dir)
+        let took = baseline_once(&base_spec, &base_tools, &dir)
             .with_context(|| format!("baseline run {i}"))?;
         eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
         times[0].push(took);
@@ -212,7 +240,7 @@ pub fn bench_boot(
     }
     let baseline = median(times[0].clone()).expect("runs > 0");
     let mut rows = vec![(
-        "minimal QEMU + virtiofsd, init=/bin/sh".to_string(),
+        "minimal QEMU + virtiofsd, init=/bin/true".to_string(),
         baseline,
     )];
     for ((init, _), t) in variants.iter().zip(&times[1..]) {
@@ -278,5 +306,21 @@ mod tests {
             Some(Duration::from_millis(2500))
         );
         assert_eq!(median(vec![]), None);
+    }
+
+    /// A recorded baseline boot (fast lane, TCG): init ran and exited 0. A kernel that found
+    /// no root panics otherwise, and a QEMU that failed at start wrote no console.
+    #[test]
+    fn the_baseline_ran_its_init() {
+        let ran = include_str!("test_data/baseline/init-exited.log");
+        assert!(baseline_ran_init(ran));
+        assert!(!baseline_ran_init(""));
+        let no_root = ran.replace(
+            "Run /bin/true as init process",
+            "VFS: Cannot open root device \"rootfs\" or unknown-block(0,0)",
+        );
+        assert!(!baseline_ran_init(&no_root));
+        let failed = ran.replace("exitcode=0x00000000", "exitcode=0x00000100");
+        assert!(!baseline_ran_init(&failed));
     }
 }

@@ -52,6 +52,12 @@ impl Transport {
     }
 }
 
+/// QEMU's device name for a virtio `kind` on `machine`'s transport (`vhost-user-fs-device`
+/// on the fast lane's microvm, `vhost-user-fs-pci` elsewhere); also the bench's baseline.
+pub fn virtio_device(machine: Machine, kind: &str) -> String {
+    Transport::of(machine).device(kind)
+}
+
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
