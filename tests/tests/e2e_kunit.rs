@@ -24,13 +24,22 @@ fn failing_example(f: &Fixture) -> String {
 }
 
 fn failing_example_of(text: &str) -> String {
-    let broken = text.replacen(
+    replaced(
+        text,
         "KUNIT_EXPECT_EQ(test, 1 + 1, 2);",
         "KUNIT_EXPECT_EQ(test, 1 + 1, 3);",
-        1,
+    )
+}
+
+/// `text` with the first `from` written as `to`; `from` must be there (the tree's sources
+/// are what the tests were written against).
+fn replaced(text: &str, from: &str, to: &str) -> String {
+    let changed = text.replacen(from, to, 1);
+    assert_ne!(
+        changed, text,
+        "{from:?} is no longer in the source: it changed upstream"
     );
-    assert_ne!(broken, text, "the example test changed upstream");
-    broken
+    changed
 }
 
 /// `Ran 8 tests: passed: 6, skipped: 2` from kunit.py's output.
@@ -317,13 +326,11 @@ const SIZE_TEST: &str = "tools/testing/selftests/size/get_size.c";
 
 /// The example test with another case, `example_all_expect_macros_test`, failing.
 fn other_case_failing(text: &str) -> String {
-    let broken = text.replacen(
+    replaced(
+        text,
         "KUNIT_EXPECT_TRUE(test, true);",
         "KUNIT_EXPECT_TRUE(test, false);",
-        1,
-    );
-    assert_ne!(broken, text, "the example test changed upstream");
-    broken
+    )
 }
 
 /// `bisect GOOD BAD --kunit example --test example_simple_test` over three commits of the
@@ -400,8 +407,7 @@ fn with_one_revision_its_kselftest_is_built_from_it() {
     let f = fixture();
     let head = git(&f.tree, &["rev-parse", "HEAD"]).trim().to_string();
     let text = git(&f.tree, &["show", &format!("HEAD:{SIZE_TEST}")]);
-    let failing = text.replacen("syscall(SYS_exit, 0);", "syscall(SYS_exit, 1);", 1);
-    assert_ne!(failing, text, "the size selftest changed upstream");
+    let failing = replaced(&text, "syscall(SYS_exit, 0);", "syscall(SYS_exit, 1);");
     let rev = commit_on(
         &f.tree,
         &head,
