@@ -90,9 +90,13 @@ pub fn run(ctx: &Ctx, commits: u32, headers: bool) -> Result<u8> {
     let tree = ctx.require_tree()?;
     let rootfs = std::fs::canonicalize(ctx.state.rootfs())
         .context("no rootfs: run `cargo xtask setup-rootfs`")?;
-    let config = ctx.state.trimmed_config();
+    // The PCI lane's config, for both: the article's script boots microvm with virtio-pci
+    // devices, which a fast-lane kernel (no PCI) cannot use; ours follows the config's lane.
+    let config = ctx
+        .state
+        .trimmed_config_for_lane(crate::arch::HOST, crate::arch::Lane::Pci);
     if !config.is_file() {
-        bail!("no trimmed config: run `cargo xtask trim-config` first");
+        bail!("no PCI-lane config: run `cargo xtask trim-config --lane pci` first");
     }
     let n = commits as usize;
     let culprit = n * 2 / 3;
