@@ -248,6 +248,17 @@ pub fn decide_confirming(mode: &Mode, runs: &[StepVerdict], reached: bool) -> Op
     }
 }
 
+/// Whether a flaky bisect's confirmation takes a test's verdict from the runs the bisect
+/// already made of that commit (`earlier`) instead of booting it again: when the test expects
+/// the bug (forward, the culprit) and one of those runs showed BAD's symptom, which in this
+/// mode only a commit with the bug shows, however often it runs. A deterministic bisect boots
+/// the culprit again, to see that its verdict repeats.
+pub fn shown_already(mode: &Mode, expect: StepVerdict, earlier: &[StepVerdict]) -> bool {
+    matches!(mode, Mode::Flaky { .. })
+        && expect == StepVerdict::Bad
+        && earlier.contains(&StepVerdict::Bad)
+}
+
 /// What a bisect asks with no judging option: BAD checked DEFAULT_ENDPOINT_RUNS times, the
 /// default confidence, the target symptom only.
 impl Default for Asked {
@@ -270,6 +281,17 @@ mod tests {
 
     fn asked() -> Asked {
         Asked::default()
+    }
+
+    #[test]
+    fn a_flaky_bisect_takes_a_bad_run_it_has_as_the_culprits_confirmation() {
+        let flaky = from_bad_end(&asked(), &[Bad, Good, Bad, Good, Good, Bad], 2).unwrap();
+        assert!(shown_already(&flaky, Bad, &[Good, Bad]));
+        assert!(!shown_already(&flaky, Bad, &[Good, Good]), "no bad run: boot it");
+        assert!(!shown_already(&flaky, Bad, &[]), "never tested: boot it");
+        assert!(!shown_already(&flaky, Good, &[Bad]), "clean runs are not proof");
+        let det = Mode::Deterministic { repeat: 1 };
+        assert!(!shown_already(&det, Bad, &[Bad]), "deterministic: boot it again");
     }
 
     #[test]

@@ -294,10 +294,8 @@ mod tests {
             confidence(&candidates, &ancestry, &t, &name(named), false)
         };
         let c = m.confidence_asked()?;
-        // The confirmation: the culprit (until a bad run), its parent and the revert (until
-        // the confidence is reached).
-        let r = runs_until(true, &|r| mode::decide(&m, r, &[]).is_none());
-        tested.push((named, false, r));
+        // The confirmation: the culprit (its bad run at its step stands: mode::shown_already),
+        // its parent and the revert (until the confidence is reached).
         for (commit, revert, has_bug) in [
             (named - 1, false, named > culprit),
             (n, true, named != culprit),

@@ -232,10 +232,17 @@ impl Report {
             }
         }
         match &self.confirmation {
-            Confirmation::Confirmed => m.push_str(
-                "## Confirmation\n\nConfirmed: the culprit again, its parent, and the new end \
-                 with the culprit reverted each gave the expected verdict.\n\n",
-            ),
+            Confirmation::Confirmed => {
+                let culprit = match self.steps.iter().any(|s| s.role == Role::Culprit) {
+                    true => "the culprit again",
+                    // mode::shown_already: a flaky bisect's bad run at the culprit's step.
+                    false => "the culprit (by its bad run at its step, proof in a flaky bisect)",
+                };
+                m.push_str(&format!(
+                    "## Confirmation\n\nConfirmed: {culprit}, its parent, and the new end \
+                     with the culprit reverted each gave the expected verdict.\n\n"
+                ))
+            }
             Confirmation::NotConfirmed { why } => {
                 m.push_str("## Confirmation\n\nNot confirmed:\n\n");
                 for w in why {

@@ -510,6 +510,20 @@ fn confirm(
     let mut results = Vec::new();
     for t in plan {
         signals::check()?;
+        let earlier: Vec<StepVerdict> = report
+            .steps
+            .iter()
+            .filter(|s| s.commit == t.candidate && s.role != Role::Revert)
+            .flat_map(|s| s.runs.iter().map(|r| r.verdict))
+            .collect();
+        if mode::shown_already(&saved.judging.mode, t.expect, &earlier) {
+            eprintln!(
+                "bisect: confirming: the culprit {} showed BAD's symptom in a run already, which in a flaky bisect only a commit with the bug does: not booted again",
+                short(&t.candidate)
+            );
+            results.push((t, StepVerdict::Bad));
+            continue;
+        }
         let reached =
             |runs: &[StepVerdict]| match (&evidence, saved.judging.mode.confidence_asked()) {
                 (Some(e), Some(c)) => confidence_of(e, &report.steps, Some((&t, runs))) >= c,

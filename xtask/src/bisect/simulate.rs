@@ -122,6 +122,15 @@ pub fn bisect(
     let mut results = Vec::new();
     for t in plan {
         let is_revert = t.role == Role::Revert;
+        let earlier: Vec<StepVerdict> = tested
+            .iter()
+            .filter(|(c, rv, _)| *c == t.candidate && !rv)
+            .flat_map(|(_, _, r)| r.iter().copied())
+            .collect();
+        if mode::shown_already(&mode, t.expect, &earlier) {
+            results.push((t, StepVerdict::Bad));
+            continue;
+        }
         let decide = |r: &[StepVerdict]| match t.expect {
             StepVerdict::Bad => mode::decide(&mode, r, &[]),
             _ => {
