@@ -135,6 +135,10 @@ pub fn setup(
         "no toolchain (guest root)".to_string()
     };
     check_tree(staging.path(), build_container)?;
+    let toolchain_digest = match build_container {
+        true => Some(recipe::toolchain_digest(&recipe, &source)?),
+        false => None,
+    };
     let meta = Meta {
         digest,
         suite: source.suite,
@@ -142,6 +146,7 @@ pub fn setup(
         bootstrapper: bootstrapper.name().into(),
         gcc,
         built: crate::state::timestamp(),
+        toolchain_digest,
     };
     let g = generation::install(&state, staging, &meta)?;
     println!(
@@ -157,7 +162,8 @@ pub fn setup(
     Ok(0)
 }
 
-/// What the build cache keys builds by: the rootfs recipe digest and the gcc inside. Read
+/// What the build cache keys builds by: the recipe's digest without the guest's overlay
+/// ([`recipe::toolchain_digest`]) and the gcc inside. Read
 /// from `rootfs.json`, so it starts no process.
 /// The generation is the one this process builds with ([`generation::in_use`]).
 pub fn toolchain_identity(state: &StateDir) -> Result<String> {

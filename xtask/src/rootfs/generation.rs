@@ -266,6 +266,7 @@ mod tests {
             bootstrapper: "mmdebstrap".into(),
             gcc: "gcc (Debian 12.2.0-14) 12.2.0".into(),
             built: built.into(),
+            toolchain_digest: None,
         }
     }
 

@@ -132,10 +132,26 @@ pub fn digest_for_arch(digest: &str, arch: &crate::arch::Arch) -> String {
     hex(&h.finalize())
 }
 
+/// The folder of files copied over the tree: the guest's own configuration (its init, units,
+/// hostname), which no build reads.
+pub const OVERLAY: &str = "overlay";
+
 /// The recipe digest (hex sha256): every entry under `recipe`, walked in sorted order, as
 /// relative path, kind, permission bits and content (a symlink: its target), then the suite
 /// and mirror. Any rename, chmod or edit changes it; nothing else does (not mtimes).
 pub fn digest(recipe: &Path, source: &Source) -> Result<String> {
+    digest_but(recipe, source, None)
+}
+
+/// The digest of what makes the build container's toolchain: the recipe but [`OVERLAY`]
+/// (the packages, customize.sh, suite and mirror). A change to the guest's init rebuilds
+/// the rootfs, not every kernel and ccache directory.
+pub fn toolchain_digest(recipe: &Path, source: &Source) -> Result<String> {
+    digest_but(recipe, source, Some(OVERLAY))
+}
+
+/// [`digest`], leaving out the top-level folder `skip` and everything under it.
+fn digest_but(recipe: &Path, source: &Source, skip: Option<&str>) -> Result<String> {
     let mut h = Sha256::new();
     field(&mut h, RECIPE_FORMAT.as_bytes());
     let walk = walkdir::WalkDir::new(recipe)
@@ -148,6 +164,9 @@ pub fn digest(recipe: &Path, source: &Source) -> Result<String> {
             .path()
             .strip_prefix(recipe)
             .expect("walk stays inside");
+        if skip.is_some_and(|s| rel.starts_with(s)) {
+            continue;
+        }
         let meta = entry
             .path()
             .symlink_metadata()
@@ -204,12 +223,19 @@ pub struct Meta {
     pub gcc: String,
     /// When it was built, `YYYYMMDD-HHMMSS` UTC.
     pub built: String,
+    /// [`toolchain_digest`] of the recipe (a record written before it was kept has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain_digest: Option<String>,
 }
 
 impl Meta {
-    /// The toolchain identity that build cache keys carry: recipe digest prefix and gcc.
+    /// The toolchain identity that build cache keys carry: the prefix of the recipe's
+    /// digest without its overlay (of the whole recipe's, for an older record) and gcc.
     pub fn toolchain_identity(&self) -> String {
-        format!("rootfs-{} {}", short(&self.digest), self.gcc)
+        match &self.toolchain_digest {
+            Some(d) => format!("toolchain-{} {}", short(d), self.gcc),
+            None => format!("rootfs-{} {}", short(&self.digest), self.gcc),
+        }
     }
 
     pub fn read(path: &Path) -> Result<Meta> {
@@ -282,6 +308,59 @@ mod tests {
         let before = digest(r.path(), &source()).unwrap();
         fs::write(r.path().join("overlay/etc/hostname"), "other\n").unwrap();
         assert_ne!(before, digest(r.path(), &source()).unwrap());
+    }
+
+    #[test]
+    fn the_toolchain_digest_leaves_the_guests_overlay_out() {
+        let r = recipe();
+        let (whole, toolchain) = (
+            digest(r.path(), &source()).unwrap(),
+            toolchain_digest(r.path(), &source()).unwrap(),
+        );
+        assert_ne!(whole, toolchain);
+        // The guest's init changes: a new rootfs, the same toolchain.
+        fs::write(r.path().join("overlay/usr/local/sbin/xtask-init"), "#!/bin/sh\n:\n").unwrap();
+        assert_ne!(whole, digest(r.path(), &source()).unwrap());
+        assert_eq!(toolchain, toolchain_digest(r.path(), &source()).unwrap());
+        // A package or customize.sh changes the toolchain, as do the suite and mirror.
+        fs::write(r.path().join("customize.sh"), "set -eu\n").unwrap();
+        let customized = toolchain_digest(r.path(), &source()).unwrap();
+        assert_ne!(toolchain, customized);
+        fs::write(r.path().join("packages.txt"), "bc\nkmod\nflex\n").unwrap();
+        assert_ne!(customized, toolchain_digest(r.path(), &source()).unwrap());
+        let trixie = Source {
+            suite: "trixie".into(),
+            ..source()
+        };
+        assert_ne!(
+            toolchain_digest(r.path(), &source()).unwrap(),
+            toolchain_digest(r.path(), &trixie).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_toolchain_identity_falls_back_to_the_recipe_digest_of_an_older_record() {
+        let old: Meta = serde_json::from_str(
+            r#"{"digest": "3861a64abc96a47302ca41e4eae91af038b3cc87fcbbc9bc6da4488422d96803",
+                "suite": "bookworm", "mirror": "http://deb.debian.org/debian",
+                "bootstrapper": "mmdebstrap", "gcc": "gcc (Debian 12.2.0-14+deb12u1) 12.2.0",
+                "built": "20261201-234423"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.toolchain_identity(),
+            "rootfs-3861a64abc96 gcc (Debian 12.2.0-14+deb12u1) 12.2.0"
+        );
+        let new = Meta {
+            toolchain_digest: Some("77".repeat(32)),
+            ..old
+        };
+        assert_eq!(
+            new.toolchain_identity(),
+            "toolchain-777777777777 gcc (Debian 12.2.0-14+deb12u1) 12.2.0"
+        );
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<Meta>(&text).unwrap(), new);
     }
 
     #[test]
