@@ -134,9 +134,25 @@ fn read_only_state_dir_is_one_clear_line() {
     assert!(errors[0].contains("--state-dir"), "{}", errors[0]);
 }
 
+/// The toolchain identity builds are keyed by, as `doctor` prints it.
+fn toolchain_identity(state: &std::path::Path) -> String {
+    let out = run(xtask_on(state).arg("doctor"));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("gcc (rootfs)"))
+        .map(str::to_string);
+    line.unwrap_or_else(|| panic!("doctor names no rootfs gcc: {}", stdout(&out)))
+        .split_whitespace()
+        .skip(4)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `setup-rootfs --force` while a check runs on the old rootfs: the new generation becomes
 /// current, the old one stays while the check holds it (its toolchain and guest root never
-/// change under it), and the next setup-rootfs removes it once the check has ended.
+/// change under it), and the next setup-rootfs removes it once the check has ended. The new
+/// recipe changes the guest's init only: the toolchain identity, and so every cached
+/// kernel, stays.
 #[test]
 fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() {
     let f = fixture();
@@ -146,6 +162,23 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
     assert_eq!(code(&first), 0, "{}", stderr(&first));
     let old = std::fs::canonicalize(state.join("rootfs")).unwrap();
     assert!(old.starts_with(state.join("rootfs.d")), "{}", old.display());
+    let identity = toolchain_identity(&state);
+    assert!(identity.starts_with("toolchain-"), "{identity}");
+    // The recipe with a line added to the guest's init.
+    let recipe = t.path().join("recipe");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs"))
+        .arg(&recipe)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let init = recipe.join("overlay/usr/local/sbin/xtask-init");
+    let text = std::fs::read_to_string(&init).unwrap();
+    std::fs::write(&init, text + "# another line\n").unwrap();
+    let on_new_recipe = |c: &mut Command| {
+        c.env("XTASK_ROOTFS_RECIPE", &recipe);
+    };
 
     let running = tests::start_until_agent_up(
         xtask_on(&state)
@@ -154,8 +187,11 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
             .args(["--", "sleep", "600"]),
     );
     let start = Instant::now();
-    let forced = run(xtask_on(&state).args(["setup-rootfs", "--force"]));
+    let mut force = xtask_on(&state);
+    on_new_recipe(force.args(["setup-rootfs", "--force"]));
+    let forced = run(&mut force);
     assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    assert_eq!(toolchain_identity(&state), identity, "the guest's init is no toolchain");
     assert!(start.elapsed() < Duration::from_secs(600));
     let new = std::fs::canonicalize(state.join("rootfs")).unwrap();
     assert_ne!(new, old);
@@ -172,7 +208,9 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
     assert_eq!(status.code(), Some(130));
     assert!(took < Duration::from_secs(30));
 
-    let again = run(xtask_on(&state).arg("setup-rootfs"));
+    let mut setup = xtask_on(&state);
+    on_new_recipe(setup.arg("setup-rootfs"));
+    let again = run(&mut setup);
     assert_eq!(code(&again), 0, "{}", stderr(&again));
     assert!(stdout(&again).contains("up to date"));
     assert!(
