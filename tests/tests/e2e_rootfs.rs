@@ -191,7 +191,11 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
     on_new_recipe(force.args(["setup-rootfs", "--force"]));
     let forced = run(&mut force);
     assert_eq!(code(&forced), 0, "{}", stderr(&forced));
-    assert_eq!(toolchain_identity(&state), identity, "the guest's init is no toolchain");
+    assert_eq!(
+        toolchain_identity(&state),
+        identity,
+        "the guest's init is no toolchain"
+    );
     assert!(start.elapsed() < Duration::from_secs(600));
     let new = std::fs::canonicalize(state.join("rootfs")).unwrap();
     assert_ne!(new, old);

@@ -287,11 +287,20 @@ mod tests {
     fn a_flaky_bisect_takes_a_bad_run_it_has_as_the_culprits_confirmation() {
         let flaky = from_bad_end(&asked(), &[Bad, Good, Bad, Good, Good, Bad], 2).unwrap();
         assert!(shown_already(&flaky, Bad, &[Good, Bad]));
-        assert!(!shown_already(&flaky, Bad, &[Good, Good]), "no bad run: boot it");
+        assert!(
+            !shown_already(&flaky, Bad, &[Good, Good]),
+            "no bad run: boot it"
+        );
         assert!(!shown_already(&flaky, Bad, &[]), "never tested: boot it");
-        assert!(!shown_already(&flaky, Good, &[Bad]), "clean runs are not proof");
+        assert!(
+            !shown_already(&flaky, Good, &[Bad]),
+            "clean runs are not proof"
+        );
         let det = Mode::Deterministic { repeat: 1 };
-        assert!(!shown_already(&det, Bad, &[Bad]), "deterministic: boot it again");
+        assert!(
+            !shown_already(&det, Bad, &[Bad]),
+            "deterministic: boot it again"
+        );
     }
 
     #[test]

@@ -319,7 +319,11 @@ mod tests {
         );
         assert_ne!(whole, toolchain);
         // The guest's init changes: a new rootfs, the same toolchain.
-        fs::write(r.path().join("overlay/usr/local/sbin/xtask-init"), "#!/bin/sh\n:\n").unwrap();
+        fs::write(
+            r.path().join("overlay/usr/local/sbin/xtask-init"),
+            "#!/bin/sh\n:\n",
+        )
+        .unwrap();
         assert_ne!(whole, digest(r.path(), &source()).unwrap());
         assert_eq!(toolchain, toolchain_digest(r.path(), &source()).unwrap());
         // A package or customize.sh changes the toolchain, as do the suite and mirror.
