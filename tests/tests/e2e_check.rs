@@ -23,6 +23,46 @@ fn a_passing_command_is_good() {
     assert!(err.contains("boot-to-agent"), "{err}");
 }
 
+/// The compiled fast init (rootfs/guest-init) gives a check the system the shell init gives
+/// it: the same mounts with the same options, the loopback up, the agent's port link, /dev/fd,
+/// the hostname, no old root left; only PID 1 differs. The shell init is booted by naming it
+/// with `--append init=...` (the last init= wins).
+#[test]
+fn the_compiled_fast_init_makes_the_system_the_shell_init_makes() {
+    let f = fixture();
+    let probe = "readlink /proc/1/exe; hostname; cat /sys/class/net/lo/flags; \
+                 readlink /dev/fd; ls /dev/virtio-ports; ls -d /oldroot 2>&1; \
+                 cut -d' ' -f2-4 /proc/self/mounts | sort";
+    let system = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["--", "sh", "-c", probe]);
+        let out = run(&mut check(&f, &args));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let text = tests::stdout(&out);
+        let (pid1, rest) = text.split_once('\n').unwrap();
+        (pid1.to_string(), rest.to_string())
+    };
+    let (fast_pid1, fast) = system(&[]);
+    let (script_pid1, script) = system(&["--append", "init=/usr/local/sbin/xtask-init"]);
+    assert_eq!(fast_pid1, "/usr/local/sbin/xtask-init-fast");
+    assert!(script_pid1.ends_with("/busybox"), "{script_pid1}");
+    assert_eq!(fast, script);
+    // What the system is, beyond being the same: its name, lo up (IFF_UP), /dev/fd, the
+    // agent's port, the overlay root and a /dev/shm of its own.
+    let lines: Vec<&str> = fast.lines().collect();
+    assert_eq!(lines[0], "xtask", "{fast}");
+    let lo = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(lo & 1, 1, "lo is down: {fast}");
+    assert_eq!(lines[2], "/proc/self/fd", "{fast}");
+    assert!(lines.contains(&"org.qemu.guest_agent.0"), "{fast}");
+    assert!(fast.contains("\n/ overlay rw"), "{fast}");
+    assert!(fast.contains("\n/dev/shm tmpfs rw,nosuid,nodev"), "{fast}");
+    assert!(
+        !fast.contains("/oldroot "),
+        "the old root is still mounted: {fast}"
+    );
+}
+
 /// The trimmed config boots systemd to a check's own target (xtask.target: the basic system
 /// and the guest agent) with qemu-guest-agent answering, and no unit fails on the way (a
 /// failed one is listed).

@@ -151,8 +151,8 @@ fn toolchain_identity(state: &std::path::Path) -> String {
 /// `setup-rootfs --force` while a check runs on the old rootfs: the new generation becomes
 /// current, the old one stays while the check holds it (its toolchain and guest root never
 /// change under it), and the next setup-rootfs removes it once the check has ended. The new
-/// recipe changes the guest's init only: the toolchain identity, and so every cached
-/// kernel, stays.
+/// recipe changes the guest's inits only (the script and the compiled one's source): the
+/// toolchain identity, and so every cached kernel, stays.
 #[test]
 fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() {
     let f = fixture();
@@ -176,6 +176,10 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
     let init = recipe.join("overlay/usr/local/sbin/xtask-init");
     let text = std::fs::read_to_string(&init).unwrap();
     std::fs::write(&init, text + "# another line\n").unwrap();
+    // And to the compiled fast init's source.
+    let fast = recipe.join("guest-init/xtask-init-fast.rs");
+    let text = std::fs::read_to_string(&fast).unwrap();
+    std::fs::write(&fast, text + "// another line\n").unwrap();
     let on_new_recipe = |c: &mut Command| {
         c.env("XTASK_ROOTFS_RECIPE", &recipe);
     };
@@ -199,6 +203,11 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
     assert!(start.elapsed() < Duration::from_secs(600));
     let new = std::fs::canonicalize(state.join("rootfs")).unwrap();
     assert_ne!(new, old);
+    assert!(
+        new.join("usr/local/sbin/xtask-init-fast").is_file(),
+        "the new rootfs has no compiled fast init: {}",
+        stderr(&forced)
+    );
     assert!(
         old.join("usr/bin/gcc").is_file(),
         "the old generation went while in use"

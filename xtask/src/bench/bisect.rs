@@ -149,6 +149,8 @@ pub fn run(ctx: &Ctx, commits: u32, headers: bool) -> Result<u8> {
         machine: Machine::Microvm,
         tsc_khz: tsc_khz_from_cpuinfo(&cpuinfo),
         shell: false,
+        // The article's script boots the rootfs's shell init.
+        fast_init: false,
         append: None,
     })
     .join(" ");

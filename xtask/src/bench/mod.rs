@@ -40,10 +40,19 @@ pub struct BootBench {
     pub kernel: KernelSource,
     /// The VM options as given (the hand-written QEMU command's memory, CPUs, accelerator).
     pub base: VmRequest,
-    /// The same options in each init mode: fast, then systemd.
-    pub variants: Vec<VmRequest>,
+    /// The same options in each init mode: fast (the rootfs's compiled init where it has
+    /// one), the fast mode's shell init, then systemd.
+    pub variants: Vec<BootVariant>,
     /// Add rows for the peers `deps --peers` installed.
     pub peers: bool,
+}
+
+/// One row of `bench boot`: `check -- true` with these options.
+#[derive(Debug)]
+pub struct BootVariant {
+    /// What the row says after `check -- true, `.
+    pub label: String,
+    pub vm: VmRequest,
 }
 
 /// Runs the measurement `req` names; its exit code.

@@ -154,7 +154,7 @@ pub fn bench_boot(
     runs: u32,
     kernel: &KernelSource,
     base: &VmRequest,
-    variants: &[VmRequest],
+    variants: &[super::BootVariant],
     with_peers: bool,
 ) -> Result<u8> {
     let base_opts = base;
@@ -170,9 +170,9 @@ pub fn bench_boot(
     // The variants, each prepared once.
     let variants = variants
         .iter()
-        .map(|opts| {
-            let prepared = prepare(ctx, opts, tools.clone(), &kernel, Console::Log)?;
-            Ok((opts.init, prepared))
+        .map(|v| {
+            let prepared = prepare(ctx, &v.vm, tools.clone(), &kernel, Console::Log)?;
+            Ok((v.label.as_str(), prepared))
         })
         .collect::<Result<Vec<_>>>()?;
     let (base_spec, base_tools) = prepare(ctx, base_opts, tools, &kernel, Console::Log)?;
@@ -199,8 +199,10 @@ pub fn bench_boot(
             .with_context(|| format!("baseline run {i}"))?;
         eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
         times[0].push(took);
-        for (v, (init, (spec, tools))) in variants.iter().enumerate() {
-            let dir = ctx.run_dir.join(format!("{}-{i}", init.name()));
+        for (v, (label, (spec, tools))) in variants.iter().enumerate() {
+            let dir = ctx
+                .run_dir
+                .join(format!("{}-{i}", label.replace([' ', ','], "-")));
             std::fs::create_dir_all(&dir)?;
             let t = Instant::now();
             let r = run::check(spec, &RunPaths::new(&dir), tools, &plan, &mut |_| {})?;
@@ -213,8 +215,7 @@ pub fn bench_boot(
                 );
             }
             eprintln!(
-                "{} init #{i}: {:.2}s ({})",
-                init.name(),
+                "{label} #{i}: {:.2}s ({})",
                 took.as_secs_f64(),
                 r.timings.line()
             );
@@ -243,9 +244,9 @@ pub fn bench_boot(
         "minimal QEMU + virtiofsd, init=/bin/true".to_string(),
         baseline,
     )];
-    for ((init, _), t) in variants.iter().zip(&times[1..]) {
+    for ((label, _), t) in variants.iter().zip(&times[1..]) {
         rows.push((
-            format!("check -- true, {} init", init.name()),
+            format!("check -- true, {label}"),
             median(t.clone()).expect("runs > 0"),
         ));
     }
@@ -281,10 +282,9 @@ pub fn bench_boot(
             ),
         }
     }
-    for ((init, _), t) in variants.iter().zip(&timelines) {
+    for ((label, _), t) in variants.iter().zip(&timelines) {
         println!(
-            "\ntimeline of check -- true, {} init (medians; seconds since the run started, and since the step before):",
-            init.name()
+            "\ntimeline of check -- true, {label} (medians; seconds since the run started, and since the step before):"
         );
         for line in timeline::median(t).lines() {
             println!("  {line}");

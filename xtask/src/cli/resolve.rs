@@ -526,16 +526,35 @@ impl BenchArgs {
                     ..BuildArgs::default()
                 };
                 let base = vm.resolve_with_arch(&file.vm, InitMode::Fast, &build)?;
-                let variants = [InitMode::Fast, InitMode::Systemd]
-                    .into_iter()
-                    .map(|init| {
-                        let args = VmArgs {
-                            init: Some(init),
-                            ..(**vm).clone()
-                        };
-                        args.resolve_with_arch(&file.vm, InitMode::Fast, &build)
+                // The shell init's row names it with init= (the last one wins): the A/B of
+                // the compiled fast init in one run.
+                let script = format!("init={}", crate::vm::spec::GUEST_INIT);
+                let script_append = match &vm.append {
+                    Some(a) => format!("{a} {script}"),
+                    None => script,
+                };
+                let variants = [
+                    ("fast init", InitMode::Fast, vm.append.clone()),
+                    (
+                        "fast init, shell script",
+                        InitMode::Fast,
+                        Some(script_append),
+                    ),
+                    ("systemd init", InitMode::Systemd, vm.append.clone()),
+                ]
+                .into_iter()
+                .map(|(label, init, append)| {
+                    let args = VmArgs {
+                        init: Some(init),
+                        append,
+                        ..(**vm).clone()
+                    };
+                    Ok(crate::bench::BootVariant {
+                        label: label.to_string(),
+                        vm: args.resolve_with_arch(&file.vm, InitMode::Fast, &build)?,
                     })
-                    .collect::<Result<Vec<_>>>()?;
+                })
+                .collect::<Result<Vec<_>>>()?;
                 BenchRequest::Boot(Box::new(BootBench {
                     runs,
                     kernel: kernel.source(None, &build, &file.build)?,
@@ -1113,9 +1132,15 @@ mod tests {
         };
         assert_eq!(b.runs, 5);
         assert_eq!(b.kernel, KernelSource::Image(exe.canonicalize().unwrap()));
-        let inits: Vec<InitMode> = b.variants.iter().map(|v| v.init).collect();
-        assert_eq!(inits, [InitMode::Fast, InitMode::Systemd]);
-        assert!(b.variants.iter().all(|v| v.cpus == 1) && b.base.cpus == 1);
+        let inits: Vec<InitMode> = b.variants.iter().map(|v| v.vm.init).collect();
+        assert_eq!(inits, [InitMode::Fast, InitMode::Fast, InitMode::Systemd]);
+        let appends: Vec<Option<&str>> =
+            b.variants.iter().map(|v| v.vm.append.as_deref()).collect();
+        assert_eq!(
+            appends,
+            [None, Some("init=/usr/local/sbin/xtask-init"), None]
+        );
+        assert!(b.variants.iter().all(|v| v.vm.cpus == 1) && b.base.cpus == 1);
         let r = resolve(&["bench", "bisect", "--flaky"]).unwrap();
         assert_eq!(
             format!("{r:?}"),

@@ -135,23 +135,26 @@ pub fn digest_for_arch(digest: &str, arch: &crate::arch::Arch) -> String {
 /// The folder of files copied over the tree: the guest's own configuration (its init, units,
 /// hostname), which no build reads.
 pub const OVERLAY: &str = "overlay";
+/// The folder of the compiled fast-boot init's source (`rootfs::fast_init`), a guest's
+/// program that no build reads either.
+pub const GUEST_INIT: &str = "guest-init";
 
 /// The recipe digest (hex sha256): every entry under `recipe`, walked in sorted order, as
 /// relative path, kind, permission bits and content (a symlink: its target), then the suite
 /// and mirror. Any rename, chmod or edit changes it; nothing else does (not mtimes).
 pub fn digest(recipe: &Path, source: &Source) -> Result<String> {
-    digest_but(recipe, source, None)
+    digest_but(recipe, source, &[])
 }
 
-/// The digest of what makes the build container's toolchain: the recipe but [`OVERLAY`]
-/// (the packages, customize.sh, suite and mirror). A change to the guest's init rebuilds
-/// the rootfs, not every kernel and ccache directory.
+/// The digest of what makes the build container's toolchain: the recipe but [`OVERLAY`] and
+/// [`GUEST_INIT`] (the packages, customize.sh, suite and mirror). A change to the guest's
+/// init rebuilds the rootfs, not every kernel and ccache directory.
 pub fn toolchain_digest(recipe: &Path, source: &Source) -> Result<String> {
-    digest_but(recipe, source, Some(OVERLAY))
+    digest_but(recipe, source, &[OVERLAY, GUEST_INIT])
 }
 
-/// [`digest`], leaving out the top-level folder `skip` and everything under it.
-fn digest_but(recipe: &Path, source: &Source, skip: Option<&str>) -> Result<String> {
+/// [`digest`], leaving out the top-level folders `skip` and everything under them.
+fn digest_but(recipe: &Path, source: &Source, skip: &[&str]) -> Result<String> {
     let mut h = Sha256::new();
     field(&mut h, RECIPE_FORMAT.as_bytes());
     let walk = walkdir::WalkDir::new(recipe)
@@ -164,7 +167,7 @@ fn digest_but(recipe: &Path, source: &Source, skip: Option<&str>) -> Result<Stri
             .path()
             .strip_prefix(recipe)
             .expect("walk stays inside");
-        if skip.is_some_and(|s| rel.starts_with(s)) {
+        if skip.iter().any(|s| rel.starts_with(s)) {
             continue;
         }
         let meta = entry
@@ -311,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn the_toolchain_digest_leaves_the_guests_overlay_out() {
+    fn the_toolchain_digest_leaves_the_guests_overlay_and_init_out() {
         let r = recipe();
         let (whole, toolchain) = (
             digest(r.path(), &source()).unwrap(),
@@ -325,6 +328,16 @@ mod tests {
         )
         .unwrap();
         assert_ne!(whole, digest(r.path(), &source()).unwrap());
+        assert_eq!(toolchain, toolchain_digest(r.path(), &source()).unwrap());
+        // So does the compiled fast init's source.
+        let changed = digest(r.path(), &source()).unwrap();
+        fs::create_dir_all(r.path().join("guest-init")).unwrap();
+        fs::write(
+            r.path().join("guest-init/xtask-init-fast.rs"),
+            "fn main() {}\n",
+        )
+        .unwrap();
+        assert_ne!(changed, digest(r.path(), &source()).unwrap());
         assert_eq!(toolchain, toolchain_digest(r.path(), &source()).unwrap());
         // A package or customize.sh changes the toolchain, as do the suite and mirror.
         fs::write(r.path().join("customize.sh"), "set -eu\n").unwrap();

@@ -280,6 +280,7 @@ pub fn prepare(
     if opts.share.is_some() && tools.launcher != Launcher::Qemu {
         bail!("--share needs the QEMU backend for now");
     }
+    let rootfs = rootfs(ctx, arch)?;
     let cmdline = spec::kernel_cmdline(&CmdlineInput {
         arch,
         init: opts.init,
@@ -288,6 +289,9 @@ pub fn prepare(
         machine,
         tsc_khz: spec::tsc_khz_from_cpuinfo(&cpuinfo),
         shell: console == Console::Interactive,
+        fast_init: rootfs
+            .join(spec::FAST_INIT.trim_start_matches('/'))
+            .is_file(),
         append: opts.append.as_deref(),
     });
     spec::check_init_args(machine, &cmdline)?;
@@ -300,7 +304,7 @@ pub fn prepare(
         cpus: opts.cpus,
         accel,
         machine,
-        rootfs: rootfs(ctx, arch)?,
+        rootfs,
         layer,
         share: opts.share.clone(),
         init: opts.init,

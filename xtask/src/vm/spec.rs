@@ -56,6 +56,10 @@ pub const ROOT_TAG: &str = "rootfs";
 pub const SHARE_TAG: &str = "share";
 /// The guest's first process (rootfs/overlay/usr/local/sbin/xtask-init).
 pub const GUEST_INIT: &str = "/usr/local/sbin/xtask-init";
+/// The guest's first process for a fast boot on the read-only root, where the rootfs has it
+/// (rootfs/guest-init, compiled by setup-rootfs for the host's architecture): the same work
+/// as the script's in one process.
+pub const FAST_INIT: &str = "/usr/local/sbin/xtask-init-fast";
 /// The virtio-serial port name the guest agent looks for.
 pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
 
@@ -73,8 +77,19 @@ pub struct CmdlineInput<'a> {
     pub tsc_khz: Option<u64>,
     /// A root shell on the console (interactive boot); else the console has no login.
     pub shell: bool,
+    /// The rootfs has [`FAST_INIT`].
+    pub fast_init: bool,
     /// `--append`, split on whitespace; after ours, so it wins (but for `printk.ignore_loglevel`).
     pub append: Option<&'a str>,
+}
+
+/// The init to boot: the compiled one for a fast boot on the read-only root without a
+/// console shell, where the rootfs has it; the script in every other case.
+pub fn guest_init(i: &CmdlineInput) -> &'static str {
+    match i.fast_init && i.init == InitMode::Fast && !i.rw && !i.shell {
+        true => FAST_INIT,
+        false => GUEST_INIT,
+    }
 }
 
 /// The kernel command line, each argument with the reason it is there.
@@ -87,7 +102,7 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
         format!("root={ROOT_TAG}"),
         "rootfstype=virtiofs".into(),
         "ro".into(),
-        format!("init={GUEST_INIT}"),
+        format!("init={}", guest_init(i)),
         // A panic reboots at once, and QEMU's -no-reboot turns that into an exit.
         "panic=-1".into(),
         // Oopses are fatal too: a guest that oopsed is not worth waiting for.
@@ -285,6 +300,7 @@ mod tests {
             machine: Machine::Microvm,
             tsc_khz: Some(2_445_406),
             shell: false,
+            fast_init: false,
             append: None,
         }
     }
@@ -362,6 +378,47 @@ mod tests {
     }
 
     #[test]
+    fn the_compiled_init_boots_a_fast_read_only_boot_only() {
+        let with = CmdlineInput {
+            fast_init: true,
+            ..input()
+        };
+        let init = |i: &CmdlineInput| {
+            kernel_cmdline(i)
+                .into_iter()
+                .find(|a| a.starts_with("init="))
+                .unwrap()
+        };
+        assert_eq!(init(&with), format!("init={FAST_INIT}"));
+        // A rootfs without it (another architecture's), and every other case: the script.
+        assert_eq!(init(&input()), format!("init={GUEST_INIT}"));
+        for other in [
+            CmdlineInput {
+                rw: true,
+                ..with.clone()
+            },
+            CmdlineInput {
+                shell: true,
+                ..with.clone()
+            },
+            CmdlineInput {
+                init: InitMode::Systemd,
+                ..with.clone()
+            },
+        ] {
+            assert_eq!(init(&other), format!("init={GUEST_INIT}"), "{other:?}");
+        }
+        // --share is the compiled init's too.
+        assert_eq!(
+            init(&CmdlineInput {
+                share: true,
+                ..with.clone()
+            }),
+            format!("init={FAST_INIT}")
+        );
+    }
+
+    #[test]
     fn init_arguments_after_dashes_stay_last() {
         let c = kernel_cmdline(&CmdlineInput {
             arch: &crate::arch::X86_64,
@@ -371,6 +428,7 @@ mod tests {
             machine: Machine::Microvm,
             tsc_khz: None,
             shell: false,
+            fast_init: true,
             append: Some("init=/bin/sleep -- infinity"),
         });
         let dashes = c.iter().position(|w| w == "--").unwrap();

@@ -1,0 +1,153 @@
+//! The compiled fast-boot init (rootfs/guest-init/xtask-init-fast.rs): which rustc compiles
+//! it, with what flags, and where in the host architecture's root it goes.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The source, in the recipe folder ([`super::recipe::GUEST_INIT`]).
+pub const SOURCE: &str = "guest-init/xtask-init-fast.rs";
+
+/// Where it is installed in the tree (vm::spec::FAST_INIT is the same path in the guest).
+pub const INSTALLED: &str = "usr/local/sbin/xtask-init-fast";
+
+/// The rustc to compile with: `$RUSTC`, the one beside `$CARGO` (the cargo that runs
+/// `cargo xtask`), then the search path and `$CARGO_HOME/bin` (default `~/.cargo/bin`).
+/// None when there is none: the guest then boots the shell init in every case.
+pub fn rustc(env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let named = env("RUSTC").map(PathBuf::from);
+    let beside_cargo = env("CARGO").and_then(|c| Some(Path::new(&c).parent()?.join("rustc")));
+    let on_path = env("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("rustc"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let cargo_home = env("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|h| h.join("bin/rustc"));
+    named
+        .into_iter()
+        .chain(beside_cargo)
+        .chain(on_path)
+        .chain(cargo_home)
+        .find(|p| p.is_file())
+}
+
+/// rustc's arguments: optimised, statically linked (no loader, no shared libraries to map
+/// under TCG), no unwinding and no symbols, for the host's architecture (the guest's).
+pub fn rustc_args(source: &Path, out: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = [
+        "--edition=2021",
+        "--crate-name=xtask_init_fast",
+        "-O",
+        "-C",
+        "panic=abort",
+        "-C",
+        "target-feature=+crt-static",
+        "-C",
+        "strip=symbols",
+        "-o",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    a.push(out.into());
+    a.push(source.into());
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> {
+        let m: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_os_str().to_owned()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn file(dir: &Path, rel: &str) -> PathBuf {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "").unwrap();
+        p
+    }
+
+    #[test]
+    fn rustc_is_found_beside_cargo_before_the_search_path_and_cargo_home_last() {
+        let d = tempfile::tempdir().unwrap();
+        let toolchain = file(d.path(), "toolchain/bin/rustc");
+        let on_path = file(d.path(), "path/rustc");
+        let home = file(d.path(), "home/.cargo/bin/rustc");
+        let cargo = d.path().join("toolchain/bin/cargo");
+        let path = d.path().join("path");
+        let h = d.path().join("home");
+        let all = env_of(&[("CARGO", &cargo), ("PATH", &path), ("HOME", &h)]);
+        assert_eq!(rustc(&all), Some(toolchain.clone()));
+        let no_cargo = env_of(&[("PATH", &path), ("HOME", &h)]);
+        assert_eq!(rustc(&no_cargo), Some(on_path));
+        let home_only = env_of(&[("PATH", d.path()), ("HOME", &h)]);
+        assert_eq!(rustc(&home_only), Some(home));
+        let named = env_of(&[("RUSTC", &toolchain), ("PATH", &path)]);
+        assert_eq!(rustc(&named), Some(toolchain));
+        assert_eq!(rustc(&env_of(&[("PATH", d.path())])), None);
+    }
+
+    #[test]
+    fn it_is_built_static_and_optimised() {
+        let a = rustc_args(Path::new("/r/guest-init/x.rs"), Path::new("/t/x"));
+        let s: Vec<_> = a.iter().map(|s| s.to_string_lossy()).collect();
+        let s = s.join(" ");
+        assert!(s.contains("-C target-feature=+crt-static"), "{s}");
+        assert!(s.contains("-C panic=abort"), "{s}");
+        assert!(s.ends_with("-o /t/x /r/guest-init/x.rs"), "{s}");
+    }
+
+    /// The source as it is compiles, and its own tests pass (it is built outside cargo).
+    #[test]
+    fn the_source_compiles_and_its_tests_pass() {
+        let src = crate::settings::workspace_root()
+            .join("rootfs")
+            .join(SOURCE);
+        let Some(rustc) = rustc(&|k| std::env::var_os(k)) else {
+            panic!("no rustc found to compile {}", src.display());
+        };
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("init");
+        let out = std::process::Command::new(&rustc)
+            .args(rustc_args(&src, &bin))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Not PID 1: it says what it is and exits 2, having mounted nothing.
+        let run = std::process::Command::new(&bin).output().unwrap();
+        assert_eq!(run.status.code(), Some(2));
+        let tests = d.path().join("tests");
+        let out = std::process::Command::new(&rustc)
+            .args(["--edition=2021", "--test", "-o"])
+            .arg(&tests)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = std::process::Command::new(&tests).output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stdout)
+        );
+    }
+}
