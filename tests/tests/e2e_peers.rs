@@ -1,5 +1,5 @@
 //! `deps --peers`, the set-up path of `bench boot --peers`, proven without this machine's
-//! state: stand-in `python3` (its venv's pip) and `cargo` first on PATH, a clean HOME, a fresh
+//! state: stand-in `dpkg-query`, `apt-get`, `python3` (its venv's pip) and `cargo` first on PATH, a clean HOME, a fresh
 //! state dir.
 
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +12,8 @@ fn script(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A dir of stand-ins that log each call to `calls`: `python3 -m venv DIR` makes DIR/bin/pip,
+/// A dir of stand-ins that log each call to `calls`: `dpkg-query` (udev is not installed
+/// until `apt-get install` ran), `python3 -m venv DIR` makes DIR/bin/pip,
 /// which for `install … virtme-ng` makes DIR/bin/vng (or fails, when `pip_fails`); `cargo
 /// install vmtest … --root DIR` makes DIR/bin/vmtest.
 fn stand_ins(pip_fails: bool) -> tempfile::TempDir {
@@ -31,6 +32,25 @@ fn stand_ins(pip_fails: bool) -> tempfile::TempDir {
              printf '#!/bin/sh\\necho \"pip $*\" >>{calls}\\nbin=%s\\n{pip_end}\\n' \"$bin\" >\"$bin/pip\"\n\
              chmod +x \"$bin/pip\"\n",
             calls = calls.display(),
+        ),
+    );
+    // dpkg says udev is missing until the stand-in apt-get has installed it.
+    let udev = d.path().join("udev-installed");
+    script(
+        &d.path().join("dpkg-query"),
+        &format!(
+            "#!/bin/sh\nfor last; do :; done\necho \"dpkg-query $last\" >>{calls}\n\
+             [ -e {udev} ] && echo 'udev ii '\nexit 0\n",
+            calls = calls.display(),
+            udev = udev.display(),
+        ),
+    );
+    script(
+        &d.path().join("apt-get"),
+        &format!(
+            "#!/bin/sh\necho \"apt-get $*\" >>{calls}\n[ \"$1\" = update ] || touch {udev}\n",
+            calls = calls.display(),
+            udev = udev.display(),
         ),
     );
     script(
@@ -86,9 +106,13 @@ fn deps_peers_installs_virtme_ng_in_a_venv_and_vmtest_then_nothing_more() {
     let peers = state.path().join("peers");
     let venv = peers.join("virtme-ng");
     assert!(stdout(&out).contains("peers installed"), "{}", stdout(&out));
+    let dpkg = "dpkg-query udev".to_string();
     assert_eq!(
         calls(tools.path()),
         [
+            dpkg.clone(),
+            "apt-get update".to_string(),
+            "apt-get install -y --no-install-recommends udev".to_string(),
             format!("python3 -m venv {}", venv.display()),
             "pip install --disable-pip-version-check virtme-ng".to_string(),
             format!(
@@ -107,7 +131,12 @@ fn deps_peers_installs_virtme_ng_in_a_venv_and_vmtest_then_nothing_more() {
         home.path(),
     ));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(calls(tools.path()).len(), 3, "{:?}", calls(tools.path()));
+    assert_eq!(
+        calls(tools.path())[6..],
+        [dpkg],
+        "{:?}",
+        calls(tools.path())
+    );
 }
 
 #[test]

@@ -54,7 +54,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
 
 /// Packages not yet installed, asked of dpkg.
 pub fn missing_packages() -> Result<Vec<&'static str>> {
-    let names: Vec<&str> = PACKAGES.iter().map(|(n, _)| *n).collect();
+    missing_of(PACKAGES.iter().map(|(n, _)| *n).collect())
+}
+
+/// Those of `names` that dpkg does not have installed.
+fn missing_of(names: Vec<&'static str>) -> Result<Vec<&'static str>> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f", "${Package} ${db:Status-Abbrev}\n"])
         .args(&names)
@@ -112,6 +116,9 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
+/// Debian packages the peers need on the host: virtme-ng's guest runs the host's udevd.
+const PEER_PACKAGES: &[&str] = &["udev"];
+
 /// The peers `bench boot --peers` compares with, installed by `deps --peers` under
 /// `<state>/peers/`: virtme-ng from PyPI in a venv of its own, vmtest from crates.io.
 pub struct Peers {
@@ -140,11 +147,30 @@ impl Peers {
         self.vmtest_root().join("bin/vmtest")
     }
 
-    /// Installs what is missing: `python3 -m venv` and its pip for virtme-ng, `cargo install`
-    /// for vmtest. Does nothing for a peer already there.
+    /// Installs what is missing: udev, `python3 -m venv` and its pip for virtme-ng, `cargo
+    /// install` for vmtest. Does nothing for a peer already there.
     pub fn install(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        // virtme-ng's guest runs on the host's root and names its virtio ports with the
+        // host's udevd; without one it cannot find its command's ports, and vng exits 255.
+        let missing = missing_of(PEER_PACKAGES.to_vec())?;
+        if !missing.is_empty() {
+            println!(
+                "installing {} (virtme-ng's guest runs the host's udevd)",
+                missing.join(" ")
+            );
+            privileged("apt-get")
+                .arg("update")
+                .run_logged()
+                .context("apt-get update failed: check the machine's apt sources and network")?;
+            privileged("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .run_logged()
+                .context("apt-get install udev failed")?;
+        }
         if !self.vng().is_file() {
             println!(
                 "installing virtme-ng from PyPI in {}",

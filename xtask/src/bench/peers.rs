@@ -28,7 +28,9 @@ pub struct PeerRun {
 /// memory of our rows.
 pub fn vng(vng: &Path, kernel: &Path, kvm: bool, cpus: u32, memory_mib: u64) -> PeerRun {
     let mut args: Vec<OsString> = vec!["--run".into(), kernel.into()];
-    let mut needs = Vec::new();
+    // Its guest runs on the host's root and finds its command's ports with the host's udevd
+    // (without one it exits 255); `deps --peers` installs udev.
+    let mut needs = vec!["udev on the host", "a PCI kernel"];
     if !kvm {
         // KVM guests hang here: vng would use /dev/kvm because it exists.
         args.push("--disable-kvm".into());
@@ -51,28 +53,58 @@ pub fn vng(vng: &Path, kernel: &Path, kvm: bool, cpus: u32, memory_mib: u64) -> 
     }
 }
 
+/// A /dev of what QEMU needs but /dev/kvm, over the real one (run by `unshare --mount`, so
+/// nothing outside sees it), then the command.
+const DEV_WITHOUT_KVM: &str = "mount -t tmpfs -o mode=0755 xtask-dev /mnt && \
+     for n in null zero full random urandom tty ptmx; do \
+     : >/mnt/$n && mount --bind /dev/$n /mnt/$n || exit 1; done && \
+     mkdir /mnt/pts /mnt/shm && mount --rbind /dev/pts /mnt/pts && \
+     mount --rbind /dev/shm /mnt/shm && ln -s /proc/self/fd /mnt/fd && \
+     mount --move /mnt /dev && exec \"$@\"";
+
+/// What a kernel's config lacks for `peer`, in one line naming the fix; None when it has
+/// what the peer needs (or its config is not known: the run then tells). Both peers' guests
+/// find their devices on virtio-pci; vmtest's root is the host's over 9P.
+pub fn kernel_lacks(peer: &str, config: Option<&crate::kconfig::Config>) -> Option<String> {
+    let c = config?;
+    let missing = |opts: &[&str]| -> Vec<String> {
+        opts.iter()
+            .filter(|o| c.value(o) != "y")
+            .map(|o| format!("CONFIG_{o}"))
+            .collect()
+    };
+    let pci = missing(&["PCI", "VIRTIO_PCI"]);
+    if !pci.is_empty() {
+        return Some(format!(
+            "{peer}: the kernel has no {} (its devices are virtio-pci): pass --kernel a PCI-lane \
+             kernel (trim-config --lane pci, then build --config it)",
+            pci.join(", ")
+        ));
+    }
+    let ninep = missing(&["NET_9P", "NET_9P_VIRTIO", "9P_FS"]);
+    if peer.starts_with("vmtest") && !ninep.is_empty() {
+        return Some(format!(
+            "{peer}: the kernel has no {} (its root is the host's over 9P): trim-config --lane \
+             pci --set CONFIG_NET_9P=y --set CONFIG_NET_9P_VIRTIO=y --set CONFIG_9P_FS=y",
+            ninep.join(", ")
+        ));
+    }
+    None
+}
+
 /// vmtest booting `kernel` to `true` (it shares the host's root over 9P: the kernel needs
 /// CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS, which the trimmed config leaves out).
 pub fn vmtest(vmtest: &Path, kernel: &Path, kvm: bool) -> PeerRun {
-    let mut needs = vec!["9P in the kernel's config (CONFIG_9P_FS, CONFIG_NET_9P_VIRTIO)"];
+    let mut needs = vec!["a PCI kernel with 9P (CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS)"];
     let mut args: Vec<OsString> = Vec::new();
     let program = if kvm {
         vmtest.to_path_buf()
     } else {
-        // vmtest takes KVM whenever /dev/kvm exists; in a mount namespace of its own the
-        // device is covered, so that it falls back to TCG.
-        needs.push("KVM hidden (/dev/kvm covered in a mount namespace)");
-        args.extend(
-            [
-                "--mount",
-                "--",
-                "sh",
-                "-c",
-                "mount --bind /dev/null /dev/kvm && exec \"$@\"",
-                "vmtest",
-            ]
-            .map(OsString::from),
-        );
+        // vmtest takes KVM whenever /dev/kvm exists (vmtest 0.18's host_supports_kvm), and
+        // covering the node leaves it there: in a mount namespace of its own it gets a /dev
+        // without it, so that it falls back to TCG.
+        needs.push("KVM hidden (a /dev without kvm, in a mount namespace)");
+        args.extend(["--mount", "--", "sh", "-c", DEV_WITHOUT_KVM, "vmtest"].map(OsString::from));
         args.push(vmtest.into());
         PathBuf::from("unshare")
     };
@@ -86,23 +118,33 @@ pub fn vmtest(vmtest: &Path, kernel: &Path, kvm: bool) -> PeerRun {
     }
 }
 
-/// The peers installed (by `deps --peers` in the state dir), each with its command line.
+/// The peers installed (by `deps --peers` in the state dir), each with its command line, or
+/// why it has no run: not installed, or a kernel (of `config`) it cannot boot.
 pub fn installed(
     peers: &Peers,
     kernel: &Path,
+    config: Option<&crate::kconfig::Config>,
     kvm: bool,
     cpus: u32,
     memory_mib: u64,
-) -> Vec<Result<PeerRun, &'static str>> {
-    let vng_row = match peers.vng().is_file() {
-        true => Ok(vng(&peers.vng(), kernel, kvm, cpus, memory_mib)),
-        false => Err("virtme-ng: not installed (cargo xtask deps --peers)"),
+) -> Vec<Result<PeerRun, String>> {
+    let row = |installed: bool, name: &str, run: &dyn Fn() -> PeerRun| {
+        if !installed {
+            return Err(format!("{name}: not installed (cargo xtask deps --peers)"));
+        }
+        match kernel_lacks(name, config) {
+            Some(why) => Err(why),
+            None => Ok(run()),
+        }
     };
-    let vmtest_row = match peers.vmtest().is_file() {
-        true => Ok(vmtest(&peers.vmtest(), kernel, kvm)),
-        false => Err("vmtest: not installed (cargo xtask deps --peers)"),
-    };
-    vec![vng_row, vmtest_row]
+    vec![
+        row(peers.vng().is_file(), "virtme-ng", &|| {
+            vng(&peers.vng(), kernel, kvm, cpus, memory_mib)
+        }),
+        row(peers.vmtest().is_file(), "vmtest", &|| {
+            vmtest(&peers.vmtest(), kernel, kvm)
+        }),
+    ]
 }
 
 /// One run of a peer: its time from start to exit, or why it did not count (its exit, or
@@ -172,7 +214,10 @@ mod tests {
                 "true"
             ]
         );
-        assert_eq!(r.needs, ["--disable-kvm (TCG)"]);
+        assert_eq!(
+            r.needs,
+            ["udev on the host", "a PCI kernel", "--disable-kvm (TCG)"]
+        );
         assert_eq!(r.path_first, Some(PathBuf::from("/p")));
         let kvm = vng(Path::new("/p/vng"), Path::new("/k/bzImage"), true, 2, 1024);
         assert!(!s(&kvm.args).contains(&"--disable-kvm".to_string()));
@@ -185,6 +230,7 @@ mod tests {
         let a = s(&r.args);
         assert_eq!(&a[a.len() - 4..], ["/p/vmtest", "-k", "/k/bzImage", "true"]);
         assert!(r.needs.iter().any(|n| n.contains("KVM hidden")));
+        assert!(a.contains(&DEV_WITHOUT_KVM.to_string()));
         let kvm = vmtest(Path::new("/p/vmtest"), Path::new("/k/bzImage"), true);
         assert_eq!(s(&kvm.args), ["-k", "/k/bzImage", "true"]);
     }
@@ -195,9 +241,61 @@ mod tests {
         let peers = Peers {
             dir: t.path().to_path_buf(),
         };
-        let rows = installed(&peers, Path::new("/k"), false, 2, 1024);
+        let rows = installed(&peers, Path::new("/k"), None, false, 2, 1024);
         assert!(rows
             .iter()
             .all(|r| r.as_ref().unwrap_err().contains("deps --peers")));
+    }
+
+    #[test]
+    fn a_kernel_a_peer_cannot_boot_is_said_with_the_fix() {
+        let cfg = |t: &str| crate::kconfig::Config::parse(t).unwrap();
+        let fast = cfg("CONFIG_VIRTIO_MMIO=y\n# CONFIG_PCI is not set\n");
+        let pci = cfg("CONFIG_PCI=y\nCONFIG_VIRTIO_PCI=y\n");
+        let ninep = cfg("CONFIG_PCI=y\nCONFIG_VIRTIO_PCI=y\nCONFIG_NET_9P=y\nCONFIG_NET_9P_VIRTIO=y\nCONFIG_9P_FS=y\n");
+        let why = kernel_lacks("virtme-ng", Some(&fast)).unwrap();
+        assert!(
+            why.contains("CONFIG_PCI, CONFIG_VIRTIO_PCI") && why.contains("--lane pci"),
+            "{why}"
+        );
+        assert_eq!(kernel_lacks("virtme-ng", Some(&pci)), None);
+        let why = kernel_lacks("vmtest", Some(&pci)).unwrap();
+        assert!(
+            why.contains("CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS"),
+            "{why}"
+        );
+        assert!(why.contains("--set CONFIG_9P_FS=y"), "{why}");
+        assert_eq!(kernel_lacks("vmtest", Some(&ninep)), None);
+        assert_eq!(kernel_lacks("vmtest", None), None);
+    }
+
+    /// The /dev vmtest gets has no kvm but what QEMU opens, and the host's /dev is untouched.
+    #[test]
+    fn the_dev_without_kvm_has_what_qemu_needs() {
+        if !nix_root() {
+            return;
+        }
+        let out = Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", DEV_WITHOUT_KVM, "sh"])
+            .args(["sh", "-c", "ls /dev; test -e /dev/kvm && echo KVM; echo x >/dev/null && head -c1 /dev/urandom >/dev/null && echo ok"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("KVM"), "{text}");
+        assert!(
+            text.contains("ptmx") && text.contains("shm") && text.trim_end().ends_with("ok"),
+            "{text}"
+        );
+    }
+
+    /// Mount namespaces need root.
+    fn nix_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
     }
 }

@@ -180,6 +180,7 @@ pub fn bench_boot(
         true => peers::installed(
             &crate::deps::Peers::of(&ctx.state),
             &kernel.image,
+            crate::vm::config_of(&kernel.image).as_ref(),
             base_spec.accel == crate::options::Accel::Kvm,
             base_spec.cpus,
             base_spec.memory_mib,

@@ -118,6 +118,14 @@ impl KernelImage {
     }
 }
 
+/// The config of a kernel image, where one is found beside it ([`configs_beside`]).
+pub fn config_of(image: &std::path::Path) -> Option<crate::kconfig::Config> {
+    configs_beside(image)
+        .iter()
+        .find_map(|c| std::fs::read_to_string(c).ok())
+        .and_then(|t| crate::kconfig::Config::parse(&t).ok())
+}
+
 /// Where the config of a kernel image may be: beside it (a cache entry) or at the root of
 /// the build dir it is in (`arch/x86/boot/bzImage`).
 fn configs_beside(image: &std::path::Path) -> Vec<PathBuf> {
