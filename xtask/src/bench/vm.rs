@@ -40,12 +40,14 @@ fn baseline_qemu_args(
     console: &std::path::Path,
 ) -> Vec<String> {
     let accel = spec.accel.name();
+    // The TSC's rate and reliability, as ours say them (spec::kernel_cmdline).
     let tsc = spec
         .cmdline
         .iter()
-        .find(|a| a.starts_with("tsc_early_khz="))
+        .filter(|a| a.starts_with("tsc_early_khz=") || *a == "tsc=reliable")
         .cloned()
-        .unwrap_or_default();
+        .collect::<Vec<_>>()
+        .join(" ");
     let machine = crate::vm::qemu::machine(spec);
     let mut v: Vec<String> = machine
         .iter()

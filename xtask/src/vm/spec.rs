@@ -125,6 +125,10 @@ pub fn kernel_cmdline(i: &CmdlineInput) -> Vec<String> {
         // microvm has no PIT/HPET to calibrate the TSC against; under TCG the calibration
         // can hang. The guest TSC runs at the host's rate, so say it.
         v.push(format!("tsc_early_khz={khz}"));
+        // TCG's CPU is no Intel and has no constant TSC, so with two vCPUs the kernel
+        // calls the TSC unsynchronised and keeps time with refined-jiffies: clocks of a
+        // tick's resolution for the tests. Every vCPU reads the same host clock here.
+        v.push("tsc=reliable".into());
     }
     if i.init == InitMode::Systemd {
         // No "Welcome" colours and status noise over the slow serial port.
@@ -312,7 +316,7 @@ mod tests {
             c,
             "console=ttyS0 root=rootfs rootfstype=virtiofs ro init=/usr/local/sbin/xtask-init \
              panic=-1 oops=panic reboot=t 8250.nr_uarts=1 xtask.init=fast tsc_early_khz=2445406 \
-             printk.time=1 printk.ignore_loglevel=1"
+             tsc=reliable printk.time=1 printk.ignore_loglevel=1"
         );
     }
 
