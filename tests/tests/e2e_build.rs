@@ -461,3 +461,52 @@ fn ctrl_c_mid_build_exits_130_and_publishes_nothing() {
     assert_eq!(leftovers, 0, "staging directories left in cache/tmp");
     assert_eq!(checkout_state(&f.tree), before);
 }
+
+/// A build after a one-file change keeps the build dir's .config: the same input config
+/// made it from the same Kconfig files, so neither olddefconfig nor make's syncconfig runs.
+/// A Kconfig file changed (a comment: the result is the same) runs olddefconfig again.
+#[test]
+fn an_incremental_build_keeps_the_config_until_a_kconfig_file_changes() {
+    let f = fixture();
+    let mut restore = Restore::new();
+    let change = |restore: &mut Restore| {
+        restore.append(
+            f.tree.join(EDITED),
+            &format!("\n/* xtask e2e: config kept, {} */\n", unique()),
+        );
+    };
+    change(&mut restore);
+    let first = build(&f, &[]);
+    assert_eq!(code(&first.out), 0, "{}", stderr(&first.out));
+    change(&mut restore);
+    let second = build(&f, &[]);
+    assert_eq!(code(&second.out), 0, "{}", stderr(&second.out));
+    assert!(
+        !second.commands.contains("olddefconfig"),
+        "{}",
+        second.commands
+    );
+    assert_eq!(second.make_runs(), 1, "{}", second.commands);
+    let log = std::fs::read_to_string(Path::new(&entry_of(&second)).join("build.log")).unwrap();
+    assert!(
+        log.contains("### olddefconfig: kept the build dir's .config"),
+        "{log}"
+    );
+    assert!(!log.contains("SYNC    include/config/auto.conf"), "{log}");
+    let config = |r: &Run| std::fs::read(Path::new(&entry_of(r)).join("config")).unwrap();
+    assert_eq!(config(&first), config(&second));
+
+    restore.append(
+        f.tree.join("init/Kconfig"),
+        "\n# xtask e2e: a Kconfig file changed\n",
+    );
+    change(&mut restore);
+    let third = build(&f, &[]);
+    assert_eq!(code(&third.out), 0, "{}", stderr(&third.out));
+    assert!(
+        third.commands.contains("olddefconfig"),
+        "{}",
+        third.commands
+    );
+    assert_eq!(config(&third), config(&second));
+}

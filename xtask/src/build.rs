@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod ccache;
+mod configured;
 pub mod failure;
 pub mod key;
 mod miss;

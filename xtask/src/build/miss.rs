@@ -3,6 +3,7 @@
 
 use super::cache::{self, Cache, Metadata, Status};
 use super::ccache;
+use super::configured;
 use super::failure::{self, Failure};
 use super::key::KeyInputs;
 use super::plan::{self, Ccache, ConfigFacts, Make, Paths, Plan, CCACHE_LINKS, CONTAINER_PATH};
@@ -165,8 +166,30 @@ pub fn build(
         },
     };
     let plan = &req.plan;
-    std::fs::copy(&req.config_path, build_dir.join(".config"))
-        .with_context(|| format!("copying {} into the build dir", req.config_path.display()))?;
+    let steps = plan.steps();
+    // The .config the build dir has is olddefconfig's result for this build when the same
+    // inputs made it from the same Kconfig files: kept, it spares olddefconfig and make's
+    // syncconfig (build/configured.rs). Otherwise the input config replaces it.
+    let input = std::fs::read(&req.config_path)
+        .with_context(|| format!("reading {}", req.config_path.display()))?;
+    let dirty = req.source.dirty.is_some();
+    let config_inputs = configured::inputs_digest(
+        &input,
+        &req.inputs.toolchain,
+        &req.inputs.arch,
+        &configured::configure_command(&steps.configure.key()),
+    );
+    let keep_config = configured::reusable(
+        configured::read(build_dir).as_ref(),
+        &config_inputs,
+        configured::file_digest(&build_dir.join(".config")).as_deref(),
+        |commit| configured::kconfig_same_as(src_dir, commit, dirty),
+    );
+    if !keep_config {
+        configured::forget(build_dir)?;
+        std::fs::write(build_dir.join(".config"), &input)
+            .with_context(|| format!("copying {} into the build dir", req.config_path.display()))?;
+    }
 
     let what = match (&req.rev, &req.source.dirty) {
         (Some(rev), _) => format!("{rev} ({})", short(&req.source.commit)),
@@ -189,13 +212,33 @@ pub fn build(
         kernelrelease: None,
     };
 
-    let steps = plan.steps();
-    let step = runner.step(steps.configure.label, &steps.configure.run)?;
-    record
-        .durations
-        .insert(steps.configure.label.into(), step.duration.as_secs_f64());
-    if !step.ok {
-        return failed(cache, req, &runner, record, &step);
+    if keep_config {
+        runner.note(&format!(
+            "### {}: kept the build dir's .config (the same input config, toolchain and \
+             Kconfig files made it)",
+            steps.configure.label
+        ))?;
+    } else {
+        let step = runner.step(steps.configure.label, &steps.configure.run)?;
+        record
+            .durations
+            .insert(steps.configure.label.into(), step.duration.as_secs_f64());
+        if !step.ok {
+            return failed(cache, req, &runner, record, &step);
+        }
+        // Recorded only for Kconfig files that are the commit's (uncommitted ones may go).
+        if !dirty || configured::kconfig_same_as(src_dir, &req.source.commit, true) {
+            if let Some(config) = configured::file_digest(&build_dir.join(".config")) {
+                configured::write(
+                    build_dir,
+                    &configured::Configured {
+                        inputs: config_inputs,
+                        commit: req.source.commit.clone(),
+                        config,
+                    },
+                )?;
+            }
+        }
     }
     let final_config = Config::parse(&std::fs::read_to_string(build_dir.join(".config"))?)
         .context("the .config olddefconfig wrote")?;

@@ -184,6 +184,12 @@ impl Runner {
         })
     }
 
+    /// Writes a line of our own into the build log (a step that did not need to run).
+    pub fn note(&self, line: &str) -> Result<()> {
+        writeln!(self.log.lock().unwrap(), "{line}")?;
+        Ok(())
+    }
+
     /// Clears the status line.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
