@@ -86,21 +86,27 @@ fn privileged(program: &str) -> Command {
     }
 }
 
+/// `apt-get update`, then `apt-get install` of `packages` (with sudo when not root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    privileged("apt-get")
+        .arg("update")
+        .run_logged()
+        .context("apt-get update failed: check the machine's apt sources and network")?;
+    privileged("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run_logged()
+        .with_context(|| format!("apt-get install {} failed", packages.join(" ")))?;
+    Ok(())
+}
+
 /// Installs what is missing; does nothing (and asks no network) when all is there.
 pub fn install() -> Result<()> {
     let missing = missing_packages()?;
     if !missing.is_empty() {
         println!("installing: {}", missing.join(" "));
-        privileged("apt-get")
-            .arg("update")
-            .run_logged()
-            .context("apt-get update failed: check the machine's apt sources and network")?;
-        privileged("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .run_logged()
-            .context("apt-get install failed")?;
+        apt_install(&missing)?;
     }
     let virtiofsd = tools::search(&tools::VIRTIOFSD);
     if virtiofsd.usable.is_none() {
@@ -160,16 +166,7 @@ impl Peers {
                 "installing {} (virtme-ng's guest runs the host's udevd)",
                 missing.join(" ")
             );
-            privileged("apt-get")
-                .arg("update")
-                .run_logged()
-                .context("apt-get update failed: check the machine's apt sources and network")?;
-            privileged("apt-get")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .run_logged()
-                .context("apt-get install udev failed")?;
+            apt_install(&missing)?;
         }
         if !self.vng().is_file() {
             println!(

@@ -118,31 +118,30 @@ mod tests {
             panic!("no rustc found to compile {}", src.display());
         };
         let d = tempfile::tempdir().unwrap();
+        let compile = |args: Vec<OsString>| {
+            let out = std::process::Command::new(&rustc)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
         let bin = d.path().join("init");
-        let out = std::process::Command::new(&rustc)
-            .args(rustc_args(&src, &bin))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        compile(rustc_args(&src, &bin));
         // Not PID 1: it says what it is and exits 2, having mounted nothing.
         let run = std::process::Command::new(&bin).output().unwrap();
         assert_eq!(run.status.code(), Some(2));
         let tests = d.path().join("tests");
-        let out = std::process::Command::new(&rustc)
-            .args(["--edition=2021", "--test", "-o"])
-            .arg(&tests)
-            .arg(&src)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        compile(vec![
+            "--edition=2021".into(),
+            "--test".into(),
+            "-o".into(),
+            tests.clone().into(),
+            src.clone().into(),
+        ]);
         let run = std::process::Command::new(&tests).output().unwrap();
         assert!(
             run.status.success(),
