@@ -12,8 +12,8 @@ fn script(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A dir of stand-ins that log each call to `calls`: `dpkg-query` (udev is not installed
-/// until `apt-get install` ran), `python3 -m venv DIR` makes DIR/bin/pip,
+/// A dir of stand-ins that log each call to `calls`: `dpkg-query` (udev and qemu-guest-agent are not
+/// installed until `apt-get install` ran), `python3 -m venv DIR` makes DIR/bin/pip,
 /// which for `install … virtme-ng` makes DIR/bin/vng (or fails, when `pip_fails`); `cargo
 /// install vmtest … --root DIR` makes DIR/bin/vmtest.
 fn stand_ins(pip_fails: bool) -> tempfile::TempDir {
@@ -40,7 +40,7 @@ fn stand_ins(pip_fails: bool) -> tempfile::TempDir {
         &d.path().join("dpkg-query"),
         &format!(
             "#!/bin/sh\nfor last; do :; done\necho \"dpkg-query $last\" >>{calls}\n\
-             [ -e {udev} ] && echo 'udev ii '\nexit 0\n",
+             [ -e {udev} ] && echo 'udev ii ' && echo 'qemu-guest-agent ii '\nexit 0\n",
             calls = calls.display(),
             udev = udev.display(),
         ),
@@ -106,13 +106,13 @@ fn deps_peers_installs_virtme_ng_in_a_venv_and_vmtest_then_nothing_more() {
     let peers = state.path().join("peers");
     let venv = peers.join("virtme-ng");
     assert!(stdout(&out).contains("peers installed"), "{}", stdout(&out));
-    let dpkg = "dpkg-query udev".to_string();
+    let dpkg = "dpkg-query qemu-guest-agent".to_string();
     assert_eq!(
         calls(tools.path()),
         [
             dpkg.clone(),
             "apt-get update".to_string(),
-            "apt-get install -y --no-install-recommends udev".to_string(),
+            "apt-get install -y --no-install-recommends udev qemu-guest-agent".to_string(),
             format!("python3 -m venv {}", venv.display()),
             "pip install --disable-pip-version-check virtme-ng".to_string(),
             format!(

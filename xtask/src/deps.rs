@@ -122,8 +122,9 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
-/// Debian packages the peers need on the host: virtme-ng's guest runs the host's udevd.
-const PEER_PACKAGES: &[&str] = &["udev"];
+/// Debian packages the peers need on the host, whose root their guests run on: virtme-ng's
+/// guest runs the host's udevd, vmtest's the host's qemu-ga.
+const PEER_PACKAGES: &[&str] = &["udev", "qemu-guest-agent"];
 
 /// The peers `bench boot --peers` compares with, installed by `deps --peers` under
 /// `<state>/peers/`: virtme-ng from PyPI in a venv of its own, vmtest from crates.io.
@@ -158,12 +159,12 @@ impl Peers {
     pub fn install(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
-        // virtme-ng's guest runs on the host's root and names its virtio ports with the
-        // host's udevd; without one it cannot find its command's ports, and vng exits 255.
+        // Both peers' guests run on the host's root: virtme-ng's names its virtio ports with
+        // the host's udevd (without one vng exits 255), vmtest's starts the host's qemu-ga.
         let missing = missing_of(PEER_PACKAGES.to_vec())?;
         if !missing.is_empty() {
             println!(
-                "installing {} (virtme-ng's guest runs the host's udevd)",
+                "installing {} (the peers' guests run the host's udevd and qemu-ga)",
                 missing.join(" ")
             );
             apt_install(&missing)?;

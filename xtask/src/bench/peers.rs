@@ -95,7 +95,11 @@ pub fn kernel_lacks(peer: &str, config: Option<&crate::kconfig::Config>) -> Opti
 /// vmtest booting `kernel` to `true` (it shares the host's root over 9P: the kernel needs
 /// CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS, which the trimmed config leaves out).
 pub fn vmtest(vmtest: &Path, kernel: &Path, kvm: bool) -> PeerRun {
-    let mut needs = vec!["a PCI kernel with 9P (CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS)"];
+    // Its guest runs on the host's root over 9P and starts the host's qemu-ga.
+    let mut needs = vec![
+        "a PCI kernel with 9P (CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS)",
+        "qemu-guest-agent on the host",
+    ];
     let mut args: Vec<OsString> = Vec::new();
     let program = if kvm {
         vmtest.to_path_buf()
