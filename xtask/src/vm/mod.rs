@@ -106,9 +106,7 @@ impl KernelImage {
     /// entry's `config`, a build dir's `.config`), else the PCI lane (boots any kernel that
     /// has virtio-pci, as before lanes).
     pub fn given(image: &std::path::Path) -> KernelImage {
-        let lane = configs_beside(image)
-            .iter()
-            .find_map(|c| std::fs::read_to_string(c).ok())
+        let lane = config_text_of(image)
             .map_or(crate::arch::Lane::Pci, |t| crate::arch::Lane::of_config(&t));
         KernelImage {
             image: image.to_path_buf(),
@@ -120,10 +118,14 @@ impl KernelImage {
 
 /// The config of a kernel image, where one is found beside it ([`configs_beside`]).
 pub fn config_of(image: &std::path::Path) -> Option<crate::kconfig::Config> {
+    config_text_of(image).and_then(|t| crate::kconfig::Config::parse(&t).ok())
+}
+
+/// The text of the first config found beside a kernel image.
+fn config_text_of(image: &std::path::Path) -> Option<String> {
     configs_beside(image)
         .iter()
         .find_map(|c| std::fs::read_to_string(c).ok())
-        .and_then(|t| crate::kconfig::Config::parse(&t).ok())
 }
 
 /// Where the config of a kernel image may be: beside it (a cache entry) or at the root of
