@@ -61,8 +61,9 @@ pub fn exempt_arg(word: &str) -> bool {
 
 /// The environment variables that cannot change the image: ccache's, which gives the
 /// compiler's own output or that output from its cache: the search path that puts its
-/// compiler links first, where it keeps its cache, where it logs this build's hits and misses.
-pub const EXEMPT_ENV: &[&str] = &["PATH", "CCACHE_DIR", "CCACHE_STATSLOG"];
+/// compiler links first, where it keeps its cache, its depend mode, where it logs this
+/// build's hits and misses.
+pub const EXEMPT_ENV: &[&str] = &["PATH", "CCACHE_DIR", "CCACHE_DEPEND", "CCACHE_STATSLOG"];
 
 /// The directory of ccache's links named after the compilers (`gcc`,
 /// `aarch64-linux-gnu-gcc`), which Debian's ccache package keeps for every installed one.
@@ -162,6 +163,10 @@ impl Make {
             // the paths are /src and /build in every worktree, so hits happen without it.
             e.push(("PATH".into(), path.clone()));
             e.push(("CCACHE_DIR".into(), dir.clone()));
+            // Depend mode: a miss hashes the headers the compiler's own -MMD output names
+            // instead of running the preprocessor first, so a cold build pays almost nothing
+            // for the cache (Kbuild passes -Wp,-MMD for every object).
+            e.push(("CCACHE_DEPEND".into(), "1".into()));
             e.push((
                 "CCACHE_STATSLOG".into(),
                 format!("{}/{}", self.paths.staging(), super::ccache::STATS_LOG),
@@ -458,6 +463,7 @@ mod tests {
         assert!(inv
             .env
             .contains(&("CCACHE_DIR".into(), "/build/.ccache".into())));
+        assert!(inv.env.contains(&("CCACHE_DEPEND".into(), "1".into())));
         assert!(inv.env.contains(&(
             "PATH".into(),
             "/usr/lib/ccache:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
