@@ -438,7 +438,8 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
         );
     }
 
-    // Interrupted, its HEAD moved by someone, then resumed: the same answer.
+    // Interrupted, its BISECT_HEAD moved by someone (and its worktree checked out), then
+    // resumed: the same answer.
     let bisect = start_until(
         f.xtask().args([
             "bisect",
@@ -454,10 +455,20 @@ fn a_build_and_a_config_change_beside_a_bisect_and_a_moved_head_change_nothing()
     assert_eq!(status.code(), Some(130));
     assert!(took < Duration::from_secs(30));
     let wt = bisect_worktree(&f);
+    assert_eq!(
+        std::fs::read_dir(&wt).unwrap().count(),
+        1,
+        "the bisect's worktree holds more than its .git file"
+    );
     read(git(&wt).args(["checkout", "--quiet", "--force", "--detach", &ids[1]]));
+    read(git(&wt).args(["update-ref", "--no-deref", "BISECT_HEAD", &ids[1]]));
     let out = run(f.xtask().args(["bisect", "--status"]));
     assert_eq!(code(&out), 0);
-    assert!(stdout(&out).contains("HEAD has moved"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("BISECT_HEAD has moved"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("git bisect skip"), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("its worktree is locked for it"),
@@ -506,9 +517,9 @@ fn reset_ends_an_interrupted_bisect() {
     let (status, _) = bisect.interrupt(Duration::from_secs(60));
     assert_eq!(status.code(), Some(130));
     // Interrupted, the bisect still holds its worktree: git keeps it locked, saying how to
-    // end it, and a second bisect is refused with the fix named and leaves HEAD alone.
+    // end it, and a second bisect is refused with the fix named and leaves BISECT_HEAD alone.
     let wt = bisect_worktree(&f);
-    let head = read(git(&wt).args(["rev-parse", "HEAD"]));
+    let head = read(git(&wt).args(["rev-parse", "BISECT_HEAD"]));
     let lock = worktree_lock(&f.tree, &wt);
     assert!(
         lock.as_deref()
@@ -526,7 +537,7 @@ fn reset_ends_an_interrupted_bisect() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(read(git(&wt).args(["rev-parse", "HEAD"])), head);
+    assert_eq!(read(git(&wt).args(["rev-parse", "BISECT_HEAD"])), head);
     let out = run(f.xtask().args(["bisect", "--reset"]));
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("bisect ended"), "{}", stdout(&out));

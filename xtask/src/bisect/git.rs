@@ -1,10 +1,14 @@
 //! The bisect's thin git layer: its own worktree, `git bisect` in it (every mark names its
 //! commit), the state git keeps, the culprit's facts and its revert. No decisions here.
+//!
+//! The worktree holds no files: it is added with `--no-checkout` and git bisects in it with
+//! `--no-checkout`, so the candidate is `BISECT_HEAD` and no step writes the kernel's 80,000
+//! files (the build checks each commit out in its own worktree anyway).
 
 use super::progress::{self, Progress};
 use super::suspect::CulpritFacts;
 use crate::cmd::CommandExt;
-use crate::git::git;
+use crate::git::{git, with_index};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -102,7 +106,13 @@ pub fn ensure_worktree(tree: &Path, dir: &Path, at: &str) -> Result<()> {
     // registered as "missing but locked", and one --force does not replace it.
     git(tree)
         .args([
-            "worktree", "add", "--quiet", "--force", "--force", "--detach",
+            "worktree",
+            "add",
+            "--quiet",
+            "--force",
+            "--force",
+            "--detach",
+            "--no-checkout",
         ])
         .arg(dir)
         .arg(at)
@@ -173,7 +183,7 @@ pub struct Bisect {
 }
 
 impl Bisect {
-    /// `git bisect start --term-old --term-new NEW OLD -- PATHS`; git's answer.
+    /// `git bisect start --no-checkout --term-old --term-new NEW OLD -- PATHS`; git's answer.
     pub fn start(
         &self,
         terms: (&str, &str),
@@ -184,6 +194,7 @@ impl Bisect {
         let out = git(&self.wt)
             .arg("bisect")
             .arg("start")
+            .arg("--no-checkout")
             .arg(format!("--term-old={}", terms.0))
             .arg(format!("--term-new={}", terms.1))
             .args([new, old, "--"])
@@ -214,20 +225,23 @@ impl Bisect {
             .is_ok_and(|o| o.status.success())
     }
 
-    /// The commit git checked out for the next test, and HEAD.
+    /// The commit git chose for the next test, and `BISECT_HEAD` (where it put it).
     pub fn expected_and_head(&self) -> Result<(String, String)> {
         let expected = git(&self.wt)
             .args(["rev-parse", "--verify", "--quiet", "BISECT_EXPECTED_REV"])
             .read_logged()
             .context("git keeps no BISECT_EXPECTED_REV: the bisect's git state is gone; `cargo xtask bisect --reset` and start again")?;
-        let head = git(&self.wt).args(["rev-parse", "HEAD"]).read_logged()?;
+        let head = git(&self.wt)
+            .args(["rev-parse", "--verify", "--quiet", "BISECT_HEAD"])
+            .read_logged()
+            .context("git keeps no BISECT_HEAD: the bisect's git state is gone; `cargo xtask bisect --reset` and start again")?;
         Ok((expected, head))
     }
 
-    /// Puts HEAD back on `commit` (detached), as git's bisect state says it should be.
+    /// Puts `BISECT_HEAD` back on `commit`, as git's bisect state says it should be.
     pub fn restore(&self, commit: &str) -> Result<()> {
         git(&self.wt)
-            .args(["checkout", "--quiet", "--force", "--detach", commit])
+            .args(["update-ref", "--no-deref", "BISECT_HEAD", commit])
             .output_logged()
             .map(drop)
     }
@@ -239,51 +253,94 @@ impl Bisect {
             .unwrap_or_default()
     }
 
-    /// `git bisect reset` (to the worktree's HEAD before the start); quiet when not bisecting.
+    /// `git bisect reset` (no checkout: the worktree has no files); quiet when not bisecting.
     pub fn reset(&self) -> Result<()> {
         if self.is_bisecting() {
-            // The worktree is the bisect's own: a checkout that Ctrl-C ended half-way leaves
-            // files that would stop git from going back.
-            git(&self.wt)
-                .args(["reset", "--hard", "--quiet"])
-                .output_logged()?;
             git(&self.wt).args(["bisect", "reset"]).output_logged()?;
         }
         Ok(())
     }
 
-    /// The culprit reverted on top of `on`, committed in the worktree with a fixed identity
-    /// and `on`'s committer date; Err(why) when it does not apply (the worktree is left clean).
+    /// The culprit reverted on top of `on` (against its first parent), committed with a fixed
+    /// identity, `on`'s committer date and `git revert`'s message: the same commit `git revert`
+    /// makes. Done in a private index, with no files; Err(why) when the reverse patch does not
+    /// apply to `on`, even three-way.
     pub fn revert(&self, culprit: &str, on: &str) -> Result<std::result::Result<String, String>> {
-        self.restore(on)?;
+        let tmp = tempfile::tempdir()?;
+        let index = tmp.path().join("index");
+        with_index(&self.wt, &index)
+            .args(["read-tree", on])
+            .output_logged()?;
+        let patch = git(&self.wt)
+            .args([
+                "diff",
+                "--binary",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-renames",
+            ])
+            .arg(culprit)
+            .arg(format!("{culprit}^"))
+            .output_logged()?
+            .stdout;
+        let mut apply = with_index(&self.wt, &index);
+        apply.args(["apply", "--cached", "--3way", "-"]);
+        let out = output_with_input(&mut apply, &patch)?;
+        if !out.status.success() {
+            let said = text(&out);
+            let why = said
+                .lines()
+                .find(|l| l.starts_with("error:") || l.contains("conflict"))
+                .unwrap_or("git apply --cached of the reverse patch failed")
+                .to_string();
+            return Ok(Err(why));
+        }
+        let tree = with_index(&self.wt, &index)
+            .arg("write-tree")
+            .read_logged()?;
         let date = git(&self.wt)
             .args(["log", "-1", "--format=%cD", on])
             .read_logged()?;
+        let message = format!(
+            "Revert \"{}\"\n\nThis reverts commit {culprit}.",
+            subject(&self.wt, culprit)
+        );
         let mut c = git(&self.wt);
-        c.args(["revert", "--no-edit", culprit]);
+        c.args(["commit-tree", &tree, "-p", on, "-m", &message]);
         for (k, v) in IDENTITY {
             c.env(k, v);
         }
         c.env("GIT_AUTHOR_DATE", &date)
             .env("GIT_COMMITTER_DATE", &date);
-        let out = c.output_unchecked()?;
-        if out.status.success() {
-            return Ok(Ok(git(&self.wt)
-                .args(["rev-parse", "HEAD"])
-                .read_logged()?));
-        }
-        let why = text(&out)
-            .lines()
-            .find(|l| l.starts_with("CONFLICT") || l.starts_with("error:"))
-            .unwrap_or("git revert failed")
-            .to_string();
-        let _ = git(&self.wt).args(["revert", "--abort"]).output_unchecked();
-        self.restore(on)?;
-        Ok(Err(why))
+        Ok(Ok(c.read_logged()?))
     }
 }
 
-/// What the culprit changes, against its first parent.
+/// Runs `c` with `input` on its stdin, capturing its output, whatever its exit status.
+fn output_with_input(c: &mut std::process::Command, input: &[u8]) -> Result<std::process::Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let started = crate::cmd::log_start(c);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", crate::cmd::display(c)))?;
+    // git reads the whole patch before it writes: no deadlock on a large one. One that exits
+    // before reading it all says why on stderr.
+    if let Err(e) = child.stdin.take().expect("piped").write_all(input) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
+    }
+    let out = child.wait_with_output()?;
+    crate::cmd::log_end(c, started, &crate::cmd::describe(&out.status));
+    Ok(out)
+}
+
 pub fn culprit_facts(tree: &Path, culprit: &str, arch_dir: &str) -> Result<CulpritFacts> {
     let parents = git(tree)
         .args(["rev-list", "--parents", "-n", "1", culprit])
@@ -355,5 +412,90 @@ mod tests {
         );
         assert_eq!(lock_reason(&list, Path::new("/tmp/wtrec")), None);
         assert_eq!(lock_reason("", Path::new("/tmp/wtrec/b")), None);
+    }
+
+    /// A repo of four commits, each changing its own line of file `f`: `base`, `one`, `two`
+    /// (the culprit), `three`.
+    fn repo() -> (tempfile::TempDir, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = crate::git::owned(dir.path()).args(args).output().unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        run(&["init", "--quiet"]);
+        let mut lines: Vec<String> = (0..40).map(|n| format!("line {n}")).collect();
+        let mut ids = Vec::new();
+        for (i, name) in ["base", "one", "two", "three"].iter().enumerate() {
+            lines[i * 10] = name.to_string();
+            std::fs::write(dir.path().join("f"), lines.join("\n") + "\n").unwrap();
+            run(&["add", "f"]);
+            run(&["commit", "--quiet", "-m", name]);
+            ids.push(run(&["rev-parse", "HEAD"]));
+        }
+        (dir, ids)
+    }
+
+    #[test]
+    fn the_revert_is_the_commit_git_revert_makes_and_touches_no_files() {
+        let (dir, ids) = repo();
+        let wt = dir.path().join("wt");
+        ensure_worktree(dir.path(), &wt, &ids[3]).unwrap();
+        assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 1, "only .git");
+        let bisect = Bisect { wt: wt.clone() };
+        let ours = bisect.revert(&ids[2], &ids[3]).unwrap().unwrap();
+        assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 1, "only .git");
+        // git's own revert, in a checkout of the same end, with the same identity and date.
+        let date = subject_date(dir.path(), &ids[3]);
+        let mut c = git(dir.path());
+        c.args(["revert", "--no-edit", &ids[2]]);
+        for (k, v) in IDENTITY {
+            c.env(k, v);
+        }
+        let out = c
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let theirs = rev_parse(dir.path(), "HEAD").unwrap();
+        assert_eq!(ours, theirs);
+        // A revert that cannot apply, even three-way, is an answer, not an error.
+        std::fs::write(dir.path().join("f"), "nothing in common\n").unwrap();
+        let out = crate::git::owned(dir.path())
+            .args(["commit", "--quiet", "-am", "rewrite"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let rewritten = rev_parse(dir.path(), "HEAD").unwrap();
+        let why = bisect.revert(&ids[2], &rewritten).unwrap().unwrap_err();
+        assert!(!why.is_empty());
+    }
+
+    #[test]
+    fn git_bisects_with_no_checkout_and_its_head_is_restored() {
+        let (dir, ids) = repo();
+        let wt = dir.path().join("wt");
+        ensure_worktree(dir.path(), &wt, &ids[3]).unwrap();
+        let bisect = Bisect { wt: wt.clone() };
+        let answer = bisect
+            .start(("good", "bad"), &ids[0], &ids[3], &[])
+            .unwrap();
+        assert!(answer.is_some());
+        let (expected, head) = bisect.expected_and_head().unwrap();
+        assert_eq!(expected, head);
+        assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 1, "only .git");
+        bisect.restore(&ids[0]).unwrap();
+        assert_eq!(bisect.expected_and_head().unwrap().1, ids[0]);
+        bisect.restore(&expected).unwrap();
+        bisect.reset().unwrap();
+        assert!(!bisect.is_bisecting());
+    }
+
+    fn subject_date(dir: &Path, commit: &str) -> String {
+        git(dir)
+            .args(["log", "-1", "--format=%cD", commit])
+            .read_logged()
+            .unwrap()
     }
 }

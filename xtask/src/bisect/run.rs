@@ -337,18 +337,17 @@ fn resume(ctx: &Ctx, tree: &Path, place: &Place) -> Result<u8> {
     let answer = if saved.engine.outcome.is_some() {
         None
     } else {
-        // git's bisect state is the truth: HEAD goes back where it says, if it moved.
+        // git's bisect state is the truth: BISECT_HEAD goes back where it says, if it moved.
         let (expected, head) = bisect.expected_and_head()?;
         if head != expected {
             eprintln!(
-                "bisect: HEAD of {} is at {}, not at {} where the bisect left it: restoring it",
+                "bisect: BISECT_HEAD of {} is at {}, not at {} where the bisect left it: restoring it",
                 place.worktree.display(),
                 short(&head),
                 short(&expected)
             );
+            bisect.restore(&expected)?;
         }
-        // Forced always: a checkout that Ctrl-C ended half-way leaves files of two commits.
-        bisect.restore(&expected)?;
         Some(super::progress::Progress::Next {
             candidate: expected,
             revisions_left: 0,
@@ -778,7 +777,10 @@ fn status(tree: &Path, place: &Place) -> Result<u8> {
             git::subject(&place.worktree, &expected)
         );
         if head != expected {
-            println!("HEAD has moved to {}; --resume puts it back", short(&head));
+            println!(
+                "BISECT_HEAD has moved to {}; --resume puts it back",
+                short(&head)
+            );
         }
     }
     println!("git bisect log:\n{}", bisect.log());
