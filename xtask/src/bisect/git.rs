@@ -82,10 +82,13 @@ pub fn count(dir: &Path, old: &str, new: &str) -> u32 {
         .unwrap_or(1)
 }
 
-/// The bisect's worktree of `tree` at `dir`, made (detached) on first use; kept between
-/// bisects so that later ones do not check out the whole tree again.
+/// The bisect's worktree of `tree` at `dir`, made (detached, with no files) on first use and
+/// kept between bisects.
 pub fn ensure_worktree(tree: &Path, dir: &Path, at: &str) -> Result<()> {
-    let usable = dir.join(".git").exists()
+    // A worktree with files is one an older toolkit checked out: it is made again, empty.
+    let only_git = std::fs::read_dir(dir).is_ok_and(|d| d.count() == 1);
+    let usable = only_git
+        && dir.join(".git").exists()
         && git(dir)
             .args(["rev-parse", "--git-dir"])
             .output_unchecked()
@@ -485,6 +488,14 @@ mod tests {
         let (expected, head) = bisect.expected_and_head().unwrap();
         assert_eq!(expected, head);
         assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 1, "only .git");
+        // One that an older toolkit checked out is made again, with no files.
+        bisect.reset().unwrap();
+        std::fs::write(wt.join("f"), "a file\n").unwrap();
+        ensure_worktree(dir.path(), &wt, &ids[3]).unwrap();
+        assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 1, "only .git");
+        bisect
+            .start(("good", "bad"), &ids[0], &ids[3], &[])
+            .unwrap();
         bisect.restore(&ids[0]).unwrap();
         assert_eq!(bisect.expected_and_head().unwrap().1, ids[0]);
         bisect.restore(&expected).unwrap();
