@@ -274,7 +274,8 @@ impl Bisect {
         with_index(&self.wt, &index)
             .args(["read-tree", on])
             .output_logged()?;
-        let patch = git(&self.wt)
+        let patch = tmp.path().join("revert.patch");
+        git(&self.wt)
             .args([
                 "diff",
                 "--binary",
@@ -282,13 +283,14 @@ impl Bisect {
                 "--no-ext-diff",
                 "--no-renames",
             ])
+            .arg(format!("--output={}", patch.display()))
             .arg(culprit)
             .arg(format!("{culprit}^"))
-            .output_logged()?
-            .stdout;
-        let mut apply = with_index(&self.wt, &index);
-        apply.args(["apply", "--cached", "--3way", "-"]);
-        let out = output_with_input(&mut apply, &patch)?;
+            .output_logged()?;
+        let out = with_index(&self.wt, &index)
+            .args(["apply", "--cached", "--3way"])
+            .arg(&patch)
+            .output_unchecked()?;
         if !out.status.success() {
             let said = text(&out);
             let why = said
@@ -317,31 +319,6 @@ impl Bisect {
             .env("GIT_COMMITTER_DATE", &date);
         Ok(Ok(c.read_logged()?))
     }
-}
-
-/// Runs `c` with `input` on its stdin, capturing its output, whatever its exit status.
-fn output_with_input(c: &mut std::process::Command, input: &[u8]) -> Result<std::process::Output> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let started = crate::cmd::log_start(c);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {}", crate::cmd::display(c)))?;
-    // git reads the whole patch before it writes: no deadlock on a large one. One that exits
-    // before reading it all says why on stderr.
-    if let Err(e) = child.stdin.take().expect("piped").write_all(input) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e.into());
-        }
-    }
-    let out = child.wait_with_output()?;
-    crate::cmd::log_end(c, started, &crate::cmd::describe(&out.status));
-    Ok(out)
 }
 
 pub fn culprit_facts(tree: &Path, culprit: &str, arch_dir: &str) -> Result<CulpritFacts> {
