@@ -43,6 +43,13 @@ pub fn subject(dir: &Path, commit: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `commit`'s committer date, as git prints it for `GIT_COMMITTER_DATE`.
+fn committer_date(dir: &Path, commit: &str) -> Result<String> {
+    git(dir)
+        .args(["log", "-1", "--format=%cD", commit])
+        .read_logged()
+}
+
 /// The commits of `old..new` (those touching `paths`, if any given): a bisect's candidates,
 /// or, with a tested commit as `new`, the candidates that are its ancestors (or itself).
 pub fn range(dir: &Path, old: &str, new: &str, paths: &[String]) -> Result<Vec<String>> {
@@ -303,9 +310,7 @@ impl Bisect {
         let tree = with_index(&self.wt, &index)
             .arg("write-tree")
             .read_logged()?;
-        let date = git(&self.wt)
-            .args(["log", "-1", "--format=%cD", on])
-            .read_logged()?;
+        let date = committer_date(&self.wt, on)?;
         let message = format!(
             "Revert \"{}\"\n\nThis reverts commit {culprit}.",
             subject(&self.wt, culprit)
@@ -426,7 +431,7 @@ mod tests {
         let ours = bisect.revert(&ids[2], &ids[3]).unwrap().unwrap();
         assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 1, "only .git");
         // git's own revert, in a checkout of the same end, with the same identity and date.
-        let date = subject_date(dir.path(), &ids[3]);
+        let date = committer_date(dir.path(), &ids[3]).unwrap();
         let mut c = git(dir.path());
         c.args(["revert", "--no-edit", &ids[2]]);
         for (k, v) in IDENTITY {
@@ -478,12 +483,5 @@ mod tests {
         bisect.restore(&expected).unwrap();
         bisect.reset().unwrap();
         assert!(!bisect.is_bisecting());
-    }
-
-    fn subject_date(dir: &Path, commit: &str) -> String {
-        git(dir)
-            .args(["log", "-1", "--format=%cD", commit])
-            .read_logged()
-            .unwrap()
     }
 }

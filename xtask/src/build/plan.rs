@@ -164,8 +164,8 @@ impl Make {
             e.push(("PATH".into(), path.clone()));
             e.push(("CCACHE_DIR".into(), dir.clone()));
             // Depend mode: a miss hashes the headers the compiler's own -MMD output names
-            // instead of running the preprocessor first, so a cold build pays almost nothing
-            // for the cache (Kbuild passes -Wp,-MMD for every object).
+            // instead of running the preprocessor first (Kbuild passes -Wp,-MMD for every
+            // object).
             e.push(("CCACHE_DEPEND".into(), "1".into()));
             e.push((
                 "CCACHE_STATSLOG".into(),
