@@ -141,6 +141,18 @@ fn bisect_finds_the_warning_skips_the_broken_commit_and_is_cached_the_second_tim
     let out = run(f.xtask().args(["bisect", "base", "bisect-e2e"]));
     assert_eq!(code(&out), 0, "second bisect failed");
     assert!(stdout(&out).contains(culprit.as_str()));
+    // The first bisect's runs of BAD count (five, or more in a state that bisected it
+    // before): the second boots it once, to see it still bad.
+    assert!(
+        stderr(&out).contains("bisect: BAD was booted 1 time(s) now; "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(" in an earlier bisect): 0 good, "),
+        "{}",
+        stdout(&out)
+    );
     let second = report_dir(&stderr(&out));
     assert_ne!(first, second);
 

@@ -27,6 +27,10 @@ impl StateDir {
     pub fn rootfs_generations(&self) -> PathBuf {
         self.root.join("rootfs.d")
     }
+    /// The BAD ends' runs kept for later bisects of the same kernel (bisect/earlier.rs).
+    pub fn bad_end_runs(&self) -> PathBuf {
+        self.root.join("bad-end-runs")
+    }
     /// Kernel configs made by trim-config.
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("config")

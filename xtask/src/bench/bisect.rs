@@ -218,10 +218,11 @@ pub fn run(ctx: &Ctx, commits: u32, headers: bool) -> Result<u8> {
     let (cached, _) = timed_bisect(state, &tree, "base", &branch, &[])?;
     // The confirmation's cost: the same bisect with and without it, each from an empty cache
     // and the build dir the first run left (so neither pays the cold build; ccache's cache,
-    // which the first run filled, is emptied too).
+    // which the first run filled, is emptied too, and so are the BAD end's kept runs).
     let warm = |extra: &[&str]| -> Result<Duration> {
         std::fs::remove_dir_all(bench_state.cache())?;
         let _ = std::fs::remove_dir_all(bench_state.root.join("ccache"));
+        let _ = std::fs::remove_dir_all(bench_state.bad_end_runs());
         eprintln!(
             "bench bisect: cargo xtask bisect {}, empty cache, warm build dir",
             extra.join(" ")

@@ -1,6 +1,7 @@
 //! `cargo xtask bisect GOOD BAD`: git bisect in the bisect's own worktree, each step a check,
 //! driven by a pure engine; the culprit confirmed and examined.
 
+mod earlier;
 mod engine;
 mod evidence;
 mod git;

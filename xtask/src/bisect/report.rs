@@ -39,6 +39,9 @@ pub struct Run {
     /// The number the command printed (a metric bisect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<f64>,
+    /// A run of the same kernel under the same check in an earlier bisect (bisect/earlier.rs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub earlier: bool,
 }
 
 /// One tested commit.
@@ -283,12 +286,12 @@ fn runs_cell(runs: &[Run]) -> String {
     }
     if runs.len() > 3 {
         let n = |v| runs.iter().filter(|r| r.verdict == v).count();
-        let boot: f64 = runs.iter().filter_map(|r| r.boot_secs).sum();
-        let mut parts = vec![format!(
-            "{} runs: {} good",
-            runs.len(),
-            n(StepVerdict::Good)
-        )];
+        let earlier = runs.iter().filter(|r| r.earlier).count();
+        let mut parts = vec![format!("{} runs", runs.len())];
+        if earlier > 0 {
+            parts[0] += &format!(" ({earlier} in an earlier bisect)");
+        }
+        parts[0] += &format!(": {} good", n(StepVerdict::Good));
         for (v, word) in [
             (StepVerdict::Bad, "bad"),
             (StepVerdict::Skip, "other or untestable"),
@@ -297,17 +300,22 @@ fn runs_cell(runs: &[Run]) -> String {
                 parts.push(format!("{} {word}", n(v)));
             }
         }
-        return format!("{} (boots {})", parts.join(", "), human_secs(boot));
+        let boot: f64 = runs.iter().filter_map(|r| r.boot_secs).sum();
+        if boot > 0.0 {
+            return format!("{} (boots {})", parts.join(", "), human_secs(boot));
+        }
+        return parts.join(", ");
     }
     let each: Vec<String> = runs
         .iter()
-        .map(|r| {
-            format!(
+        .map(|r| match r.earlier {
+            true => format!("{} (an earlier bisect's)", verdict_word(r.verdict)),
+            false => format!(
                 "{} ({}, {})",
                 verdict_word(r.verdict),
                 secs(r.boot_secs, "-"),
                 secs(r.check_secs, "-")
-            )
+            ),
         })
         .collect();
     if each.is_empty() {
@@ -362,6 +370,7 @@ mod tests {
                 boot_secs: Some(1.5),
                 check_secs: None,
                 sample: None,
+                earlier: false,
             }],
             run_dir: "/r".into(),
         }
@@ -409,6 +418,37 @@ mod tests {
         );
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    /// Runs kept from an earlier bisect are said to be so; a run without a boot time (a KUnit
+    /// run ends without the agent) adds no "boots" figure.
+    #[test]
+    fn a_cell_says_which_runs_an_earlier_bisect_made() {
+        let run = |earlier, boot_secs| Run {
+            verdict: StepVerdict::Bad,
+            reason: "r".into(),
+            boot_secs,
+            check_secs: None,
+            sample: None,
+            earlier,
+        };
+        let mut runs = vec![run(true, None); 4];
+        runs.push(run(false, Some(1.25)));
+        assert_eq!(
+            runs_cell(&runs),
+            "5 runs (4 in an earlier bisect): 0 good, 5 bad (boots 1.2s)"
+        );
+        runs[4].boot_secs = None;
+        assert_eq!(
+            runs_cell(&runs),
+            "5 runs (4 in an earlier bisect): 0 good, 5 bad"
+        );
+        assert_eq!(
+            runs_cell(&[run(true, None), run(false, Some(1.5))]),
+            "bad (an earlier bisect's); bad (1.5s, -)"
+        );
+        let back: Vec<Run> = serde_json::from_str(&serde_json::to_string(&runs).unwrap()).unwrap();
+        assert_eq!(back, runs);
     }
 
     #[test]

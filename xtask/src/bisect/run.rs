@@ -3,6 +3,7 @@
 //! marks every tested commit by id, and at the end confirms and examines the culprit. Its
 //! state (git's, the engine's, the report) survives Ctrl-C, so `--resume` continues.
 
+use super::earlier::EarlierRuns;
 use super::engine::{self, End, Engine, Next, Outcome, Role, Terms};
 use super::evidence::{Evidence, Range};
 use super::git::{self, Bisect};
@@ -203,6 +204,8 @@ fn start(request: StartRequest, ctx: &Ctx, tree: &Path, place: &Place) -> Result
             (None, true) => Rule::BadEnd(&asked),
             (None, false) => Rule::Step,
         };
+        // The BAD end's runs are kept for later bisects of the same kernel and check.
+        let keep_on = matches!(rule, Rule::BadEnd(_)).then_some(report.inputs.rootfs.as_str());
         let (mut step, seen) = test_commit(
             ctx,
             &req,
@@ -212,6 +215,7 @@ fn start(request: StartRequest, ctx: &Ctx, tree: &Path, place: &Place) -> Result
             dir,
             &judging,
             rule,
+            keep_on,
         )?;
         if let (Some(m), false) = (&asked.metric, step.verdict == StepVerdict::Skip) {
             // Both ends sampled, the threshold between them decides their verdicts.
@@ -248,6 +252,14 @@ fn start(request: StartRequest, ctx: &Ctx, tree: &Path, place: &Place) -> Result
             step.term,
             step.reason
         );
+        let earlier = step.runs.iter().filter(|r| r.earlier).count();
+        if earlier > 0 {
+            eprintln!(
+                "bisect: {which} was booted {} time(s) now; {earlier} earlier run(s) of the same \
+                 kernel under the same check count too",
+                step.runs.len() - earlier
+            );
+        }
         report.steps.push(step);
     }
     report.mode = judging.mode.describe();
@@ -398,6 +410,7 @@ fn drive(
             dir,
             &saved.judging,
             Rule::Step,
+            None,
         )?;
         let term = saved
             .engine
@@ -552,6 +565,7 @@ fn confirm(
             dir,
             &saved.judging,
             rule,
+            None,
         )?;
         step.term = terms.term(step.verdict).into();
         eprintln!(
@@ -675,6 +689,7 @@ fn test_commit(
     dir: PathBuf,
     judging: &Judging,
     rule: Rule,
+    keep_on: Option<&str>,
 ) -> Result<(Step, Option<Symptom>)> {
     let sctx = ctx.for_step(dir.clone())?;
     // `--kunit`: the kernel its check boots, with the suites built in (kunit/run.rs).
@@ -695,10 +710,11 @@ fn test_commit(
         runs: Vec::new(),
         run_dir: dir.display().to_string(),
     };
-    match build::ensure_kernel(&sctx, Some(commit), bopts)? {
+    let kernel = match build::ensure_kernel(&sctx, Some(commit), bopts)? {
         BuildOutcome::Built(a) => {
             step.build_secs = (!a.cache_hit).then(|| t.elapsed().as_secs_f64());
             step.ccache = a.ccache;
+            a.key
         }
         BuildOutcome::Failed {
             summary, cached, ..
@@ -710,9 +726,12 @@ fn test_commit(
             step.build_secs = (!cached).then(|| t.elapsed().as_secs_f64());
             return Ok((step, None));
         }
-    }
+    };
+    let req = &req.at(commit);
+    let kept = keep_on.and_then(|rootfs| EarlierRuns::of(&ctx.state, &kernel, req, rootfs));
+    let earlier = kept.as_ref().map(EarlierRuns::load).unwrap_or_default();
     // The build is in the cache now: the check finds it there.
-    let checked = super::step::check(&sctx, &req.at(commit), judging, rule)?;
+    let checked = super::step::check(&sctx, req, judging, rule, &earlier)?;
     let out = checked.outcome;
     if out.verdict() == Verdict::Abort {
         bail!(
@@ -721,6 +740,9 @@ fn test_commit(
             out.judgement.reason,
             dir.display()
         );
+    }
+    if let Some(kept) = &kept {
+        kept.save(&checked.records)?;
     }
     step.runs = checked.runs;
     step.verdict = checked.verdict;

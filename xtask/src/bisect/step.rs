@@ -121,27 +121,46 @@ pub fn tally(
     t
 }
 
-fn counted(reports: &[Report], judging: &Judging, rule: &Rule) -> Tally {
-    let runs: Vec<_> = reports
-        .iter()
-        .map(|r| {
-            let out = r
+/// What the counting reads of one run. The BAD end's are kept (bisect/earlier.rs), so that a
+/// later bisect of the same kernel under the same check counts them too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub verdict: Verdict,
+    pub facts: vm::verdict::Facts,
+    /// What the command printed (a metric's number).
+    pub stdout: Option<String>,
+    /// The check's reason for its verdict.
+    pub reason: String,
+    /// The run's tests judged it (`--kunit`, `--ktap`, `--kselftest`).
+    pub tests_judged: bool,
+}
+
+impl RunRecord {
+    pub fn of(r: &Report) -> RunRecord {
+        RunRecord {
+            verdict: r.judgement.verdict(),
+            facts: r.facts.clone(),
+            stdout: r
                 .exec
                 .as_ref()
-                .map(|e| String::from_utf8_lossy(&e.stdout).into_owned());
-            (r.judgement.verdict(), &r.facts, out)
-        })
-        .collect();
-    let runs: Vec<_> = runs
+                .map(|e| String::from_utf8_lossy(&e.stdout).into_owned()),
+            reason: r.judgement.reason.clone(),
+            tests_judged: r.ktap.is_some(),
+        }
+    }
+}
+
+fn counted(records: &[RunRecord], judging: &Judging, rule: &Rule) -> Tally {
+    let runs: Vec<_> = records
         .iter()
-        .map(|(v, f, o)| (*v, *f, o.as_deref()))
+        .map(|r| (r.verdict, &r.facts, r.stdout.as_deref()))
         .collect();
     tally(
         &runs,
         judging,
         judging.mode.metric().is_some() || matches!(rule, Rule::MetricEnd),
         matches!(rule, Rule::BadEnd(_)),
-        reports.iter().any(|r| r.ktap.is_some()),
+        records.iter().any(|r| r.tests_judged),
     )
 }
 
@@ -166,7 +185,9 @@ fn needs_more(t: &Tally, judging: &Judging, rule: &Rule, aborted: bool) -> bool 
 /// What [`check`] found.
 pub struct Checked {
     pub outcome: CheckOutcome,
+    /// The runs counted: `earlier`'s, then this check's.
     pub runs: Vec<Run>,
+    pub records: Vec<RunRecord>,
     pub tally: Tally,
     /// The commit's verdict under the rule (a metric endpoint's is good: the threshold,
     /// made from both ends, decides).
@@ -193,32 +214,57 @@ fn verdict_of(t: &Tally, judging: &Judging, rule: &Rule) -> StepVerdict {
     }
 }
 
-/// Runs the check of one commit (already built) until the rule decides.
-pub fn check(sctx: &Ctx, req: &CheckRequest, judging: &Judging, rule: Rule) -> Result<Checked> {
+/// Runs the check of one commit (already built) until the rule decides, counting `earlier`
+/// (runs of the same kernel under the same check, from earlier bisects) before its own; it
+/// boots the commit at least once.
+pub fn check(
+    sctx: &Ctx,
+    req: &CheckRequest,
+    judging: &Judging,
+    rule: Rule,
+    earlier: &[RunRecord],
+) -> Result<Checked> {
+    let with_earlier = |reports: &[Report]| {
+        let mut all = earlier.to_vec();
+        all.extend(reports.iter().map(RunRecord::of));
+        all
+    };
     let outcome = crate::check::run_until(sctx, req, true, &mut |reports: &[Report]| {
         let aborted = reports
             .last()
             .is_some_and(|r| r.judgement.verdict() == Verdict::Abort);
-        reports.is_empty() || needs_more(&counted(reports, judging, &rule), judging, &rule, aborted)
+        reports.is_empty()
+            || needs_more(
+                &counted(&with_earlier(reports), judging, &rule),
+                judging,
+                &rule,
+                aborted,
+            )
     })?;
-    let tally = counted(&outcome.runs, judging, &rule);
-    let runs = outcome
-        .runs
+    let records = with_earlier(&outcome.runs);
+    let tally = counted(&records, judging, &rule);
+    let timings = earlier
         .iter()
+        .map(|_| None)
+        .chain(outcome.runs.iter().map(|r| Some(&r.timings)));
+    let runs = records
+        .iter()
+        .zip(timings)
         .enumerate()
-        .map(|(i, r)| Run {
+        .map(|(i, (r, timings))| Run {
             verdict: tally.verdicts[i],
             reason: match &tally.notes[i] {
-                Some(n) => format!("{n} ({})", r.judgement.reason),
-                None => r.judgement.reason.clone(),
+                Some(n) => format!("{n} ({})", r.reason),
+                None => r.reason.clone(),
             },
-            boot_secs: r.timings.boot.map(|d| d.as_secs_f64()),
-            check_secs: r.timings.command.map(|d| d.as_secs_f64()),
+            boot_secs: timings.and_then(|t| t.boot).map(|d| d.as_secs_f64()),
+            check_secs: timings.and_then(|t| t.command).map(|d| d.as_secs_f64()),
             sample: tally
                 .samples
                 .get(i)
                 .copied()
                 .filter(|_| tally.notes[i].is_none()),
+            earlier: timings.is_none(),
         })
         .collect();
     let verdict = verdict_of(&tally, judging, &rule);
@@ -230,6 +276,7 @@ pub fn check(sctx: &Ctx, req: &CheckRequest, judging: &Judging, rule: Rule) -> R
     Ok(Checked {
         outcome,
         runs,
+        records,
         tally,
         verdict,
         reason,
