@@ -333,6 +333,57 @@ fn other_case_failing(text: &str) -> String {
     )
 }
 
+/// What a wrong endpoint verdict is read from: the endpoint's build log (whether the example
+/// test was compiled), and the toolkit worktree's commit, state and example file.
+fn build_evidence(f: &Fixture, err: &str, commit: &str) -> String {
+    let mut out = String::new();
+    if let Some(logs) = err
+        .lines()
+        .find_map(|l| l.split("(logs: ").nth(1))
+        .map(|l| l.trim_end_matches(')'))
+    {
+        let log = std::fs::read_to_string(Path::new(logs).join("build.log")).unwrap_or_default();
+        for l in log
+            .lines()
+            .filter(|l| l.starts_with("###") || l.contains("kunit-example"))
+        {
+            out += &format!("build.log: {l}\n");
+        }
+    }
+    // Not `git`, which asserts: this runs while a failure is being reported.
+    let ask = |dir: &Path, args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    out += &format!(
+        "the example at {commit}: {}",
+        ask(&f.tree, &["rev-parse", &format!("{commit}:{EXAMPLE}")])
+    );
+    for wt in std::fs::read_dir(f.state.join("worktree"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let wt = wt.path();
+        let head = ask(&wt, &["rev-parse", "HEAD"]);
+        let status = ask(&wt, &["status", "--short", "--untracked-files=no"]);
+        let blob = ask(&wt, &["hash-object", EXAMPLE]);
+        out += &format!(
+            "worktree {}: HEAD {} example {} status [{}]\n",
+            wt.display(),
+            head.trim(),
+            blob.trim(),
+            status.trim()
+        );
+    }
+    out
+}
+
 /// `bisect GOOD BAD --kunit example --test example_simple_test` over three commits of the
 /// example test: another case breaks (not judged: that step is good), then the judged case
 /// breaks (the culprit), then a comment. The steps build the KUnit kernel in the bisect's
@@ -372,7 +423,7 @@ fn with_one_kunit_test_a_bisect_names_the_commit_that_broke_it() {
         BISECT,
     );
     let (report, err) = (stdout(&out), stderr(&out));
-    assert_eq!(code(&out), 0, "{err}");
+    assert_eq!(code(&out), 0, "{err}\n{}", build_evidence(&f, &err, &c3));
     assert!(
         report.contains(&format!("# first bad commit {}", &c2[..12])),
         "{report}"
