@@ -64,9 +64,6 @@ impl EarlierRuns {
             version: VERSION,
             runs,
         };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         crate::atomic::write(&self.path, serde_json::to_vec(&kept)?)
     }
 }

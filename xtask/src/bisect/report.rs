@@ -286,12 +286,15 @@ fn runs_cell(runs: &[Run]) -> String {
     }
     if runs.len() > 3 {
         let n = |v| runs.iter().filter(|r| r.verdict == v).count();
-        let earlier = runs.iter().filter(|r| r.earlier).count();
-        let mut parts = vec![format!("{} runs", runs.len())];
-        if earlier > 0 {
-            parts[0] += &format!(" ({earlier} in an earlier bisect)");
-        }
-        parts[0] += &format!(": {} good", n(StepVerdict::Good));
+        let earlier = match runs.iter().filter(|r| r.earlier).count() {
+            0 => String::new(),
+            k => format!(" ({k} in an earlier bisect)"),
+        };
+        let mut parts = vec![format!(
+            "{} runs{earlier}: {} good",
+            runs.len(),
+            n(StepVerdict::Good)
+        )];
         for (v, word) in [
             (StepVerdict::Bad, "bad"),
             (StepVerdict::Skip, "other or untestable"),
