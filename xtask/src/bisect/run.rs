@@ -204,8 +204,10 @@ fn start(request: StartRequest, ctx: &Ctx, tree: &Path, place: &Place) -> Result
             (None, true) => Rule::BadEnd(&asked),
             (None, false) => Rule::Step,
         };
-        // The BAD end's runs are kept for later bisects of the same kernel and check.
-        let keep_on = matches!(rule, Rule::BadEnd(_)).then_some(report.inputs.rootfs.as_str());
+        // The BAD end's runs are kept for later bisects of the same kernel and check, where
+        // they decide the mode: not under `--repeat`, which fixes it (BAD's first bad run ends).
+        let keep_on = (matches!(rule, Rule::BadEnd(_)) && asked.repeat.is_none())
+            .then_some(report.inputs.rootfs.as_str());
         let (mut step, seen) = test_commit(
             ctx,
             &req,
