@@ -836,3 +836,37 @@ fn a_pci_lane_kernel_boots_on_pcie() {
     assert!(e.contains("vhost-user-fs-pci"), "{e}");
     assert!(e.contains("(guest powered off)"), "{e}");
 }
+
+/// `bench boot` on both lanes: the floor (`sh -c 'true; reboot -f'`) and the bare boot
+/// (`init=/bin/true`) boot the same kernel to their init and end, and our rows are ratios to
+/// the floor. On the PCI lane the floor's reboot ends a machine that has ACPI, too.
+#[test]
+fn bench_boot_measures_against_the_floor_on_both_lanes() {
+    for kernel in [fixture().kernel, tests::pci_kernel()] {
+        let f = fixture();
+        let mut c = f.xtask();
+        c.args(["bench", "boot", "--runs", "1", "--kernel"])
+            .arg(&kernel);
+        let out = within(&mut c, Duration::from_secs(180));
+        let (o, e) = (tests::stdout(&out), stderr(&out));
+        assert_eq!(code(&out), 0, "stdout: {o}\nstderr: {e}");
+        let row = |start: &str| {
+            o.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no row {start:?}: {o}"))
+                .to_string()
+        };
+        assert!(row("floor: ").contains(" 1.00x "), "{o}");
+        for name in [
+            "bare: ",
+            "check -- true, fast init ",
+            "check -- true, systemd init ",
+        ] {
+            let cells: Vec<&str> = row(name).rsplit(' ').filter(|c| !c.is_empty()).collect();
+            let secs: f64 = cells[2].trim_end_matches('s').parse().unwrap();
+            assert!(secs > 0.1, "{o}");
+            assert!(cells[1].ends_with('x') && cells[0].ends_with('x'), "{o}");
+        }
+        assert!(o.contains("timeline of check -- true, fast init"), "{o}");
+    }
+}

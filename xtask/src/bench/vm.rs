@@ -29,12 +29,66 @@ pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
     }
 }
 
-/// The baseline: what a person would type to boot the kernel on the rootfs and run `true`,
-/// with no agent, overlay or checks; only what booting needs. `init=/bin/true`: init
-/// arguments (`init=/bin/sh -- -c …`) do not reach the kernel's devices on the fast lane
-/// (QEMU appends its virtio-mmio entries after them), and with no ACPI there is no
-/// power-off. init exiting panics the kernel, and `panic=-1` with `-no-reboot` ends QEMU.
+/// The hand-written boots that our rows are measured against: what a person would type to
+/// boot the kernel on the rootfs, with no agent, overlay or checks; only what booting needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Baseline {
+    /// The floor: init is `/bin/sh -c 'true; reboot -f'`, the command our rows run and the
+    /// end of the VM. A reboot ends it on every machine (`reboot=t` and `-no-reboot`; the fast
+    /// lane has no ACPI to power off with), as our rows end. The words after `init=` that are
+    /// not the kernel's are init's arguments, so QEMU's `virtio_mmio.device=` entries, which it
+    /// appends on the fast lane, still reach the kernel (after `--` they would not).
+    Floor,
+    /// The kernel to its first program and no further: `init=/bin/true`, whose exit panics
+    /// the kernel (`panic=-1` and `-no-reboot` end QEMU). No shell, no command, no reboot.
+    Bare,
+}
+
+impl Baseline {
+    const ALL: [Baseline; 2] = [Baseline::Floor, Baseline::Bare];
+
+    fn init(self) -> &'static str {
+        match self {
+            Baseline::Floor => r#"init=/bin/sh -c "true; reboot -f""#,
+            Baseline::Bare => "init=/bin/true",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Baseline::Floor => "floor: QEMU + virtiofsd, sh -c 'true; reboot -f'",
+            Baseline::Bare => "bare: QEMU + virtiofsd, init=/bin/true",
+        }
+    }
+
+    /// The run's directory name.
+    fn name(self) -> &'static str {
+        match self {
+            Baseline::Floor => "floor",
+            Baseline::Bare => "bare",
+        }
+    }
+
+    /// Whether the console shows that the kernel ran this init and that it ended as asked:
+    /// the shell's reboot, or `true`'s exit 0 ("Attempted to kill init!"). A kernel that found
+    /// no root, or no device for it, says otherwise.
+    fn ran(self, console: &str) -> bool {
+        match self {
+            Baseline::Floor => {
+                console.contains("Run /bin/sh as init process")
+                    && console.contains("reboot: Restarting system")
+                    && !console.contains("Kernel panic")
+            }
+            Baseline::Bare => {
+                console.contains("Run /bin/true as init process")
+                    && console.contains("Attempted to kill init! exitcode=0x00000000")
+            }
+        }
+    }
+}
+
 fn baseline_qemu_args(
+    baseline: Baseline,
     spec: &VmSpec,
     socket: &std::path::Path,
     console: &std::path::Path,
@@ -84,25 +138,19 @@ fn baseline_qemu_args(
         spec.kernel.display().to_string(),
         "-append".into(),
         format!(
-            "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {} {tsc} init=/bin/true",
+            "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {} {tsc} {}",
             spec.arch.console,
-            spec.arch.cmdline.join(" ")
+            spec.arch.cmdline.join(" "),
+            baseline.init()
         ),
     ]);
     v
 }
 
-/// Whether the baseline's console shows that it ran its init, and that init ended as
-/// `true` does: the kernel's "Attempted to kill init!" with exit code 0. A kernel that found
-/// no root, or no device for it, says otherwise.
-pub fn baseline_ran_init(console: &str) -> bool {
-    console.contains("Run /bin/true as init process")
-        && console.contains("Attempted to kill init! exitcode=0x00000000")
-}
-
 /// One baseline boot: wall time from starting virtiofsd to QEMU's exit, after checking that
 /// QEMU ran the kernel to its init (a QEMU that fails at start exits at once).
 fn baseline_once(
+    baseline: Baseline,
     spec: &VmSpec,
     tools: &crate::vm::guest::Tools,
     dir: &std::path::Path,
@@ -123,6 +171,7 @@ fn baseline_once(
     let qemu_log = std::fs::File::create(paths.qemu_log())?;
     let mut q = Command::new(&tools.qemu)
         .args(baseline_qemu_args(
+            baseline,
             spec,
             &paths.virtiofs_socket(),
             &paths.console_log(),
@@ -138,9 +187,10 @@ fn baseline_once(
         bail!("the baseline VM did not end within {:?}", spec.boot_timeout)
     };
     let console = std::fs::read_to_string(paths.console_log()).unwrap_or_default();
-    if !st.success() || !baseline_ran_init(&console) {
+    if !st.success() || !baseline.ran(&console) {
         bail!(
-            "the baseline VM did not run its init ({}): see {} and {}",
+            "the {} VM did not run its init ({}): see {} and {}",
+            baseline.name(),
             cmd::describe(&st),
             paths.console_log().display(),
             paths.qemu_log().display()
@@ -193,15 +243,18 @@ pub fn bench_boot(
     let mut peer_times: Vec<std::result::Result<Vec<Duration>, String>> =
         vec![Ok(Vec::new()); peer_rows.len()];
     // Round-robin, so that a busy moment of the host weighs on every variant alike.
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
+    let mut base_times: Vec<Vec<Duration>> = vec![Vec::new(); Baseline::ALL.len()];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     let mut timelines: Vec<Vec<Timeline>> = vec![Vec::new(); variants.len()];
     for i in 0..runs {
-        let dir = ctx.run_dir.join(format!("baseline-{i}"));
-        std::fs::create_dir_all(&dir)?;
-        let took = baseline_once(&base_spec, &base_tools, &dir)
-            .with_context(|| format!("baseline run {i}"))?;
-        eprintln!("baseline #{i}: {:.2}s", took.as_secs_f64());
-        times[0].push(took);
+        for (b, baseline) in Baseline::ALL.into_iter().enumerate() {
+            let dir = ctx.run_dir.join(format!("{}-{i}", baseline.name()));
+            std::fs::create_dir_all(&dir)?;
+            let took = baseline_once(baseline, &base_spec, &base_tools, &dir)
+                .with_context(|| format!("{} run {i}", baseline.name()))?;
+            eprintln!("{} #{i}: {:.2}s", baseline.name(), took.as_secs_f64());
+            base_times[b].push(took);
+        }
         for (v, (label, (spec, tools))) in variants.iter().enumerate() {
             let dir = ctx
                 .run_dir
@@ -222,7 +275,7 @@ pub fn bench_boot(
                 took.as_secs_f64(),
                 r.timings.line()
             );
-            times[v + 1].push(took);
+            times[v].push(took);
             timelines[v].extend(r.timeline);
         }
         for (p, row) in peer_rows.iter().enumerate() {
@@ -242,24 +295,38 @@ pub fn bench_boot(
             }
         }
     }
-    let baseline = median(times[0].clone()).expect("runs > 0");
-    let mut rows = vec![(
-        "minimal QEMU + virtiofsd, init=/bin/true".to_string(),
-        baseline,
-    )];
-    for ((label, _), t) in variants.iter().zip(&times[1..]) {
+    let base = |b: Baseline| {
+        let i = Baseline::ALL
+            .iter()
+            .position(|x| *x == b)
+            .expect("one of ALL");
+        median(base_times[i].clone()).expect("runs > 0")
+    };
+    let (floor, bare) = (base(Baseline::Floor), base(Baseline::Bare));
+    let mut rows: Vec<(String, Duration)> = Baseline::ALL
+        .into_iter()
+        .map(|b| (b.label().to_string(), base(b)))
+        .collect();
+    for ((label, _), t) in variants.iter().zip(&times) {
         rows.push((
             format!("check -- true, {label}"),
             median(t.clone()).expect("runs > 0"),
         ));
     }
-    println!("{:<44} {:>9} {:>8}", "variant", "median", "ratio");
+    // Each row as a ratio to the floor, and to the bare boot beside it.
+    let ratios = |t: Duration| {
+        format!(
+            "{:>7.2}x {:>7.2}x",
+            t.as_secs_f64() / floor.as_secs_f64(),
+            t.as_secs_f64() / bare.as_secs_f64()
+        )
+    };
+    println!(
+        "{:<50} {:>9} {:>8} {:>8}",
+        "variant", "median", "ratio", "to bare"
+    );
     for (name, t) in &rows {
-        println!(
-            "{name:<44} {:>8.2}s {:>7.2}x",
-            t.as_secs_f64(),
-            t.as_secs_f64() / baseline.as_secs_f64()
-        );
+        println!("{name:<50} {:>8.2}s {}", t.as_secs_f64(), ratios(*t));
     }
     for (row, t) in peer_rows.iter().zip(&peer_times) {
         match (row, t) {
@@ -267,10 +334,10 @@ pub fn bench_boot(
             (Ok(p), Ok(t)) => {
                 let t = median(t.clone()).expect("runs > 0");
                 println!(
-                    "{:<44} {:>8.2}s {:>7.2}x  (needed: {})",
+                    "{:<50} {:>8.2}s {}  (needed: {})",
                     p.name,
                     t.as_secs_f64(),
-                    t.as_secs_f64() / baseline.as_secs_f64(),
+                    ratios(t),
                     if p.needs.is_empty() {
                         "nothing more".to_string()
                     } else {
@@ -279,7 +346,7 @@ pub fn bench_boot(
                 );
             }
             (Ok(p), Err(why)) => println!(
-                "{:<44} failed: {why} (needed: {})",
+                "{:<50} failed: {why} (needed: {})",
                 p.name,
                 p.needs.join("; ")
             ),
@@ -311,19 +378,48 @@ mod tests {
         assert_eq!(median(vec![]), None);
     }
 
-    /// A recorded baseline boot (fast lane, TCG): init ran and exited 0. A kernel that found
-    /// no root panics otherwise, and a QEMU that failed at start wrote no console.
+    /// Recorded boots of the two baselines (fast lane, TCG): init ran and ended as asked. A
+    /// kernel that found no root says otherwise, and a QEMU that failed at start wrote no
+    /// console.
     #[test]
-    fn the_baseline_ran_its_init() {
-        let ran = include_str!("test_data/baseline/init-exited.log");
-        assert!(baseline_ran_init(ran));
-        assert!(!baseline_ran_init(""));
-        let no_root = ran.replace(
-            "Run /bin/true as init process",
-            "VFS: Cannot open root device \"rootfs\" or unknown-block(0,0)",
+    fn each_baseline_ran_its_init() {
+        let bare = include_str!("test_data/baseline/init-exited.log");
+        let floor = include_str!("test_data/baseline/sh-rebooted.log");
+        for (b, ran, init) in [
+            (Baseline::Bare, bare, "/bin/true"),
+            (Baseline::Floor, floor, "/bin/sh"),
+        ] {
+            assert!(b.ran(ran), "{b:?}");
+            assert!(!b.ran(""), "{b:?}");
+            let no_root = ran.replace(
+                &format!("Run {init} as init process"),
+                "VFS: Cannot open root device \"rootfs\" or unknown-block(0,0)",
+            );
+            assert!(!b.ran(&no_root), "{b:?}");
+        }
+        assert!(!Baseline::Bare.ran(&bare.replace("exitcode=0x00000000", "exitcode=0x00000100")));
+        // The shell could not run `reboot`: it exited, and the kernel panicked.
+        let sh_exited = floor.replace(
+            "reboot: Restarting system",
+            "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00007f00",
         );
-        assert!(!baseline_ran_init(&no_root));
-        let failed = ran.replace("exitcode=0x00000000", "exitcode=0x00000100");
-        assert!(!baseline_ran_init(&failed));
+        assert!(!Baseline::Floor.ran(&sh_exited));
+        assert!(!Baseline::Floor.ran(bare) && !Baseline::Bare.ran(floor));
+    }
+
+    /// The floor's shell command reaches init as one argument, before the entries QEMU
+    /// appends, which stay the kernel's.
+    #[test]
+    fn the_floors_command_line_ends_with_its_init() {
+        let floor = include_str!("test_data/baseline/sh-rebooted.log");
+        let line = floor
+            .lines()
+            .find(|l| l.contains("Kernel command line:"))
+            .unwrap();
+        assert!(
+            line.contains(r#"init=/bin/sh -c "true; reboot -f" virtio_mmio.device="#),
+            "{line}"
+        );
+        assert!(floor.contains("virtio-mmio: Registering device virtio-mmio.0"));
     }
 }
