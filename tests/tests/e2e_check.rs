@@ -862,7 +862,8 @@ fn bench_boot_measures_against_the_floor_on_both_lanes() {
             "check -- true, fast init ",
             "check -- true, systemd init ",
         ] {
-            let cells: Vec<&str> = row(name).rsplit(' ').filter(|c| !c.is_empty()).collect();
+            let line = row(name);
+            let cells: Vec<&str> = line.rsplit(' ').filter(|c| !c.is_empty()).collect();
             let secs: f64 = cells[2].trim_end_matches('s').parse().unwrap();
             assert!(secs > 0.1, "{o}");
             assert!(cells[1].ends_with('x') && cells[0].ends_with('x'), "{o}");
