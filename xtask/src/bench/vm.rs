@@ -31,7 +31,7 @@ pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
 
 /// The hand-written boots that our rows are measured against: what a person would type to
 /// boot the kernel on the rootfs, with no agent, overlay or checks; only what booting needs.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 enum Baseline {
     /// The floor: init is `/bin/sh -c 'true; reboot -f'`, the command our rows run and the
     /// end of the VM. A reboot ends it on every machine (`reboot=t` and `-no-reboot`; the fast
@@ -295,17 +295,16 @@ pub fn bench_boot(
             }
         }
     }
-    let base = |b: Baseline| {
-        let i = Baseline::ALL
-            .iter()
-            .position(|x| *x == b)
-            .expect("one of ALL");
-        median(base_times[i].clone()).expect("runs > 0")
-    };
-    let (floor, bare) = (base(Baseline::Floor), base(Baseline::Bare));
+    // The baselines' medians, in the order of Baseline::ALL: the floor, then the bare boot.
+    let base: Vec<Duration> = base_times
+        .into_iter()
+        .map(|t| median(t).expect("runs > 0"))
+        .collect();
+    let (floor, bare) = (base[0], base[1]);
     let mut rows: Vec<(String, Duration)> = Baseline::ALL
         .into_iter()
-        .map(|b| (b.label().to_string(), base(b)))
+        .zip(base)
+        .map(|(b, t)| (b.label().to_string(), t))
         .collect();
     for ((label, _), t) in variants.iter().zip(&times) {
         rows.push((
