@@ -869,5 +869,43 @@ fn bench_boot_measures_against_the_floor_on_both_lanes() {
             assert!(cells[1].ends_with('x') && cells[0].ends_with('x'), "{o}");
         }
         assert!(o.contains("timeline of check -- true, fast init"), "{o}");
+        // The fast lane's rows boot the entry's vmlinux through PVH, the floor too, and the
+        // bzImage's floor stands beside; the PCI lane boots its bzImage and has no such row.
+        let pvh_floor = "floor, bzImage instead of the PVH vmlinux";
+        assert_eq!(
+            o.contains(pvh_floor),
+            kernel == fixture().kernel,
+            "{}: {o}",
+            kernel.display()
+        );
     }
+}
+
+/// The fast lane's kernel comes with its vmlinux from the cache, and QEMU enters it through
+/// PVH: the check boots the vmlinux, and the kernel starts without the bzImage's
+/// decompression. The PCI lane's entry keeps no vmlinux and boots its bzImage.
+#[test]
+fn the_fast_lane_boots_the_vmlinux_through_pvh() {
+    let f = fixture();
+    let vmlinux = f.kernel.with_file_name("vmlinux");
+    assert!(vmlinux.is_file(), "no {}", vmlinux.display());
+    let out = within(
+        &mut check(&f, &["-v", "--json", "--", "true"]),
+        Duration::from_secs(120),
+    );
+    let e = stderr(&out);
+    assert_eq!(code(&out), 0, "{e}");
+    assert!(
+        e.contains(&format!("-kernel {} ", vmlinux.display())),
+        "{e}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let run_dir = j["runs"][0]["run_dir"].as_str().unwrap();
+    let console = std::fs::read_to_string(Path::new(run_dir).join("console.log")).unwrap();
+    assert!(
+        console.contains("Run /usr/local/sbin/xtask-init-fast as init process"),
+        "{console}"
+    );
+    let pci = tests::pci_kernel();
+    assert!(!pci.with_file_name("vmlinux").exists(), "{}", pci.display());
 }

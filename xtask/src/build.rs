@@ -56,6 +56,8 @@ pub struct Artifacts {
     pub dir: PathBuf,
     /// The kernel image, named in the entry as make named it (`bzImage`, arm64's `Image`).
     pub image: PathBuf,
+    /// The same kernel uncompressed, entered through PVH: kept when the config has it.
+    pub pvh_image: Option<PathBuf>,
     /// Present only when booting needs modules (or `--initramfs dracut`).
     pub initramfs: Option<PathBuf>,
     /// The final .config.
@@ -210,6 +212,7 @@ fn artifacts(entry: &Entry, cache_hit: bool, make_runs: u32, start: Instant) -> 
         key: entry.meta.key.clone(),
         dir: entry.dir.clone(),
         image: entry.path(entry.meta.image_name()),
+        pvh_image: present(cache::PVH_IMAGE),
         initramfs: present(cache::INITRAMFS),
         config: entry.path(cache::CONFIG),
         commit: (!entry.meta.dirty).then(|| entry.meta.commit.clone()),

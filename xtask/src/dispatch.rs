@@ -99,6 +99,13 @@ fn build(a: BuildCmd, ctx: &Ctx) -> Result<u8> {
                 a.image.display(),
                 human_bytes(std::fs::metadata(&a.image).map_or(0, |m| m.len()))
             );
+            if let Some(v) = &a.pvh_image {
+                let size = human_bytes(std::fs::metadata(v).map_or(0, |m| m.len()));
+                println!(
+                    "vmlinux:   {} ({size}, the fast lane boots it through PVH)",
+                    v.display()
+                );
+            }
             if let Some(i) = &a.initramfs {
                 println!("initramfs: {}", i.display());
             }

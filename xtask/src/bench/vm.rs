@@ -13,6 +13,7 @@ use crate::vm::KernelSource;
 use crate::vm::VmRequest;
 use crate::vm::{kernel_for, prepare};
 use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,8 +88,44 @@ impl Baseline {
     }
 }
 
+/// One hand-written boot of the bench: a baseline, and the kernel file it boots.
+struct BaseRow {
+    baseline: Baseline,
+    kernel: PathBuf,
+    label: String,
+    /// Its runs' directory names.
+    name: String,
+}
+
+/// The floor and the bare boot of the file our rows boot (`booted`), then, when that is the
+/// PVH image, the floor of the bzImage (`image`) beside them: what PVH saves.
+fn base_rows(booted: &Path, image: &Path) -> Vec<BaseRow> {
+    let mut rows: Vec<BaseRow> = Baseline::ALL
+        .into_iter()
+        .map(|baseline| BaseRow {
+            baseline,
+            kernel: booted.to_path_buf(),
+            label: baseline.label().to_string(),
+            name: baseline.name().to_string(),
+        })
+        .collect();
+    if booted != image {
+        let name = image
+            .file_name()
+            .map_or("image".into(), |n| n.to_string_lossy());
+        rows.push(BaseRow {
+            baseline: Baseline::Floor,
+            kernel: image.to_path_buf(),
+            label: format!("floor, {name} instead of the PVH vmlinux"),
+            name: format!("floor-{name}"),
+        });
+    }
+    rows
+}
+
 fn baseline_qemu_args(
     baseline: Baseline,
+    kernel: &Path,
     spec: &VmSpec,
     socket: &std::path::Path,
     console: &std::path::Path,
@@ -135,7 +172,7 @@ fn baseline_qemu_args(
             crate::vm::qemu::virtio_device(spec.machine, "vhost-user-fs")
         ),
         "-kernel".into(),
-        spec.kernel.display().to_string(),
+        kernel.display().to_string(),
         "-append".into(),
         format!(
             "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {} {tsc} {}",
@@ -150,11 +187,12 @@ fn baseline_qemu_args(
 /// One baseline boot: wall time from starting virtiofsd to QEMU's exit, after checking that
 /// QEMU ran the kernel to its init (a QEMU that fails at start exits at once).
 fn baseline_once(
-    baseline: Baseline,
+    row: &BaseRow,
     spec: &VmSpec,
     tools: &crate::vm::guest::Tools,
-    dir: &std::path::Path,
+    dir: &Path,
 ) -> Result<Duration> {
+    let baseline = row.baseline;
     let paths = RunPaths::new(dir);
     let start = Instant::now();
     let rootfs = std::fs::canonicalize(&spec.rootfs)?;
@@ -172,6 +210,7 @@ fn baseline_once(
     let mut q = Command::new(&tools.qemu)
         .args(baseline_qemu_args(
             baseline,
+            &row.kernel,
             spec,
             &paths.virtiofs_socket(),
             &paths.console_log(),
@@ -243,16 +282,17 @@ pub fn bench_boot(
     let mut peer_times: Vec<std::result::Result<Vec<Duration>, String>> =
         vec![Ok(Vec::new()); peer_rows.len()];
     // Round-robin, so that a busy moment of the host weighs on every variant alike.
-    let mut base_times: Vec<Vec<Duration>> = vec![Vec::new(); Baseline::ALL.len()];
+    let base_rows = base_rows(&base_spec.kernel, &kernel.image);
+    let mut base_times: Vec<Vec<Duration>> = vec![Vec::new(); base_rows.len()];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     let mut timelines: Vec<Vec<Timeline>> = vec![Vec::new(); variants.len()];
     for i in 0..runs {
-        for (b, baseline) in Baseline::ALL.into_iter().enumerate() {
-            let dir = ctx.run_dir.join(format!("{}-{i}", baseline.name()));
+        for (b, row) in base_rows.iter().enumerate() {
+            let dir = ctx.run_dir.join(format!("{}-{i}", row.name));
             std::fs::create_dir_all(&dir)?;
-            let took = baseline_once(baseline, &base_spec, &base_tools, &dir)
-                .with_context(|| format!("{} run {i}", baseline.name()))?;
-            eprintln!("{} #{i}: {:.2}s", baseline.name(), took.as_secs_f64());
+            let took = baseline_once(row, &base_spec, &base_tools, &dir)
+                .with_context(|| format!("{} run {i}", row.name))?;
+            eprintln!("{} #{i}: {:.2}s", row.name, took.as_secs_f64());
             base_times[b].push(took);
         }
         for (v, (label, (spec, tools))) in variants.iter().enumerate() {
@@ -295,16 +335,16 @@ pub fn bench_boot(
             }
         }
     }
-    // The baselines' medians, in the order of Baseline::ALL: the floor, then the bare boot.
+    // The baselines' medians, in base_rows' order: the floor, then the bare boot.
     let base: Vec<Duration> = base_times
         .into_iter()
         .map(|t| median(t).expect("runs > 0"))
         .collect();
     let (floor, bare) = (base[0], base[1]);
-    let mut rows: Vec<(String, Duration)> = Baseline::ALL
+    let mut rows: Vec<(String, Duration)> = base_rows
         .into_iter()
         .zip(base)
-        .map(|(b, t)| (b.label().to_string(), t))
+        .map(|(b, t)| (b.label, t))
         .collect();
     for ((label, _), t) in variants.iter().zip(&times) {
         rows.push((
@@ -404,6 +444,27 @@ mod tests {
         );
         assert!(!Baseline::Floor.ran(&sh_exited));
         assert!(!Baseline::Floor.ran(bare) && !Baseline::Bare.ran(floor));
+    }
+
+    /// The floors and the bare boot boot what our rows boot; the bzImage gets a floor of its
+    /// own beside the PVH image's.
+    #[test]
+    fn a_pvh_boot_adds_the_bzimages_floor() {
+        let (bz, vmlinux) = (Path::new("/e/bzImage"), Path::new("/e/vmlinux"));
+        let rows = base_rows(bz, bz);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.kernel == bz));
+        let rows = base_rows(vmlinux, bz);
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.kernel.as_path()))
+            .collect();
+        assert_eq!(
+            got,
+            [("floor", vmlinux), ("bare", vmlinux), ("floor-bzImage", bz)]
+        );
+        assert!(matches!(rows[2].baseline, Baseline::Floor));
+        assert_eq!(rows[2].label, "floor, bzImage instead of the PVH vmlinux");
     }
 
     /// The floor's shell command reaches init as one argument, before the entries QEMU

@@ -14,6 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Names of the files in an entry.
 pub const BZIMAGE: &str = "bzImage";
+/// The uncompressed kernel, kept beside the image when its config has `CONFIG_PVH` (x86): QEMU
+/// enters it at its PVH entry, without the bzImage's real-mode setup and decompression.
+pub const PVH_IMAGE: &str = "vmlinux";
 pub const SYSTEM_MAP: &str = "System.map";
 pub const CONFIG: &str = "config";
 pub const MODULES: &str = "modules";
@@ -76,6 +79,12 @@ pub struct Metadata {
 pub struct FileRecord {
     pub size: u64,
     pub sha256: String,
+}
+
+/// Whether a build with this `.config` keeps its vmlinux as [`PVH_IMAGE`]: it has the PVH
+/// entry point (x86's `CONFIG_PVH`).
+pub fn keeps_pvh_image(config: &str) -> bool {
+    config.lines().any(|l| l.trim_end() == "CONFIG_PVH=y")
 }
 
 /// The kernel image's file name in an entry built for `arch` (`KeyInputs::arch`): the name
@@ -299,7 +308,7 @@ impl Cache {
     pub fn publish(&self, staged: tempfile::TempDir, meta: &Metadata) -> Result<Entry> {
         let mut meta = meta.clone();
         // The files a boot reads, so the ones checked before a hit.
-        for name in [image_for(&meta.inputs.arch), INITRAMFS] {
+        for name in [image_for(&meta.inputs.arch), PVH_IMAGE, INITRAMFS] {
             let path = staged.path().join(name);
             if let Ok(m) = std::fs::metadata(&path) {
                 let sha256 =
@@ -524,6 +533,30 @@ mod tests {
         assert_eq!(cache.entries().unwrap().len(), 1);
         assert!(cache.remove(&key).unwrap());
         assert!(cache.entries().unwrap().is_empty());
+    }
+
+    /// A PVH config's entry keeps its vmlinux, checked before every hit like the bzImage
+    /// (a boot reads it); a config without PVH keeps none.
+    #[test]
+    fn the_pvh_image_is_kept_and_checked_like_the_image() {
+        assert!(keeps_pvh_image("CONFIG_PVH=y\nCONFIG_PCI=y\n"));
+        assert!(!keeps_pvh_image(
+            "# CONFIG_PVH is not set\nCONFIG_PVH_X=y\n"
+        ));
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&StateDir::new(d.path().into()));
+        let m = meta(&"ab".repeat(32), Status::Ok);
+        let s = cache.staging(&m.key).unwrap();
+        std::fs::write(s.path().join(BZIMAGE), "kernel").unwrap();
+        std::fs::write(s.path().join(PVH_IMAGE), "the same kernel, uncompressed").unwrap();
+        let e = cache.publish(s, &m).unwrap();
+        assert_eq!(e.meta.files[PVH_IMAGE].size, 29);
+        assert_eq!(e.verify(), Ok(()));
+        std::fs::write(e.path(PVH_IMAGE), "the same kernel, uncompressed, changed").unwrap();
+        assert_eq!(
+            e.verify().unwrap_err(),
+            "vmlinux is 38 bytes, 29 were recorded"
+        );
     }
 
     #[test]

@@ -305,6 +305,13 @@ pub fn build(
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;
+    let config = std::fs::read_to_string(out.join(cache::CONFIG))?;
+    if cache::keeps_pvh_image(&config) {
+        sizes.insert(
+            cache::PVH_IMAGE.into(),
+            copy(build_dir.join("vmlinux"), cache::PVH_IMAGE)?,
+        );
+    }
     if facts.modules {
         if let Some(release) = &record.kernelrelease {
             let modules = staging.join("modules/lib/modules").join(release);
