@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Names of the files in an entry.
 pub const BZIMAGE: &str = "bzImage";
-/// The uncompressed kernel, kept beside the image when its config has `CONFIG_PVH` (x86): QEMU
-/// enters it at its PVH entry, without the bzImage's real-mode setup and decompression.
+/// The uncompressed kernel, kept beside the image when its config has `CONFIG_PVH` (x86,
+/// `plan::ConfigFacts::pvh_image`): QEMU enters it at its PVH entry, without the bzImage's
+/// real-mode setup and decompression.
 pub const PVH_IMAGE: &str = "vmlinux";
 pub const SYSTEM_MAP: &str = "System.map";
 pub const CONFIG: &str = "config";
@@ -79,12 +80,6 @@ pub struct Metadata {
 pub struct FileRecord {
     pub size: u64,
     pub sha256: String,
-}
-
-/// Whether a build with this `.config` keeps its vmlinux as [`PVH_IMAGE`]: it has the PVH
-/// entry point (x86's `CONFIG_PVH`).
-pub fn keeps_pvh_image(config: &str) -> bool {
-    config.lines().any(|l| l.trim_end() == "CONFIG_PVH=y")
 }
 
 /// The kernel image's file name in an entry built for `arch` (`KeyInputs::arch`): the name
@@ -536,13 +531,9 @@ mod tests {
     }
 
     /// A PVH config's entry keeps its vmlinux, checked before every hit like the bzImage
-    /// (a boot reads it); a config without PVH keeps none.
+    /// (a boot reads it).
     #[test]
     fn the_pvh_image_is_kept_and_checked_like_the_image() {
-        assert!(keeps_pvh_image("CONFIG_PVH=y\nCONFIG_PCI=y\n"));
-        assert!(!keeps_pvh_image(
-            "# CONFIG_PVH is not set\nCONFIG_PVH_X=y\n"
-        ));
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::new(&StateDir::new(d.path().into()));
         let m = meta(&"ab".repeat(32), Status::Ok);

@@ -305,8 +305,7 @@ pub fn build(
     );
     copy(build_dir.join("System.map"), cache::SYSTEM_MAP)?;
     copy(build_dir.join(".config"), cache::CONFIG)?;
-    let config = std::fs::read_to_string(out.join(cache::CONFIG))?;
-    if cache::keeps_pvh_image(&config) {
+    if facts.pvh_image {
         sizes.insert(
             cache::PVH_IMAGE.into(),
             copy(build_dir.join("vmlinux"), cache::PVH_IMAGE)?,

@@ -380,6 +380,9 @@ pub struct ConfigFacts {
     pub modules: bool,
     /// A boot option is a module, so booting needs an initramfs.
     pub boot_needs_modules: bool,
+    /// CONFIG_PVH=y (x86): the entry keeps the vmlinux, which QEMU enters through PVH
+    /// (`cache::PVH_IMAGE`).
+    pub pvh_image: bool,
 }
 
 impl ConfigFacts {
@@ -387,6 +390,7 @@ impl ConfigFacts {
         ConfigFacts {
             modules: config.value("MODULES") == "y",
             boot_needs_modules: BOOT_OPTIONS.iter().any(|o| config.value(o) == "m"),
+            pvh_image: config.value("PVH") == "y",
         }
     }
 }
@@ -640,5 +644,8 @@ mod tests {
         let f = facts("CONFIG_MODULES=y\nCONFIG_VIRTIO_FS=y\nCONFIG_VIRTIO_PCI=y\n");
         assert!(f.modules && !f.boot_needs_modules);
         assert!(!When::BootNeedsModules.holds(&f));
+        assert!(!f.pvh_image);
+        assert!(facts("CONFIG_PVH=y\n").pvh_image);
+        assert!(!facts("# CONFIG_PVH is not set\nCONFIG_PVH_X=y\n").pvh_image);
     }
 }
