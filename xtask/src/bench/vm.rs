@@ -123,13 +123,7 @@ fn base_rows(booted: &Path, image: &Path) -> Vec<BaseRow> {
     rows
 }
 
-fn baseline_qemu_args(
-    baseline: Baseline,
-    kernel: &Path,
-    spec: &VmSpec,
-    socket: &std::path::Path,
-    console: &std::path::Path,
-) -> Vec<String> {
+fn baseline_qemu_args(row: &BaseRow, spec: &VmSpec, socket: &Path, console: &Path) -> Vec<String> {
     let accel = spec.accel.name();
     // The TSC's rate and reliability, as ours say them (spec::kernel_cmdline).
     let tsc = spec
@@ -172,13 +166,13 @@ fn baseline_qemu_args(
             crate::vm::qemu::virtio_device(spec.machine, "vhost-user-fs")
         ),
         "-kernel".into(),
-        kernel.display().to_string(),
+        row.kernel.display().to_string(),
         "-append".into(),
         format!(
             "console={} root=rootfs rootfstype=virtiofs ro panic=-1 {} {tsc} {}",
             spec.arch.console,
             spec.arch.cmdline.join(" "),
-            baseline.init()
+            row.baseline.init()
         ),
     ]);
     v
@@ -192,7 +186,6 @@ fn baseline_once(
     tools: &crate::vm::guest::Tools,
     dir: &Path,
 ) -> Result<Duration> {
-    let baseline = row.baseline;
     let paths = RunPaths::new(dir);
     let start = Instant::now();
     let rootfs = std::fs::canonicalize(&spec.rootfs)?;
@@ -209,8 +202,7 @@ fn baseline_once(
     let qemu_log = std::fs::File::create(paths.qemu_log())?;
     let mut q = Command::new(&tools.qemu)
         .args(baseline_qemu_args(
-            baseline,
-            &row.kernel,
+            row,
             spec,
             &paths.virtiofs_socket(),
             &paths.console_log(),
@@ -226,10 +218,10 @@ fn baseline_once(
         bail!("the baseline VM did not end within {:?}", spec.boot_timeout)
     };
     let console = std::fs::read_to_string(paths.console_log()).unwrap_or_default();
-    if !st.success() || !baseline.ran(&console) {
+    if !st.success() || !row.baseline.ran(&console) {
         bail!(
             "the {} VM did not run its init ({}): see {} and {}",
-            baseline.name(),
+            row.name,
             cmd::describe(&st),
             paths.console_log().display(),
             paths.qemu_log().display()
