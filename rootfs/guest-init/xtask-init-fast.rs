@@ -5,7 +5,8 @@
 //! `setup-rootfs` compiles it with plain rustc (static, std only, no crates) into the host
 //! architecture's rootfs; the host boots it when the rootfs has it (vm::spec::FAST_INIT).
 //! Any other case on the command line (xtask.rw, xtask.init=systemd, xtask.shell) is the
-//! script's, which it hands over to unchanged.
+//! script's, which it hands over to unchanged. While it mounts, a thread reads the files the
+//! agent and the command's shell start from ([`PREFETCH_LIST`]) into the page cache.
 
 use std::ffi::{c_char, c_int, c_long, c_ulong, c_void, CString};
 use std::io::Write;
@@ -57,6 +58,9 @@ const SCRIPT: &str = "/usr/local/sbin/xtask-init";
 /// The overlay root, in the tmpfs on /run.
 const ROOT: &str = "/run/root";
 const AGENT_PORT: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
+/// The files qemu-ga and /bin/sh are loaded from, one path a line, in the order they are
+/// needed: `setup-rootfs` writes it (rootfs::fast_init::PREFETCH_LIST) from `ldd`.
+const PREFETCH_LIST: &str = "/usr/local/lib/xtask-init-fast/prefetch";
 
 /// What the kernel command line asks of init.
 #[derive(Debug, Default, PartialEq)]
@@ -158,6 +162,21 @@ fn virtio_port_links(root: &str) {
     }
 }
 
+/// Reads every file in [`PREFETCH_LIST`] once, so that they are in the page cache when qemu-ga
+/// and the command's shell start: read over virtiofs on the other vCPU while PID 1 mounts,
+/// instead of page by page while they start (about 0.15 s under TCG). Best effort: a missing
+/// list or file only costs that time.
+fn warm_page_cache() {
+    use std::io::Read;
+    let list = std::fs::read_to_string(PREFETCH_LIST).unwrap_or_default();
+    let mut buf = vec![0u8; 256 << 10];
+    for path in list.lines().filter(|l| !l.is_empty()) {
+        if let Ok(mut f) = std::fs::File::open(path) {
+            while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}
+
 /// The script's case: /proc goes (it mounts its own) and the script runs as PID 1.
 fn hand_over() -> ! {
     let p = c("/proc");
@@ -199,6 +218,7 @@ fn main() {
     if a.other {
         hand_over();
     }
+    std::thread::spawn(warm_page_cache);
     must_mount("tmpfs", "xtask-run", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
     // The root becomes an overlay: the shared rootfs (read-only) below, a tmpfs above;
     // oldroot is made in the upper layer, so that it exists in the merged root.

@@ -208,6 +208,21 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
         "the new rootfs has no compiled fast init: {}",
         stderr(&forced)
     );
+    let prefetch = std::fs::read_to_string(new.join("usr/local/lib/xtask-init-fast/prefetch"))
+        .expect("the fast init's prefetch list");
+    let listed: Vec<&str> = prefetch.lines().collect();
+    assert_eq!(listed.first(), Some(&"/usr/sbin/qemu-ga"), "{prefetch}");
+    assert!(listed.contains(&"/bin/sh"), "{prefetch}");
+    assert!(
+        listed.iter().any(|p| p.ends_with("/libc.so.6")),
+        "{prefetch}"
+    );
+    for p in &listed {
+        let in_tree = new.join(p.trim_start_matches('/'));
+        // symlink_metadata: a link is looked at in the tree, not followed out of it.
+        let there = in_tree.symlink_metadata().is_ok();
+        assert!(there, "listed but not in the rootfs: {p}");
+    }
     assert!(
         old.join("usr/bin/gcc").is_file(),
         "the old generation went while in use"

@@ -7,7 +7,7 @@
 //! - gcc, make and the kernel build tools; `rootfs.json` records the recipe digest and gcc;
 //! - systemd as `/sbin/init`; `/usr/local/sbin/xtask-init` (from the overlay) for fast boots,
 //!   and on the host's architecture `/usr/local/sbin/xtask-init-fast` ([`fast_init`]) for
-//!   the fast boots on the read-only root;
+//!   the fast boots on the read-only root, with the list of files it reads ahead;
 //! - qemu-guest-agent, started by udev once the `org.qemu.guest_agent.0` port appears;
 //! - root without a password, auto-logged-in on serial consoles; journald to the console;
 //! - no fstab line for `/`: the kernel mounts the virtiofs root as the command line says.
@@ -219,8 +219,9 @@ fn run_step(
     )
 }
 
-/// Compiles the fast-boot init ([`fast_init`]) into the tree; without a rustc, says so and
-/// leaves it out (fast boots then run the shell init, about 0.6 s slower under TCG).
+/// Compiles the fast-boot init ([`fast_init`]) into the tree, with the list of files it reads
+/// ahead; without a rustc, says so and leaves it out (fast boots then run the shell init,
+/// about 0.6 s slower under TCG).
 fn install_fast_init(ctx: &Ctx, recipe: &Path, tree: &Path) -> Result<()> {
     let Some(rustc) = fast_init::rustc(&|k| std::env::var_os(k)) else {
         eprintln!(
@@ -237,7 +238,15 @@ fn install_fast_init(ctx: &Ctx, recipe: &Path, tree: &Path) -> Result<()> {
         c,
         &ctx.run_dir.join("fast-init.log"),
         |_| None,
-    )
+    )?;
+    let ldd = Container::at(tree.to_path_buf())
+        .command(&[&["ldd"][..], &fast_init::PREFETCHED[..]].concat())?
+        .read_logged()
+        .context("listing the guest agent's libraries with ldd in the new rootfs")?;
+    let list = tree.join(fast_init::PREFETCH_LIST);
+    std::fs::create_dir_all(list.parent().expect("a path in the tree"))?;
+    std::fs::write(&list, fast_init::prefetch_list(&ldd))
+        .with_context(|| format!("writing {}", list.display()))
 }
 
 /// The first line of `gcc --version` inside the tree, recorded so lookups start no process.

@@ -1,5 +1,6 @@
 //! The compiled fast-boot init (rootfs/guest-init/xtask-init-fast.rs): which rustc compiles
-//! it, with what flags, and where in the host architecture's root it goes.
+//! it, with what flags, where in the host architecture's root it goes, and the list of files
+//! it reads ahead as it starts.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,45 @@ pub const SOURCE: &str = "guest-init/xtask-init-fast.rs";
 
 /// Where it is installed in the tree (vm::spec::FAST_INIT is the same path in the guest).
 pub const INSTALLED: &str = "usr/local/sbin/xtask-init-fast";
+
+/// The files the init reads into the page cache as it starts, one path a line (the init's
+/// PREFETCH_LIST is the same path in the guest).
+pub const PREFETCH_LIST: &str = "usr/local/lib/xtask-init-fast/prefetch";
+
+/// The programs a fast boot starts before the command runs: the guest agent, and the shell
+/// that wraps the command (vm::command).
+pub const PREFETCHED: [&str; 2] = ["/usr/sbin/qemu-ga", "/bin/sh"];
+
+/// The prefetch list from `ldd`'s output for [`PREFETCHED`]: each program, its loader and the
+/// loader's cache, then its libraries in the order ldd gives them; each path once. Libraries
+/// ldd did not find, and the vDSO (no file), are left out.
+pub fn prefetch_list(ldd: &str) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut libs: Vec<&str> = Vec::new();
+    for line in ldd.lines() {
+        if let Some(program) = line.strip_suffix(':').filter(|l| l.starts_with('/')) {
+            order.append(&mut libs);
+            order.push(program);
+            continue;
+        }
+        let entry = line.trim();
+        let path = entry.split_once(" => ").map_or(entry, |(_, p)| p);
+        let path = path.split(" (").next().unwrap_or_default();
+        match (path.starts_with('/'), entry.starts_with('/')) {
+            (false, _) => {}
+            // The loader, which ldd lists among the libraries: it runs first, reading its cache.
+            (true, true) => order.extend([path, "/etc/ld.so.cache"]),
+            (true, false) => libs.push(path),
+        }
+    }
+    order.append(&mut libs);
+    let mut seen = std::collections::HashSet::new();
+    order
+        .into_iter()
+        .filter(|p| seen.insert(*p))
+        .map(|p| format!("{p}\n"))
+        .collect()
+}
 
 /// The rustc to compile with: `$RUSTC`, the one beside `$CARGO` (the cargo that runs
 /// `cargo xtask`), then the search path and `$CARGO_HOME/bin` (default `~/.cargo/bin`).
@@ -61,6 +101,46 @@ pub fn rustc_args(source: &Path, out: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefetch_list_has_each_program_then_its_loader_then_its_libraries_once() {
+        let ldd = include_str!("test_data/ldd/bookworm-amd64-qemu-ga-sh.txt");
+        let list = prefetch_list(ldd);
+        let lib = |l: &str| format!("/lib/x86_64-linux-gnu/{l}");
+        let mut want = vec![
+            "/usr/sbin/qemu-ga".to_string(),
+            "/lib64/ld-linux-x86-64.so.2".to_string(),
+            "/etc/ld.so.cache".to_string(),
+        ];
+        want.extend(
+            [
+                "libudev.so.1",
+                "libnuma.so.1",
+                "liburing.so.2",
+                "libglib-2.0.so.0",
+                "libgmodule-2.0.so.0",
+                "libm.so.6",
+                "libc.so.6",
+                "libpcre2-8.so.0",
+            ]
+            .map(lib),
+        );
+        want.push("/bin/sh".to_string());
+        assert_eq!(list.lines().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn the_prefetch_list_leaves_out_what_ldd_did_not_find() {
+        let ldd = "/usr/sbin/qemu-ga:\n\tlinux-vdso.so.1 (0x00007f1989c57000)\n\
+                   \tlibgone.so.1 => not found\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f1989710000)\n\
+                   /bin/busybox:\n\tnot a dynamic executable\n";
+        assert_eq!(
+            prefetch_list(ldd),
+            "/usr/sbin/qemu-ga\n/lib/x86_64-linux-gnu/libc.so.6\n/bin/busybox\n"
+        );
+        assert_eq!(prefetch_list(""), "");
+    }
     use std::collections::HashMap;
 
     fn env_of(vars: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> {
