@@ -60,7 +60,7 @@ const ROOT: &str = "/run/root";
 const AGENT_PORT: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
 /// The files qemu-ga and /bin/sh are loaded from, one path a line, in the order they are
 /// needed: `setup-rootfs` writes it (rootfs::fast_init::PREFETCH_LIST) from `ldd`.
-const PREFETCH_LIST: &str = "/usr/local/lib/xtask-init-fast/prefetch";
+const PREFETCH_LIST: &str = "/usr/local/lib/xtask/prefetch";
 
 /// What the kernel command line asks of init.
 #[derive(Debug, Default, PartialEq)]

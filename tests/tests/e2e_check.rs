@@ -925,7 +925,7 @@ fn the_fast_init_has_read_the_agents_files_ahead() {
                 "sh",
                 "-c",
                 "xargs fincore --bytes --noheadings --output RES,SIZE,FILE \
-                 </usr/local/lib/xtask-init-fast/prefetch",
+                 </usr/local/lib/xtask/prefetch",
             ],
         ),
         Duration::from_secs(120),

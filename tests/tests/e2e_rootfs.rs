@@ -208,7 +208,7 @@ fn force_rebuilds_beside_a_running_check_and_the_old_generation_goes_after_it() 
         "the new rootfs has no compiled fast init: {}",
         stderr(&forced)
     );
-    let prefetch = std::fs::read_to_string(new.join("usr/local/lib/xtask-init-fast/prefetch"))
+    let prefetch = std::fs::read_to_string(new.join("usr/local/lib/xtask/prefetch"))
         .expect("the fast init's prefetch list");
     let listed: Vec<&str> = prefetch.lines().collect();
     assert_eq!(listed.first(), Some(&"/usr/sbin/qemu-ga"), "{prefetch}");

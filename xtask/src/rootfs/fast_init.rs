@@ -13,7 +13,7 @@ pub const INSTALLED: &str = "usr/local/sbin/xtask-init-fast";
 
 /// The files the init reads into the page cache as it starts, one path a line (the init's
 /// PREFETCH_LIST is the same path in the guest).
-pub const PREFETCH_LIST: &str = "usr/local/lib/xtask-init-fast/prefetch";
+pub const PREFETCH_LIST: &str = "usr/local/lib/xtask/prefetch";
 
 /// The programs a fast boot starts before the command runs: the guest agent, and the shell
 /// that wraps the command (vm::command).
