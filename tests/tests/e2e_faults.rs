@@ -94,10 +94,57 @@ fn key_lock_of(state: &Path, err: &str) -> PathBuf {
         .expect("the key's lock file")
 }
 
-fn interrupt(child: &mut Child) -> (Option<i32>, Duration) {
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a process of our own child's tree.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Whether `pid` is stopped, or gone.
+fn stopped(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 'Z'))),
+    }
+}
+
+/// Stops `pid` and every process below it, scanning again until a scan finds no new one (a
+/// process forked just before its parent stopped shows up in the next). Returns them all.
+fn freeze(pid: u32) -> Vec<u32> {
+    let mut frozen: Vec<u32> = Vec::new();
+    loop {
+        let new: Vec<u32> = descendants(pid)
+            .into_iter()
+            .filter(|p| !frozen.contains(p))
+            .collect();
+        if new.is_empty() {
+            return frozen;
+        }
+        for &p in &new {
+            signal(p, libc::SIGSTOP);
+        }
+        wait_until(Duration::from_secs(5), "the build's processes stop", || {
+            new.iter().all(|&p| stopped(p))
+        });
+        frozen.extend(new);
+    }
+}
+
+/// Ctrl-C to `child`, then lets the `frozen` processes go on, so they end as it ends them.
+fn interrupt(child: &mut Child, frozen: &[u32]) -> (Option<i32>, Duration) {
     let sent = Instant::now();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    signal(child.id(), libc::SIGINT);
+    for &p in frozen {
+        signal(p, libc::SIGCONT);
+    }
     let status = child.wait().unwrap();
     (status.code(), sent.elapsed())
 }
@@ -113,6 +160,13 @@ fn a_key_lock_held_past_the_limit_gives_up_naming_the_holder() {
     wait_until(Duration::from_secs(120), "the holder's make runs", || {
         command_log(&f.state, pid).contains(" bzImage")
     });
+    // An incremental build here can end within the waiter's limit: its make is held stopped.
+    let mut make = None;
+    wait_until(Duration::from_secs(30), "the holder's make process", || {
+        make = descendants(pid).into_iter().find(|&p| comm(p) == "make");
+        make.is_some()
+    });
+    let frozen = freeze(make.unwrap());
     let r = build(&f, &["--build-timeout", "3s"]);
     let err = stderr(&r.out);
     assert_eq!(code(&r.out), 128, "{err}");
@@ -124,7 +178,7 @@ fn a_key_lock_held_past_the_limit_gives_up_naming_the_holder() {
     assert!(r.took < Duration::from_secs(15), "{:?}", r.took);
     assert_eq!(r.make_runs(), 0, "{}", r.commands);
     let lock = key_lock_of(&f.state, &err);
-    let (status, took) = interrupt(&mut holder);
+    let (status, took) = interrupt(&mut holder, &frozen);
     assert_eq!(status, Some(130));
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_no_build_process(&f);
@@ -220,7 +274,7 @@ fn ctrl_c_during_doctor_reprobe_is_130_and_keeps_the_answer() {
         !qemu.is_empty()
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (status, took) = interrupt(&mut child);
+    let (status, took) = interrupt(&mut child, &[]);
     let mut err = String::new();
     use std::io::Read;
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
