@@ -296,14 +296,17 @@ pub fn warning_rev(f: &Fixture) -> String {
 /// init/main.c:…`).
 pub const REAL_WARNING: &str = "at init/main.c:";
 
+/// A process's state letter in `/proc/PID/stat` (`R`, `S`, `T` stopped, `Z` zombie…), or
+/// `None` when it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
 /// Whether a process is gone (or a zombie that nobody needs to end).
 pub fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
+    matches!(process_state(pid), None | Some('Z'))
 }
 
 /// Polls `done` every 50 ms; panics naming `what` when it is not true within `limit`.

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tests::builds::{build, command_log, unique, Restore, EDITED};
 use tests::{
-    code, descendants, fixture, gone, processes_mentioning, run, stderr, stdout, wait_until,
-    Fixture,
+    code, descendants, fixture, gone, process_state, processes_mentioning, run, stderr, stdout,
+    wait_until, Fixture,
 };
 
 /// A working state in no cache entry yet: a one-file change, an incremental build of 10-20 s
@@ -108,12 +108,7 @@ fn signal(pid: u32, sig: i32) {
 
 /// Whether `pid` is stopped, or gone.
 fn stopped(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 'Z'))),
-    }
+    matches!(process_state(pid), None | Some('T' | 'Z'))
 }
 
 /// Stops `pid` and every process below it, scanning again until a scan finds no new one (a
