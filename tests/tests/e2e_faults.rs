@@ -111,35 +111,47 @@ fn stopped(pid: u32) -> bool {
     matches!(process_state(pid), None | Some('T' | 'Z'))
 }
 
-/// Stops `pid` and every process below it, scanning again until a scan finds no new one (a
-/// process forked just before its parent stopped shows up in the next). Returns them all.
-fn freeze(pid: u32) -> Vec<u32> {
-    let mut frozen: Vec<u32> = Vec::new();
-    loop {
-        let new: Vec<u32> = descendants(pid)
-            .into_iter()
-            .filter(|p| !frozen.contains(p))
-            .collect();
-        if new.is_empty() {
-            return frozen;
+/// Processes held stopped (SIGSTOP); they go on (SIGCONT) when this is dropped, so a failing
+/// assertion leaves no stopped build holding its key's lock.
+struct Frozen(Vec<u32>);
+
+impl Frozen {
+    /// Stops `pid` and every process below it, scanning again until a scan finds no new one
+    /// (a process forked just before its parent stopped shows up in the next).
+    fn below(pid: u32) -> Frozen {
+        let mut frozen = Frozen(Vec::new());
+        loop {
+            let new: Vec<u32> = descendants(pid)
+                .into_iter()
+                .filter(|p| !frozen.0.contains(p))
+                .collect();
+            if new.is_empty() {
+                return frozen;
+            }
+            for &p in &new {
+                signal(p, libc::SIGSTOP);
+            }
+            frozen.0.extend(&new);
+            wait_until(Duration::from_secs(5), "the build's processes stop", || {
+                new.iter().all(|&p| stopped(p))
+            });
         }
-        for &p in &new {
-            signal(p, libc::SIGSTOP);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            signal(p, libc::SIGCONT);
         }
-        wait_until(Duration::from_secs(5), "the build's processes stop", || {
-            new.iter().all(|&p| stopped(p))
-        });
-        frozen.extend(new);
     }
 }
 
 /// Ctrl-C to `child`, then lets the `frozen` processes go on, so they end as it ends them.
-fn interrupt(child: &mut Child, frozen: &[u32]) -> (Option<i32>, Duration) {
+fn interrupt(child: &mut Child, frozen: Option<Frozen>) -> (Option<i32>, Duration) {
     let sent = Instant::now();
     signal(child.id(), libc::SIGINT);
-    for &p in frozen {
-        signal(p, libc::SIGCONT);
-    }
+    drop(frozen);
     let status = child.wait().unwrap();
     (status.code(), sent.elapsed())
 }
@@ -161,7 +173,7 @@ fn a_key_lock_held_past_the_limit_gives_up_naming_the_holder() {
         make = descendants(pid).into_iter().find(|&p| comm(p) == "make");
         make.is_some()
     });
-    let frozen = freeze(make.unwrap());
+    let frozen = Frozen::below(make.unwrap());
     let r = build(&f, &["--build-timeout", "3s"]);
     let err = stderr(&r.out);
     assert_eq!(code(&r.out), 128, "{err}");
@@ -173,7 +185,7 @@ fn a_key_lock_held_past_the_limit_gives_up_naming_the_holder() {
     assert!(r.took < Duration::from_secs(15), "{:?}", r.took);
     assert_eq!(r.make_runs(), 0, "{}", r.commands);
     let lock = key_lock_of(&f.state, &err);
-    let (status, took) = interrupt(&mut holder, &frozen);
+    let (status, took) = interrupt(&mut holder, Some(frozen));
     assert_eq!(status, Some(130));
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_no_build_process(&f);
@@ -269,7 +281,7 @@ fn ctrl_c_during_doctor_reprobe_is_130_and_keeps_the_answer() {
         !qemu.is_empty()
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (status, took) = interrupt(&mut child, &[]);
+    let (status, took) = interrupt(&mut child, None);
     let mut err = String::new();
     use std::io::Read;
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
